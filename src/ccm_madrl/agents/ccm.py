@@ -1,0 +1,279 @@
+"""CCM-MADRL: N client actors propose, one master critic ranks proposals under server limits.
+
+Read top to bottom: construction (published initialisation order), acting (noise, the master's
+selection), the TD target, the critic step, the actor step (sequential as published, or
+simultaneous), and the priority errors of new transitions.
+
+Batched throughout: the N actors are one module; the critic's joint first-layer part is computed
+once per sample and shared by the rows of that sample; a maximum over proposers is found with one
+gradient-free pass over all proposer rows, and only the winning row of each sample is recomputed
+with gradient (the gradient of a maximum flows through its argmax only).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..mec.config import MECConfig
+from ..mec.dynamics import scale_fraction
+from ..mec.rng import RunRNG, standard_normal
+from .config import AgentConfig
+from .networks import BatchedActor, MasterCritic
+from .optim import BatchedOptimizer, make_torch_optimizer
+from .replay import PrioritizedReplay
+from .selection import master_select
+
+FIELDS = ("states", "actions", "selected", "reward", "next_states", "done")
+
+
+@dataclass
+class Action:
+    """What one acting step produces for E environments."""
+
+    actor: np.ndarray  # (E, N, 3) actor outputs (after exploration noise when training), float64
+    selected: np.ndarray  # (E, N) the master's 0/1 decision
+    hybrid: np.ndarray  # (E, N, 3) the environment's action [x, alpha, rho]
+    exceeded: np.ndarray  # (E,) proposals exceeded the server's limits
+
+
+def hybrid_action(selected: np.ndarray, u: np.ndarray) -> np.ndarray:
+    h = np.empty_like(u)
+    h[..., 0] = selected
+    h[..., 1] = scale_fraction(u[..., 1])
+    h[..., 2] = scale_fraction(u[..., 2])
+    return h
+
+
+def hard_update(target: torch.nn.Module, source: torch.nn.Module, agent: int | None = None) -> None:
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            if agent is None:
+                t.copy_(s)
+            else:
+                t[agent].copy_(s[agent])
+
+
+class CCMLearner:
+    """The client-master learner. ``rng`` supplies every random draw (see ``RunRNG``)."""
+
+    per_agent_critic = True
+
+    def __init__(self, env_cfg: MECConfig, cfg: AgentConfig, rng: RunRNG, device: str | torch.device = "cpu"):
+        self.env_cfg, self.cfg, self.rng = env_cfg, cfg, rng
+        self.device = torch.device(device)
+        n = env_cfg.n_agents
+        self.n_agents = n
+        self.limit = env_cfg.selection_limit
+        self.actors, self.critic = self._build_networks()
+        self.actors.to(self.device)
+        self.critic.to(self.device)
+        self.actors_target = copy.deepcopy(self.actors)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
+            p.requires_grad_(False)
+        self.actor_params = list(self.actors.parameters())
+        self.actor_opt = BatchedOptimizer(self.actor_params, cfg.optimizer, cfg.actor_lr)
+        self.critic_opt = make_torch_optimizer(cfg.optimizer, self.critic.parameters(), cfg.critic_lr)
+        self.replay = PrioritizedReplay(
+            cfg.replay_capacity,
+            {
+                "states": (n, 7),
+                "actions": (n, 3),
+                "selected": (n,),
+                "reward": (),
+                "next_states": (n, 7),
+                "done": (),
+            },
+            device=self.device,
+            alpha=cfg.per_alpha,
+            eps=cfg.per_eps,
+            beta0=cfg.per_beta0,
+            beta_increment=cfg.per_beta_increment,
+        )
+
+    # ------------------------------------------------------------------ construction
+    def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:
+        """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
+        init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""
+        cfg, n = self.cfg, self.n_agents
+        actors = BatchedActor(n, hidden=cfg.actor_hidden, activation=cfg.activation)
+        torch.manual_seed(self.rng.torch_seed)
+        actors.reset_parameters_reference()
+        critic = MasterCritic(n, hidden=cfg.critic_hidden, per_agent=self.per_agent_critic)
+        return actors, critic
+
+    # ------------------------------------------------------------------ acting
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def policy(self, states: np.ndarray) -> np.ndarray:
+        """Actor outputs for states (E, N, 7), float64 (E, N, 3)."""
+        return self.actors(self._t(states)).double().cpu().numpy()
+
+    @torch.no_grad()
+    def q_candidates(self, states: np.ndarray, u: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Q of the candidate agents (bool (G, N)) in G environments; -inf elsewhere."""
+        s, a = self._t(states), self._t(u)
+        joint = self.critic.joint(s, a)
+        g_idx, j_idx = np.nonzero(candidates)
+        q = np.full(candidates.shape, -np.inf)
+        if g_idx.size:
+            gi, ji = torch.as_tensor(g_idx, device=self.device), torch.as_tensor(j_idx, device=self.device)
+            rows = joint[gi] + self.critic.own(s[gi, ji], a[gi, ji])
+            q[g_idx, j_idx] = self.critic.head(rows).double().cpu().numpy()
+        return q
+
+    def epsilon(self, episode: int, n_episodes: int) -> float:
+        decay = self.cfg.epsilon_decay or n_episodes
+        c = self.cfg
+        return c.epsilon_end + (c.epsilon_start - c.epsilon_end) * np.exp(-1.0 * episode / decay)
+
+    def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
+        """One acting step for E environments (greedy when ``explore`` is False)."""
+        u = self.policy(states)
+        if explore:
+            u = np.clip(u + standard_normal(self.rng.noise, u.shape) * epsilon, -1, 1)
+        size = states[..., 3]
+
+        def q_fn(envs: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            return self.q_candidates(states[envs], u[envs], candidates)
+
+        sel, exceeded = master_select(
+            u,
+            size,
+            self.limit,
+            self.env_cfg.s_e,
+            q_fn,
+            explore=explore,
+            epsilon=epsilon,
+            coin=self.rng.explore,
+            subset=self.rng.explore_subset,
+        )
+        return Action(actor=u, selected=sel, hybrid=hybrid_action(sel, u), exceeded=exceeded)
+
+    # ------------------------------------------------------------------ critic helpers
+    def _max_over_proposers(
+        self, critic: MasterCritic, joint: torch.Tensor, own: torch.Tensor, prop: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Max over proposing agents of Q (fake agent where nobody proposes), without gradient.
+        Returns (q_max (B,), argmax (B,), -1 for the fake agent)."""
+        with torch.no_grad():
+            b, n = prop.shape
+            bi, ji = prop.nonzero(as_tuple=True)
+            qmat = torch.full((b, n), -torch.inf, device=joint.device)
+            if bi.numel():
+                qmat[bi, ji] = critic.head(joint[bi] + own[bi, ji])
+            qmax, arg = qmat.max(dim=1)
+            none = ~prop.any(dim=1)
+            if none.any():
+                qmax[none] = critic.head(joint[none])
+                arg[none] = -1
+        return qmax, arg
+
+    @torch.no_grad()
+    def td_target(self, reward: torch.Tensor, next_states: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """y = scale * r + gamma * max_{j proposes} Q'(S', U', s'_j, U'_j) * (1 - done)."""
+        u2 = self.actors_target(next_states)
+        joint = self.critic_target.joint(next_states, u2)
+        own = self.critic_target.own(next_states, u2)
+        q2, _ = self._max_over_proposers(self.critic_target, joint, own, u2[..., 0] >= 0)
+        return self.cfg.reward_scale * reward + self.cfg.gamma * q2 * (1.0 - done)
+
+    def critic_rows(
+        self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q of every (sample, selected agent) pair, plus the fake agent for samples where nobody
+        was selected. Returns (Q (R,), sample index of each row (R,))."""
+        joint = self.critic.joint(states, actions)
+        sel = selected > 0.5
+        bi, ii = sel.nonzero(as_tuple=True)
+        none = (~sel.any(dim=1)).nonzero(as_tuple=True)[0]
+        rows = torch.cat([joint[bi] + self.critic.own(states[bi, ii], actions[bi, ii]), joint[none]])
+        return self.critic.head(rows), torch.cat([bi, none])
+
+    @torch.no_grad()
+    def transition_errors(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Priority errors with the current networks: sum over selected agents of (Q - y)^2."""
+        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
+        q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
+        return self._errors(q, y[rb], rb, y.shape[0])
+
+    @staticmethod
+    def _errors(q: torch.Tensor, y_rows: torch.Tensor, rb: torch.Tensor, b: int) -> np.ndarray:
+        sq = ((q.detach() - y_rows) ** 2).double()
+        return torch.zeros(b, dtype=torch.float64, device=q.device).index_add_(0, rb, sq).cpu().numpy()
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict[str, torch.Tensor], weights: np.ndarray) -> dict:
+        """One training step on a replay batch with importance weights. Returns statistics and the
+        new priority errors (computed with the critic before its step)."""
+        w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        s, a = batch["states"], batch["actions"]
+
+        # critic: weighted squared TD error over the selected (or fake) rows
+        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
+        q, rb = self.critic_rows(s, a, batch["selected"])
+        wr, yr = w[rb], y[rb]
+        critic_loss = ((q * wr - yr * wr) ** 2).mean()
+        errors = self._errors(q, yr, rb, y.shape[0])
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        hard_update(self.critic_target, self.critic)
+
+        # actors: maximise the weighted best proposer's Q, with the updated critic
+        if self.cfg.actor_update == "simultaneous":
+            actor_losses = [self._actor_step(s, w, None)]
+        else:
+            actor_losses = [self._actor_step(s, w, i) for i in range(self.n_agents)]
+        return {
+            "critic_loss": float(critic_loss.detach()),
+            "actor_loss": float(np.mean(actor_losses)),
+            "q_mean": float(q.detach().mean()),
+            "target_mean": float(y.mean()),
+            "errors": errors,
+        }
+
+    def actor_objective(self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none)."""
+        joint = self.critic.joint(states, u)
+        own = self.critic.own(states, u)
+        _, arg = self._max_over_proposers(self.critic, joint.detach(), own.detach(), u.detach()[..., 0] >= 0)
+        b = torch.arange(u.shape[0], device=u.device)
+        has = (arg >= 0).unsqueeze(1)
+        h = torch.where(has, joint + own[b, arg.clamp(min=0)], joint)
+        return -(self.critic.head(h) * w).mean()
+
+    def _actor_step(self, states: torch.Tensor, w: torch.Tensor, agent: int | None) -> float:
+        u = self.actors(states)
+        loss = self.actor_objective(states, u, w)
+        grads = torch.autograd.grad(loss, self.actor_params)
+        self.actor_opt.step(grads, agent=agent)
+        hard_update(self.actors_target, self.actors, agent)
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "actors": self.actors.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actors_target": self.actors_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.actors.load_state_dict(sd["actors"])
+        self.critic.load_state_dict(sd["critic"])
+        self.actors_target.load_state_dict(sd["actors_target"])
+        self.critic_target.load_state_dict(sd["critic_target"])
+        self.actor_opt.load_state_dict(sd["actor_opt"])
+        self.critic_opt.load_state_dict(sd["critic_opt"])
+        self.replay.load_state_dict(sd["replay"])

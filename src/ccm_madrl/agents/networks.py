@@ -1,0 +1,211 @@
+"""Networks: all N client actors as ONE batched module, and the master critic.
+
+Layout convention of the batched actor: inside the module tensors are agent-major,
+``(N, M, features)``; its public ``forward`` takes and returns ``(..., N, features)``. Forward hooks on
+its sub-modules (``fc1``, ``act1``, ``fc2``, ``act2``, ``fc3``, ``out_act``) therefore see
+``(N, M, features)`` tensors, with the agent in dimension 0.
+
+The master critic's first layer is linear in the concatenation ``[S, U, s_i, u_i]``, so it is
+evaluated as ``W_joint [S, U] + b`` (once per sample) plus ``W_own [s_i, u_i]`` (once per row). Its
+parameters keep the published layout (``fc1.weight`` is (hidden, N*7 + N*3 + 7 + 3)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("tanh", "softsign", "hardtanh", "scaled_sigmoid")
+
+
+class ScaledSigmoid(nn.Module):
+    """``2 * sigmoid(x) - 1``: a bounded output in (-1, 1) with a slower-saturating derivative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.sigmoid(x) - 1
+
+
+def make_activation(name: str) -> nn.Module:
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "softsign":
+        return nn.Softsign()
+    if name == "hardtanh":
+        return nn.Hardtanh()
+    if name == "scaled_sigmoid":
+        return ScaledSigmoid()
+    raise ValueError(f"activation: unknown output activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+
+
+class BatchedLinear(nn.Module):
+    """N independent linear layers applied as one batched matmul: (N, M, in) -> (N, M, out)."""
+
+    def __init__(self, n: int, in_features: int, out_features: int):
+        super().__init__()
+        self.n, self.in_features, self.out_features = n, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(n, out_features))
+        bound = 1 / math.sqrt(in_features)
+        with torch.no_grad():  # PyTorch's default Linear init, per agent
+            for i in range(n):
+                nn.init.kaiming_uniform_(self.weight[i], a=math.sqrt(5))
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class BatchedActor(nn.Module):
+    """All N client actors: in -> h1 -> h2 -> out, ReLU hidden, bounded output activation.
+
+    ``layernorm=True`` inserts a per-agent LayerNorm (no affine) before the output activation.
+    """
+
+    def __init__(
+        self,
+        n_agents: int,
+        state_dim: int = 7,
+        action_dim: int = 3,
+        hidden: Sequence[int] = (64, 32),
+        activation: str = "tanh",
+        init_w: float = 3e-3,
+        layernorm: bool = False,
+    ):
+        super().__init__()
+        if len(hidden) != 2:
+            raise ValueError(f"actor hidden sizes: need two layers, got {list(hidden)}")
+        self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation_name = activation
+        self.init_w = init_w
+        self.fc1 = BatchedLinear(n_agents, state_dim, self.hidden[0])
+        self.act1 = nn.ReLU()
+        self.fc2 = BatchedLinear(n_agents, self.hidden[0], self.hidden[1])
+        self.act2 = nn.ReLU()
+        self.fc3 = BatchedLinear(n_agents, self.hidden[1], action_dim)
+        self.norm = nn.LayerNorm(action_dim, elementwise_affine=False) if layernorm else None
+        self.out_act = make_activation(activation)
+        with torch.no_grad():
+            self.fc3.weight.uniform_(-init_w, init_w)
+            self.fc3.bias.uniform_(-init_w, init_w)
+
+    def reset_parameters_reference(self) -> None:
+        """Initialise exactly as the published code does with the current torch RNG state: for each
+        agent in order, ``Linear(in, h1)``, ``Linear(h1, h2)``, ``Linear(h2, out)`` with default init,
+        then the last layer's weight and bias re-drawn from U(-init_w, init_w)."""
+        with torch.no_grad():
+            for i in range(self.n_agents):
+                l1 = nn.Linear(self.state_dim, self.hidden[0])
+                l2 = nn.Linear(self.hidden[0], self.hidden[1])
+                l3 = nn.Linear(self.hidden[1], self.action_dim)
+                l3.weight.uniform_(-self.init_w, self.init_w)
+                l3.bias.uniform_(-self.init_w, self.init_w)
+                for dst, src in ((self.fc1, l1), (self.fc2, l2), (self.fc3, l3)):
+                    dst.weight[i].copy_(src.weight)
+                    dst.bias[i].copy_(src.bias)
+
+    def preactivation(self, states: torch.Tensor) -> torch.Tensor:
+        """Output pre-activation z, (..., N, action_dim)."""
+        lead = states.shape[:-2]
+        x = states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
+        z = self._z(x)
+        return z.transpose(0, 1).reshape(*lead, self.n_agents, self.action_dim)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """states (..., N, state_dim) -> actions (..., N, action_dim)."""
+        lead = states.shape[:-2]
+        x = states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
+        out = self.out_act(self._z(x))
+        return out.transpose(0, 1).reshape(*lead, self.n_agents, self.action_dim)
+
+    def _z(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self.fc1(x))
+        h = self.act2(self.fc2(h))
+        z = self.fc3(h)
+        return self.norm(z) if self.norm is not None else z
+
+    def output_layer_names(self) -> tuple[str, str]:
+        return "fc3", "out_act"
+
+    def agent_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Actor ``i``'s parameters in the published per-agent layout (``fc1.weight`` ...)."""
+        return {
+            f"{layer}.{p}": getattr(getattr(self, layer), p)[i].detach().clone()
+            for layer in ("fc1", "fc2", "fc3")
+            for p in ("weight", "bias")
+        }
+
+    def load_agent_state_dict(self, i: int, sd: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for layer in ("fc1", "fc2", "fc3"):
+                for p in ("weight", "bias"):
+                    getattr(getattr(self, layer), p)[i].copy_(torch.as_tensor(sd[f"{layer}.{p}"]))
+
+
+class MasterCritic(nn.Module):
+    """The master critic Q(S, U, s_i, u_i): (N*s + N*a + s + a) -> h1 -> h2 -> 1, ReLU hidden.
+
+    ``(s_i, u_i) = (0, 0)`` is the "fake agent" scored when nobody offloads.
+    ``per_agent=False`` gives the vanilla MADDPG critic Q(S, U) (no per-agent input).
+    """
+
+    def __init__(
+        self,
+        n_agents: int,
+        state_dim: int = 7,
+        action_dim: int = 3,
+        hidden: Sequence[int] = (512, 128),
+        init_w: float = 3e-3,
+        per_agent: bool = True,
+    ):
+        super().__init__()
+        if len(hidden) != 2:
+            raise ValueError(f"critic hidden sizes: need two layers, got {list(hidden)}")
+        self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
+        self.per_agent = per_agent
+        self.joint_dim = n_agents * (state_dim + action_dim)
+        in_dim = self.joint_dim + (state_dim + action_dim if per_agent else 0)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.fc1 = nn.Linear(in_dim, self.hidden[0])
+        self.act1 = nn.ReLU()
+        self.fc2 = nn.Linear(self.hidden[0], self.hidden[1])
+        self.act2 = nn.ReLU()
+        self.fc3 = nn.Linear(self.hidden[1], 1)
+        with torch.no_grad():
+            self.fc3.weight.uniform_(-init_w, init_w)
+            self.fc3.bias.uniform_(-init_w, init_w)
+
+    def joint(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """First-layer pre-activation of the joint part incl. bias: (B, N, s), (B, N, a) -> (B, H1)."""
+        b = states.shape[0]
+        x = torch.cat([states.reshape(b, -1), actions.reshape(b, -1)], dim=-1)
+        return F.linear(x, self.fc1.weight[:, : self.joint_dim], self.fc1.bias)
+
+    def own(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """First-layer contribution of the scored agent: (..., s), (..., a) -> (..., H1)."""
+        return F.linear(torch.cat([states, actions], dim=-1), self.fc1.weight[:, self.joint_dim :])
+
+    def head(self, h1_pre: torch.Tensor) -> torch.Tensor:
+        """From the first layer's pre-activation to Q: (..., H1) -> (...)."""
+        return self.fc3(self.act2(self.fc2(self.act1(h1_pre)))).squeeze(-1)
+
+    def forward(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        own_state: torch.Tensor | None = None,
+        own_action: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Q for each sample: states (B, N, s), actions (B, N, a), own_* (B, s)/(B, a) or None for
+        the fake agent (per-agent critic) -> (B,)."""
+        h = self.joint(states, actions)
+        if self.per_agent and own_state is not None:
+            h = h + self.own(own_state, own_action)
+        return self.head(h)

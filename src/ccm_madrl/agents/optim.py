@@ -1,0 +1,131 @@
+"""Per-agent optimisers over stacked parameters.
+
+Every parameter tensor has the agent in dimension 0. Each agent keeps its own optimiser state
+(moments and step count), so the N actors remain independent learners exactly as with N separate
+``torch.optim`` optimisers; the arithmetic is that of PyTorch's single-tensor implementations
+(``torch.optim.Adam`` / ``RMSprop`` / ``SGD`` with default options), operation by operation.
+``step(grads, agent=i)`` updates only agent ``i`` (the published sequential actor update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+StepHook = Callable[["BatchedOptimizer", Sequence[torch.Tensor], "int | None"], None]
+
+
+class BatchedOptimizer:
+    def __init__(
+        self,
+        params: Sequence[torch.nn.Parameter],
+        kind: str = "adam",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        alpha: float = 0.99,
+        lr_scales: Sequence[float] | None = None,
+    ):
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown optimiser {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params: empty parameter list")
+        self.n = self.params[0].shape[0]
+        if any(p.shape[0] != self.n for p in self.params):
+            raise ValueError("params: every parameter must have the agent in dimension 0")
+        self.kind, self.lr, self.betas, self.eps, self.alpha = kind, float(lr), betas, eps, alpha
+        self.lr_scales = [1.0] * len(self.params) if lr_scales is None else [float(s) for s in lr_scales]
+        if len(self.lr_scales) != len(self.params):
+            raise ValueError("lr_scales: need one scale per parameter")
+        self.steps = np.zeros(self.n, dtype=np.int64)
+        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
+        self.v = [torch.zeros_like(p) for p in self.params] if kind in ("adam", "rmsprop") else []
+        self._pre_hooks: list[StepHook] = []
+        self._post_hooks: list[StepHook] = []
+
+    # ------------------------------------------------------------------ hooks
+    def register_step_pre_hook(self, hook: StepHook) -> Callable[[], None]:
+        self._pre_hooks.append(hook)
+        return lambda: self._pre_hooks.remove(hook)
+
+    def register_step_post_hook(self, hook: StepHook) -> Callable[[], None]:
+        self._post_hooks.append(hook)
+        return lambda: self._post_hooks.remove(hook)
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor], agent: int | None = None) -> None:
+        """Apply one update. ``grads`` match ``params`` (full stacked shapes)."""
+        for h in self._pre_hooks:
+            h(self, grads, agent)
+        if agent is None:
+            self.steps += 1
+            if (self.steps == self.steps[0]).all():
+                self._update(slice(None), grads, int(self.steps[0]))
+            else:  # agents out of step (only after mixed single/all stepping): one at a time
+                for i in range(self.n):
+                    self._update(i, grads, int(self.steps[i]))
+        else:
+            if not 0 <= agent < self.n:
+                raise IndexError(f"agent: {agent} out of range 0..{self.n - 1}")
+            self.steps[agent] += 1
+            self._update(agent, grads, int(self.steps[agent]))
+        for h in self._post_hooks:
+            h(self, grads, agent)
+
+    def _update(self, idx: int | slice, grads: Sequence[torch.Tensor], step: int) -> None:
+        for k, (p, g) in enumerate(zip(self.params, grads)):
+            lr = self.lr * self.lr_scales[k]
+            p_, g_ = p.data[idx], g[idx]
+            if self.kind == "adam":
+                m, v = self.m[k][idx], self.v[k][idx]
+                beta1, beta2 = self.betas
+                m.lerp_(g_, 1 - beta1)
+                v.mul_(beta2).addcmul_(g_, g_, value=1 - beta2)
+                bias_correction1 = 1 - beta1**step
+                bias_correction2 = 1 - beta2**step
+                step_size = lr / bias_correction1
+                denom = (v.sqrt() / bias_correction2**0.5).add_(self.eps)
+                p_.addcdiv_(m, denom, value=-step_size)
+            elif self.kind == "rmsprop":
+                v = self.v[k][idx]
+                v.mul_(self.alpha).addcmul_(g_, g_, value=1 - self.alpha)
+                p_.addcdiv_(g_, v.sqrt().add_(self.eps), value=-lr)
+            else:
+                p_.add_(g_, alpha=-lr)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "lr": self.lr,
+            "lr_scales": list(self.lr_scales),
+            "steps": self.steps.copy(),
+            "m": [t.detach().cpu().clone() for t in self.m],
+            "v": [t.detach().cpu().clone() for t in self.v],
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        if sd["kind"] != self.kind:
+            raise ValueError(f"optimizer state is for {sd['kind']!r}, not {self.kind!r}")
+        self.steps = np.asarray(sd["steps"], dtype=np.int64).copy()
+        for dst, src in zip(self.m, sd["m"]):
+            dst.copy_(src)
+        for dst, src in zip(self.v, sd["v"]):
+            dst.copy_(src)
+
+
+def make_torch_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
+    """The critic's optimiser (a single network): PyTorch's own, default options."""
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"optimizer: unknown optimiser {kind!r}; allowed: {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,130 @@
+"""The master's selection of offloading proposals under the server's channel and storage limits,
+batched over environments.
+
+Rules (published behaviour):
+- agent n proposes to offload when its actor's first output ``u_n[0] >= 0``;
+- the limits are exceeded when more than ``limit`` agents propose or their total size exceeds
+  ``S_E``; if not exceeded, every proposal is accepted (none if nobody proposes);
+- otherwise the master selects: *explore* (training, with probability epsilon) draws ``limit``
+  agents uniformly from all agents and removes random members until their total size fits; *greedy*
+  ranks the agents with ``u_n[0] > 0`` by Q (descending) and accepts an agent if it proposed, fewer
+  than ``limit`` are accepted and the accepted size plus its size stays strictly below ``S_E``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+from ..mec.rng import IndexStream, Stream, scalar_uniform01
+
+
+def proposals_exceed(u0: np.ndarray, size: np.ndarray, limit: int, s_e: float) -> tuple[np.ndarray, np.ndarray]:
+    """Proposal mask (E, N) and whether each environment's proposals exceed the limits (E,)."""
+    prop = u0 >= 0
+    count = prop.sum(axis=-1)
+    total = np.where(prop, size, 0.0).sum(axis=-1)
+    exceeded = (count > limit) | (total > s_e)
+    # The published total is np.sum over the gathered proposers; it can differ from the masked sum
+    # in the last bit, which only matters right at the storage bound: recompute those exactly.
+    for e in np.flatnonzero(np.abs(total - s_e) <= 1e-9 * s_e):
+        exceeded[e] = count[e] > limit or np.sum(size[e][prop[e]]) > s_e
+    return prop, exceeded
+
+
+@numba.njit(cache=True)
+def _greedy_accept(order, u0, size, limit, s_e):  # pragma: no cover - compiled
+    n_envs, n = order.shape
+    sel = np.zeros((n_envs, n))
+    for e in range(n_envs):
+        count = 0
+        accepted = 0.0
+        for pos in range(n):
+            k = order[e, pos]
+            if u0[e, k] >= 0 and count < limit and accepted + size[e, k] < s_e:
+                sel[e, k] = 1.0
+                count += 1
+                accepted += size[e, k]
+    return sel
+
+
+def accept_in_order(order: np.ndarray, u0: np.ndarray, size: np.ndarray, limit: int, s_e: float) -> np.ndarray:
+    """Visit agents in ``order`` (E, N) and accept proposals within the limits. Returns 0/1 (E, N)."""
+    return _greedy_accept(
+        np.ascontiguousarray(order, dtype=np.int64),
+        np.ascontiguousarray(u0, dtype=np.float64),
+        np.ascontiguousarray(size, dtype=np.float64),
+        int(limit),
+        float(s_e),
+    )
+
+
+def greedy_select(q: np.ndarray, u0: np.ndarray, size: np.ndarray, limit: int, s_e: float) -> np.ndarray:
+    """Q-ranked acceptance. ``q`` (E, N) holds -inf for agents that are not ranked (u0 <= 0).
+
+    The ranking is ``np.argsort(q)[::-1]`` computed by NumPy, as published (ties: reversed)."""
+    order = np.argsort(q, axis=-1)[:, ::-1]
+    return accept_in_order(order, u0, size, limit, s_e)
+
+
+def explore_select(size: np.ndarray, limit: int, s_e: float, stream: IndexStream) -> np.ndarray:
+    """Random subset for one environment: ``limit`` agents drawn uniformly from all agents, then
+    random members removed until their total size is within ``S_E``. Returns 0/1 (N,)."""
+    n = size.shape[0]
+    k = min(limit, n)
+    if isinstance(stream, random.Random):  # the published sequence of Python random calls
+        agents = list(range(n))
+        stream.shuffle(agents)
+        chosen = stream.sample(agents, k)
+        while np.sum(size[chosen]) > s_e:
+            chosen.remove(stream.choice(chosen))
+    else:
+        chosen = [int(a) for a in stream.permutation(n)[:k]]
+        while np.sum(size[chosen]) > s_e:
+            chosen.pop(int(stream.integers(len(chosen))))
+    sel = np.zeros(n)
+    sel[chosen] = 1.0
+    return sel
+
+
+QFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def master_select(
+    u: np.ndarray,
+    size: np.ndarray,
+    limit: int,
+    s_e: float,
+    q_fn: QFunction,
+    explore: bool = False,
+    epsilon: float = 0.0,
+    coin: Stream | None = None,
+    subset: IndexStream | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The master's decision for E environments.
+
+    ``u`` (E, N, 3): actor outputs (after exploration noise in training); ``size`` (E, N).
+    ``q_fn(envs, candidates)`` returns Q (len(envs), N) for the candidate agents (bool mask) of those
+    environments, -inf elsewhere. Returns (selected 0/1 (E, N), exceeded (E,)).
+    The exploration coin ``coin`` is drawn once per exceeded environment, in order.
+    """
+    u0 = u[..., 0]
+    prop, exceeded = proposals_exceed(u0, size, limit, s_e)
+    sel = prop.astype(np.float64)
+    envs = np.flatnonzero(exceeded)
+    if envs.size == 0:
+        return sel, exceeded
+    greedy = []
+    for e in envs:
+        if explore and scalar_uniform01(coin) <= epsilon:
+            sel[e] = explore_select(size[e], limit, s_e, subset)
+        else:
+            greedy.append(e)
+    if greedy:
+        g = np.asarray(greedy)
+        q = q_fn(g, u0[g] > 0)
+        sel[g] = greedy_select(q, u0[g], size[g], limit, s_e)
+    return sel, exceeded

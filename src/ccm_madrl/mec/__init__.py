@@ -1,0 +1,18 @@
+"""The MEC task-offloading environment: config, batched dynamics, RNG modes, standard APIs."""
+
+from .config import MECConfig
+from .dynamics import Devices, StepOutcome, step_dynamics
+from .env import EpisodeTable, MECEnv, record_episodes
+from .rng import RNG_MODES, RunRNG
+
+__all__ = [
+    "MECConfig",
+    "MECEnv",
+    "Devices",
+    "StepOutcome",
+    "step_dynamics",
+    "EpisodeTable",
+    "record_episodes",
+    "RunRNG",
+    "RNG_MODES",
+]
