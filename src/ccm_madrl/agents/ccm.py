@@ -61,6 +61,7 @@ class CCMLearner:
     """The client-master learner. ``rng`` supplies every random draw (see ``RunRNG``)."""
 
     per_agent_critic = True
+    monitorable = True
 
     def __init__(self, env_cfg: MECConfig, cfg: AgentConfig, rng: RunRNG, device: str | torch.device = "cpu"):
         self.env_cfg, self.cfg, self.rng = env_cfg, cfg, rng
@@ -207,6 +208,23 @@ class CCMLearner:
     def _errors(q: torch.Tensor, y_rows: torch.Tensor, rb: torch.Tensor, b: int) -> np.ndarray:
         sq = ((q.detach() - y_rows) ** 2).double()
         return torch.zeros(b, dtype=torch.float64, device=q.device).index_add_(0, rb, sq).cpu().numpy()
+
+    # ------------------------------------------------------------------ replay
+    def observe(self, transitions: dict[str, np.ndarray]) -> None:
+        """Insert an episode's transitions (arrays with a leading time axis), in order, each with the
+        priority of its error under the current networks (published: computed at every step; the
+        networks do not change within an episode, so computing them together is the same)."""
+        batch = {k: self._t(v) for k, v in transitions.items()}
+        self.replay.add(self.transition_errors(batch), **batch)
+
+    def train(self) -> dict:
+        """Sample a prioritised batch, take one training step, update the batch's priorities."""
+        batch, leaves, weights = self.replay.sample(self.cfg.batch_size, self.rng.replay)
+        stats = self.train_step(batch, weights)
+        self.replay.update(leaves, stats.pop("errors"))
+        stats["batch_reward_abs"] = float(batch["reward"].abs().mean())
+        stats["beta"] = self.replay.beta
+        return stats
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, torch.Tensor], weights: np.ndarray) -> dict:

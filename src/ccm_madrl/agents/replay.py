@@ -104,7 +104,8 @@ class PrioritizedReplay:
         self.alpha, self.eps, self.beta, self.beta_increment = alpha, eps, beta0, beta_increment
         self.device = torch.device(device)
         self.data = {
-            k: torch.zeros((self.capacity, *shape), dtype=dtype, device=self.device) for k, shape in fields.items()
+            k: torch.zeros((self.capacity, *shape), dtype=dtype, device=self.device)
+            for k, shape in fields.items()
         }
 
     def __len__(self) -> int:

@@ -22,7 +22,9 @@ import numpy as np
 from ..mec.rng import IndexStream, Stream, scalar_uniform01
 
 
-def proposals_exceed(u0: np.ndarray, size: np.ndarray, limit: int, s_e: float) -> tuple[np.ndarray, np.ndarray]:
+def proposals_exceed(
+    u0: np.ndarray, size: np.ndarray, limit: int, s_e: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Proposal mask (E, N) and whether each environment's proposals exceed the limits (E,)."""
     prop = u0 >= 0
     count = prop.sum(axis=-1)
@@ -51,7 +53,9 @@ def _greedy_accept(order, u0, size, limit, s_e):  # pragma: no cover - compiled
     return sel
 
 
-def accept_in_order(order: np.ndarray, u0: np.ndarray, size: np.ndarray, limit: int, s_e: float) -> np.ndarray:
+def accept_in_order(
+    order: np.ndarray, u0: np.ndarray, size: np.ndarray, limit: int, s_e: float
+) -> np.ndarray:
     """Visit agents in ``order`` (E, N) and accept proposals within the limits. Returns 0/1 (E, N)."""
     return _greedy_accept(
         np.ascontiguousarray(order, dtype=np.int64),

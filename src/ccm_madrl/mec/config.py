@@ -62,9 +62,7 @@ class MECConfig(BaseModel):
             ("min_gain", "max_gain"),
         ):
             if getattr(self, lo) > getattr(self, hi):
-                raise ValueError(
-                    f"{lo} ({getattr(self, lo)}) must not exceed {hi} ({getattr(self, hi)})"
-                )
+                raise ValueError(f"{lo} ({getattr(self, lo)}) must not exceed {hi} ({getattr(self, hi)})")
         if self.min_ddl >= self.max_ddl - self.max_ddl / 10:
             raise ValueError(
                 f"min_ddl ({self.min_ddl}) must be below 0.9 * max_ddl ({0.9 * self.max_ddl}): "

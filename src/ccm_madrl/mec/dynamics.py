@@ -98,9 +98,7 @@ def _h2_finish_kernel(t_off, t_proc, x, order, n_units):  # pragma: no cover - c
     return finish
 
 
-def h2_finish_times(
-    t_off: np.ndarray, t_proc: np.ndarray, x: np.ndarray, n_units: int
-) -> np.ndarray:
+def h2_finish_times(t_off: np.ndarray, t_proc: np.ndarray, x: np.ndarray, n_units: int) -> np.ndarray:
     """Finish times of offloaded tasks in mode H2, (E, N). ``x`` must be 0/1 (punishment resolved).
 
     The visiting order is NumPy's default ``argsort`` of the offload times, computed by NumPy

@@ -86,9 +86,7 @@ class TableTasks:
         return self.table.harvest[:, self.t - 1], self.table.tasks[:, self.t]
 
 
-def record_episodes(
-    cfg: MECConfig, rng_mode: str, env_seed: int, seeds: Sequence[int]
-) -> EpisodeTable:
+def record_episodes(cfg: MECConfig, rng_mode: str, env_seed: int, seeds: Sequence[int]) -> EpisodeTable:
     """Record the draws of the episodes reset with ``seeds`` (one environment per seed).
 
     The draws do not depend on the actions, so an evaluation episode is fully determined by its
@@ -124,6 +122,8 @@ class MECEnv:
         global stream); if given, it is seeded with ``env_seed`` and the construction draws are
         made from it, exactly like the published constructor.
     devices: use these device constants instead of drawing them.
+    task_stream: the stream new tasks are drawn from; by default the construction stream (as
+        published: one global stream for everything).
     """
 
     def __init__(
@@ -134,6 +134,7 @@ class MECEnv:
         env_seed: int = 37,
         stream: Stream | None = None,
         devices: Devices | None = None,
+        task_stream: Stream | None = None,
     ):
         self.cfg = cfg or MECConfig()
         if int(num_envs) < 1:
@@ -146,7 +147,9 @@ class MECEnv:
         elif isinstance(stream, np.random.RandomState):
             stream.seed(self.env_seed)
         self.devices = devices if devices is not None else draw_devices(self.cfg, stream)
-        self.source: StreamTasks | TableTasks = StreamTasks(stream, self.num_envs)
+        self.source: StreamTasks | TableTasks = StreamTasks(
+            stream if task_stream is None else task_stream, self.num_envs
+        )
         n = self.cfg.n_agents
         self.energy = np.zeros((self.num_envs, n))
         self.tasks = np.zeros((self.num_envs, n, 3))
@@ -251,16 +254,22 @@ class MECEnv:
 
     # ------------------------------------------------------------------ internals
     def _reseed(self, seed: int | Sequence[int]) -> None:
-        seeds = [int(seed)] * self.num_envs if np.ndim(seed) == 0 else [int(s) for s in seed]  # type: ignore[arg-type]
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed: need one per environment ({self.num_envs}), got {len(seeds)}")
+        """An int re-seeds the current stream(s) (a shared legacy stream in place, as the published
+        ``np.random.seed``); a sequence gives every environment its own stream seeded per entry."""
         src = self.source
-        if isinstance(src, StreamTasks) and src.shared is not None:
-            if len(set(seeds)) != 1:
-                raise ValueError("seed: environments drawing from one shared stream take a single seed")
-            if isinstance(src.shared, np.random.RandomState):
-                src.shared.seed(seeds[0])  # published: re-seeds the global stream in place
+        if np.ndim(seed) == 0:
+            k = int(seed)  # type: ignore[arg-type]
+            if isinstance(src, StreamTasks) and src.shared is not None:
+                if isinstance(src.shared, np.random.RandomState):
+                    src.shared.seed(k)
+                else:
+                    self.source = StreamTasks(eval_stream(self.rng_mode, self.env_seed, k), self.num_envs)
                 return
-            self.source = StreamTasks(eval_stream(self.rng_mode, self.env_seed, seeds[0]), self.num_envs)
-            return
-        self.source = StreamTasks([eval_stream(self.rng_mode, self.env_seed, s) for s in seeds], self.num_envs)
+            seeds = [k] * self.num_envs
+        else:
+            seeds = [int(s) for s in seed]  # type: ignore[union-attr]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed: need one per environment ({self.num_envs}), got {len(seeds)}")
+        self.source = StreamTasks(
+            [eval_stream(self.rng_mode, self.env_seed, s) for s in seeds], self.num_envs
+        )

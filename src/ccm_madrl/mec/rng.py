@@ -23,15 +23,15 @@ The environment's constants (device power, gain, battery, compute) are drawn onc
 from __future__ import annotations
 
 import random
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
 RNG_MODES = ("reference", "independent")
 RNGMode = Literal["reference", "independent"]
 
-Stream = Union[np.random.RandomState, np.random.Generator]
-IndexStream = Union[random.Random, np.random.Generator]
+Stream = np.random.RandomState | np.random.Generator
+IndexStream = random.Random | np.random.Generator
 
 # Spawn keys of the independent streams (stable: changing them changes every independent run).
 _TRAIN_TASKS, _NOISE, _EXPLORE, _REPLAY = 0, 1, 2, 3
@@ -62,14 +62,12 @@ def scalar_uniform01(stream: Stream) -> float:
     return float(stream.random())
 
 
-def construction_stream(mode: str, env_seed: int | None) -> Stream:
-    """Stream for the environment's fixed constants."""
+def construction_stream(mode: str, env_seed: int) -> Stream:
+    """Stream for the environment's fixed constants (reference: also its task stream)."""
     check_rng_mode(mode)
     if mode == "reference":
         return np.random.RandomState(env_seed)
-    return np.random.default_rng(np.random.SeedSequence([int(env_seed or 0), 0xC0])) if (
-        env_seed is not None
-    ) else np.random.default_rng()
+    return np.random.default_rng(np.random.SeedSequence([int(env_seed), 0xC0]))
 
 
 def eval_stream(mode: str, env_seed: int, k: int) -> Stream:

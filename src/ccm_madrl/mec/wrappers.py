@@ -22,9 +22,7 @@ from .env import MECEnv
 
 def observation_bounds(cfg: MECConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-agent observation bounds, in state order [power, gain, energy, size, cycle, ddl, res]."""
-    low = np.array(
-        [cfg.min_power, cfg.min_gain, 0.0, cfg.min_size, cfg.min_cycle, cfg.min_ddl, cfg.min_res]
-    )
+    low = np.array([cfg.min_power, cfg.min_gain, 0.0, cfg.min_size, cfg.min_cycle, cfg.min_ddl, cfg.min_res])
     high = np.array(
         [cfg.max_power, cfg.max_gain, cfg.max_ene, cfg.max_size, cfg.max_cycle, cfg.ddl_high, cfg.max_res]
     )
@@ -74,7 +72,9 @@ class MECParallelEnv(ParallelEnv):
             raise RuntimeError("step: the episode is over; call reset()")
         missing = [a for a in self.agents if a not in actions]
         if missing:
-            raise ValueError(f"actions: missing an action for {missing[:3]}{'...' if len(missing) > 3 else ''}")
+            raise ValueError(
+                f"actions: missing an action for {missing[:3]}{'...' if len(missing) > 3 else ''}"
+            )
         x = np.array([actions[a]["x"] for a in self.possible_agents], dtype=np.float64)
         fr = np.array([actions[a]["fractions"] for a in self.possible_agents], dtype=np.float64)
         obs, reward, done, info = self._env.step(_hybrid(x, fr))
@@ -117,9 +117,7 @@ class MECJointEnv(gymnasium.Env):
         self._env = MECEnv(self.cfg, 1, rng_mode=rng_mode, env_seed=env_seed)
         n = self.cfg.n_agents
         low, high = observation_bounds(self.cfg)
-        self.observation_space = spaces.Box(
-            np.tile(low, (n, 1)), np.tile(high, (n, 1)), dtype=np.float64
-        )
+        self.observation_space = spaces.Box(np.tile(low, (n, 1)), np.tile(high, (n, 1)), dtype=np.float64)
         self.action_space = spaces.Dict(
             {
                 "x": spaces.MultiDiscrete([3] * n),
@@ -134,7 +132,9 @@ class MECJointEnv(gymnasium.Env):
     def step(self, action: dict[str, Any]):
         if not isinstance(action, dict) or set(action) != {"x", "fractions"}:
             raise ValueError("action: expected a dict with keys 'x' and 'fractions'")
-        a = _hybrid(np.asarray(action["x"], dtype=np.float64), np.asarray(action["fractions"], dtype=np.float64))
+        a = _hybrid(
+            np.asarray(action["x"], dtype=np.float64), np.asarray(action["fractions"], dtype=np.float64)
+        )
         obs, reward, done, info = self._env.step(a)
         return (
             obs[0],

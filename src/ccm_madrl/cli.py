@@ -1,0 +1,132 @@
+"""``ccm-madrl``: one entry point for training, sweeps, reports, parity checks and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=quickstart"]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .experiment.config import load_config
+    from .experiment.runner import train
+
+    overrides = list(args.set or [])
+    if args.config is None and not overrides:
+        overrides = QUICK_DEFAULT
+        _console().print(
+            "[dim]no config given: running the short default (100 episodes, 50 evaluation episodes, published "
+            "hyper-parameters); see `ccm-madrl train --help`[/dim]"
+        )
+    cfg = load_config(args.config, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}-{cfg.id()}"
+    try:
+        summary = train(cfg, run_dir, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        _console().print(
+            f"[yellow]interrupted; checkpoint kept in {run_dir} — re-run the same command to resume[/yellow]"
+        )
+        return 130
+    _console().print(
+        f"[green]{summary.state}[/green]: {summary.episodes_done} episodes, final return "
+        f"(mean of last 100 evaluations) {summary.final_return:.2f} -> {summary.run_dir}"
+    )
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .parity import check_file
+
+    console = _console()
+    ok = True
+    for path in args.files:
+        rep = check_file(path)
+        table = Table(title=f"{rep.path} ({rep.kind} file)")
+        for col in ("quantity", "max abs err", "max rel err", "result", "note"):
+            table.add_column(col)
+        for c in rep.checks:
+            table.add_row(
+                c.quantity,
+                "-" if c.max_abs != c.max_abs else f"{c.max_abs:.3g}",
+                "-" if c.max_rel != c.max_rel else f"{c.max_rel:.3g}",
+                "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]",
+                c.note,
+            )
+        console.print(table)
+        console.print(("[green]PASS[/green]" if rep.passed else "[red]FAIL[/red]") + f" {rep.path}")
+        ok &= rep.passed
+    return 0 if ok else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import run
+
+    kw = {}
+    if args.which == "agent":
+        kw = {"episodes": args.episodes, "monitor": args.monitor}
+        if args.steps:
+            kw["steps"] = tuple(args.steps)
+        if args.update:
+            kw["updates"] = tuple(args.update)
+    res = run(args.which, args.out, **kw)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="ccm-madrl", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ccm_madrl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run one experiment (resumes if its run directory has a checkpoint)")
+    t.add_argument("config", nargs="?", help="experiment YAML (omit for the short default)")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. agent.actor_lr=0.1"
+    )
+    t.add_argument("--run-dir", help="output directory (default: runs/<name>-<config id>)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
+    q.add_argument("files", nargs="+", help="golden .npz file(s) (env or agent)")
+    q.set_defaults(func=cmd_parity)
+
+    b = sub.add_parser("bench", help="speed measurements (results as JSON)")
+    b.add_argument("which", choices=["env", "agent"], help="env: batched step; agent: training episodes")
+    b.add_argument("--out", default=None, help="directory to write <which>.json into")
+    b.add_argument("--episodes", type=int, default=30, help="agent: episodes per measured run")
+    b.add_argument(
+        "--steps", type=int, nargs="*", help="agent: steps per episode to measure (default 10 100)"
+    )
+    b.add_argument("--update", nargs="*", choices=["simultaneous", "sequential"], help="agent: update orders")
+    b.add_argument("--monitor", action="store_true", help="agent: with the gradient-flow monitor on")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"ccm-madrl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

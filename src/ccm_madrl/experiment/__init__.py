@@ -1,0 +1,6 @@
+"""Experiments: config schema, the training loop, sweeps (local / Ray), the run store."""
+
+from .config import ConfigError, ExperimentConfig, build_config, load_config
+from .runner import RunSummary, Trainer, train
+
+__all__ = ["ConfigError", "ExperimentConfig", "build_config", "load_config", "RunSummary", "Trainer", "train"]

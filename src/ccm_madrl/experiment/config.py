@@ -1,0 +1,150 @@
+"""One validated schema for an experiment (a single training run), loaded from YAML and/or
+``key=value`` overrides with dotted paths (``agent.actor_lr=0.1``).
+
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` (a ``ValueError``) that
+names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..agents.config import AgentConfig
+from ..mec.config import MECConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message naming the field(s)."""
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    episodes: int = Field(2000, ge=1, description="training episodes (published: 2000)")
+    eval_episodes: int = Field(
+        50, ge=0, description="fixed evaluation episodes before each training episode (published: 50)"
+    )
+    checkpoint_every: int = Field(
+        10, ge=1, description="episodes between checkpoints (Ctrl-C and SIGTERM also checkpoint)"
+    )
+    tensorboard: bool = Field(True, description="write TensorBoard scalars")
+
+
+class MonitorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="record gradient-flow measurements")
+    interval: int = Field(1, ge=1, description="measure every k-th training episode")
+    stop_threshold: float = Field(1e-8, ge=0, description="'stopped' = max |weight change| below this")
+    histograms: bool = Field(True, description="TensorBoard histograms of pre-activations and grad norms")
+    histogram_every: int = Field(50, ge=1, description="episodes between TensorBoard histograms")
+    warn: bool = Field(False, description="print a console warning when an actor freezes")
+    early_stop: bool = Field(False, description="end the run once every actor has stopped")
+    early_stop_patience: int = Field(
+        20, ge=1, description="episodes all actors must stay stopped before an early stop"
+    )
+
+
+class ExperimentConfig(BaseModel):
+    """Everything that defines one run. ``id()`` is a stable hash of the resolved config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("ccm", description="a label for the run")
+    seed: int = Field(0, ge=0, description="run seed: network init, replay, exploration, noise")
+    env_seed: int = Field(37, ge=0, description="seed of the MEC system's device constants (published: 37)")
+    rng_mode: Literal["reference", "independent"] = "reference"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    env: MECConfig = MECConfig()
+    agent: AgentConfig = AgentConfig()
+    training: TrainingConfig = TrainingConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+    def id(self) -> str:
+        """Stable id derived from the resolved config (name excluded)."""
+        d = self.model_dump(mode="json")
+        d.pop("name", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------ loading
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
+            msg = f"must be one of {e['ctx']['expected']}"
+        got = e.get("input")
+        lines.append(
+            f"  {loc}: {msg}" + ("" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})")
+        )
+    return "\n".join(lines)
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML (numbers, bools, lists), falling back to the raw string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides to a nested dict (copied)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. agent.actor_lr=0.01")
+        key, _, text = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r}: empty key")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = parse_value(text)
+    return out
+
+
+def build_config(
+    data: Mapping[str, Any] | None = None, overrides: Iterable[str] = (), source: str = ""
+) -> ExperimentConfig:
+    raw = apply_overrides(dict(data or {}), overrides)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of config sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    data = load_yaml(path) if path else {}
+    return build_config(data, overrides, source=str(path or ""))

@@ -1,0 +1,451 @@
+"""One training run: config -> (env <-> learner, observed by the monitor) -> run directory.
+
+The episode loop reproduces the published schedule: evaluation on the fixed evaluation episodes
+before every training episode from episode ``episodes_before_train`` on, one training episode with
+exploration, the new transitions inserted into the replay with their priorities, then one training
+step once ``episodes_before_train + 1`` episodes are done.
+
+Run directory (see ``docs/run_store.md``)::
+
+    config.yaml        the resolved config          provenance.json   how it was made
+    metrics.parquet    one row per episode          monitor/          gradient-flow measurements
+    checkpoint.pt      latest checkpoint            status.json       running / done / failed
+    tb/                TensorBoard events
+
+Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
+current episode finishes; a second Ctrl-C aborts at once) and at the end. Re-running the same command
+resumes from the checkpoint; episodes after it are recomputed bit-identically on the same machine
+(every random stream's state is checkpointed), so the finished run is the same as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..agents import make_learner
+from ..mec.dynamics import draw_devices
+from ..mec.env import MECEnv, record_episodes
+from ..mec.rng import RunRNG
+from ..provenance import collect, resolve_device
+from .config import ExperimentConfig, load_yaml
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.parquet"
+STATUS = "status.json"
+
+
+class RunDirConflict(ValueError):
+    """The run directory holds a different experiment."""
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    state: str
+    episodes_done: int
+    final_return: float
+    wall_time_s: float
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM: finish the episode, checkpoint, stop. Second SIGINT: abort now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):  # pragma: no cover - exercised via subprocess tests
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextmanager
+    def installed(self):
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        except ValueError:  # not the main thread (e.g. inside some workers): no graceful stop
+            self._old = {}
+        try:
+            yield self
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+
+
+class Trainer:
+    """Runs (or resumes) one experiment into ``run_dir``."""
+
+    def __init__(
+        self, cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, quiet: bool = False
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.quiet = quiet
+        self.device = resolve_device(cfg.device)
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.rng = RunRNG(cfg.rng_mode, cfg.seed, cfg.env_seed)
+        if cfg.rng_mode == "reference":
+            # published: the training env and the evaluation env are both constructed from the
+            # global stream seeded with env_seed (identical devices) ...
+            self.env = MECEnv(cfg.env, 1, "reference", cfg.env_seed, stream=self.rng.tasks)
+            self.rng.tasks.seed(cfg.env_seed)
+            draw_devices(cfg.env, self.rng.tasks)
+        else:
+            self.env = MECEnv(cfg.env, 1, "independent", cfg.env_seed, task_stream=self.rng.tasks)
+        self.learner = make_learner(cfg, self.rng, self.device)
+        self.env.reset()  # ... and the agent's constructor resets the training env once
+        e = cfg.training.eval_episodes
+        self.eval_table = record_episodes(cfg.env, cfg.rng_mode, cfg.env_seed, range(e)) if e else None
+        self.eval_env = (
+            MECEnv(cfg.env, e, cfg.rng_mode, cfg.env_seed, devices=self.env.devices) if e else None
+        )
+        self.monitor = None
+        if cfg.monitor.enabled and self.learner.monitorable:
+            from ..monitor.integration import monitor_for
+
+            self.monitor = monitor_for(self.learner, cfg, self.run_dir)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict:
+        """Greedy policy on the fixed evaluation episodes, all as one batch of environments."""
+        env, table = self.eval_env, self.eval_table
+        obs = env.reset(table=table)
+        e, t_max = env.num_envs, self.cfg.env.max_steps
+        ret = np.zeros(e)
+        exceeded = np.zeros(e)
+        pen_e = np.zeros(e)
+        pen_t = np.zeros(e)
+        for _ in range(t_max):
+            act = self.learner.act(obs, explore=False)
+            obs, r, _, info = env.step(act.hybrid)
+            ret += r
+            exceeded += act.exceeded
+            pen_e += info["energy_penalty_frac"]
+            pen_t += info["time_penalty_frac"]
+        self.rng.after_evaluation(table.final_stream_state)
+        return {
+            "eval_return": float(ret.mean()),
+            "eval_return_std": float(ret.std()),
+            "eval_constraint_frac": float((exceeded / t_max).mean()),
+            "eval_energy_penalty_frac": float((pen_e / t_max).mean()),
+            "eval_time_penalty_frac": float((pen_t / t_max).mean()),
+        }
+
+    # ------------------------------------------------------------------ one episode
+    def episode(self, ep: int) -> dict:
+        cfg, learner, env = self.cfg, self.learner, self.env
+        t0 = time.perf_counter()
+        ebt = cfg.agent.episodes_before_train
+        state = env.reset()
+        row: dict = {"episode": ep}
+        if ep >= ebt and self.eval_env is not None:
+            row.update(self.evaluate())
+        else:
+            row.update(
+                eval_return=np.nan,
+                eval_return_std=np.nan,
+                eval_constraint_frac=np.nan,
+                eval_energy_penalty_frac=np.nan,
+                eval_time_penalty_frac=np.nan,
+            )
+        t_eval = time.perf_counter()
+        eps = learner.epsilon(ep, cfg.training.episodes)
+        t_max = cfg.env.max_steps
+        n = cfg.env.n_agents
+        buf = {
+            "states": np.empty((t_max, n, 7)),
+            "actions": np.empty((t_max, n, 3)),
+            "selected": np.empty((t_max, n)),
+            "reward": np.empty(t_max),
+            "next_states": np.empty((t_max, n, 7)),
+            "done": np.zeros(t_max),
+        }
+        ret, exceeded, pen_e, pen_t = 0.0, 0, 0.0, 0.0
+        for t in range(t_max):
+            act = learner.act(state, explore=True, epsilon=eps)
+            nxt, r, done, info = env.step(act.hybrid)
+            buf["states"][t] = state[0]
+            buf["actions"][t] = act.actor[0]
+            buf["selected"][t] = act.selected[0]
+            buf["reward"][t] = r[0]
+            buf["next_states"][t] = nxt[0]
+            buf["done"][t] = float(done)
+            ret += float(r[0])
+            exceeded += int(act.exceeded[0])
+            pen_e += float(info["energy_penalty_frac"][0])
+            pen_t += float(info["time_penalty_frac"][0])
+            state = nxt
+        learner.observe(buf)
+        t_act = time.perf_counter()
+        stats: dict = {}
+        if ep + 1 > ebt and ep + 1 >= max(ebt, 1):
+            stats = learner.train()
+        t_train = time.perf_counter()
+        row.update(
+            train_return=ret,
+            train_constraint_frac=exceeded / t_max,
+            train_energy_penalty_frac=pen_e / t_max,
+            train_time_penalty_frac=pen_t / t_max,
+            epsilon=eps,
+            trained=bool(stats),
+            critic_loss=stats.get("critic_loss", np.nan),
+            actor_loss=stats.get("actor_loss", np.nan),
+            q_mean=stats.get("q_mean", np.nan),
+            target_mean=stats.get("target_mean", np.nan),
+            batch_reward_abs=stats.get("batch_reward_abs", np.nan),
+            replay_size=len(learner.replay) if learner.replay is not None else 0,
+            time_eval_s=t_eval - t0,
+            time_act_s=t_act - t_eval,
+            time_train_s=t_train - t_act,
+            time_episode_s=t_train - t0,
+        )
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, episode_done: int, rows: list[dict]) -> None:
+        state = {
+            "config_id": self.cfg.id(),
+            "episodes_done": episode_done,
+            "learner": self.learner.state_dict(),
+            "rng": self.rng.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "monitor": self.monitor.state_dict() if self.monitor is not None else None,
+        }
+        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        write_parquet(self.run_dir / METRICS, pd.DataFrame(rows))
+        if self.monitor is not None:
+            self.monitor.flush()
+        os.replace(tmp, self.run_dir / CHECKPOINT)
+
+    def _resume(self) -> tuple[int, list[dict]]:
+        ck = self.run_dir / CHECKPOINT
+        if not ck.exists():
+            return 0, []
+        state = torch.load(ck, map_location=self.device, weights_only=False)
+        if state["config_id"] != self.cfg.id():
+            raise RunDirConflict(
+                f"{self.run_dir} holds a checkpoint of a different experiment "
+                f"(config id {state['config_id']} != {self.cfg.id()}); use another run directory"
+            )
+        self.learner.load_state_dict(state["learner"])
+        self.rng.load_state_dict(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        done = int(state["episodes_done"])
+        rows = []
+        if (self.run_dir / METRICS).exists():
+            df = pd.read_parquet(self.run_dir / METRICS)
+            rows = df[df["episode"] < done].to_dict("records")
+        if self.monitor is not None and state.get("monitor") is not None:
+            self.monitor.load_state_dict(state["monitor"], done)
+        return done, rows
+
+    def _check_run_dir(self) -> None:
+        cfg_path = self.run_dir / "config.yaml"
+        if cfg_path.exists():
+            from .config import build_config
+
+            old = build_config(load_yaml(cfg_path))
+            if old.id() != self.cfg.id():
+                raise RunDirConflict(
+                    f"{self.run_dir} holds a different experiment (config id {old.id()} != {self.cfg.id()}); "
+                    "use another run directory"
+                )
+
+    def _status(self, state: str, episodes_done: int, **extra) -> None:
+        write_json(
+            self.run_dir / STATUS,
+            {
+                "state": state,
+                "episodes_done": episodes_done,
+                "episodes": self.cfg.training.episodes,
+                "config_id": self.cfg.id(),
+                **extra,
+            },
+        )
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> RunSummary:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_run_dir()
+        status_path = self.run_dir / STATUS
+        if status_path.exists():
+            st = json.loads(status_path.read_text())
+            if st.get("state") == "done" and st.get("config_id") == self.cfg.id():
+                df = pd.read_parquet(self.run_dir / METRICS)
+                return RunSummary(self.run_dir, "done", len(df), _final_return(df), 0.0)
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        self._build()
+        start, rows = self._resume()
+        prov = collect(self.device)
+        prov.update(
+            rng_mode=self.cfg.rng_mode,
+            actor_update=self.cfg.agent.actor_update,
+            seed=self.cfg.seed,
+            env_seed=self.cfg.env_seed,
+            config_id=self.cfg.id(),
+            resumed_from_episode=start,
+        )
+        write_json(self.run_dir / "provenance.json", prov)
+        writer = self._tensorboard(start)
+        total = self.cfg.training.episodes
+        self._status("running", start)
+        t_start = time.perf_counter()
+        stop = _StopFlag()
+        ep = start
+        try:
+            with (
+                stop.installed(),
+                _progress(self.progress and not self.quiet, total, start, self.run_dir.name) as bar,
+            ):
+                while ep < total:
+                    if self.monitor is not None:
+                        self.monitor.start_episode(ep)
+                    row = self.episode(ep)
+                    if self.monitor is not None:
+                        mrow = self.monitor.end_episode(ep, row, self.learner)
+                        row.update(mrow)
+                    rows.append(row)
+                    ep += 1
+                    if writer is not None:
+                        _tb_scalars(writer, row)
+                    bar(row)
+                    early = self.monitor is not None and self.monitor.should_stop()
+                    if ep % self.cfg.training.checkpoint_every == 0 or ep == total or stop.requested or early:
+                        self._checkpoint(ep, rows)
+                    if stop.requested:
+                        self._status("interrupted", ep)
+                        raise KeyboardInterrupt
+                    if early:
+                        break
+        except KeyboardInterrupt:
+            if writer is not None:
+                writer.close()
+            raise
+        except Exception:
+            self._status("failed", ep, error=traceback.format_exc())
+            if writer is not None:
+                writer.close()
+            raise
+        if writer is not None:
+            writer.close()
+        df = pd.DataFrame(rows)
+        self._status("done", ep, early_stopped=ep < total)
+        return RunSummary(self.run_dir, "done", ep, _final_return(df), time.perf_counter() - t_start)
+
+    def _tensorboard(self, start: int):
+        if not self.cfg.training.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        w = SummaryWriter(str(self.run_dir / "tb"), purge_step=start if start else None)
+        if self.monitor is not None:
+            self.monitor.tb_writer = w
+        return w
+
+
+_TB = {
+    "eval_return": "charts/eval_return",
+    "train_return": "charts/train_return",
+    "eval_constraint_frac": "charts/eval_constraint_frac",
+    "eval_energy_penalty_frac": "charts/eval_energy_penalty_frac",
+    "eval_time_penalty_frac": "charts/eval_time_penalty_frac",
+    "epsilon": "charts/epsilon",
+    "critic_loss": "losses/critic_loss",
+    "actor_loss": "losses/actor_loss",
+    "q_mean": "losses/q_mean",
+    "time_episode_s": "perf/episode_seconds",
+    "actors_changed": "monitor/actors_changed",
+    "actor_grad_norm": "monitor/actor_grad_norm",
+    "critic_grad_norm": "monitor/critic_grad_norm",
+    "grad_ratio": "monitor/actor_critic_grad_ratio",
+    "actor_sat_exact_frac": "monitor/actor_saturated_exact_frac",
+}
+
+
+def _tb_scalars(writer, row: dict) -> None:
+    step = int(row["episode"])
+    for k, tag in _TB.items():
+        v = row.get(k)
+        if v is not None and np.isfinite(v):
+            writer.add_scalar(tag, float(v), step)
+
+
+def _final_return(df: pd.DataFrame, last: int = 100) -> float:
+    ev = df["eval_return"].dropna() if "eval_return" in df else pd.Series(dtype=float)
+    return float(ev.tail(last).mean()) if len(ev) else float("nan")
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, start: int, label: str):
+    if not enabled:
+        yield lambda row: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eval {task.fields[ret]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as prog:
+        task = prog.add_task(label, total=total, completed=start, ret="-")
+
+        def update(row: dict) -> None:
+            r = row.get("eval_return", np.nan)
+            prog.update(task, advance=1, ret=f"{r:9.2f}" if np.isfinite(r) else "-")
+
+        yield update
+
+
+def train(
+    cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, quiet: bool = False
+) -> RunSummary:
+    """Run (or resume) one experiment."""
+    return Trainer(cfg, run_dir, progress=progress, quiet=quiet).run()

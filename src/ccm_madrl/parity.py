@@ -1,0 +1,266 @@
+"""Replay a golden file produced by the published implementation and compare, quantity by quantity.
+
+File formats: see ``tests/data/GOLDEN_FORMAT.md`` (a copy of the study's golden README).
+- *env files* hold, per mode prefix (``H2_``, ``TOBM_``), construction draws, the states after a
+  seeded reset and after each step of given actions, rewards, dones and penalty fractions;
+- *agent files* hold initial weights, greedy selection cases, one replay batch and the gradients,
+  priority errors and weights after one sequential training step.
+
+Criteria: construction draws and states equal (float64); rewards within 1e-9 relative; dones and
+penalty fractions equal; selections equal; gradients and priority errors within 1e-4 relative
+(norm-wise); weights after the step within 1e-6 absolute, except elements whose golden gradient is
+~0 (|g| < 1e-6, where Adam's normalised step amplifies float32 summation-order noise), which must stay
+within 2.5 x lr (at most one Adam step apart); their number is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .agents.ccm import CCMLearner
+from .agents.config import AgentConfig
+from .mec.config import MECConfig
+from .mec.env import MECEnv
+from .mec.rng import RunRNG
+
+GRAD_RTOL = 1e-4
+AFTER_ATOL = 1e-6
+TINY_GRAD = 1e-6
+REWARD_RTOL = 1e-9
+
+
+@dataclass
+class Check:
+    quantity: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class ParityReport:
+    path: str
+    kind: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+
+def _abs_rel(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size == 0:
+        return 0.0, 0.0
+    d = np.abs(a - b)
+    denom = np.abs(b)
+    rel = np.where(denom > 0, d / np.where(denom > 0, denom, 1), np.where(d > 0, np.inf, 0.0))
+    return float(d.max()), float(rel.max())
+
+
+def _norm_rel(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    nb = np.linalg.norm(b)
+    nd = np.linalg.norm(a - b)
+    return float(nd / nb) if nb > 0 else (0.0 if nd == 0 else float("inf"))
+
+
+def file_kind(keys: list[str]) -> str:
+    if any(k.endswith("_states") for k in keys) and "env_seed" in keys:
+        return "env"
+    if any(k.startswith("init/actor") for k in keys) and any(k.startswith("grad/") for k in keys):
+        return "agent"
+    raise ValueError(
+        "parity: unrecognised golden file (expected an env file with '<MODE>_states' arrays or an "
+        "agent file with 'init/actor*' and 'grad/*' arrays)"
+    )
+
+
+def check_file(path: str | Path) -> ParityReport:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"parity: no such file: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    kind = file_kind(list(data))
+    report = ParityReport(str(path), kind)
+    if kind == "env":
+        _check_env(data, report)
+    else:
+        _check_agent(data, report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------- env
+def _check_env(d: dict, rep: ParityReport) -> None:
+    modes = sorted({k[: -len("_states")] for k in d if k.endswith("_states")})
+    for mode in modes:
+        if mode not in ("H2", "TOBM"):
+            raise ValueError(f"parity: unknown mode prefix {mode!r} in env file (allowed: H2, TOBM)")
+        states = d[f"{mode}_states"]
+        dones = d[f"{mode}_dones"].astype(bool)
+        n_agents = states.shape[1]
+        max_steps = int(np.argmax(dones) + 1) if dones.any() else 10
+        cfg = MECConfig(mode=mode, n_agents=n_agents, max_steps=max_steps)
+        env = MECEnv(cfg, stream=np.random.RandomState(), env_seed=int(d["env_seed"]))
+        for name in ("power", "initial_energy", "gain", "res"):
+            key = f"{mode}_{name}"
+            if key in d:
+                got = getattr(env.devices, name)
+                a, r = _abs_rel(got, d[key])
+                rep.checks.append(
+                    Check(f"{mode} construction {name}", a, r, bool(np.array_equal(got, d[key])))
+                )
+        obs = [env.reset(seed=int(d["eval_seed"]))[0]]
+        rewards, dn, ef, tf = [], [], [], []
+        for act in d[f"{mode}_actions"]:
+            o, rw, done, info = env.step(act)
+            obs.append(o[0])
+            rewards.append(np.full(n_agents, rw[0]))
+            dn.append(done)
+            ef.append(info["energy_penalty_frac"][0])
+            tf.append(info["time_penalty_frac"][0])
+        obs = np.array(obs)
+        a, r = _abs_rel(obs, states)
+        rep.checks.append(Check(f"{mode} states", a, r, bool(np.array_equal(obs, states))))
+        gr = d[f"{mode}_rewards"]
+        gr = gr if gr.ndim == 2 else np.repeat(gr[:, None], n_agents, axis=1)
+        a, r = _abs_rel(np.array(rewards), gr)
+        rep.checks.append(Check(f"{mode} rewards", a, r, r <= REWARD_RTOL, f"rtol {REWARD_RTOL:g}"))
+        rep.checks.append(Check(f"{mode} dones", 0.0, 0.0, bool(np.array_equal(np.array(dn), dones))))
+        for name, got in (("energy_penalty_frac", ef), ("time_penalty_frac", tf)):
+            a, r = _abs_rel(np.array(got), d[f"{mode}_{name}"])
+            rep.checks.append(
+                Check(f"{mode} {name}", a, r, bool(np.array_equal(np.array(got), d[f"{mode}_{name}"])))
+            )
+
+
+# -------------------------------------------------------------------------------------- agent
+_LAYERS = ("fc1", "fc2", "fc3")
+_PARAMS = tuple(f"{layer}.{p}" for layer in _LAYERS for p in ("weight", "bias"))
+
+
+def _scalar(d: dict, key: str, default):
+    return type(default)(d[key]) if key in d else default
+
+
+def _check_agent(d: dict, rep: ParityReport) -> None:
+    n = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"init/actor(\d+)\.", k)))
+    batch_size = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"batch/states/(\d+)$", k)))
+    env_cfg = MECConfig(n_agents=n, mode=str(d["mode"]) if "mode" in d else "H2")
+    cfg = AgentConfig(
+        actor_lr=_scalar(d, "actor_lr", 1e-4),
+        critic_lr=_scalar(d, "critic_lr", 1e-3),
+        gamma=_scalar(d, "gamma", 0.99),
+        batch_size=batch_size,
+        actor_update="sequential",
+    )
+    learner = CCMLearner(
+        env_cfg, cfg, RunRNG("reference", _scalar(d, "torch_seed", 0), _scalar(d, "env_seed", 37))
+    )
+    for i in range(n):
+        learner.actors.load_agent_state_dict(i, {p: d[f"init/actor{i}.{p}"] for p in _PARAMS})
+    learner.critic.load_state_dict({p: torch.as_tensor(d[f"init/critic.{p}"]) for p in _PARAMS})
+    learner.actors_target.load_state_dict(learner.actors.state_dict())
+    learner.critic_target.load_state_dict(learner.critic.state_dict())
+
+    k = 0
+    while f"select{k}/state" in d:
+        s = d[f"select{k}/state"]
+        act = learner.act(s[None], explore=False)
+        a, r = _abs_rel(act.actor[0], d[f"select{k}/actor_action"])
+        rep.checks.append(Check(f"select{k} actor action", a, r, a <= 1e-6, "float32 outputs, atol 1e-6"))
+        same = bool(np.array_equal(act.selected[0], d[f"select{k}/critic_action"]))
+        rep.checks.append(Check(f"select{k} master decision", 0.0, 0.0, same))
+        a, r = _abs_rel(act.hybrid[0], d[f"select{k}/hybrid_action"])
+        rep.checks.append(Check(f"select{k} hybrid action", a, r, a <= 1e-6, "atol 1e-6"))
+        k += 1
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.tensor(
+            np.stack([d[f"batch/{name}/{b}"] for b in range(batch_size)]), dtype=torch.float32
+        )
+
+    rewards = stack("rewards")
+    batch = {
+        "states": stack("states"),
+        "actions": stack("actor_actions"),
+        "selected": stack("critic_actions"),
+        "reward": rewards[:, 0] if rewards.ndim == 2 else rewards,
+        "next_states": stack("next_states"),
+        "done": stack("dones").reshape(batch_size),
+    }
+    grads: dict = {}
+    names = [nm for nm, _ in learner.actors.named_parameters()]
+    learner.critic_opt.register_step_pre_hook(
+        lambda opt, args, kw: grads.__setitem__(
+            "critic", {nm: p.grad.detach().clone() for nm, p in learner.critic.named_parameters()}
+        )
+    )
+    learner.actor_opt.register_step_pre_hook(
+        lambda opt, gr, agent: grads.__setitem__(
+            agent, {nm: g[agent].detach().clone() for nm, g in zip(names, gr)}
+        )
+    )
+    stats = learner.train_step(batch, d["batch/is_weights"])
+
+    worst = max((_norm_rel(grads["critic"][p], d[f"grad/critic.{p}"]), p) for p in _PARAMS)
+    rep.checks.append(
+        Check(
+            "critic gradients",
+            float("nan"),
+            worst[0],
+            worst[0] < GRAD_RTOL,
+            f"worst {worst[1]}; norm-wise rtol {GRAD_RTOL:g}",
+        )
+    )
+    worst = max((_norm_rel(grads[i][p], d[f"grad/actor{i}.{p}"]), i, p) for i in range(n) for p in _PARAMS)
+    rep.checks.append(
+        Check(
+            f"actor gradients ({n} actors, sequential)",
+            float("nan"),
+            worst[0],
+            worst[0] < GRAD_RTOL,
+            f"worst actor{worst[1]}.{worst[2]}",
+        )
+    )
+    a, r = _abs_rel(stats["errors"], d["priority_errors"])
+    rep.checks.append(Check("priority errors", a, r, r < GRAD_RTOL, f"rtol {GRAD_RTOL:g}"))
+
+    def after(got: dict, prefix: str, lr: float) -> Check:
+        worst_abs, exempt, ok = 0.0, 0, True
+        for p in _PARAMS:
+            diff = np.abs(np.asarray(got[p], dtype=np.float64) - d[f"after/{prefix}.{p}"])
+            tiny = np.abs(d[f"grad/{prefix}.{p}"]) < TINY_GRAD
+            big = diff > AFTER_ATOL
+            exempt += int((big & tiny).sum())
+            ok &= bool(not (big & ~tiny).any()) and bool((diff <= 2.5 * lr).all())
+            worst_abs = max(worst_abs, float(diff.max()))
+        return Check(
+            f"weights after step: {prefix}",
+            worst_abs,
+            float("nan"),
+            ok,
+            f"{exempt} element(s) with |grad| < {TINY_GRAD:g} beyond {AFTER_ATOL:g}",
+        )
+
+    checks = [after({p: v.numpy() for p, v in learner.critic.state_dict().items()}, "critic", cfg.critic_lr)]
+    actor_checks = [after(learner.actors.agent_state_dict(i), f"actor{i}", cfg.actor_lr) for i in range(n)]
+    checks.append(
+        Check(
+            f"weights after step: {n} actors",
+            max(c.max_abs for c in actor_checks),
+            float("nan"),
+            all(c.passed for c in actor_checks),
+            f"{sum(int(c.note.split()[0]) for c in actor_checks)} element(s) with |grad| < {TINY_GRAD:g} beyond {AFTER_ATOL:g}",
+        )
+    )
+    rep.checks.extend(checks)

@@ -1,0 +1,67 @@
+"""The batched learner reproduces the published implementation's agent golden vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ccm_madrl.agents import AgentConfig, CCMLearner
+from ccm_madrl.cli import main
+from ccm_madrl.mec import MECConfig, RunRNG
+from ccm_madrl.parity import check_file
+
+
+def test_agent_golden_passes(agent_golden):
+    rep = check_file(agent_golden)
+    assert rep.kind == "agent"
+    failed = [(c.quantity, c.max_abs, c.max_rel, c.note) for c in rep.checks if not c.passed]
+    assert not failed, failed
+    by = {c.quantity: c for c in rep.checks}
+    assert by["critic gradients"].max_rel < 1e-4
+    assert by["actor gradients (50 actors, sequential)"].max_rel < 1e-4
+    assert by["priority errors"].max_rel < 1e-4
+    assert sum(1 for q in by if q.endswith("master decision")) == 4
+
+
+def test_reference_init_reproduces_published_initial_weights(agent_golden):
+    """With the golden's torch seed, the published construction order gives its initial weights."""
+    g = np.load(agent_golden)
+    learner = CCMLearner(MECConfig(), AgentConfig(), RunRNG("reference", int(g["torch_seed"]), 37))
+    for i in (0, 17, 49):
+        sd = learner.actors.agent_state_dict(i)
+        for k, v in sd.items():
+            np.testing.assert_array_equal(v.numpy(), g[f"init/actor{i}.{k}"])
+    for k, v in learner.critic.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), g[f"init/critic.{k}"])
+
+
+def test_sequential_differs_from_simultaneous_on_the_golden_batch(agent_golden, tmp_path):
+    """The update order is a real option: simultaneous gives different actor weights after the step."""
+    import re
+
+    g = np.load(agent_golden)
+    with np.load(agent_golden) as z:
+        d = {k: z[k] for k in z.files}
+    assert main(["parity", str(agent_golden)]) == 0
+    rep_seq = check_file(agent_golden)
+    assert rep_seq.passed
+    # change the file to claim nothing; instead run simultaneous and compare actor 49's step
+    cfg = AgentConfig(actor_update="simultaneous")
+    learner = CCMLearner(MECConfig(), cfg, RunRNG("reference", int(g["torch_seed"]), 37))
+    import torch
+
+    b = 64
+    stack = lambda name: torch.tensor(
+        np.stack([d[f"batch/{name}/{i}"] for i in range(b)]), dtype=torch.float32
+    )  # noqa: E731
+    batch = {
+        "states": stack("states"),
+        "actions": stack("actor_actions"),
+        "selected": stack("critic_actions"),
+        "reward": stack("rewards")[:, 0],
+        "next_states": stack("next_states"),
+        "done": stack("dones"),
+    }
+    learner.train_step(batch, d["batch/is_weights"])
+    after_sim = learner.actors.agent_state_dict(49)["fc1.weight"].numpy()
+    assert not np.allclose(after_sim, d["after/actor49.fc1.weight"], atol=1e-7)
+    assert re.match(r"actor", "actor")

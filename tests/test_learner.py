@@ -1,0 +1,193 @@
+"""The batched learner against a naive per-sample, per-row implementation of the same losses
+(the published formulation: full concatenated critic input, Python max over rows)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from ccm_madrl.agents import AgentConfig, CCMLearner
+from ccm_madrl.mec import MECConfig, RunRNG
+
+N, B = 4, 6
+
+
+def q_full(critic, S, U, s, u):
+    """Q via the published path: fc1 on the concatenation [S, U, s, u]."""
+    x = torch.cat([S.reshape(-1), U.reshape(-1), s, u])
+    h = torch.relu(critic.fc1(x))
+    h = torch.relu(critic.fc2(h))
+    return critic.fc3(h).squeeze()
+
+
+def actor_out(actors, i, s):
+    a = actors
+    h = torch.relu(s @ a.fc1.weight[i].T + a.fc1.bias[i])
+    h = torch.relu(h @ a.fc2.weight[i].T + a.fc2.bias[i])
+    return torch.tanh(h @ a.fc3.weight[i].T + a.fc3.bias[i])
+
+
+def naive_target(learner, batch):
+    ys = []
+    for b in range(B):
+        S2 = batch["next_states"][b]
+        U2 = torch.stack([actor_out(learner.actors_target, j, S2[j]) for j in range(N)])
+        qs = [q_full(learner.critic_target, S2, U2, S2[j], U2[j]) for j in range(N) if U2[j, 0] >= 0]
+        q = max(qs) if qs else q_full(learner.critic_target, S2, U2, torch.zeros(7), torch.zeros(3))
+        ys.append(batch["reward"][b] + 0.99 * q * (1 - batch["done"][b]))
+    return torch.stack(ys).detach()
+
+
+def naive_critic_loss(learner, batch, w, y):
+    cur, tar = [], []
+    for b in range(B):
+        S, U = batch["states"][b], batch["actions"][b]
+        rows = [i for i in range(N) if batch["selected"][b, i] == 1]
+        if rows:
+            for i in rows:
+                cur.append(q_full(learner.critic, S, U, S[i], U[i]) * w[b])
+                tar.append(y[b] * w[b])
+        else:
+            cur.append(q_full(learner.critic, S, U, torch.zeros(7), torch.zeros(3)) * w[b])
+            tar.append(y[b] * w[b])
+    return torch.nn.functional.mse_loss(torch.stack(cur), torch.stack(tar))
+
+
+def naive_actor_loss(learner, batch, w):
+    out = []
+    for b in range(B):
+        S = batch["states"][b]
+        U = torch.stack([actor_out(learner.actors, j, S[j]) for j in range(N)])
+        qs = [q_full(learner.critic, S, U, S[j], U[j]) * w[b] for j in range(N) if U[j, 0] >= 0]
+        out.append(max(qs) if qs else q_full(learner.critic, S, U, torch.zeros(7), torch.zeros(3)) * w[b])
+    return -torch.stack(out).mean()
+
+
+def make_batch(seed, none_selected=(0,)):
+    g = torch.Generator().manual_seed(seed)
+    st = lambda *s: (
+        torch.rand(*s, generator=g) * torch.tensor([23, 9, 3, 49, 437, 0.8, 1.1])
+        + torch.tensor([1, 5, 0.5, 1, 300, 0.1, 0.4])
+    )  # noqa: E731
+    sel = (torch.rand(B, N, generator=g) < 0.5).float()
+    for b in none_selected:
+        sel[b] = 0
+    return {
+        "states": st(B, N, 7),
+        "actions": torch.rand(B, N, 3, generator=g) * 2 - 1,
+        "selected": sel,
+        "reward": -torch.rand(B, generator=g) * 100,
+        "next_states": st(B, N, 7),
+        "done": (torch.arange(B) % 3 == 2).float(),
+    }
+
+
+def learner_for(update, seed=0, bias=None):
+    env = MECConfig(n_agents=N)
+    lr = AgentConfig(actor_update=update, batch_size=B, critic_hidden=(32, 16), actor_lr=1e-2, critic_lr=1e-2)
+    learner = CCMLearner(env, lr, RunRNG("reference", seed, 37))
+    if bias is not None:
+        with torch.no_grad():
+            learner.actors.fc3.bias[:, 0] = bias
+            learner.actors_target.fc3.bias[:, 0] = bias
+    return learner
+
+
+@pytest.mark.parametrize("bias", [None, -5.0, 5.0])  # mixed proposers / nobody proposes / everybody
+def test_simultaneous_step_matches_naive_gradients(bias):
+    learner = learner_for("simultaneous", bias=bias)
+    naive = copy.deepcopy(learner)
+    batch = make_batch(1)
+    w_np = np.linspace(0.3, 1.0, B)
+    w = torch.tensor(w_np, dtype=torch.float32)
+
+    got = {}
+    learner.critic_opt.register_step_pre_hook(
+        lambda o, a, k: got.__setitem__("critic", [p.grad.clone() for p in learner.critic.parameters()])
+    )
+    learner.actor_opt.register_step_pre_hook(
+        lambda o, g, agent: got.__setitem__("actor", [x.clone() for x in g])
+    )
+    stats = learner.train_step(batch, w_np)
+
+    y = naive_target(naive, batch)
+    loss = naive_critic_loss(naive, batch, w, y)
+    cg = torch.autograd.grad(loss, list(naive.critic.parameters()))
+    for a, b in zip(got["critic"], cg):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert stats["critic_loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    # priority errors: sum over selected rows of (Q - y)^2 with the critic before its step
+    errs = []
+    for b in range(B):
+        S, U = batch["states"][b], batch["actions"][b]
+        rows = [i for i in range(N) if batch["selected"][b, i] == 1]
+        qs = [q_full(naive.critic, S, U, S[i], U[i]) for i in rows] or [
+            q_full(naive.critic, S, U, torch.zeros(7), torch.zeros(3))
+        ]
+        errs.append(sum(float((q - y[b]) ** 2) for q in qs))
+    np.testing.assert_allclose(stats["errors"], errs, rtol=1e-4)
+
+    # actor gradients with the updated critic
+    naive.critic.load_state_dict(learner.critic.state_dict())
+    aloss = naive_actor_loss(naive, batch, w)
+    ag = torch.autograd.grad(aloss, list(naive.actors.parameters()))
+    for a, b in zip(got["actor"], ag):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_sequential_step_matches_naive_per_actor_adam():
+    learner = learner_for("sequential")
+    naive = copy.deepcopy(learner)
+    batch = make_batch(2)
+    w_np = np.linspace(0.5, 1.0, B)
+    w = torch.tensor(w_np, dtype=torch.float32)
+    learner.train_step(batch, w_np)
+
+    y = naive_target(naive, batch)
+    copt = torch.optim.Adam(naive.critic.parameters(), lr=1e-2)
+    copt.zero_grad()
+    naive_critic_loss(naive, batch, w, y).backward()
+    copt.step()
+    # independent per-actor Adam on per-actor copies of the parameters
+    params = [
+        [torch.nn.Parameter(p[i].detach().clone()) for p in naive.actors.parameters()] for i in range(N)
+    ]
+    opts = [torch.optim.Adam(ps, lr=1e-2) for ps in params]
+    for i in range(N):
+        with torch.no_grad():
+            for p, q in zip(naive.actors.parameters(), params[i]):
+                p[i] = q
+        grads = torch.autograd.grad(naive_actor_loss(naive, batch, w), list(naive.actors.parameters()))
+        for q, g in zip(params[i], grads):
+            q.grad = g[i].clone()
+        opts[i].step()
+        with torch.no_grad():
+            for p, q in zip(naive.actors.parameters(), params[i]):
+                p[i] = q
+    for a, b in zip(learner.actors.parameters(), naive.actors.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    for a, b in zip(learner.critic.parameters(), naive.critic.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    # targets are hard copies after the step
+    for a, b in zip(learner.actors.parameters(), learner.actors_target.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_acting_greedy_and_exploring():
+    learner = learner_for("simultaneous")
+    states = make_batch(3)["states"][:2].double().numpy()
+    act = learner.act(states, explore=False)
+    assert act.actor.shape == (2, N, 3) and act.hybrid.shape == (2, N, 3)
+    assert set(np.unique(act.hybrid[..., 0])) <= {0.0, 1.0}
+    assert ((act.hybrid[..., 1:] >= 0.01) & (act.hybrid[..., 1:] <= 1)).all()
+    ex = learner.act(states, explore=True, epsilon=1.0)
+    assert (np.abs(ex.actor) <= 1).all() and not np.allclose(ex.actor, act.actor)
+
+
+def test_epsilon_schedule():
+    learner = learner_for("simultaneous")
+    assert learner.epsilon(0, 2000) == pytest.approx(1.0)
+    assert learner.epsilon(2000, 2000) == pytest.approx(0.01 + 0.99 * np.exp(-1))
