@@ -275,6 +275,11 @@ class CCMLearner:
         hard_update(self.actors_target, self.actors, agent)
         return float(loss.detach())
 
+    def attach_monitor(self, monitor) -> None:
+        """Attach the gradient-flow monitor to this learner's networks (targets are not watched)."""
+        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.cfg.actor_lr)
+        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.cfg.critic_lr)
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {

@@ -365,7 +365,8 @@ class Trainer:
         if writer is not None:
             writer.close()
         df = pd.DataFrame(rows)
-        self._status("done", ep, early_stopped=ep < total)
+        stops = self.monitor.finish() if self.monitor is not None else None
+        self._status("done", ep, early_stopped=ep < total, stops=stops)
         return RunSummary(self.run_dir, "done", ep, _final_return(df), time.perf_counter() - t_start)
 
     def _tensorboard(self, start: int):

@@ -1,0 +1,478 @@
+"""Gradient-flow monitor for any PyTorch actor-critic.
+
+Attach networks by *role* (``"actors"``, ``"critic"``, ...). A role is a plain ``nn.Module`` (one
+network) or a batched ensemble whose parameters stack the agents in dimension 0 (reported per
+agent). The monitor only reads: forward hooks keep detached copies of activations of *training*
+forward passes (those run with gradients enabled), a tensor hook keeps the gradient arriving at the
+output activation, and an optimiser step pre-hook takes the step's measurements; nothing it does
+changes training (a run with and without it gives identical weights).
+
+Usage::
+
+    mon = GradientFlowMonitor()
+    mon.attach("actors", actor, optimizer=actor_opt, per_agent=True, lr=1e-4)
+    mon.attach("critic", critic, optimizer=critic_opt, lr=1e-3)
+    for episode in range(E):
+        mon.start_episode(episode)
+        ...                       # training: forward, backward, optimizer.step()
+        rows = mon.end_episode(episode)   # None on episodes that are not sampled
+    mon.detach()
+
+Measurements of a sampled episode (one row per role and agent; see ``docs/monitor.md``):
+weight change (exact: did any weight change; and max |change|, update L2, weight L2; per layer too),
+per-layer gradient L2 norms (mean over the episode's optimiser steps), output pre-activation
+statistics (mean, std, min, max, fraction |z| > 2, fraction |out| > 0.9, fraction exactly saturated:
+the activation's float32 derivative is 0), output mean, dead (never active on the batch) and dormant
+ReLU units per hidden layer, and the cause attribution of each output element's gradient:
+``flowing``, ``saturated`` (derivative 0), ``dead`` (every unit feeding the output layer is zero for
+that sample, so only the output bias can learn from it) or ``no_path`` (the loss does not depend on
+the output: its gradient there is exactly 0) — fractions that sum to one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+BOUNDED = (nn.Tanh, nn.Softsign, nn.Hardtanh, nn.Sigmoid)
+DORMANT_TAU = 0.025  # a unit is dormant when its mean |activation| <= tau x the layer's mean
+
+MEAN_STATS = ("z_mean", "z_std", "frac_abs_z_gt2", "frac_out_gt09", "frac_sat_exact", "out_mean")
+ATTRIBUTION = ("frac_flowing", "frac_saturated", "frac_dead", "frac_no_path")
+
+
+def _is_bounded_activation(m: nn.Module) -> bool:
+    return isinstance(m, BOUNDED) or type(m).__name__ == "ScaledSigmoid"
+
+
+@dataclass
+class _Role:
+    name: str
+    module: nn.Module
+    per_agent: bool
+    n_agents: int
+    agent_dim: int
+    output: str | None
+    output_layer: str | None
+    hidden: list[str]
+    layers: dict[str, list[tuple[str, nn.Parameter]]]
+    lr: float | None
+    actor: bool
+    params: list[nn.Parameter] = field(default_factory=list)
+    handles: list[Any] = field(default_factory=list)
+    captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    snapshot: list[torch.Tensor] | None = None
+    last_z: torch.Tensor | None = None
+    acc: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: torch.Tensor | None = None
+
+
+class GradientFlowMonitor:
+    """See the module docstring. ``interval``: measure every k-th episode."""
+
+    def __init__(
+        self, interval: int = 1, stop_threshold: float = 1e-8, warn: Callable[[str], None] | None = None
+    ):
+        if interval < 1:
+            raise ValueError(f"interval: must be >= 1, got {interval}")
+        self.interval = int(interval)
+        self.stop_threshold = float(stop_threshold)
+        self.warn = warn
+        self.roles: dict[str, _Role] = {}
+        self._active = False
+        self._episode: int | None = None
+        self.first_stop: dict[str, dict[str, np.ndarray]] = {}
+        self.all_actors_stopped_streak = 0
+
+    # ------------------------------------------------------------------ attach / detach
+    def attach(
+        self,
+        role: str,
+        module: nn.Module,
+        optimizer: Any | None = None,
+        per_agent: bool = False,
+        agent_dim: int = 0,
+        output: str | None = "auto",
+        output_layer: str | None = "auto",
+        lr: float | None = None,
+        actor: bool | None = None,
+    ) -> GradientFlowMonitor:
+        """Watch ``module`` under the name ``role``.
+
+        per_agent: parameters stack agents in dimension 0; activations seen by hooks have the agent
+            in ``agent_dim``.
+        output: name of the output activation sub-module (``"auto"``: the last bounded activation,
+            e.g. ``nn.Tanh``; ``None`` for a linear output such as a critic's).
+        output_layer: name of the layer producing the pre-activation (``"auto"``: the last sub-module
+            with a weight before the output).
+        optimizer: a ``torch.optim`` optimiser or a ``BatchedOptimizer``; its step pre-hook records
+            gradients. Without one, call :meth:`record_step` after ``backward()``.
+        actor: counts as an actor for the summary and stop events (default: it has a bounded output).
+        """
+        if role in self.roles:
+            raise ValueError(f"role {role!r} is already attached")
+        named = dict(module.named_modules())
+        if output == "auto":
+            bounded = [n for n, m in named.items() if n and _is_bounded_activation(m)]
+            output = bounded[-1] if bounded else None
+        if output is not None and output not in named:
+            raise ValueError(f"output: {role!r} has no sub-module named {output!r}")
+        if output_layer == "auto":
+            names = list(named)
+            stop_at = names.index(output) if output is not None else len(names)
+            weighted = [
+                n
+                for n in names[:stop_at]
+                if n
+                and isinstance(getattr(named[n], "weight", None), torch.Tensor)
+                and not isinstance(named[n], nn.LayerNorm)
+            ]
+            output_layer = weighted[-1] if weighted else None
+        if output_layer is not None and output_layer not in named:
+            raise ValueError(f"output_layer: {role!r} has no sub-module named {output_layer!r}")
+        layers: dict[str, list[tuple[str, nn.Parameter]]] = {}
+        for pname, p in module.named_parameters():
+            owner = pname.rsplit(".", 1)[0] if "." in pname else "(root)"
+            layers.setdefault(owner, []).append((pname, p))
+        params = [p for ps in layers.values() for _, p in ps]
+        if not params:
+            raise ValueError(f"role {role!r}: the module has no parameters")
+        n_agents = params[0].shape[0] if per_agent else 1
+        if per_agent and any(p.shape[0] != n_agents for p in params):
+            raise ValueError(
+                f"role {role!r}: per_agent=True needs every parameter to stack agents in dimension 0"
+            )
+        hidden = [n for n, m in named.items() if n and isinstance(m, nn.ReLU)]
+        r = _Role(
+            role,
+            module,
+            per_agent,
+            n_agents,
+            agent_dim,
+            output,
+            output_layer,
+            hidden,
+            layers,
+            lr,
+            actor if actor is not None else output is not None,
+            params,
+        )
+        self._register_hooks(r, named, optimizer)
+        self.roles[role] = r
+        self.first_stop[role] = {"exact": np.full(n_agents, -1), "threshold": np.full(n_agents, -1)}
+        return self
+
+    def detach(self) -> None:
+        for r in self.roles.values():
+            for h in r.handles:
+                h.remove()
+            r.handles.clear()
+        self.roles.clear()
+
+    def _register_hooks(self, r: _Role, named: dict[str, nn.Module], optimizer: Any | None) -> None:
+        def want() -> bool:
+            return self._active and torch.is_grad_enabled()
+
+        if r.output is not None:
+
+            def out_hook(mod, inputs, output, r=r):
+                if not want():
+                    return
+                r.captured["z"] = inputs[0].detach()
+                r.captured["out"] = output.detach()
+                r.captured.pop("dout", None)
+                if output.requires_grad:
+                    output.register_hook(lambda g, r=r: r.captured.__setitem__("dout", g.detach()))
+
+            r.handles.append(named[r.output].register_forward_hook(out_hook))
+        if r.output_layer is not None:
+
+            def last_hidden_hook(mod, inputs, output, r=r):
+                if want():
+                    r.captured["h_last"] = inputs[0].detach()
+
+            r.handles.append(named[r.output_layer].register_forward_hook(last_hidden_hook))
+        for hname in r.hidden:
+
+            def relu_hook(mod, inputs, output, r=r, hname=hname):
+                if want():
+                    r.captured[f"relu:{hname}"] = output.detach()
+
+            r.handles.append(named[hname].register_forward_hook(relu_hook))
+        if optimizer is not None:
+            ids = {id(p): i for i, p in enumerate(r.params)}
+            if isinstance(optimizer, torch.optim.Optimizer):
+
+                def pre(opt, args, kwargs, r=r):
+                    if self._active:
+                        self._record(r, [p.grad for p in r.params], None)
+
+                r.handles.append(optimizer.register_step_pre_hook(pre))
+            else:  # BatchedOptimizer: grads are passed to step(), aligned with optimizer.params
+
+                def pre_b(opt, grads, agent, r=r, ids=ids):
+                    if self._active:
+                        by = [None] * len(r.params)
+                        for p, g in zip(opt.params, grads):
+                            if id(p) in ids:
+                                by[ids[id(p)]] = g
+                        self._record(r, by, agent)
+
+                r.handles.append(optimizer.register_step_pre_hook(pre_b))
+
+    # ------------------------------------------------------------------ episode bracket
+    def sampled(self, episode: int) -> bool:
+        return episode % self.interval == 0
+
+    def start_episode(self, episode: int) -> bool:
+        """Begin an episode; returns whether it is measured."""
+        self._episode = episode
+        self._active = self.sampled(episode)
+        if self._active:
+            for r in self.roles.values():
+                r.snapshot = [p.detach().clone() for p in r.params]
+                r.acc = {}
+                r.steps = torch.zeros(r.n_agents, dtype=torch.float64)
+                r.captured.clear()
+        return self._active
+
+    def record_step(self, role: str, agents: int | None = None) -> None:
+        """Record the current ``.grad`` of ``role`` as one optimiser step (for roles attached
+        without an optimiser)."""
+        r = self.roles[role]
+        if self._active:
+            self._record(r, [p.grad for p in r.params], agents)
+
+    # ------------------------------------------------------------------ per-step measurements
+    def _agent_index(self, r: _Role, agents: int | None) -> torch.Tensor:
+        if not r.per_agent:
+            return torch.zeros(1, dtype=torch.long)
+        return torch.arange(r.n_agents) if agents is None else torch.tensor([agents])
+
+    def _per_agent(self, r: _Role, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows of the stepping agents, each flattened: (len(idx), -1)."""
+        if r.per_agent:
+            t = t.movedim(r.agent_dim, 0)[idx.to(t.device)]
+            return t.reshape(t.shape[0], -1)
+        return t.reshape(1, -1)
+
+    def _add(self, r: _Role, key: str, idx: torch.Tensor, v: torch.Tensor, how: str = "mean") -> None:
+        v = v.detach().double().cpu()
+        if key not in r.acc:
+            init = {"mean": 0.0, "min": math.inf, "max": -math.inf}[how]
+            r.acc[key] = torch.full((r.n_agents,), init, dtype=torch.float64)
+        a = r.acc[key]
+        if how == "mean":
+            a[idx] += torch.nan_to_num(v, nan=0.0)
+        elif how == "min":
+            a[idx] = torch.minimum(a[idx], v)
+        else:
+            a[idx] = torch.maximum(a[idx], v)
+
+    @torch.no_grad()
+    def _record(self, r: _Role, grads: Sequence[torch.Tensor | None], agents: int | None) -> None:
+        idx = self._agent_index(r, agents)
+        r.steps[idx] += 1
+        # gradient L2 norm per layer and in total (per agent)
+        total = torch.zeros(len(idx), dtype=torch.float64)
+        k = 0
+        for layer, ps in r.layers.items():
+            sq = torch.zeros(len(idx), dtype=torch.float64)
+            for _ in ps:
+                g = grads[k]
+                k += 1
+                if g is not None:
+                    sq += self._per_agent(r, g, idx).double().pow(2).sum(1).cpu()
+            self._add(r, f"grad_norm.{layer}", idx, sq.sqrt())
+            total += sq
+        self._add(r, "grad_norm", idx, total.sqrt())
+        cap = r.captured
+        for hname in r.hidden:
+            h = cap.get(f"relu:{hname}")
+            if h is None:
+                continue
+            hs = h.movedim(r.agent_dim, 0)[idx.to(h.device)] if r.per_agent else h.unsqueeze(0)
+            hs = hs.reshape(hs.shape[0], -1, hs.shape[-1]).abs()  # (agents, samples, units)
+            self._add(r, f"dead.{hname}", idx, (hs.amax(1) == 0).double().mean(1))
+            score = hs.mean(1)
+            layer_mean = score.mean(1, keepdim=True).clamp_min(torch.finfo(score.dtype).tiny)
+            self._add(r, f"dormant.{hname}", idx, (score / layer_mean <= DORMANT_TAU).double().mean(1))
+        if r.output is None or "z" not in cap:
+            cap.clear()
+            return
+        z, out, dout = cap["z"], cap["out"], cap.get("dout")
+        r.last_z = z
+        deriv = self._derivative(r, z)
+        zs, os_, ds = (self._per_agent(r, t, idx).double() for t in (z, out, deriv))
+        self._add(r, "z_mean", idx, zs.mean(1))
+        self._add(r, "z_std", idx, zs.std(1, unbiased=False))
+        self._add(r, "z_min", idx, zs.amin(1), "min")
+        self._add(r, "z_max", idx, zs.amax(1), "max")
+        self._add(r, "frac_abs_z_gt2", idx, (zs.abs() > 2).double().mean(1))
+        self._add(r, "frac_out_gt09", idx, (os_.abs() > 0.9).double().mean(1))
+        self._add(r, "frac_sat_exact", idx, (ds == 0).double().mean(1))
+        self._add(r, "out_mean", idx, os_.mean(1))
+        if dout is not None:
+            dout = self._per_agent(r, dout, idx)
+            no_path = dout == 0
+            saturated = ~no_path & (ds == 0)
+            h = cap.get("h_last")
+            if h is not None:
+                # (agents, samples): every unit feeding the output layer is zero for that sample
+                hs = h.movedim(r.agent_dim, 0)[idx.to(h.device)] if r.per_agent else h.unsqueeze(0)
+                dead_sample = (hs == 0).all(-1)
+                k_out = z.shape[-1]
+                dead = (
+                    ~no_path & ~saturated & dead_sample.reshape(len(idx), -1).repeat_interleave(k_out, dim=1)
+                )
+            else:
+                dead = torch.zeros_like(no_path)
+            flowing = ~(no_path | saturated | dead)
+            for key, m in zip(ATTRIBUTION, (flowing, saturated, dead, no_path)):
+                self._add(r, key, idx, m.double().mean(1))
+        cap.clear()
+
+    def _derivative(self, r: _Role, z: torch.Tensor) -> torch.Tensor:
+        """The output activation's derivative at z, as backward computes it (float32). Calls
+        ``forward`` directly so that the monitor's own hooks do not fire."""
+        act = dict(r.module.named_modules())[r.output]
+        with torch.enable_grad():
+            zz = z.detach().clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(act.forward(zz).sum(), zz)
+        return g
+
+    # ------------------------------------------------------------------ episode end
+    @torch.no_grad()
+    def end_episode(self, episode: int, extra: dict | None = None) -> list[dict] | None:
+        """Finish an episode. Returns one row per role and agent (None if not measured)."""
+        if not self._active:
+            return None
+        self._active = False
+        rows: list[dict] = []
+        for r in self.roles.values():
+            changed = torch.zeros(r.n_agents, dtype=torch.bool)
+            max_change = torch.zeros(r.n_agents, dtype=torch.float64)
+            upd_sq = torch.zeros(r.n_agents, dtype=torch.float64)
+            w_sq = torch.zeros(r.n_agents, dtype=torch.float64)
+            layer_upd: dict[str, torch.Tensor] = {}
+            k = 0
+            all_idx = torch.arange(r.n_agents) if r.per_agent else torch.zeros(1, dtype=torch.long)
+            for layer, ps in r.layers.items():
+                lsq = torch.zeros(r.n_agents, dtype=torch.float64)
+                for _, p in ps:
+                    before = r.snapshot[k]
+                    k += 1
+                    d = self._per_agent(r, p.detach() - before, all_idx)
+                    changed |= (d != 0).any(1).cpu()
+                    max_change = torch.maximum(max_change, d.abs().amax(1).double().cpu())
+                    lsq += d.double().pow(2).sum(1).cpu()
+                    w_sq += self._per_agent(r, p.detach(), all_idx).double().pow(2).sum(1).cpu()
+                layer_upd[layer] = lsq.sqrt()
+                upd_sq += lsq
+            steps = r.steps
+            n = torch.where(steps > 0, steps, torch.nan)
+            stats = {}
+            for key, a in r.acc.items():
+                if key in ("z_min", "z_max"):
+                    stats[key] = torch.where(torch.isfinite(a), a, torch.nan)
+                else:
+                    stats[key] = a / n
+            fs = self.first_stop[r.name]
+            if float(steps.sum()) == 0:  # no optimiser step this episode: nothing to judge
+                fs = {"exact": np.zeros(r.n_agents), "threshold": np.zeros(r.n_agents)}
+            stopped_thr = (max_change < self.stop_threshold).numpy()
+            for kind, stopped in (("exact", (~changed).numpy()), ("threshold", stopped_thr)):
+                newly = stopped & (fs[kind] < 0)
+                if kind == "exact" and newly.any() and self.warn is not None and r.actor:
+                    who = np.flatnonzero(newly)
+                    self.warn(
+                        f"episode {episode}: {r.name} {who.tolist()[:10]}{'...' if len(who) > 10 else ''} stopped changing (exact)"
+                    )
+                fs[kind][newly] = episode
+            for i in range(r.n_agents):
+                row = {
+                    "episode": episode,
+                    "role": r.name,
+                    "agent": i,
+                    "is_actor": r.actor,
+                    "steps": float(steps[i]),
+                    "changed": bool(changed[i]),
+                    "max_abs_change": float(max_change[i]),
+                    "update_l2": float(upd_sq[i].sqrt()),
+                    "weight_l2": float(w_sq[i].sqrt()),
+                    **{f"update_l2.{layer}": float(v[i]) for layer, v in layer_upd.items()},
+                    **{key: float(v[i]) for key, v in stats.items()},
+                }
+                if r.lr is not None:
+                    row["lr"] = r.lr
+                rows.append(row)
+        actor_roles = [r for r in self.roles.values() if r.actor]
+        if actor_roles:
+            all_stopped = all(bool((~self._changed_now(rows, r.name)).all()) for r in actor_roles)
+            all_thr = all(
+                bool((self._max_change_now(rows, r.name) < self.stop_threshold).all()) for r in actor_roles
+            )
+            self.all_actors_stopped_streak = self.all_actors_stopped_streak + 1 if all_thr else 0
+            if all_stopped and self.warn is not None and self.all_actors_stopped_streak == 1:
+                self.warn(f"episode {episode}: every actor's weights stopped changing")
+        if extra:
+            for row in rows:
+                row.update(extra)
+        return rows
+
+    @staticmethod
+    def _changed_now(rows: list[dict], role: str) -> np.ndarray:
+        return np.array([row["changed"] for row in rows if row["role"] == role])
+
+    @staticmethod
+    def _max_change_now(rows: list[dict], role: str) -> np.ndarray:
+        return np.array([row["max_abs_change"] for row in rows if row["role"] == role])
+
+    # ------------------------------------------------------------------ state (for resume)
+    def state_dict(self) -> dict:
+        return {
+            "first_stop": {k: {kk: vv.copy() for kk, vv in v.items()} for k, v in self.first_stop.items()},
+            "streak": self.all_actors_stopped_streak,
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k, v in sd["first_stop"].items():
+            if k in self.first_stop:
+                self.first_stop[k] = {kk: np.asarray(vv).copy() for kk, vv in v.items()}
+        self.all_actors_stopped_streak = int(sd["streak"])
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Episode-level summary of one measured episode's rows (for the metrics table)."""
+    out: dict = {}
+    actors = [r for r in rows if r["is_actor"]]
+    critics = [r for r in rows if not r["is_actor"]]
+
+    def mean(rs, key):
+        vals = [r[key] for r in rs if key in r and r[key] == r[key]]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    if actors:
+        out["actors_changed"] = sum(r["changed"] for r in actors)
+        out["actor_max_abs_change"] = max(r["max_abs_change"] for r in actors)
+        out["actor_grad_norm"] = mean(actors, "grad_norm")
+        out["actor_sat_exact_frac"] = mean(actors, "frac_sat_exact")
+        out["actor_out_gt09_frac"] = mean(actors, "frac_out_gt09")
+        zs = [max(abs(r.get("z_min", np.nan)), abs(r.get("z_max", np.nan))) for r in actors]
+        zs = [z for z in zs if z == z]
+        out["actor_z_absmax"] = max(zs) if zs else float("nan")
+        for key in ATTRIBUTION:
+            out[f"actor_{key}"] = mean(actors, key)
+    if critics:
+        out["critic_changed"] = all(r["changed"] for r in critics)
+        out["critic_max_abs_change"] = max(r["max_abs_change"] for r in critics)
+        out["critic_grad_norm"] = mean(critics, "grad_norm")
+    if actors and critics and out["critic_grad_norm"] > 0:
+        out["grad_ratio"] = out["actor_grad_norm"] / out["critic_grad_norm"]
+    return out

@@ -1,0 +1,125 @@
+"""The monitor inside a training run: attach to the learner, write Parquet parts and TensorBoard
+histograms, warn, stop early.
+
+Files in ``RUN_DIR/monitor/``:
+- ``agents/part-<first>-<last>.parquet``: one row per (measured training episode, role, agent); the
+  columns are documented in ``docs/monitor.md`` (long format: roles and agents are rows);
+- ``summary.json``: stop events of the finished run (see :mod:`ccm_madrl.monitor.stops`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .core import GradientFlowMonitor, summarize
+from .stops import run_stops
+
+PART = re.compile(r"part-(\d+)-(\d+)\.parquet$")
+
+
+def read_agents(monitor_dir: str | Path) -> pd.DataFrame:
+    parts = sorted((Path(monitor_dir) / "agents").glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+class RunMonitor:
+    def __init__(self, learner, cfg, run_dir: str | Path):
+        from rich.console import Console
+
+        mc = cfg.monitor
+        self.cfg = cfg
+        console = Console(stderr=True)
+        self.mon = GradientFlowMonitor(
+            mc.interval,
+            mc.stop_threshold,
+            warn=(lambda m: console.print(f"[yellow]monitor:[/yellow] {m}")) if mc.warn else None,
+        )
+        learner.attach_monitor(self.mon)
+        self.dir = Path(run_dir) / "monitor"
+        (self.dir / "agents").mkdir(parents=True, exist_ok=True)
+        self.pending: list[dict] = []
+        self.tb_writer = None
+        self.actor_lr = cfg.agent.actor_lr
+        self.critic_lr = cfg.agent.critic_lr
+
+    def start_episode(self, episode: int) -> None:
+        self.mon.start_episode(episode)
+
+    def end_episode(self, episode: int, row: dict, learner) -> dict:
+        rows = self.mon.end_episode(episode)
+        if rows is None or not row.get("trained"):
+            return {}
+        reward_abs = float(row.get("batch_reward_abs", np.nan))
+        for r in rows:
+            r["reward_abs"] = reward_abs
+            r["effective_lr"] = r.get("lr", np.nan) * reward_abs
+        self.pending.extend(rows)
+        summary = summarize(rows)
+        summary["effective_actor_lr"] = self.actor_lr * reward_abs
+        summary["effective_critic_lr"] = self.critic_lr * reward_abs
+        w = self.tb_writer
+        if w is not None and self.cfg.monitor.histograms and episode % self.cfg.monitor.histogram_every == 0:
+            for role in self.mon.roles.values():
+                if role.last_z is not None:
+                    w.add_histogram(
+                        f"monitor/{role.name}_preactivation",
+                        role.last_z.float().cpu().numpy().ravel(),
+                        episode,
+                    )
+                gn = [
+                    r["grad_norm"]
+                    for r in rows
+                    if r["role"] == role.name and r.get("grad_norm") == r.get("grad_norm")
+                ]
+                if gn:
+                    w.add_histogram(f"monitor/{role.name}_grad_norm", np.asarray(gn), episode)
+        return summary
+
+    def should_stop(self) -> bool:
+        mc = self.cfg.monitor
+        return bool(mc.early_stop and self.mon.all_actors_stopped_streak >= mc.early_stop_patience)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        df = pd.DataFrame(self.pending)
+        first, last = int(df["episode"].min()), int(df["episode"].max())
+        path = self.dir / "agents" / f"part-{first:07d}-{last:07d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        self.pending = []
+
+    def finish(self) -> dict:
+        self.flush()
+        stops = run_stops(read_agents(self.dir), self.cfg.monitor.stop_threshold)
+        (self.dir / "summary.json").write_text(json.dumps(stops, indent=2))
+        return stops
+
+    def state_dict(self) -> dict:
+        return self.mon.state_dict()
+
+    def load_state_dict(self, sd: dict, episodes_done: int) -> None:
+        """Resume: drop measurements of episodes after the checkpoint (they will be recomputed)."""
+        self.mon.load_state_dict(sd)
+        for p in sorted((self.dir / "agents").glob("part-*.parquet")):
+            m = PART.search(p.name)
+            if not m or int(m.group(2)) < episodes_done:
+                continue
+            kept = pd.read_parquet(p)
+            kept = kept[kept["episode"] < episodes_done]
+            p.unlink()
+            if len(kept):
+                self.pending = kept.to_dict("records")
+                self.flush()
+
+
+def monitor_for(learner, cfg, run_dir: str | Path) -> RunMonitor:
+    return RunMonitor(learner, cfg, run_dir)

@@ -1,0 +1,80 @@
+"""Stop events derived from the per-agent monitor rows.
+
+For each role and agent, with either criterion (``exact``: no weight changed at all during the
+episode; ``threshold``: the largest |weight change| was below ``threshold``):
+
+- ``first_stop``: the first measured episode in which it was stopped;
+- ``stop``: the episode from which it stayed stopped in every later measured episode until the end
+  of the run (NaN if it was not stopped at the end) — the "stopped for good" episode.
+
+Run level: ``all_actors_stop`` is the latest ``stop`` over the actors if every actor stopped for
+good (else NaN); ``critic_stop`` likewise for the non-actor roles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _stop_for_good(episodes: np.ndarray, stopped: np.ndarray) -> float:
+    if len(stopped) == 0 or not stopped[-1]:
+        return float("nan")
+    moving = np.flatnonzero(~stopped)
+    return float(episodes[moving[-1] + 1] if len(moving) else episodes[0])
+
+
+def agent_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
+    """One row per (role, agent): first_stop_exact, stop_exact, first_stop_thr, stop_thr."""
+    if agents.empty:
+        return pd.DataFrame(
+            columns=[
+                "role",
+                "agent",
+                "is_actor",
+                "first_stop_exact",
+                "stop_exact",
+                "first_stop_thr",
+                "stop_thr",
+            ]
+        )
+    df = agents[agents["steps"] > 0].sort_values("episode")
+    out = []
+    for (role, agent), g in df.groupby(["role", "agent"], sort=True):
+        ep = g["episode"].to_numpy()
+        exact = ~g["changed"].to_numpy(dtype=bool)
+        thr = g["max_abs_change"].to_numpy() < threshold
+        out.append(
+            {
+                "role": role,
+                "agent": int(agent),
+                "is_actor": bool(g["is_actor"].iloc[0]),
+                "first_stop_exact": float(ep[exact][0]) if exact.any() else float("nan"),
+                "stop_exact": _stop_for_good(ep, exact),
+                "first_stop_thr": float(ep[thr][0]) if thr.any() else float("nan"),
+                "stop_thr": _stop_for_good(ep, thr),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def run_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> dict:
+    """Run-level stop events (see the module docstring)."""
+    st = agent_stops(agents, threshold)
+    res: dict = {"threshold": threshold}
+    for crit in ("exact", "thr"):
+        for label, sel in (
+            ("all_actors", st["is_actor"] if len(st) else []),
+            ("critic", ~st["is_actor"] if len(st) else []),
+        ):
+            part = st[sel] if len(st) else st
+            col = part[f"stop_{crit}"] if len(part) else pd.Series(dtype=float)
+            res[f"{label}_stop_{crit}"] = float(col.max()) if len(col) and col.notna().all() else float("nan")
+        actors = st[st["is_actor"]] if len(st) else st
+        res[f"actors_stopped_frac_{crit}"] = (
+            float(actors[f"stop_{crit}"].notna().mean()) if len(actors) else float("nan")
+        )
+        res[f"actor_first_stop_{crit}_min"] = (
+            float(actors[f"first_stop_{crit}"].min()) if len(actors) else float("nan")
+        )
+    return res
