@@ -42,6 +42,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiment.sweep import expand, load_sweep, run_sweep
+
+    if args.dry_run:
+        spec, base = load_sweep(args.file)
+        runs = expand(spec, base, args.file)
+        for r in runs:
+            print(r.id, " ".join(f"{k}={v}" for k, v in r.overrides.items()))
+        print(f"{len(runs)} runs")
+        return 0
+    res = run_sweep(
+        args.file,
+        args.out,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    _console().print(
+        f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done ({res.skipped} already finished), {res.failed} failed"
+        + (" — see manifest.json for tracebacks" if res.failed else "")
+    )
+    return 0 if res.failed == 0 else 1
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -100,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="output directory (default: runs/<name>-<config id>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sweep", help="run (or resume) a sweep of experiments locally or on Ray")
+    s.add_argument("file", help="sweep YAML (base config + axes + seeds)")
+    s.add_argument("--out", help="sweep directory (default: sweeps/<name>)")
+    s.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local process pool (default) or Ray tasks",
+    )
+    s.add_argument("--workers", type=int, help="local: parallel runs (default: CPU cores)")
+    s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
+    s.add_argument("--dry-run", action="store_true", help="list the runs (id and overrides) and exit")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
     q.add_argument("files", nargs="+", help="golden .npz file(s) (env or agent)")

@@ -113,7 +113,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.quiet = quiet
-        self.device = resolve_device(cfg.device)
+        self.device: torch.device | None = None
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
@@ -252,6 +252,7 @@ class Trainer:
         if self.monitor is not None:
             self.monitor.flush()
         os.replace(tmp, self.run_dir / CHECKPOINT)
+        self._status("running", episode_done)
 
     def _resume(self) -> tuple[int, list[dict]]:
         ck = self.run_dir / CHECKPOINT
@@ -310,8 +311,13 @@ class Trainer:
                 df = pd.read_parquet(self.run_dir / METRICS)
                 return RunSummary(self.run_dir, "done", len(df), _final_return(df), 0.0)
         (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
-        self._build()
-        start, rows = self._resume()
+        try:
+            self.device = resolve_device(self.cfg.device)
+            self._build()
+            start, rows = self._resume()
+        except Exception:
+            self._status("failed", 0, error=traceback.format_exc())
+            raise
         prov = collect(self.device)
         prov.update(
             rng_mode=self.cfg.rng_mode,

@@ -1,0 +1,370 @@
+"""Sweeps: a base config plus axes (cartesian product of any fields) and a seed list, expanded into
+runs with stable ids, run by a backend (a local process pool or Ray tasks) into one directory.
+
+Sweep file::
+
+    name: table1_s10
+    base: ../base.yaml            # a path (relative to this file) or an inline mapping
+    axes:                         # dotted field -> list of values; the grid is their product
+      agent.actor_lr: [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1]
+      agent.critic_lr: [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1]
+    seeds: [0, 1, 2]              # or an int n for seeds 0..n-1
+
+Sweep directory::
+
+    SWEEP_DIR/sweep.yaml          the sweep file as resolved (base inlined)
+    SWEEP_DIR/manifest.json       one entry per run: id, overrides, status, episodes, result, error
+    SWEEP_DIR/runs/<id>/          a run directory (see the runner)
+
+Re-running a sweep skips finished runs, resumes interrupted ones from their checkpoints and retries
+failed ones; a failing run is recorded with its traceback and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import (
+    ConfigError,
+    ExperimentConfig,
+    _format_validation_error,
+    apply_overrides,
+    build_config,
+    load_yaml,
+)
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1)
+    base: dict | str = Field(default_factory=dict, description="base config: inline mapping or YAML path")
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] | int = Field(default_factory=lambda: [0])
+    description: str = ""
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, vals in v.items():
+            if not vals:
+                raise ValueError(f"axis {k!r} has no values")
+            if k == "seed":
+                raise ValueError("use 'seeds:' rather than an axis named 'seed'")
+        return v
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass
+class RunSpec:
+    id: str
+    overrides: dict[str, Any]
+    config: ExperimentConfig
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, dict]:
+    """Read a sweep file; returns the spec and the resolved base config mapping."""
+    path = Path(path)
+    data = load_yaml(path)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, str(path))) from None
+    base = spec.base
+    if isinstance(base, str):
+        base_path = (path.parent / base).resolve()
+        base = load_yaml(base_path)
+    return spec, base
+
+
+def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
+    """The runs of a sweep, in a stable order (axes as written, then seeds). Each value is checked
+    by building the full config; errors name the axis and value."""
+    keys = list(spec.axes)
+    runs: list[RunSpec] = []
+    seen: dict[str, dict] = {}
+    for values in itertools.product(*(spec.axes[k] for k in keys)):
+        for seed in spec.seed_list():
+            ov = dict(zip(keys, values))
+            ov["seed"] = seed
+            data = apply_overrides(base, [])
+            for k, v in ov.items():
+                node = data
+                parts = k.split(".")
+                for p in parts[:-1]:
+                    node = node.setdefault(p, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError(f"sweep axis {k!r}: {p!r} is not a config section")
+                node[parts[-1]] = v
+            data.setdefault("name", spec.name)
+            try:
+                cfg = ExperimentConfig.model_validate(data)
+            except ValidationError as err:
+                raise ConfigError(
+                    _format_validation_error(err, f"{source or spec.name} (run {ov})").replace(
+                        "invalid configuration", "invalid sweep value"
+                    )
+                ) from None
+            rid = cfg.id()
+            if rid in seen:
+                raise ConfigError(f"sweep {spec.name}: runs {seen[rid]} and {ov} resolve to the same config")
+            seen[rid] = ov
+            runs.append(RunSpec(rid, ov, cfg))
+    return runs
+
+
+# ------------------------------------------------------------------------------- the worker
+def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
+    """Train one run (in a worker process or Ray task); never raises: failures come back as data."""
+    import torch
+
+    from .runner import train
+
+    t0 = time.time()
+    try:
+        if threads > 0:
+            torch.set_num_threads(threads)
+        cfg = build_config(json.loads(cfg_json))
+        s = train(cfg, run_dir, progress=False, quiet=True)
+        return {
+            "status": "done",
+            "episodes_done": s.episodes_done,
+            "final_return": s.final_return,
+            "wall_time_s": time.time() - t0,
+        }
+    except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
+        return {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+            "wall_time_s": time.time() - t0,
+        }
+
+
+# ------------------------------------------------------------------------------- manifest
+class Manifest:
+    def __init__(self, sweep_dir: Path):
+        self.path = sweep_dir / "manifest.json"
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            self.entries = {e["id"]: e for e in json.loads(self.path.read_text())["runs"]}
+
+    def update(self, rid: str, **kw) -> None:
+        self.entries.setdefault(rid, {"id": rid}).update(kw)
+
+    def save(self, name: str) -> None:
+        tmp = self.path.with_name("manifest.json.tmp")
+        tmp.write_text(
+            json.dumps({"sweep": name, "runs": list(self.entries.values())}, indent=2, default=str)
+        )
+        os.replace(tmp, self.path)
+
+
+def _run_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ------------------------------------------------------------------------------- backends
+def _local_backend(
+    jobs: list[tuple[str, str, str]], workers: int, threads: int, on_done: Callable, poll: Callable
+) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futs = {pool.submit(run_one, cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
+        pending = set(futs)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    res = f.result()
+                except Exception as err:  # the worker process itself died
+                    res = {
+                        "status": "failed",
+                        "error": f"worker died: {err}",
+                        "traceback": traceback.format_exc(),
+                    }
+                on_done(futs[f], res)
+            poll()
+
+
+def _ray_backend(
+    jobs: list[tuple[str, str, str]], address: str | None, threads: int, on_done: Callable, poll: Callable
+) -> None:
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("backend 'ray' needs Ray: pip install 'ccm_madrl[ray]'") from err
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
+        refs = {remote.remote(cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in done:
+                try:
+                    res = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - the task itself failed
+                    res = {
+                        "status": "failed",
+                        "error": f"ray task failed: {err}",
+                        "traceback": traceback.format_exc(),
+                    }
+                on_done(refs[ref], res)
+            poll()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    total: int
+    done: int
+    failed: int
+    skipped: int
+
+
+def run_sweep(
+    path: str | Path,
+    out: str | Path | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    only: Iterable[str] | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``."""
+    spec, base = load_sweep(path)
+    runs = expand(spec, base, str(path))
+    if only is not None:
+        keep = set(only)
+        runs = [r for r in runs if r.id in keep]
+    sweep_dir = Path(out) if out else Path("sweeps") / spec.name
+    (sweep_dir / "runs").mkdir(parents=True, exist_ok=True)
+    resolved = spec.model_dump()
+    resolved["base"] = base
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    man = Manifest(sweep_dir)
+    jobs, skipped = [], 0
+    for r in runs:
+        rd = sweep_dir / "runs" / r.id
+        st = _run_status(rd)
+        man.update(
+            r.id,
+            overrides=r.overrides,
+            run_dir=str(rd.relative_to(sweep_dir)),
+            episodes=r.config.training.episodes,
+        )
+        if st.get("state") == "done" and st.get("config_id") == r.id:
+            man.update(r.id, status="done", episodes_done=st.get("episodes_done"))
+            skipped += 1
+            continue
+        man.update(r.id, status="pending", error=None, traceback=None)
+        jobs.append((r.id, r.config.model_dump_json(), str(rd)))
+    man.save(spec.name)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend: unknown backend {backend!r}; allowed: local, ray")
+    cores = os.cpu_count() or 1
+    workers = max(1, min(workers or cores, len(jobs) or 1))
+    threads = max(1, cores // workers) if backend == "local" else 1
+    counts = {"done": 0, "failed": 0}
+    total_eps = sum(r.config.training.episodes for r in runs)
+
+    def episodes_now() -> int:
+        return sum(int(_run_status(sweep_dir / "runs" / r.id).get("episodes_done", 0)) for r in runs)
+
+    bar = _SweepProgress(progress, spec.name, len(runs), skipped, total_eps, episodes_now())
+
+    def on_done(rid: str, res: dict) -> None:
+        res = dict(res)
+        counts[res["status"]] += 1
+        man.update(rid, **res)
+        man.save(spec.name)
+        bar.run_finished(res["status"])
+
+    def poll() -> None:
+        bar.episodes(episodes_now())
+
+    with bar:
+        if jobs:
+            for rid, _, _ in jobs:
+                man.update(rid, status="queued")
+            man.save(spec.name)
+            if backend == "local":
+                _local_backend(jobs, workers, threads, on_done, poll)
+            else:
+                _ray_backend(jobs, address, threads, on_done, poll)
+        poll()
+    return SweepResult(sweep_dir, len(runs), counts["done"] + skipped, counts["failed"], skipped)
+
+
+class _SweepProgress:
+    """One progress display for the whole sweep: runs finished and episodes done over all runs."""
+
+    def __init__(self, enabled: bool, name: str, runs: int, skipped: int, total_eps: int, eps_done: int):
+        self.enabled = enabled
+        self.prog = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.prog = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self.t_runs = self.prog.add_task(f"{name}: runs", total=runs, completed=skipped)
+            self.t_eps = self.prog.add_task("episodes", total=total_eps, completed=eps_done)
+            self.failed = 0
+
+    def __enter__(self):
+        if self.prog:
+            self.prog.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.prog:
+            self.prog.__exit__(*exc)
+
+    def run_finished(self, status: str) -> None:
+        if self.prog:
+            self.prog.advance(self.t_runs)
+            if status == "failed":
+                self.failed += 1
+                self.prog.update(self.t_runs, description=f"runs ([red]{self.failed} failed[/red])")
+
+    def episodes(self, n: int) -> None:
+        if self.prog:
+            self.prog.update(self.t_eps, completed=n)

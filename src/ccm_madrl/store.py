@@ -1,0 +1,156 @@
+"""The run store: load sweeps (or single runs) into pandas DataFrames without knowing file names.
+
+    >>> from ccm_madrl.store import load
+    >>> s = load("sweeps/table1_s10")          # a sweep dir, a run dir, or a list of them
+    >>> s.runs        # one row per run: id, sweep, status, config columns, provenance, results
+    >>> s.metrics     # one row per (run, episode)
+    >>> s.monitor     # one row per (run, measured episode, role, agent)
+    >>> s.stops       # one row per (run, role, agent): stop episodes (exact / thresholded)
+
+The on-disk layout is documented in ``docs/run_store.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .monitor.integration import read_agents
+from .monitor.stops import agent_stops, run_stops
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = tuple(v)
+        else:
+            out[key] = v
+    return out
+
+
+def _is_run(p: Path) -> bool:
+    return (p / "config.yaml").exists()
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """(sweep name, run dir) for every run under the given sweep or run directories."""
+    found = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"store: no such directory: {p}")
+        if _is_run(p):
+            found.append((p.parent.name if p.parent.name != "runs" else p.parent.parent.name, p))
+            continue
+        sweep = p.name
+        runs_root = p / "runs" if (p / "runs").is_dir() else p
+        subs = sorted(d for d in runs_root.iterdir() if d.is_dir() and _is_run(d))
+        if not subs:
+            raise FileNotFoundError(f"store: {p} holds no runs (expected run directories with a config.yaml)")
+        found.extend((sweep, d) for d in subs)
+    return found
+
+
+class Store:
+    def __init__(self, paths: str | Path | Iterable[str | Path]):
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        self.run_dirs = find_runs(self.paths)
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        rows = []
+        for sweep, rd in self.run_dirs:
+            cfg = yaml.safe_load((rd / "config.yaml").read_text())
+            row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
+            status = _read_json(rd / "status.json")
+            row["status"] = status.get("state", "unknown")
+            row["episodes_done"] = status.get("episodes_done", 0)
+            row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items()})
+            prov = _read_json(rd / "provenance.json")
+            for k in (
+                "version",
+                "commit",
+                "dirty",
+                "device",
+                "device_name",
+                "torch",
+                "rng_mode",
+                "actor_update",
+                "seed",
+                "hostname",
+            ):
+                row[f"prov.{k}"] = prov.get(k)
+            m = self._metrics_of(rd)
+            ev = m["eval_return"].dropna() if len(m) and "eval_return" in m else pd.Series(dtype=float)
+            row["final_return"] = float(ev.tail(100).mean()) if len(ev) else np.nan
+            row["final_constraint_frac"] = (
+                float(m["eval_constraint_frac"].dropna().tail(100).mean()) if len(ev) else np.nan
+            )
+            thr = cfg.get("monitor", {}).get("stop_threshold", 1e-8)
+            agents = self._monitor_of(rd)
+            row.update(run_stops(agents, thr) if len(agents) else {})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        frames = []
+        for _, rd in self.run_dirs:
+            m = self._metrics_of(rd)
+            if len(m):
+                frames.append(m.assign(run_id=rd.name))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    @cached_property
+    def monitor(self) -> pd.DataFrame:
+        frames = []
+        for _, rd in self.run_dirs:
+            a = self._monitor_of(rd)
+            if len(a):
+                frames.append(a.assign(run_id=rd.name))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    @cached_property
+    def stops(self) -> pd.DataFrame:
+        frames = []
+        for _, rd in self.run_dirs:
+            a = self._monitor_of(rd)
+            if len(a):
+                cfg = yaml.safe_load((rd / "config.yaml").read_text())
+                frames.append(
+                    agent_stops(a, cfg.get("monitor", {}).get("stop_threshold", 1e-8)).assign(run_id=rd.name)
+                )
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    @staticmethod
+    def _metrics_of(rd: Path) -> pd.DataFrame:
+        f = rd / "metrics.parquet"
+        return pd.read_parquet(f) if f.exists() else pd.DataFrame()
+
+    @staticmethod
+    def _monitor_of(rd: Path) -> pd.DataFrame:
+        return read_agents(rd / "monitor") if (rd / "monitor").is_dir() else pd.DataFrame()
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load(paths: str | Path | Iterable[str | Path]) -> Store:
+    """Open one or more sweep or run directories."""
+    return Store(paths)

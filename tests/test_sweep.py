@@ -1,0 +1,214 @@
+"""Sweeps: schema errors, stable expansion, crash isolation, SIGKILL + resume, Ray vs local, the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ccm_madrl.cli import main
+from ccm_madrl.experiment import ConfigError, Trainer
+from ccm_madrl.experiment.sweep import expand, load_sweep, run_sweep
+from ccm_madrl.store import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+NON_TIME = lambda df: df[[c for c in df.columns if not c.startswith("time_")]]  # noqa: E731
+
+
+def write(tmp_path, data, name="sweep.yaml"):
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(data))
+    return f
+
+
+def smoke_base():
+    return yaml.safe_load(SMOKE.read_text())["base"]
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"name": "x", "axes": {"agent.lr": [0.1]}}, r"(?s)invalid sweep value .*agent\.lr: unknown key"),
+        (
+            {"name": "x", "axes": {"agent.actor_lr": [0.1, -1]}},
+            r"agent\.actor_lr: Input should be greater than 0 \(got -1\)",
+        ),
+        ({"name": "x", "axes": {"agent.optimizer": ["adamw"]}}, r"agent\.optimizer: must be one of"),
+        ({"name": "x", "axes": {"agent.actor_lr": []}}, r"axis 'agent.actor_lr' has no values"),
+        ({"name": "x", "axes": {"seed": [1, 2]}}, r"use 'seeds:'"),
+        ({"name": "x", "grid": {}}, r"grid: unknown key"),
+        ({"axes": {}}, r"name: Field required"),
+        ({"name": "x", "axes": {"agent.actor_lr": [0.1, 0.1]}}, r"resolve to the same config"),
+    ],
+)
+def test_sweep_schema_errors_are_clear(tmp_path, data, match):
+    f = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=match):
+        spec, base = load_sweep(f)
+        expand(spec, base, str(f))
+
+
+def test_expansion_is_stable_and_independent_of_axis_order(tmp_path):
+    a = {
+        "name": "g",
+        "base": smoke_base(),
+        "axes": {"agent.actor_lr": [1e-4, 1e-1], "agent.critic_lr": [1e-3, 1e-2]},
+        "seeds": 3,
+    }
+    b = dict(a, axes={"agent.critic_lr": [1e-3, 1e-2], "agent.actor_lr": [1e-4, 1e-1]})
+    runs_a = expand(*load_sweep(write(tmp_path, a, "a.yaml")))
+    runs_a2 = expand(*load_sweep(write(tmp_path, a, "a.yaml")))
+    runs_b = expand(*load_sweep(write(tmp_path, b, "b.yaml")))
+    assert len(runs_a) == 2 * 2 * 3 == len({r.id for r in runs_a})
+    assert [r.id for r in runs_a] == [r.id for r in runs_a2]
+    assert {r.id for r in runs_a} == {r.id for r in runs_b}
+    assert {r.overrides["seed"] for r in runs_a} == {0, 1, 2}
+
+
+def test_shipped_configs_expand():
+    counts = {}
+    for f in ["paper/table1_s10.yaml", "paper/table1_s100.yaml", "followup/grid_s100.yaml", "smoke.yaml"]:
+        spec, base = load_sweep(ROOT / "configs" / f)
+        runs = expand(spec, base)
+        counts[f] = len(runs)
+        if f.startswith(("paper", "followup")):
+            assert {r.config.training.episodes for r in runs} == {2000}
+            assert {(r.config.agent.actor_lr, r.config.agent.critic_lr) for r in runs} == {
+                (a, c) for a in (1e-4, 1e-3, 1e-2, 1e-1) for c in (1e-4, 1e-3, 1e-2, 1e-1)
+            }
+    assert counts == {
+        "paper/table1_s10.yaml": 160,
+        "paper/table1_s100.yaml": 160,
+        "followup/grid_s100.yaml": 160,
+        "smoke.yaml": 4,
+    }
+    spec, base = load_sweep(ROOT / "configs/followup/grid_s100.yaml")
+    runs = expand(spec, base)
+    assert {r.config.env.max_steps for r in runs} == {100} and {
+        r.config.training.eval_episodes for r in runs
+    } == {3}
+    assert 42 in {r.config.seed for r in runs}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA to make the run fail")
+def test_a_failing_run_is_isolated_and_reported(tmp_path, capsys):
+    data = {"name": "fail", "base": smoke_base(), "axes": {"device": ["cpu", "cuda"]}, "seeds": 1}
+    f = write(tmp_path, data)
+    rc = main(["sweep", str(f), "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"])
+    assert rc == 1 and "1 failed" in capsys.readouterr().out
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"]
+    by = {e["overrides"]["device"]: e for e in man}
+    assert by["cpu"]["status"] == "done" and by["cpu"]["episodes_done"] == 6
+    assert by["cuda"]["status"] == "failed" and "CUDA" in by["cuda"]["traceback"]
+    st = json.loads((tmp_path / "out" / by["cuda"]["run_dir"] / "status.json").read_text())
+    assert st["state"] == "failed" and "Traceback" in st["error"]
+
+
+def test_sigkill_mid_sweep_then_resume_loses_nothing(tmp_path):
+    base = smoke_base()
+    base["training"].update(episodes=16, checkpoint_every=2)
+    data = {"name": "kill", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 2}
+    f = write(tmp_path, data)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ccm_madrl.cli",
+            "sweep",
+            str(f),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    done_first = []
+    try:
+        while time.time() < deadline:
+            time.sleep(0.2)
+            if not (out / "manifest.json").exists():
+                continue
+            man = json.loads((out / "manifest.json").read_text())["runs"]
+            done_first = [e for e in man if e.get("status") == "done"]
+            running = [
+                e
+                for e in man
+                if (out / e["run_dir"] / "checkpoint.pt").exists() and e.get("status") != "done"
+            ]
+            if done_first and running:
+                break
+        else:
+            pytest.fail("the sweep did not reach a finished run and a checkpointed running run in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    interrupted = [
+        e for e in json.loads((out / "manifest.json").read_text())["runs"] if e.get("status") != "done"
+    ]
+    mtimes = {e["id"]: (out / e["run_dir"] / "metrics.parquet").stat().st_mtime_ns for e in done_first}
+    res = run_sweep(f, out, workers=1, progress=False)
+    assert res.total == 4 and res.done == 4 and res.failed == 0 and res.skipped == len(done_first)
+    for rid, mt in mtimes.items():  # finished runs were not run again
+        assert (out / "runs" / rid / "metrics.parquet").stat().st_mtime_ns == mt
+    # every run equals an uninterrupted run of the same config, episode for episode
+    spec, b = load_sweep(f)
+    by_id = {r.id: r for r in expand(spec, b)}
+    for e in interrupted[:2]:
+        ref = tmp_path / f"ref-{e['id']}"
+        Trainer(by_id[e["id"]].config, ref, progress=False).run()
+        got = pd.read_parquet(out / "runs" / e["id"] / "metrics.parquet")
+        pd.testing.assert_frame_equal(NON_TIME(got), NON_TIME(pd.read_parquet(ref / "metrics.parquet")))
+
+
+def test_ray_backend_matches_local_backend(tmp_path):
+    pytest.importorskip("ray")
+    local = run_sweep(SMOKE, tmp_path / "local", backend="local", workers=2, progress=False)
+    ray_ = run_sweep(SMOKE, tmp_path / "ray", backend="ray", progress=False)
+    assert local.done == ray_.done == 4 and local.failed == ray_.failed == 0
+    for rd in sorted((tmp_path / "local" / "runs").iterdir()):
+        a = pd.read_parquet(rd / "metrics.parquet")
+        b = pd.read_parquet(tmp_path / "ray" / "runs" / rd.name / "metrics.parquet")
+        pd.testing.assert_frame_equal(NON_TIME(a), NON_TIME(b))
+
+
+def test_store_loads_sweeps_and_runs(tmp_path):
+    run_sweep(SMOKE, tmp_path / "s1", workers=2, progress=False)
+    s = load(tmp_path / "s1")
+    runs = s.runs
+    assert len(runs) == 4 and set(runs["status"]) == {"done"}
+    for col in (
+        "cfg.agent.actor_lr",
+        "cfg.seed",
+        "cfg.rng_mode",
+        "prov.commit",
+        "prov.version",
+        "prov.device",
+        "prov.actor_update",
+        "final_return",
+        "all_actors_stop_exact",
+    ):
+        assert col in runs.columns
+    assert len(s.metrics) == 4 * 6 and set(s.metrics["run_id"]) == set(runs["run_id"])
+    assert set(s.monitor["role"]) == {"actors", "critic"} and len(s.stops) == 4 * 13
+    one = load(runs["run_dir"].iloc[0])
+    assert len(one.runs) == 1 and len(one.metrics) == 6
+    both = load([tmp_path / "s1", runs["run_dir"].iloc[0]])
+    assert len(both.runs) == 5
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load(tmp_path / "nope")
