@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .baselines import BASELINES, FixedPolicy
+from .benchmarks import MADDPGLearner
 from .ccm import CCMLearner
 from .config import ALGORITHMS, AgentConfig
 from .networks import BatchedActor, MasterCritic
+from .selection import HEURISTICS
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +23,24 @@ def make_learner(cfg: ExperimentConfig, rng: RunRNG, device: torch.device | str 
     algo = cfg.agent.algorithm
     if algo == "ccm_madrl":
         return CCMLearner(cfg.env, cfg.agent, rng, device)
-    raise ValueError(f"agent.algorithm: {algo!r} is not available in this build; allowed: ccm_madrl")
+    if algo == "maddpg":
+        return MADDPGLearner(cfg.env, cfg.agent, rng, device, order="offloadtimefirst", rejected="punish")
+    if algo in HEURISTICS:
+        return MADDPGLearner(cfg.env, cfg.agent, rng, device, order=algo)
+    if algo in BASELINES:
+        return FixedPolicy(cfg.env, algo, rng)
+    raise ValueError(f"agent.algorithm: unknown algorithm {algo!r}; allowed: {', '.join(ALGORITHMS)}")
 
 
-__all__ = ["CCMLearner", "AgentConfig", "ALGORITHMS", "BatchedActor", "MasterCritic", "make_learner"]
+__all__ = [
+    "CCMLearner",
+    "MADDPGLearner",
+    "FixedPolicy",
+    "AgentConfig",
+    "ALGORITHMS",
+    "BASELINES",
+    "HEURISTICS",
+    "BatchedActor",
+    "MasterCritic",
+    "make_learner",
+]

@@ -139,14 +139,20 @@ class CCMLearner:
         u = self.policy(states)
         if explore:
             u = np.clip(u + standard_normal(self.rng.noise, u.shape) * epsilon, -1, 1)
-        size = states[..., 3]
+        sel, exceeded = self.select(states, u, explore, epsilon)
+        return Action(actor=u, selected=sel, hybrid=hybrid_action(sel, u), exceeded=exceeded)
+
+    def select(
+        self, states: np.ndarray, u: np.ndarray, explore: bool, epsilon: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The master's decision x (E, N) and whether the limits were exceeded (E,)."""
 
         def q_fn(envs: np.ndarray, candidates: np.ndarray) -> np.ndarray:
             return self.q_candidates(states[envs], u[envs], candidates)
 
-        sel, exceeded = master_select(
+        return master_select(
             u,
-            size,
+            states[..., 3],
             self.limit,
             self.env_cfg.s_e,
             q_fn,
@@ -155,7 +161,6 @@ class CCMLearner:
             coin=self.rng.explore,
             subset=self.rng.explore_subset,
         )
-        return Action(actor=u, selected=sel, hybrid=hybrid_action(sel, u), exceeded=exceeded)
 
     # ------------------------------------------------------------------ critic helpers
     def _max_over_proposers(

@@ -54,6 +54,11 @@ class AgentConfig(BaseModel):
     critic_hidden: tuple[int, int] = (512, 128)
     activation: Literal["tanh", "softsign", "hardtanh", "scaled_sigmoid"] = "tanh"
     reward_scale: float = Field(1.0, gt=0, description="reward multiplier in the TD target (published: 1)")
+    rejected: Literal["punish", "local"] = Field(
+        "punish",
+        description="heuristic-selection MADDPG: proposers not accepted are punished (x = 2, published) "
+        "or compute locally; vanilla maddpg always punishes",
+    )
 
     @field_validator("actor_hidden", "critic_hidden")
     @classmethod

@@ -132,3 +132,58 @@ def master_select(
         q = q_fn(g, u0[g] > 0)
         sel[g] = greedy_select(q, u0[g], size[g], limit, s_e)
     return sel, exceeded
+
+
+# ----------------------------------------------------------------------------- benchmarks
+HEURISTICS = (
+    "offloadtimefirst",
+    "deadline_divide2_size_first",
+    "mindeadlinefirst",
+    "maxdeadlinefirst",
+    "minsizefirst",
+    "maxsizefirst",
+)
+
+
+def heuristic_order(kind: str, states: np.ndarray, u: np.ndarray, cfg) -> np.ndarray:
+    """Visiting order (E, N) of a fixed heuristic. ``offloadtimefirst``: shortest transmission time
+    at the actor's power action first (from each state's own power, gain and size);
+    ``deadline_divide2_size_first``: smallest deadline / size first; ``min/maxdeadlinefirst``,
+    ``min/maxsizefirst``: by deadline or size, ascending or descending."""
+    from ..mec.dynamics import offload_time, scale_fraction
+
+    size, ddl = states[..., 3], states[..., 5]
+    if kind == "offloadtimefirst":
+        key = offload_time(cfg, states[..., 0], states[..., 1], size, scale_fraction(u[..., 2]))
+    elif kind == "deadline_divide2_size_first":
+        key = ddl / size
+    elif kind == "mindeadlinefirst":
+        key = ddl
+    elif kind == "maxdeadlinefirst":
+        key = -ddl
+    elif kind == "minsizefirst":
+        key = size
+    elif kind == "maxsizefirst":
+        key = -size
+    else:
+        raise ValueError(f"heuristic: unknown order {kind!r}; allowed: {', '.join(HEURISTICS)}")
+    return np.argsort(key, axis=-1)
+
+
+def heuristic_select(
+    states: np.ndarray, u: np.ndarray, kind: str, limit: int, s_e: float, cfg, rejected: str = "punish"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Benchmark selection: when the limits are exceeded, proposals are visited in a fixed order and
+    accepted within the limits; the other proposers are punished (x = 2, published) or compute
+    locally (``rejected="local"``). Returns (x (E, N) in {0, 1, 2}, exceeded (E,))."""
+    if rejected not in ("punish", "local"):
+        raise ValueError(f"rejected: must be 'punish' or 'local', got {rejected!r}")
+    u0, size = u[..., 0], states[..., 3]
+    prop, exceeded = proposals_exceed(u0, size, limit, s_e)
+    x = prop.astype(np.float64)
+    envs = np.flatnonzero(exceeded)
+    if envs.size:
+        order = heuristic_order(kind, states[envs], u[envs], cfg)
+        acc = accept_in_order(order, u0[envs], size[envs], limit, s_e)
+        x[envs] = acc + (2.0 if rejected == "punish" else 0.0) * (prop[envs] & (acc == 0))
+    return x, exceeded

@@ -108,6 +108,22 @@ def h2_finish_times(t_off: np.ndarray, t_proc: np.ndarray, x: np.ndarray, n_unit
     return _h2_finish_kernel(t_off, t_proc, x, order, n_units)
 
 
+def transmission(
+    cfg: MECConfig, power: np.ndarray, gain: np.ndarray, rho: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Transmit power (W) and per-channel data rate, with the published operation order."""
+    a_power = 10 ** ((power - 30) / 10) * rho
+    rate = cfg.w_bandwidth * 10**6 * np.log(1 + a_power * 10 ** (gain / 10)) / np.log(2)
+    return a_power, rate / cfg.k_channel
+
+
+def offload_time(
+    cfg: MECConfig, power: np.ndarray, gain: np.ndarray, size: np.ndarray, rho: np.ndarray
+) -> np.ndarray:
+    """Time to transmit a task of ``size`` at power fraction ``rho`` (before any punishment)."""
+    return size * 8 * 1024 / transmission(cfg, power, gain, rho)[1]
+
+
 def step_dynamics(
     cfg: MECConfig,
     dev: Devices,
@@ -122,9 +138,7 @@ def step_dynamics(
     alpha, rho = action[..., 1], action[..., 2]
 
     a_res = dev.res * 10**9 * alpha
-    a_power = 10 ** ((dev.power - 30) / 10) * rho
-    rate = cfg.w_bandwidth * 10**6 * np.log(1 + a_power * 10 ** (dev.gain / 10)) / np.log(2)
-    rate = rate / cfg.k_channel
+    a_power, rate = transmission(cfg, dev.power, dev.gain, rho)
     t_proc = size * 8 * 1024 * cycle / (cfg.capability_e * 10**9)
     t_local = size * 8 * 1024 * cycle / a_res
     t_off = size * 8 * 1024 / rate

@@ -1,0 +1,71 @@
+"""Non-learning baselines, evaluated on the same fixed evaluation episodes as the learners.
+
+Every device uses its full compute and transmit power (alpha = rho = 1) — with the published
+constants local energy is negligible next to time, so full compute minimises the local cost.
+
+- ``all_local``: nobody offloads;
+- ``random_selection``: everybody proposes; when the server's limits are exceeded, a uniformly random
+  subset of ``limit`` agents is drawn and random members removed until the sizes fit (the master's
+  exploration rule); the others compute locally;
+- ``greedy_deadline``: everybody proposes; when the limits are exceeded, the earliest deadlines are
+  accepted first within the limits; the others compute locally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..mec.config import MECConfig
+from ..mec.rng import RunRNG
+from .ccm import Action
+from .selection import accept_in_order, explore_select, proposals_exceed
+
+BASELINES = ("all_local", "random_selection", "greedy_deadline")
+
+
+class FixedPolicy:
+    """A policy without learning; it has no replay and nothing to monitor."""
+
+    monitorable = False
+    replay = None
+
+    def __init__(self, env_cfg: MECConfig, kind: str, rng: RunRNG):
+        if kind not in BASELINES:
+            raise ValueError(f"baseline: unknown baseline {kind!r}; allowed: {', '.join(BASELINES)}")
+        self.env_cfg, self.kind, self.rng = env_cfg, kind, rng
+        self.limit = env_cfg.selection_limit
+
+    def epsilon(self, episode: int, n_episodes: int) -> float:
+        return 0.0
+
+    def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
+        e, n = states.shape[:2]
+        size = states[..., 3]
+        x = np.zeros((e, n))
+        exceeded = np.zeros(e, dtype=bool)
+        if self.kind != "all_local":
+            prop, exceeded = proposals_exceed(np.ones((e, n)), size, self.limit, self.env_cfg.s_e)
+            x[:] = 1.0
+            for i in np.flatnonzero(exceeded):
+                if self.kind == "random_selection":
+                    x[i] = explore_select(size[i], self.limit, self.env_cfg.s_e, self.rng.explore_subset)
+                else:
+                    order = np.argsort(states[i, :, 5])[None]
+                    x[i] = accept_in_order(
+                        order, np.ones((1, n)), size[i][None], self.limit, self.env_cfg.s_e
+                    )[0]
+        hybrid = np.ones((e, n, 3))
+        hybrid[..., 0] = x
+        return Action(actor=np.zeros((e, n, 3)), selected=x, hybrid=hybrid, exceeded=exceeded)
+
+    def observe(self, transitions: dict) -> None:
+        return None
+
+    def train(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        return None
