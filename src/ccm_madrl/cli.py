@@ -45,8 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiment.sweep import expand, load_sweep, run_sweep
 
+    changes = {"set_": args.set or [], "seeds": args.seeds, "axes": args.axis or [], "name": args.name}
     if args.dry_run:
-        spec, base = load_sweep(args.file)
+        spec, base = load_sweep(args.file, **changes)
         runs = expand(spec, base, args.file)
         for r in runs:
             print(r.id, " ".join(f"{k}={v}" for k, v in r.overrides.items()))
@@ -137,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--workers", type=int, help="local: parallel runs (default: CPU cores)")
     s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a base-config field, e.g. training.episodes=300",
+    )
+    s.add_argument("--seeds", help="replace the seeds: a count (3) or a list ([0, 5])")
+    s.add_argument(
+        "--axis",
+        action="append",
+        metavar="KEY=[V1,...]",
+        help="replace or add an axis, e.g. agent.critic_lr=[1e-3]",
+    )
+    s.add_argument("--name", help="rename the sweep (default output: sweeps/<name>)")
     s.add_argument("--dry-run", action="store_true", help="list the runs (id and overrides) and exit")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sweep)

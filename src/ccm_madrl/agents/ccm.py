@@ -30,6 +30,48 @@ from .selection import master_select
 FIELDS = ("states", "actions", "selected", "reward", "next_states", "done")
 
 
+class RunningMeanStd:
+    """Running mean and (population) variance of a stream, updated by batches with Chan et al.'s
+    parallel formula: for a batch of n values with mean m_b and sum of squared deviations S_b,
+    delta = m_b - mean; mean += delta * n / (count + n); M2 += S_b + delta^2 * count * n / (count + n)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64).ravel()
+        n = x.size
+        if n == 0:
+            return
+        bm = float(x.mean())
+        tot = self.count + n
+        delta = bm - self.mean
+        self.mean += delta * n / tot
+        self.m2 += float(((x - bm) ** 2).sum()) + delta**2 * self.count * n / tot
+        self.count = tot
+
+    @property
+    def var(self) -> float:
+        return self.m2 / self.count if self.count else 1.0
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.count, self.mean, self.m2 = int(sd["count"]), float(sd["mean"]), float(sd["m2"])
+
+
+def clip_per_agent_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each agent's gradient (dimension 0 of every tensor) to a global L2 norm of ``max_norm``,
+    in place, with ``torch.nn.utils.clip_grad_norm_``'s formula. Returns the norms before clipping."""
+    sq = sum(g.pow(2).reshape(g.shape[0], -1).sum(1) for g in grads)
+    norms = sq.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
 @dataclass
 class Action:
     """What one acting step produces for E environments."""
@@ -77,7 +119,13 @@ class CCMLearner:
         for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
             p.requires_grad_(False)
         self.actor_params = list(self.actors.parameters())
-        self.actor_opt = BatchedOptimizer(self.actor_params, cfg.optimizer, cfg.actor_lr)
+        names = [nm for nm, _ in self.actors.named_parameters()]
+        output_block = ("fc3.", "norm.")
+        scales = [cfg.actor_output_lr_scale if nm.startswith(output_block) else 1.0 for nm in names]
+        self.actor_opt = BatchedOptimizer(self.actor_params, cfg.optimizer, cfg.actor_lr, lr_scales=scales)
+        self.reward_stats = RunningMeanStd()
+        self.torch_gen = torch.Generator(device=self.device)
+        self.torch_gen.manual_seed(rng.torch_seed + 1)
         self.critic_opt = make_torch_optimizer(cfg.optimizer, self.critic.parameters(), cfg.critic_lr)
         self.replay = PrioritizedReplay(
             cfg.replay_capacity,
@@ -101,7 +149,13 @@ class CCMLearner:
         """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
         init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""
         cfg, n = self.cfg, self.n_agents
-        actors = BatchedActor(n, hidden=cfg.actor_hidden, activation=cfg.activation)
+        actors = BatchedActor(
+            n,
+            hidden=cfg.actor_hidden,
+            activation=cfg.activation,
+            layernorm=cfg.actor_layernorm,
+            stochastic=cfg.actor_reg == "entropy",
+        )
         torch.manual_seed(self.rng.torch_seed)
         actors.reset_parameters_reference()
         critic = MasterCritic(n, hidden=cfg.critic_hidden, per_agent=self.per_agent_critic)
@@ -188,7 +242,14 @@ class CCMLearner:
         joint = self.critic_target.joint(next_states, u2)
         own = self.critic_target.own(next_states, u2)
         q2, _ = self._max_over_proposers(self.critic_target, joint, own, u2[..., 0] >= 0)
-        return self.cfg.reward_scale * reward + self.cfg.gamma * q2 * (1.0 - done)
+        return self.reward_signal(reward) + self.cfg.gamma * q2 * (1.0 - done)
+
+    def reward_signal(self, reward: torch.Tensor) -> torch.Tensor:
+        """The reward as used in the TD target: scaled, and standardised when ``reward_norm`` is
+        ``running`` (published: the raw reward, scale 1)."""
+        if self.cfg.reward_norm == "running" and self.reward_stats.count > 1:
+            reward = (reward - self.reward_stats.mean) / float(np.sqrt(self.reward_stats.var + 1e-8))
+        return self.cfg.reward_scale * reward
 
     def critic_rows(
         self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
@@ -219,6 +280,7 @@ class CCMLearner:
         """Insert an episode's transitions (arrays with a leading time axis), in order, each with the
         priority of its error under the current networks (published: computed at every step; the
         networks do not change within an episode, so computing them together is the same)."""
+        self.reward_stats.update(transitions["reward"])
         batch = {k: self._t(v) for k, v in transitions.items()}
         self.replay.add(self.transition_errors(batch), **batch)
 
@@ -228,6 +290,7 @@ class CCMLearner:
         stats = self.train_step(batch, weights)
         self.replay.update(leaves, stats.pop("errors"))
         stats["batch_reward_abs"] = float(batch["reward"].abs().mean())
+        stats["batch_reward_used_abs"] = float(self.reward_signal(batch["reward"]).abs().mean())
         stats["beta"] = self.replay.beta
         return stats
 
@@ -246,6 +309,10 @@ class CCMLearner:
         errors = self._errors(q, yr, rb, y.shape[0])
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        stats: dict = {}
+        if self.cfg.critic_grad_clip is not None:
+            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.critic_grad_clip)
+            stats["critic_grad_norm_preclip"] = float(pre)
         self.critic_opt.step()
         hard_update(self.critic_target, self.critic)
 
@@ -254,13 +321,14 @@ class CCMLearner:
             actor_losses = [self._actor_step(s, w, None)]
         else:
             actor_losses = [self._actor_step(s, w, i) for i in range(self.n_agents)]
-        return {
-            "critic_loss": float(critic_loss.detach()),
-            "actor_loss": float(np.mean(actor_losses)),
-            "q_mean": float(q.detach().mean()),
-            "target_mean": float(y.mean()),
-            "errors": errors,
-        }
+        stats.update(
+            critic_loss=float(critic_loss.detach()),
+            actor_loss=float(np.mean(actor_losses)),
+            q_mean=float(q.detach().mean()),
+            target_mean=float(y.mean()),
+            errors=errors,
+        )
+        return stats
 
     def actor_objective(self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none)."""
@@ -273,9 +341,19 @@ class CCMLearner:
         return -(self.critic.head(h) * w).mean()
 
     def _actor_step(self, states: torch.Tensor, w: torch.Tensor, agent: int | None) -> float:
-        u = self.actors(states)
-        loss = self.actor_objective(states, u, w)
-        grads = torch.autograd.grad(loss, self.actor_params)
+        cfg = self.cfg
+        if cfg.actor_reg == "entropy":  # maximum entropy: minimise -Q + coef * log pi, per agent
+            u, log_prob = self.actors.sample(states, self.torch_gen)
+            extra = cfg.actor_reg_coef * log_prob.mean(0).sum()
+        elif cfg.actor_reg == "preact":  # keep the pre-activations out of the saturated region
+            u, z = self.actors.forward_with_preactivation(states)
+            extra = cfg.actor_reg_coef * (z**2).mean(dim=(0, 2)).sum()
+        else:
+            u, extra = self.actors(states), 0.0
+        loss = self.actor_objective(states, u, w) + extra
+        grads = list(torch.autograd.grad(loss, self.actor_params))
+        if cfg.actor_grad_clip is not None:
+            clip_per_agent_(grads, cfg.actor_grad_clip)
         self.actor_opt.step(grads, agent=agent)
         hard_update(self.actors_target, self.actors, agent)
         return float(loss.detach())
@@ -295,6 +373,8 @@ class CCMLearner:
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "replay": self.replay.state_dict(),
+            "reward_stats": self.reward_stats.state_dict(),
+            "torch_gen": self.torch_gen.get_state(),
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -305,3 +385,5 @@ class CCMLearner:
         self.actor_opt.load_state_dict(sd["actor_opt"])
         self.critic_opt.load_state_dict(sd["critic_opt"])
         self.replay.load_state_dict(sd["replay"])
+        self.reward_stats.load_state_dict(sd["reward_stats"])
+        self.torch_gen.set_state(sd["torch_gen"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALGORITHMS = (
     "ccm_madrl",
@@ -59,6 +59,39 @@ class AgentConfig(BaseModel):
         description="heuristic-selection MADDPG: proposers not accepted are punished (x = 2, published) "
         "or compute locally; vanilla maddpg always punishes",
     )
+
+    # --- mitigations (all off by default: the published algorithm) ---------------------------
+    reward_norm: Literal["none", "running"] = Field(
+        "none",
+        description="running: rewards in the TD target are standardised by the running mean/std of every "
+        "reward observed so far (updated with each episode's rewards, Chan's parallel update)",
+    )
+    actor_output_lr_scale: float = Field(
+        1.0, gt=0, description="layer-wise lr: the actors' output layer learns at this fraction of actor_lr"
+    )
+    actor_grad_clip: float | None = Field(
+        None, gt=0, description="clip each actor's gradient to this global L2 norm"
+    )
+    critic_grad_clip: float | None = Field(
+        None, gt=0, description="clip the critic's gradient to this global L2 norm"
+    )
+    actor_reg: Literal["none", "preact", "entropy"] = Field(
+        "none",
+        description="anti-saturation term in the actor loss: preact = coef * mean(z^2) of the output "
+        "pre-activations; entropy = squashed-Gaussian actors and coef * log pi (maximum entropy)",
+    )
+    actor_reg_coef: float = Field(0.0, ge=0, description="coefficient of actor_reg")
+    actor_layernorm: bool = Field(
+        False, description="per-agent LayerNorm before the actors' output activation"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        if self.actor_reg != "none" and self.actor_reg_coef <= 0:
+            raise ValueError(f"actor_reg_coef: must be > 0 when actor_reg is {self.actor_reg!r}")
+        if self.actor_reg == "entropy" and self.activation != "tanh":
+            raise ValueError("actor_reg 'entropy' (squashed-Gaussian actors) needs activation 'tanh'")
+        return self
 
     @field_validator("actor_hidden", "critic_hidden")
     @classmethod

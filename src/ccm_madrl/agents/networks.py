@@ -62,10 +62,31 @@ class BatchedLinear(nn.Module):
         return f"n={self.n}, in_features={self.in_features}, out_features={self.out_features}"
 
 
+class BatchedLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a per-agent affine transform: (N, M, d) -> (N, M, d)."""
+
+    def __init__(self, n: int, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n, d))
+        self.bias = nn.Parameter(torch.zeros(n, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return x * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
 class BatchedActor(nn.Module):
     """All N client actors: in -> h1 -> h2 -> out, ReLU hidden, bounded output activation.
 
-    ``layernorm=True`` inserts a per-agent LayerNorm (no affine) before the output activation.
+    ``layernorm=True`` inserts a per-agent LayerNorm (affine, per agent) before the output activation.
+    ``stochastic=True`` makes each actor a squashed Gaussian: the last layer outputs a mean and a
+    log-std per action dimension (log-std clamped to [-5, 2]); :meth:`forward` returns the
+    deterministic action ``tanh(mean)`` and :meth:`sample` a reparameterised sample with its exact
+    log-probability (tanh change of variables).
     """
 
     def __init__(
@@ -77,20 +98,25 @@ class BatchedActor(nn.Module):
         activation: str = "tanh",
         init_w: float = 3e-3,
         layernorm: bool = False,
+        stochastic: bool = False,
     ):
         super().__init__()
         if len(hidden) != 2:
             raise ValueError(f"actor hidden sizes: need two layers, got {list(hidden)}")
+        if stochastic and activation != "tanh":
+            raise ValueError("a stochastic (squashed Gaussian) actor needs activation 'tanh'")
         self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
         self.hidden = tuple(int(h) for h in hidden)
         self.activation_name = activation
         self.init_w = init_w
+        self.stochastic = stochastic
+        self.out_dim = 2 * action_dim if stochastic else action_dim
         self.fc1 = BatchedLinear(n_agents, state_dim, self.hidden[0])
         self.act1 = nn.ReLU()
         self.fc2 = BatchedLinear(n_agents, self.hidden[0], self.hidden[1])
         self.act2 = nn.ReLU()
-        self.fc3 = BatchedLinear(n_agents, self.hidden[1], action_dim)
-        self.norm = nn.LayerNorm(action_dim, elementwise_affine=False) if layernorm else None
+        self.fc3 = BatchedLinear(n_agents, self.hidden[1], self.out_dim)
+        self.norm = BatchedLayerNorm(n_agents, action_dim) if layernorm else None
         self.out_act = make_activation(activation)
         with torch.no_grad():
             self.fc3.weight.uniform_(-init_w, init_w)
@@ -104,32 +130,62 @@ class BatchedActor(nn.Module):
             for i in range(self.n_agents):
                 l1 = nn.Linear(self.state_dim, self.hidden[0])
                 l2 = nn.Linear(self.hidden[0], self.hidden[1])
-                l3 = nn.Linear(self.hidden[1], self.action_dim)
+                l3 = nn.Linear(self.hidden[1], self.out_dim)
                 l3.weight.uniform_(-self.init_w, self.init_w)
                 l3.bias.uniform_(-self.init_w, self.init_w)
                 for dst, src in ((self.fc1, l1), (self.fc2, l2), (self.fc3, l3)):
                     dst.weight[i].copy_(src.weight)
                     dst.bias[i].copy_(src.bias)
 
-    def preactivation(self, states: torch.Tensor) -> torch.Tensor:
-        """Output pre-activation z, (..., N, action_dim)."""
+    def _agent_major(self, states: torch.Tensor) -> torch.Tensor:
+        return states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
+
+    def _batch_major(self, t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        return t.transpose(0, 1).reshape(*lead, self.n_agents, t.shape[-1])
+
+    def forward_with_preactivation(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actions, output pre-activations z), both (..., N, action_dim); deterministic."""
         lead = states.shape[:-2]
-        x = states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
-        z = self._z(x)
-        return z.transpose(0, 1).reshape(*lead, self.n_agents, self.action_dim)
+        z = self._z(self._agent_major(states))
+        if self.stochastic:
+            z = z[..., : self.action_dim]
+        return self._batch_major(self.out_act(z), lead), self._batch_major(z, lead)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """states (..., N, state_dim) -> actions (..., N, action_dim)."""
+        """states (..., N, state_dim) -> actions (..., N, action_dim) (the mean action if stochastic)."""
+        return self.forward_with_preactivation(states)[0]
+
+    def sample(
+        self, states: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squashed-Gaussian sample: (actions (..., N, a), log-probability (..., N))."""
+        if not self.stochastic:
+            raise RuntimeError("sample() needs a stochastic actor")
         lead = states.shape[:-2]
-        x = states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
-        out = self.out_act(self._z(x))
-        return out.transpose(0, 1).reshape(*lead, self.n_agents, self.action_dim)
+        out = self._z(self._agent_major(states))
+        mean, log_std = (
+            out[..., : self.action_dim],
+            out[..., self.action_dim :].clamp(LOG_STD_MIN, LOG_STD_MAX),
+        )
+        std = log_std.exp()
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + std * eps
+        a = self.out_act(z)
+        log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - z - F.softplus(-2 * z))).sum(-1)  # log |d tanh / dz|
+        return self._batch_major(a, lead), log_prob.transpose(0, 1).reshape(*lead, self.n_agents)
 
     def _z(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act1(self.fc1(x))
         h = self.act2(self.fc2(h))
         z = self.fc3(h)
-        return self.norm(z) if self.norm is not None else z
+        if self.norm is not None:
+            z = (
+                torch.cat([self.norm(z[..., : self.action_dim]), z[..., self.action_dim :]], -1)
+                if self.stochastic
+                else self.norm(z)
+            )
+        return z
 
     def output_layer_names(self) -> tuple[str, str]:
         return "fc3", "out_act"

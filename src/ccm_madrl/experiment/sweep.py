@@ -42,6 +42,7 @@ from .config import (
     apply_overrides,
     build_config,
     load_yaml,
+    parse_value,
 )
 
 
@@ -75,10 +76,31 @@ class RunSpec:
     config: ExperimentConfig
 
 
-def load_sweep(path: str | Path) -> tuple[SweepSpec, dict]:
-    """Read a sweep file; returns the spec and the resolved base config mapping."""
+def load_sweep(
+    path: str | Path,
+    set_: Iterable[str] = (),
+    seeds: str | None = None,
+    axes: Iterable[str] = (),
+    name: str | None = None,
+) -> tuple[SweepSpec, dict]:
+    """Read a sweep file; returns the spec and the resolved base config mapping.
+
+    Command-line changes (recorded in the sweep directory's ``sweep.yaml``): ``set_`` overrides
+    fields of the base config (``training.episodes=300``); ``seeds`` replaces the seeds (``3`` or
+    ``[0, 5]``); each of ``axes`` replaces or adds an axis (``agent.actor_lr=[1e-4, 0.1]``);
+    ``name`` renames the sweep."""
     path = Path(path)
     data = load_yaml(path)
+    for item in axes:
+        key, sep, text = item.partition("=")
+        vals = parse_value(text)
+        if not sep or not key.strip() or not isinstance(vals, list):
+            raise ConfigError(f"--axis {item!r}: expected KEY=[v1, v2, ...]")
+        data.setdefault("axes", {})[key.strip()] = vals
+    if seeds is not None:
+        data["seeds"] = parse_value(seeds)
+    if name:
+        data["name"] = name
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
@@ -87,6 +109,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict]:
     if isinstance(base, str):
         base_path = (path.parent / base).resolve()
         base = load_yaml(base_path)
+    base = apply_overrides(base, set_)
     return spec, base
 
 
@@ -256,9 +279,14 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
     only: Iterable[str] | None = None,
+    set_: Iterable[str] = (),
+    seeds: str | None = None,
+    axes: Iterable[str] = (),
+    name: str | None = None,
 ) -> SweepResult:
-    """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``."""
-    spec, base = load_sweep(path)
+    """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
+    ``set_``, ``seeds``, ``axes`` and ``name``."""
+    spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
     if only is not None:
         keep = set(only)

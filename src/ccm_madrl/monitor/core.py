@@ -22,7 +22,8 @@ Measurements of a sampled episode (one row per role and agent; see ``docs/monito
 weight change (exact: did any weight change; and max |change|, update L2, weight L2; per layer too),
 per-layer gradient L2 norms (mean over the episode's optimiser steps), output pre-activation
 statistics (mean, std, min, max, fraction |z| > 2, fraction |out| > 0.9, fraction exactly saturated:
-the activation's float32 derivative is 0), output mean, dead (never active on the batch) and dormant
+the activation's float32 derivative is 0, fraction nearly saturated: derivative below 1e-3 of its
+value at 0 — for any output activation, computed by autograd through it), output mean, dead (never active on the batch) and dormant
 ReLU units per hidden layer, and the cause attribution of each output element's gradient:
 ``flowing``, ``saturated`` (derivative 0), ``dead`` (every unit feeding the output layer is zero for
 that sample, so only the output bias can learn from it) or ``no_path`` (the loss does not depend on
@@ -43,7 +44,16 @@ from torch import nn
 BOUNDED = (nn.Tanh, nn.Softsign, nn.Hardtanh, nn.Sigmoid)
 DORMANT_TAU = 0.025  # a unit is dormant when its mean |activation| <= tau x the layer's mean
 
-MEAN_STATS = ("z_mean", "z_std", "frac_abs_z_gt2", "frac_out_gt09", "frac_sat_exact", "out_mean")
+MEAN_STATS = (
+    "z_mean",
+    "z_std",
+    "frac_abs_z_gt2",
+    "frac_out_gt09",
+    "frac_sat_exact",
+    "frac_sat_near",
+    "out_mean",
+)
+NEAR_SATURATION = 1e-3  # "nearly saturated": derivative below this fraction of the derivative at 0
 ATTRIBUTION = ("frac_flowing", "frac_saturated", "frac_dead", "frac_no_path")
 
 
@@ -317,6 +327,8 @@ class GradientFlowMonitor:
         self._add(r, "frac_abs_z_gt2", idx, (zs.abs() > 2).double().mean(1))
         self._add(r, "frac_out_gt09", idx, (os_.abs() > 0.9).double().mean(1))
         self._add(r, "frac_sat_exact", idx, (ds == 0).double().mean(1))
+        d0 = self._derivative(r, torch.zeros((), dtype=z.dtype, device=z.device)).item()
+        self._add(r, "frac_sat_near", idx, (ds.abs() < NEAR_SATURATION * abs(d0)).double().mean(1))
         self._add(r, "out_mean", idx, os_.mean(1))
         if dout is not None:
             dout = self._per_agent(r, dout, idx)

@@ -1,0 +1,266 @@
+"""Each mitigation option changes exactly what it claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ccm_madrl.agents import AgentConfig, CCMLearner
+from ccm_madrl.agents.ccm import RunningMeanStd, clip_per_agent_
+from ccm_madrl.agents.networks import BatchedActor, make_activation
+from ccm_madrl.experiment import ConfigError, build_config
+from ccm_madrl.mec import MECConfig, RunRNG
+from ccm_madrl.monitor import GradientFlowMonitor
+
+N, B = 4, 6
+
+
+def learner(**kw):
+    cfg = AgentConfig(batch_size=B, critic_hidden=(32, 16), actor_update="simultaneous", **kw)
+    return CCMLearner(MECConfig(n_agents=N), cfg, RunRNG("reference", 0, 37))
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "states": torch.rand(B, N, 7, generator=g) * 5,
+        "actions": torch.rand(B, N, 3, generator=g) * 2 - 1,
+        "selected": (torch.rand(B, N, generator=g) < 0.5).float(),
+        "reward": -torch.rand(B, generator=g) * 50,
+        "next_states": torch.rand(B, N, 7, generator=g) * 5,
+        "done": torch.zeros(B),
+    }
+
+
+def capture_actor_grads(lrn):
+    got = {}
+    lrn.actor_opt.register_step_pre_hook(lambda o, g, a: got.__setitem__("g", [x.clone() for x in g]))
+    return got
+
+
+# ---------------------------------------------------------------- output activations
+@pytest.mark.parametrize(
+    "name, f, df",
+    [
+        ("tanh", np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+        ("softsign", lambda x: x / (1 + abs(x)), lambda x: 1 / (1 + abs(x)) ** 2),
+        ("hardtanh", lambda x: np.clip(x, -1, 1), lambda x: float(abs(x) < 1)),
+        (
+            "scaled_sigmoid",
+            lambda x: 2 / (1 + np.exp(-x)) - 1,
+            lambda x: 2 * np.exp(-x) / (1 + np.exp(-x)) ** 2,
+        ),
+    ],
+)
+@pytest.mark.parametrize("x", [-3.0, -0.5, 0.0, 0.7, 2.5])
+def test_activation_values_and_derivatives(name, f, df, x):
+    act = make_activation(name)
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = act(t)
+    (g,) = torch.autograd.grad(y, t)
+    assert float(y.detach()) == pytest.approx(f(x), abs=1e-12)
+    assert float(g) == pytest.approx(df(x), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, z, exact, near",
+    [
+        ("tanh", 10.0, 1.0, 1.0),
+        ("hardtanh", 1.5, 1.0, 1.0),
+        ("softsign", 100.0, 0.0, 1.0),
+        ("scaled_sigmoid", 20.0, 1.0, 1.0),
+        ("softsign", 10.0, 0.0, 0.0),
+    ],
+)
+def test_monitor_saturation_generalises_to_each_activation(name, z, exact, near):
+    actors = BatchedActor(2, state_dim=3, action_dim=2, hidden=(4, 4), activation=name)
+    with torch.no_grad():
+        actors.fc3.bias.fill_(z)
+        actors.fc3.weight.zero_()
+    mon = GradientFlowMonitor().attach("actors", actors, per_agent=True)
+    mon.start_episode(0)
+    u = actors(torch.randn(5, 2, 3))
+    u.sum().backward()
+    mon.record_step("actors")
+    row = mon.end_episode(0)[0]
+    assert row["frac_sat_exact"] == exact and row["frac_sat_near"] == near
+
+
+# ---------------------------------------------------------------- reward normalisation
+def test_running_stats_match_numpy_on_a_known_stream():
+    rs = RunningMeanStd()
+    stream = np.random.default_rng(0).normal(-40, 12, 1000)
+    seen = []
+    for chunk in np.array_split(stream, 37):
+        rs.update(chunk)
+        seen.extend(chunk)
+        assert rs.mean == pytest.approx(np.mean(seen), rel=1e-12)
+        assert rs.var == pytest.approx(np.var(seen), rel=1e-10)
+    assert rs.count == 1000
+
+
+def test_reward_normalisation_and_scaling_in_the_td_target():
+    plain, scaled, normed = learner(), learner(reward_scale=0.1), learner(reward_norm="running")
+    r = np.array([-10.0, -30.0, -20.0, -40.0])
+    normed.reward_stats.update(r)
+    rt = torch.tensor([-25.0, 5.0])
+    torch.testing.assert_close(plain.reward_signal(rt), rt)
+    torch.testing.assert_close(scaled.reward_signal(rt), 0.1 * rt)
+    expected = (rt - r.mean()) / np.sqrt(r.var() + 1e-8)
+    torch.testing.assert_close(normed.reward_signal(rt), expected.float())
+    b = batch()
+    # the target changes by exactly the reward transform
+    y_plain = plain.td_target(b["reward"], b["next_states"], b["done"])
+    y_scaled = scaled.td_target(b["reward"], b["next_states"], b["done"])
+    torch.testing.assert_close(y_plain - y_scaled, 0.9 * b["reward"])
+
+
+def test_observe_updates_running_reward_stats():
+    lrn = learner(reward_norm="running")
+    t = 3
+    rs = np.random.default_rng(0)
+    tr = {
+        "states": rs.random((t, N, 7)),
+        "actions": rs.random((t, N, 3)),
+        "selected": np.zeros((t, N)),
+        "reward": np.array([-1.0, -2.0, -6.0]),
+        "next_states": rs.random((t, N, 7)),
+        "done": np.zeros(t),
+    }
+    lrn.observe(tr)
+    assert lrn.reward_stats.count == 3 and lrn.reward_stats.mean == pytest.approx(-3.0)
+
+
+# ---------------------------------------------------------------- layer-wise learning rate
+def test_layerwise_lr_output_layer_adam_step_is_the_stated_fraction():
+    base, lw = learner(actor_lr=1e-2), learner(actor_lr=1e-2, actor_output_lr_scale=0.1)
+    lw.actors.load_state_dict(base.actors.state_dict())
+    lw.critic.load_state_dict(base.critic.state_dict())
+    lw.actors_target.load_state_dict(base.actors_target.state_dict())
+    lw.critic_target.load_state_dict(base.critic_target.state_dict())
+    before = {k: v.clone() for k, v in base.actors.state_dict().items()}
+    b, w = batch(), np.ones(B)
+    base.train_step(b, w)
+    lw.train_step(b, w)
+    for k, v0 in before.items():
+        d_base = base.actors.state_dict()[k] - v0
+        d_lw = lw.actors.state_dict()[k] - v0
+        frac = 0.1 if k.startswith("fc3.") else 1.0
+        torch.testing.assert_close(d_lw, frac * d_base, rtol=1e-4, atol=1e-9)
+
+
+# ---------------------------------------------------------------- gradient clipping
+def test_per_agent_clipping_bounds_every_agents_norm():
+    g = [torch.randn(5, 3, 4) * 10, torch.randn(5, 3)]
+    g[0][2] *= 1e-3
+    g[1][2] *= 1e-3
+    small = [x[2].clone() for x in g]
+    pre = clip_per_agent_(g, 1.0)
+    post = torch.sqrt(sum(x.pow(2).reshape(5, -1).sum(1) for x in g))
+    assert (post <= 1.0 + 1e-5).all() and (pre > 1).sum() >= 4
+    for x, s in zip(g, small):  # an agent below the bound is untouched
+        assert torch.equal(x[2], s)
+
+
+def test_clipping_in_the_training_step():
+    lrn = learner(actor_grad_clip=0.05, critic_grad_clip=1.0, actor_lr=1.0)
+    got = capture_actor_grads(lrn)
+    cg = {}
+    lrn.critic_opt.register_step_pre_hook(
+        lambda o, a, k: cg.__setitem__(
+            "n", torch.nn.utils.get_total_norm([p.grad for p in lrn.critic.parameters()])
+        )
+    )
+    stats = lrn.train_step(batch(), np.ones(B))
+    norms = torch.sqrt(sum(x.pow(2).reshape(N, -1).sum(1) for x in got["g"]))
+    assert (norms <= 0.05 + 1e-6).all()
+    assert float(cg["n"]) <= 1.0 + 1e-5 and stats["critic_grad_norm_preclip"] > 1.0
+
+
+# ---------------------------------------------------------------- anti-saturation terms
+def test_preactivation_penalty_adds_exactly_its_gradient():
+    import copy
+
+    base, reg = learner(), learner(actor_reg="preact", actor_reg_coef=0.1)
+    for name in ("actors", "critic", "actors_target", "critic_target"):
+        getattr(reg, name).load_state_dict(getattr(base, name).state_dict())
+    actors0 = copy.deepcopy(base.actors)  # the actors before the step
+    gb, gr = capture_actor_grads(base), capture_actor_grads(reg)
+    b = batch()
+    base.train_step(b, np.ones(B))
+    reg.train_step(b, np.ones(B))
+    _, z = actors0.forward_with_preactivation(b["states"])
+    pen = torch.autograd.grad(0.1 * (z**2).mean(dim=(0, 2)).sum(), list(actors0.parameters()))
+    for g_reg, g_base, g_pen in zip(gr["g"], gb["g"], pen):
+        torch.testing.assert_close(g_reg - g_base, g_pen, rtol=1e-4, atol=1e-7)
+
+
+def test_preactivation_penalty_gradient_value():
+    lrn = learner(actor_reg="preact", actor_reg_coef=0.5)
+    actors = lrn.actors
+    s = batch()["states"]
+    u, z = actors.forward_with_preactivation(s)
+    pen = 0.5 * (z**2).mean(dim=(0, 2)).sum()
+    g_pen = torch.autograd.grad(pen, [actors.fc3.bias])[0]
+    # d/db of 0.5 * mean_{b,k} z^2 = 0.5 * 2 * mean_b z / K  (K = 3 outputs), per agent
+    torch.testing.assert_close(g_pen, (z.mean(0) / 3).detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_squashed_gaussian_log_prob_is_exact():
+    actors = BatchedActor(3, stochastic=True)
+    s = torch.rand(4, 3, 7)
+    g = torch.Generator().manual_seed(0)
+    a, logp = actors.sample(s, g)
+    out = actors._z(actors._agent_major(s)).transpose(0, 1)
+    mean, log_std = out[..., :3], out[..., 3:].clamp(-5, 2)
+    g2 = torch.Generator().manual_seed(0)
+    eps = torch.randn(mean.transpose(0, 1).shape, generator=g2).transpose(0, 1)
+    z = mean + log_std.exp() * eps
+    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(z).sum(-1) - torch.log(
+        1 - torch.tanh(z) ** 2
+    ).sum(-1)
+    torch.testing.assert_close(a, torch.tanh(z))
+    torch.testing.assert_close(logp, ref, rtol=1e-4, atol=1e-4)
+    assert actors(s).shape == (4, 3, 3)  # the deterministic action is tanh(mean)
+    torch.testing.assert_close(actors(s), torch.tanh(mean))
+
+
+def test_entropy_term_trains_and_checkpoints():
+    lrn = learner(actor_reg="entropy", actor_reg_coef=0.01)
+    stats = lrn.train_step(batch(), np.ones(B))
+    assert np.isfinite(stats["actor_loss"])
+    sd = lrn.state_dict()
+    other = learner(actor_reg="entropy", actor_reg_coef=0.01)
+    other.load_state_dict(sd)
+    assert torch.equal(other.torch_gen.get_state(), lrn.torch_gen.get_state())
+
+
+# ---------------------------------------------------------------- architecture
+def test_larger_actor_and_layernorm():
+    lrn = learner(actor_hidden=(512, 128), actor_layernorm=True)
+    assert lrn.actors.fc1.weight.shape == (N, 512, 7) and lrn.actors.fc2.weight.shape == (N, 128, 512)
+    s = batch()["states"]
+    u, z = lrn.actors.forward_with_preactivation(s)
+    a = lrn.actors
+    x = s.transpose(0, 1)
+    raw = a.fc3(a.act2(a.fc2(a.act1(a.fc1(x)))))  # (N, B, 3)
+    with torch.no_grad():  # LayerNorm over the 3 pre-activations, then the per-agent affine
+        a.norm.weight.copy_(torch.rand(N, 3) + 0.5)
+        a.norm.bias.copy_(torch.randn(N, 3))
+    _, z = a.forward_with_preactivation(s)
+    ref = torch.nn.functional.layer_norm(raw, (3,), eps=1e-5) * a.norm.weight.unsqueeze(
+        1
+    ) + a.norm.bias.unsqueeze(1)
+    torch.testing.assert_close(z, ref.transpose(0, 1))
+    names = [n for n, _ in lrn.actors.named_parameters()]
+    assert "norm.weight" in names and lrn.actors.norm.weight.shape == (N, 3)
+
+
+def test_mitigation_config_errors():
+    with pytest.raises(ConfigError, match="actor_reg_coef: must be > 0"):
+        build_config({"agent": {"actor_reg": "preact"}})
+    with pytest.raises(ConfigError, match="needs activation 'tanh'"):
+        build_config({"agent": {"actor_reg": "entropy", "actor_reg_coef": 0.1, "activation": "softsign"}})
+    with pytest.raises(ConfigError, match="actor_grad_clip"):
+        build_config({"agent": {"actor_grad_clip": 0}})
