@@ -264,3 +264,22 @@ def test_mitigation_config_errors():
         build_config({"agent": {"actor_reg": "entropy", "actor_reg_coef": 0.1, "activation": "softsign"}})
     with pytest.raises(ConfigError, match="actor_grad_clip"):
         build_config({"agent": {"actor_grad_clip": 0}})
+
+
+def test_input_normalisation_scales_states_and_keeps_the_fake_agent_zero():
+    from ccm_madrl.mec.wrappers import observation_bounds
+
+    lrn = learner(input_norm=True)
+    plain = learner()
+    lo, hi = observation_bounds(MECConfig(n_agents=N))
+    s = batch()["states"]
+    scaled = (s - torch.tensor(lo, dtype=torch.float32)) / torch.tensor(hi - lo, dtype=torch.float32)
+    for a, b in zip(lrn.actors.parameters(), plain.actors.parameters()):
+        assert torch.equal(a, b)  # same init: the option only changes the inputs
+    torch.testing.assert_close(lrn.actors(s), plain.actors(scaled))
+    u = torch.rand(B, N, 3)
+    torch.testing.assert_close(lrn.critic.joint(s, u), plain.critic.joint(scaled, u))
+    torch.testing.assert_close(lrn.critic.own(s[:, 0], u[:, 0]), plain.critic.own(scaled[:, 0], u[:, 0]))
+    torch.testing.assert_close(lrn.critic(s, u), plain.critic(scaled, u))  # fake agent: joint only
+    sd = lrn.critic.state_dict()
+    assert "in_lo" in sd and "in_span" in sd

@@ -212,3 +212,36 @@ def test_store_loads_sweeps_and_runs(tmp_path):
     assert len(both.runs) == 5
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load(tmp_path / "nope")
+
+
+def test_cli_sweep_applies_and_records_command_line_changes(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "sweep",
+            str(SMOKE),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--set",
+            "training.episodes=3",
+            "--seeds",
+            "[7]",
+            "--axis",
+            "agent.actor_lr=[0.001]",
+            "--name",
+            "smoke_small",
+        ]
+    )
+    assert rc == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["sweep"] == "smoke_small" and len(man["runs"]) == 1
+    assert (
+        man["runs"][0]["overrides"] == {"agent.actor_lr": 0.001, "seed": 7}
+        and man["runs"][0]["episodes_done"] == 3
+    )
+    recorded = yaml.safe_load((out / "sweep.yaml").read_text())
+    assert recorded["seeds"] == [7] and recorded["base"]["training"]["episodes"] == 3
+    assert recorded["axes"] == {"agent.actor_lr": [0.001]}

@@ -60,6 +60,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         progress=not args.no_progress,
+        **changes,
     )
     _console().print(
         f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done ({res.skipped} already finished), {res.failed} failed"

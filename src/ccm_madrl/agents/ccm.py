@@ -159,6 +159,12 @@ class CCMLearner:
         torch.manual_seed(self.rng.torch_seed)
         actors.reset_parameters_reference()
         critic = MasterCritic(n, hidden=cfg.critic_hidden, per_agent=self.per_agent_critic)
+        if cfg.input_norm:
+            from ..mec.wrappers import observation_bounds
+
+            lo, hi = observation_bounds(self.env_cfg)
+            actors.set_input_bounds(lo, hi)
+            critic.set_input_bounds(lo, hi)
         return actors, critic
 
     # ------------------------------------------------------------------ acting

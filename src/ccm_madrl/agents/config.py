@@ -84,6 +84,11 @@ class AgentConfig(BaseModel):
     actor_layernorm: bool = Field(
         False, description="per-agent LayerNorm before the actors' output activation"
     )
+    input_norm: bool = Field(
+        False,
+        description="scale every state feature to [0, 1] by the environment's bounds before the actors' "
+        "and the critic's first layers (published: raw states, e.g. cycles of 300-737)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:

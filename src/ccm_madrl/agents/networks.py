@@ -62,6 +62,14 @@ class BatchedLinear(nn.Module):
         return f"n={self.n}, in_features={self.in_features}, out_features={self.out_features}"
 
 
+def set_bounds(module: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> None:
+    lo = torch.as_tensor(lo, dtype=torch.float32)
+    span = torch.as_tensor(hi, dtype=torch.float32) - lo
+    if (span <= 0).any():
+        raise ValueError("input bounds: every upper bound must exceed its lower bound")
+    module.in_lo, module.in_span = lo, span
+
+
 class BatchedLayerNorm(nn.Module):
     """LayerNorm over the last dimension with a per-agent affine transform: (N, M, d) -> (N, M, d)."""
 
@@ -118,6 +126,8 @@ class BatchedActor(nn.Module):
         self.fc3 = BatchedLinear(n_agents, self.hidden[1], self.out_dim)
         self.norm = BatchedLayerNorm(n_agents, action_dim) if layernorm else None
         self.out_act = make_activation(activation)
+        self.register_buffer("in_lo", None)
+        self.register_buffer("in_span", None)
         with torch.no_grad():
             self.fc3.weight.uniform_(-init_w, init_w)
             self.fc3.bias.uniform_(-init_w, init_w)
@@ -137,7 +147,13 @@ class BatchedActor(nn.Module):
                     dst.weight[i].copy_(src.weight)
                     dst.bias[i].copy_(src.bias)
 
+    def set_input_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Scale every state feature to [0, 1] by known bounds before the first layer."""
+        set_bounds(self, lo, hi)
+
     def _agent_major(self, states: torch.Tensor) -> torch.Tensor:
+        if self.in_lo is not None:
+            states = (states - self.in_lo) / self.in_span
         return states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
 
     def _batch_major(self, t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
@@ -237,16 +253,28 @@ class MasterCritic(nn.Module):
         with torch.no_grad():
             self.fc3.weight.uniform_(-init_w, init_w)
             self.fc3.bias.uniform_(-init_w, init_w)
+        self.register_buffer("in_lo", None)
+        self.register_buffer("in_span", None)
+
+    def set_input_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Scale every state feature (joint and own) to [0, 1] by known bounds. The fake agent's
+        all-zero input stays zero."""
+        set_bounds(self, lo, hi)
+
+    def _scale(self, states: torch.Tensor) -> torch.Tensor:
+        return states if self.in_lo is None else (states - self.in_lo) / self.in_span
 
     def joint(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """First-layer pre-activation of the joint part incl. bias: (B, N, s), (B, N, a) -> (B, H1)."""
         b = states.shape[0]
-        x = torch.cat([states.reshape(b, -1), actions.reshape(b, -1)], dim=-1)
+        x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return F.linear(x, self.fc1.weight[:, : self.joint_dim], self.fc1.bias)
 
     def own(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """First-layer contribution of the scored agent: (..., s), (..., a) -> (..., H1)."""
-        return F.linear(torch.cat([states, actions], dim=-1), self.fc1.weight[:, self.joint_dim :])
+        return F.linear(
+            torch.cat([self._scale(states), actions], dim=-1), self.fc1.weight[:, self.joint_dim :]
+        )
 
     def head(self, h1_pre: torch.Tensor) -> torch.Tensor:
         """From the first layer's pre-activation to Q: (..., H1) -> (...)."""
