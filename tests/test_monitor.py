@@ -237,6 +237,7 @@ def test_stop_events_from_rows():
                     "steps": 1,
                     "changed": bool(c),
                     "max_abs_change": 1e-3 if c else 0.0,
+                    "grad_norm": 0.0 if ep >= agent else 0.5,
                 }
             )
     for ep in range(5):
@@ -249,6 +250,7 @@ def test_stop_events_from_rows():
                 "steps": 1,
                 "changed": True,
                 "max_abs_change": 1e-9,
+                "grad_norm": 1.0,
             }
         )
     df = pd.DataFrame(rows)
@@ -262,6 +264,10 @@ def test_stop_events_from_rows():
     assert np.isnan(run["critic_stop_exact"]) and run["critic_stop_thr"] == 1
     run2 = run_stops(df[df.agent != 2])
     assert run2["all_actors_stop_exact"] == 4
+    # gradients vanish for good from episode agent + 1 (agent 0: 1, agent 1: 2, agent 2: 3)
+    assert st.loc[("actors", 2), "grad_zero"] == 3 and st.loc[("actors", 0), "grad_zero"] == 1
+    assert run["all_actors_grad_zero"] == 3 and run["actors_grad_zero_frac"] == 1.0
+    assert np.isnan(st.loc[("critic", 0), "grad_zero"])
 
 
 def test_attach_errors():

@@ -7,8 +7,14 @@ episode; ``threshold``: the largest |weight change| was below ``threshold``):
 - ``stop``: the episode from which it stayed stopped in every later measured episode until the end
   of the run (NaN if it was not stopped at the end) — the "stopped for good" episode.
 
+- ``grad_zero``: the episode from which its gradient norm was exactly 0 in every later measured
+  episode (NaN if not): when it stopped *learning*. With Adam the weights keep moving after that
+  (the first moment decays by beta1 per step), so ``stop`` comes later — ~155 steps later for
+  lr 0.1 and the 1e-8 threshold.
+
 Run level: ``all_actors_stop`` is the latest ``stop`` over the actors if every actor stopped for
-good (else NaN); ``critic_stop`` likewise for the non-actor roles.
+good (else NaN); ``critic_stop`` likewise for the non-actor roles; ``all_actors_grad_zero`` the
+latest ``grad_zero`` if every actor's gradient vanished for good.
 """
 
 from __future__ import annotations
@@ -53,28 +59,35 @@ def agent_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
                 "stop_exact": _stop_for_good(ep, exact),
                 "first_stop_thr": float(ep[thr][0]) if thr.any() else float("nan"),
                 "stop_thr": _stop_for_good(ep, thr),
+                "grad_zero": _stop_for_good(ep, g["grad_norm"].to_numpy() == 0)
+                if "grad_norm" in g
+                else float("nan"),
             }
         )
     return pd.DataFrame(out)
 
 
+def _latest_if_all(col: pd.Series) -> float:
+    """The latest event if every member had one, else NaN."""
+    return float(col.max()) if len(col) and col.notna().all() else float("nan")
+
+
 def run_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> dict:
     """Run-level stop events (see the module docstring)."""
     st = agent_stops(agents, threshold)
+    actors = st[st["is_actor"].astype(bool)]
+    others = st[~st["is_actor"].astype(bool)]
+    nan = float("nan")
     res: dict = {"threshold": threshold}
     for crit in ("exact", "thr"):
-        for label, sel in (
-            ("all_actors", st["is_actor"] if len(st) else []),
-            ("critic", ~st["is_actor"] if len(st) else []),
-        ):
-            part = st[sel] if len(st) else st
-            col = part[f"stop_{crit}"] if len(part) else pd.Series(dtype=float)
-            res[f"{label}_stop_{crit}"] = float(col.max()) if len(col) and col.notna().all() else float("nan")
-        actors = st[st["is_actor"]] if len(st) else st
+        res[f"all_actors_stop_{crit}"] = _latest_if_all(actors[f"stop_{crit}"])
+        res[f"critic_stop_{crit}"] = _latest_if_all(others[f"stop_{crit}"])
         res[f"actors_stopped_frac_{crit}"] = (
-            float(actors[f"stop_{crit}"].notna().mean()) if len(actors) else float("nan")
+            float(actors[f"stop_{crit}"].notna().mean()) if len(actors) else nan
         )
         res[f"actor_first_stop_{crit}_min"] = (
-            float(actors[f"first_stop_{crit}"].min()) if len(actors) else float("nan")
+            float(actors[f"first_stop_{crit}"].min()) if len(actors) else nan
         )
+    res["all_actors_grad_zero"] = _latest_if_all(actors["grad_zero"])
+    res["actors_grad_zero_frac"] = float(actors["grad_zero"].notna().mean()) if len(actors) else nan
     return res
