@@ -391,5 +391,7 @@ class CCMLearner:
         self.actor_opt.load_state_dict(sd["actor_opt"])
         self.critic_opt.load_state_dict(sd["critic_opt"])
         self.replay.load_state_dict(sd["replay"])
-        self.reward_stats.load_state_dict(sd["reward_stats"])
-        self.torch_gen.set_state(sd["torch_gen"])
+        if "reward_stats" in sd:  # absent in checkpoints of 0.1.0 pre-releases
+            self.reward_stats.load_state_dict(sd["reward_stats"])
+        if "torch_gen" in sd:
+            self.torch_gen.set_state(sd["torch_gen"])

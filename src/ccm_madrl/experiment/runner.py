@@ -213,7 +213,7 @@ class Trainer:
         learner.observe(buf)
         t_act = time.perf_counter()
         stats: dict = {}
-        if ep + 1 > ebt and ep + 1 >= max(ebt, 1):
+        if ep + 1 > ebt:  # published: once more than episodes_before_train episodes are done
             stats = learner.train()
         t_train = time.perf_counter()
         row.update(
