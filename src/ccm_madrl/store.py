@@ -67,12 +67,14 @@ class Store:
             paths = [paths]
         self.paths = [Path(p) for p in paths]
         self.run_dirs = find_runs(self.paths)
+        self._configs: dict[Path, dict] = {}
+        self._monitors: dict[Path, pd.DataFrame] = {}
 
     @cached_property
     def runs(self) -> pd.DataFrame:
         rows = []
         for sweep, rd in self.run_dirs:
-            cfg = yaml.safe_load((rd / "config.yaml").read_text())
+            cfg = self._config(rd)
             row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
             status = _read_json(rd / "status.json")
             row["status"] = status.get("state", "unknown")
@@ -98,50 +100,50 @@ class Store:
             row["final_constraint_frac"] = (
                 float(m["eval_constraint_frac"].dropna().tail(100).mean()) if len(ev) else np.nan
             )
-            thr = cfg.get("monitor", {}).get("stop_threshold", 1e-8)
             agents = self._monitor_of(rd)
-            row.update(run_stops(agents, thr) if len(agents) else {})
+            row.update(run_stops(agents, self._threshold(rd)) if len(agents) else {})
             rows.append(row)
         return pd.DataFrame(rows)
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        frames = []
-        for _, rd in self.run_dirs:
-            m = self._metrics_of(rd)
-            if len(m):
-                frames.append(m.assign(run_id=rd.name))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self._per_run(self._metrics_of)
 
     @cached_property
     def monitor(self) -> pd.DataFrame:
-        frames = []
-        for _, rd in self.run_dirs:
-            a = self._monitor_of(rd)
-            if len(a):
-                frames.append(a.assign(run_id=rd.name))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self._per_run(self._monitor_of)
 
     @cached_property
     def stops(self) -> pd.DataFrame:
-        frames = []
-        for _, rd in self.run_dirs:
-            a = self._monitor_of(rd)
-            if len(a):
-                cfg = yaml.safe_load((rd / "config.yaml").read_text())
-                frames.append(
-                    agent_stops(a, cfg.get("monitor", {}).get("stop_threshold", 1e-8)).assign(run_id=rd.name)
-                )
+        return self._per_run(
+            lambda rd: (
+                agent_stops(self._monitor_of(rd), self._threshold(rd))
+                if len(self._monitor_of(rd))
+                else pd.DataFrame()
+            )
+        )
+
+    def _per_run(self, fn) -> pd.DataFrame:
+        frames = [f.assign(run_id=rd.name) for _, rd in self.run_dirs if len(f := fn(rd))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _config(self, rd: Path) -> dict:
+        if rd not in self._configs:
+            self._configs[rd] = yaml.safe_load((rd / "config.yaml").read_text())
+        return self._configs[rd]
+
+    def _threshold(self, rd: Path) -> float:
+        return self._config(rd).get("monitor", {}).get("stop_threshold", 1e-8)
 
     @staticmethod
     def _metrics_of(rd: Path) -> pd.DataFrame:
         f = rd / "metrics.parquet"
         return pd.read_parquet(f) if f.exists() else pd.DataFrame()
 
-    @staticmethod
-    def _monitor_of(rd: Path) -> pd.DataFrame:
-        return read_agents(rd / "monitor") if (rd / "monitor").is_dir() else pd.DataFrame()
+    def _monitor_of(self, rd: Path) -> pd.DataFrame:
+        if rd not in self._monitors:
+            self._monitors[rd] = read_agents(rd / "monitor") if (rd / "monitor").is_dir() else pd.DataFrame()
+        return self._monitors[rd]
 
 
 def _read_json(p: Path) -> dict:

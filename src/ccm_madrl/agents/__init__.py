@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .baselines import BASELINES, FixedPolicy
+from .baselines import FixedPolicy
 from .benchmarks import MADDPGLearner
 from .ccm import CCMLearner
-from .config import ALGORITHMS, AgentConfig
+from .config import ALGORITHMS, BASELINES, HEURISTICS, AgentConfig
 from .networks import BatchedActor, MasterCritic
-from .selection import HEURISTICS
 
 if TYPE_CHECKING:
     import torch

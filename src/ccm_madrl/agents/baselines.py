@@ -18,9 +18,8 @@ import numpy as np
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
 from .ccm import Action
+from .config import BASELINES
 from .selection import accept_in_order, explore_select, proposals_exceed
-
-BASELINES = ("all_local", "random_selection", "greedy_deadline")
 
 
 class FixedPolicy:

@@ -6,19 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ALGORITHMS = (
-    "ccm_madrl",
-    "maddpg",
+HEURISTICS = (
     "offloadtimefirst",
     "deadline_divide2_size_first",
     "mindeadlinefirst",
     "maxdeadlinefirst",
     "minsizefirst",
     "maxsizefirst",
-    "all_local",
-    "random_selection",
-    "greedy_deadline",
 )
+BASELINES = ("all_local", "random_selection", "greedy_deadline")
+ALGORITHMS = ("ccm_madrl", "maddpg", *HEURISTICS, *BASELINES)
 
 
 class AgentConfig(BaseModel):

@@ -20,6 +20,7 @@ import numba
 import numpy as np
 
 from ..mec.rng import IndexStream, Stream, scalar_uniform01
+from .config import HEURISTICS
 
 
 def proposals_exceed(
@@ -135,14 +136,6 @@ def master_select(
 
 
 # ----------------------------------------------------------------------------- benchmarks
-HEURISTICS = (
-    "offloadtimefirst",
-    "deadline_divide2_size_first",
-    "mindeadlinefirst",
-    "maxdeadlinefirst",
-    "minsizefirst",
-    "maxsizefirst",
-)
 
 
 def heuristic_order(kind: str, states: np.ndarray, u: np.ndarray, cfg) -> np.ndarray:

@@ -423,25 +423,11 @@ def _progress(enabled: bool, total: int, start: int, label: str):
     if not enabled:
         yield lambda row: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("eval {task.fields[ret]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as prog:
+    from .._progress import progress_bar
+
+    with progress_bar(TextColumn("eval {task.fields[ret]}")) as prog:
         task = prog.add_task(label, total=total, completed=start, ret="-")
 
         def update(row: dict) -> None:

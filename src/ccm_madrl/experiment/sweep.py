@@ -204,6 +204,27 @@ def _run_status(run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------- backends
+def _drain(
+    ids: dict, wait_some: Callable, result: Callable, on_done: Callable, poll: Callable, what: str
+) -> None:
+    """Collect results as runs finish: ``wait_some(pending) -> (done, pending)``; a handle whose
+    result raises (the worker or task itself died) is recorded as a failed run."""
+    pending = list(ids)
+    while pending:
+        done, pending = wait_some(pending)
+        for h in done:
+            try:
+                res = result(h)
+            except Exception as err:  # noqa: BLE001
+                res = {
+                    "status": "failed",
+                    "error": f"{what} died: {err}",
+                    "traceback": traceback.format_exc(),
+                }
+            on_done(ids[h], res)
+        poll()
+
+
 def _local_backend(
     jobs: list[tuple[str, str, str]], workers: int, threads: int, on_done: Callable, poll: Callable
 ) -> None:
@@ -213,20 +234,12 @@ def _local_backend(
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futs = {pool.submit(run_one, cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
-        pending = set(futs)
-        while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    res = f.result()
-                except Exception as err:  # the worker process itself died
-                    res = {
-                        "status": "failed",
-                        "error": f"worker died: {err}",
-                        "traceback": traceback.format_exc(),
-                    }
-                on_done(futs[f], res)
-            poll()
+
+        def wait_some(pending):
+            done, rest = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            return done, list(rest)
+
+        _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
 
 
 def _ray_backend(
@@ -243,20 +256,7 @@ def _ray_backend(
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
         refs = {remote.remote(cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-            for ref in done:
-                try:
-                    res = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - the task itself failed
-                    res = {
-                        "status": "failed",
-                        "error": f"ray task failed: {err}",
-                        "traceback": traceback.format_exc(),
-                    }
-                on_done(refs[ref], res)
-            poll()
+        _drain(refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task")
     finally:
         if started:
             ray.shutdown()
@@ -357,22 +357,9 @@ class _SweepProgress:
         self.enabled = enabled
         self.prog = None
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from .._progress import progress_bar
 
-            self.prog = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
+            self.prog = progress_bar()
             self.t_runs = self.prog.add_task(f"{name}: runs", total=runs, completed=skipped)
             self.t_eps = self.prog.add_task("episodes", total=total_eps, completed=eps_done)
             self.failed = 0
