@@ -245,3 +245,56 @@ def test_cli_sweep_applies_and_records_command_line_changes(tmp_path, capsys):
     recorded = yaml.safe_load((out / "sweep.yaml").read_text())
     assert recorded["seeds"] == [7] and recorded["base"]["training"]["episodes"] == 3
     assert recorded["axes"] == {"agent.actor_lr": [0.001]}
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_only_the_sweep_process_leaves_no_orphans(tmp_path, sig):
+    base = smoke_base()
+    base["training"].update(episodes=40, checkpoint_every=2)
+    f = write(
+        tmp_path, {"name": "orphans", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 3}
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ccm_madrl.cli",
+            "sweep",
+            str(f),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(out.glob("runs/*/checkpoint.pt")):
+            time.sleep(0.2)
+        assert list(out.glob("runs/*/checkpoint.pt")), "no run reached a checkpoint"
+        os.kill(proc.pid, sig)  # the sweep process only, not its workers
+        proc.wait(timeout=120)
+        deadline = time.time() + 120
+        while time.time() < deadline and _group_alive(proc.pid):
+            time.sleep(0.5)
+        assert not _group_alive(proc.pid), "worker processes outlived the sweep"
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    started = [d for d in (out / "runs").iterdir()]
+    assert len(started) < 6  # queued runs were not started after the sweep died
+    res = run_sweep(f, out, workers=2, progress=False)
+    assert res.done == 6 and res.failed == 0

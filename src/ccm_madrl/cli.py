@@ -53,15 +53,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(r.id, " ".join(f"{k}={v}" for k, v in r.overrides.items()))
         print(f"{len(runs)} runs")
         return 0
-    res = run_sweep(
-        args.file,
-        args.out,
-        backend=args.backend,
-        workers=args.workers,
-        address=args.address,
-        progress=not args.no_progress,
-        **changes,
-    )
+    try:
+        res = run_sweep(
+            args.file,
+            args.out,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            progress=not args.no_progress,
+            **changes,
+        )
+    except KeyboardInterrupt:
+        _console().print(
+            "[yellow]sweep interrupted; finished runs are kept and running ones checkpointed — re-run to resume[/yellow]"
+        )
+        return 130
     _console().print(
         f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done ({res.skipped} already finished), {res.failed} failed"
         + (" — see manifest.json for tracebacks" if res.failed else "")

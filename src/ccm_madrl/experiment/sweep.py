@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -157,6 +158,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
     from .runner import train
 
     t0 = time.time()
+    if _orphaned():  # the sweep is gone: do not start another run
+        return {"status": "interrupted", "wall_time_s": 0.0}
     try:
         if threads > 0:
             torch.set_num_threads(threads)
@@ -168,6 +171,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
             "final_return": s.final_return,
             "wall_time_s": time.time() - t0,
         }
+    except KeyboardInterrupt:  # SIGINT / SIGTERM: the run checkpointed and can resume
+        return {"status": "interrupted", "wall_time_s": time.time() - t0}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
         return {
             "status": "failed",
@@ -225,6 +230,32 @@ def _drain(
         poll()
 
 
+_PARENT: int | None = None  # the sweep process of a pool worker (set by _watch_parent)
+
+
+def _orphaned() -> bool:
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
+def _watch_parent(parent: int) -> None:
+    """Pool-worker initializer: once the sweep process is gone (e.g. SIGKILL), stop this worker's
+    run as Ctrl-C would (it checkpoints after the current episode); ``run_one`` starts no new run."""
+    import threading
+
+    global _PARENT
+    _PARENT = parent
+
+    def watch() -> None:
+        while not _orphaned():
+            time.sleep(1.0)
+        for _ in range(600):  # keep asking until the run has stopped; then leave
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _local_backend(
     jobs: list[tuple[str, str, str]], workers: int, threads: int, on_done: Callable, poll: Callable
 ) -> None:
@@ -232,14 +263,20 @@ def _local_backend(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+    ) as pool:
         futs = {pool.submit(run_one, cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
 
         def wait_some(pending):
             done, rest = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             return done, list(rest)
 
-        _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
+        try:
+            _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
+        except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _ray_backend(
@@ -319,7 +356,7 @@ def run_sweep(
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(jobs) or 1))
     threads = max(1, cores // workers) if backend == "local" else 1
-    counts = {"done": 0, "failed": 0}
+    counts = {"done": 0, "failed": 0, "interrupted": 0}
     total_eps = sum(r.config.training.episodes for r in runs)
 
     def episodes_now() -> int:
@@ -337,16 +374,27 @@ def run_sweep(
     def poll() -> None:
         bar.episodes(episodes_now())
 
-    with bar:
-        if jobs:
-            for rid, _, _ in jobs:
-                man.update(rid, status="queued")
-            man.save(spec.name)
-            if backend == "local":
-                _local_backend(jobs, workers, threads, on_done, poll)
-            else:
-                _ray_backend(jobs, address, threads, on_done, poll)
-        poll()
+    def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C
+        raise KeyboardInterrupt
+
+    try:
+        old_term = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        old_term = None
+    try:
+        with bar:
+            if jobs:
+                for rid, _, _ in jobs:
+                    man.update(rid, status="queued")
+                man.save(spec.name)
+                if backend == "local":
+                    _local_backend(jobs, workers, threads, on_done, poll)
+                else:
+                    _ray_backend(jobs, address, threads, on_done, poll)
+            poll()
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return SweepResult(sweep_dir, len(runs), counts["done"] + skipped, counts["failed"], skipped)
 
 
