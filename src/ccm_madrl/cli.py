@@ -75,6 +75,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if res.failed == 0 else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    res = build_report(
+        args.dirs,
+        args.out,
+        command=" ".join(["ccm-madrl report", *args.dirs, *(["--out", args.out] if args.out else [])]),
+    )
+    _console().print(
+        f"report: {res.out_dir / 'report.md'} and {res.out_dir / 'report.html'} — {len(res.figures)} figures, "
+        f"{len(res.tables['table1'])} table-1 rows"
+        + (
+            f", {len(res.excluded_runs)} unfinished run(s) excluded"
+            if res.excluded_runs is not None and len(res.excluded_runs)
+            else ""
+        )
+    )
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -162,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs (id and overrides) and exit")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser(
+        "report", help="tables and figures (Markdown, HTML, CSV, PNG/PDF) from sweep or run directories"
+    )
+    r.add_argument("dirs", nargs="+", help="sweep or run directories (several: compared side by side)")
+    r.add_argument("--out", help="output directory (default: reports/<names>)")
+    r.set_defaults(func=cmd_report)
 
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
     q.add_argument("files", nargs="+", help="golden .npz file(s) (env or agent)")

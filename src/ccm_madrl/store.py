@@ -74,7 +74,7 @@ class Store:
     def runs(self) -> pd.DataFrame:
         rows = []
         for sweep, rd in self.run_dirs:
-            cfg = self._config(rd)
+            cfg = self.config(rd)
             row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
             status = _read_json(rd / "status.json")
             row["status"] = status.get("state", "unknown")
@@ -127,13 +127,14 @@ class Store:
         frames = [f.assign(run_id=rd.name) for _, rd in self.run_dirs if len(f := fn(rd))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def _config(self, rd: Path) -> dict:
+    def config(self, rd: Path) -> dict:
+        """The resolved config of a run directory (cached)."""
         if rd not in self._configs:
             self._configs[rd] = yaml.safe_load((rd / "config.yaml").read_text())
         return self._configs[rd]
 
     def _threshold(self, rd: Path) -> float:
-        return self._config(rd).get("monitor", {}).get("stop_threshold", 1e-8)
+        return self.config(rd).get("monitor", {}).get("stop_threshold", 1e-8)
 
     @staticmethod
     def _metrics_of(rd: Path) -> pd.DataFrame:

@@ -1,0 +1,203 @@
+"""The report: the paper's tables and figures from any sweep(s), in one command.
+
+``ccm-madrl report SWEEP_DIR [more dirs] [--out DIR]`` writes into DIR:
+``report.md`` (tables and figure links), ``report.html`` (self-contained: figures embedded, inline
+CSS, no external resource), ``tables/*.csv`` (every table), ``figures/*.png`` and ``*.pdf``.
+See ``docs/report.md`` for how every number is computed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..store import Store
+from . import figures as figs
+from .tables import algorithm_table, runs_frame, table1, table2
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    excluded_runs: pd.DataFrame | None = None
+
+
+CAPTIONS = {
+    "stop_heatmap": "Stopping episode of all actors per grid cell (top: exact criterion; bottom: thresholded); 'never' when no seed stopped, 'n/a' when the cell has no finished run, (k/n) when only k of n seeds stopped.",
+    "agent_stop_distribution": "Per-agent stopping episodes: the fraction of all agents (of all runs with that client lr) stopped by each episode.",
+    "learning_curves": "Evaluation return over episodes per cell, with the all-actors stopping episode marked.",
+    "grad_norms": "Actor (mean over agents) and critic gradient norms and their ratio over episodes.",
+    "layer_grad_norms": "Per-layer gradient norms of the actors (mean over agents) and the critic.",
+    "saturation": "Fraction of the actors' outputs exactly saturated (derivative 0) and with |output| > 0.9.",
+    "saturation_heatmap": "Final saturation (mean of the last 20 measured episodes) per grid cell.",
+    "preactivations": "Statistics of the actors' output pre-activations over episodes.",
+    "asymmetry_vs_stop": "Early actor/critic gradient-norm ratio against the all-actors stopping episode, one point per run.",
+    "reward_at_stop": "Evaluation return when all actors stopped against the final return.",
+    "sweep_comparison": "Sweeps side by side: stopping heatmaps and final returns with 95% CIs.",
+    "algorithm_comparison": "Algorithms side by side: evaluation return over episodes.",
+}
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_(no rows)_\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _provenance(store: Store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
+    rows = [("command", command), ("runs", f"{len(runs)} ({(runs['status'] == 'done').sum()} finished)")]
+    for col, label in (
+        ("prov.version", "package versions"),
+        ("prov.commit", "source commits"),
+        ("prov.dirty", "uncommitted changes"),
+        ("prov.rng_mode", "RNG modes"),
+        ("prov.actor_update", "actor update orders"),
+        ("prov.device", "devices"),
+        ("prov.torch", "torch versions"),
+        ("cfg.seed", "seeds"),
+    ):
+        if col in runs:
+            vals = sorted({str(v) for v in runs[col].dropna()})
+            rows.append((label, ", ".join(vals[:20]) + (" ..." if len(vals) > 20 else "")))
+    cfg_cols = [c for c in runs.columns if c.startswith("cfg.") and c != "cfg.seed"]
+    varying = [c for c in cfg_cols if runs[c].astype(str).nunique() > 1]
+    rows.append(("config fields that vary", ", ".join(varying) or "none"))
+    shared = {c[4:]: runs[c].iloc[0] for c in cfg_cols if c not in varying and len(runs)}
+    rows.append(("config shared by all runs", "; ".join(f"{k}={v}" for k, v in shared.items())))
+    return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def build_report(paths, out_dir: str | Path | None = None, command: str | None = None) -> ReportResult:
+    """Build the report of one or more sweep (or run) directories."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    store = Store(paths)
+    out = Path(out_dir) if out_dir else Path("reports") / "-".join(Path(p).name for p in paths)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    all_runs = runs_frame(store)
+    runs = all_runs[all_runs["status"] == "done"] if len(all_runs) else all_runs
+    excluded = (
+        all_runs.loc[all_runs["status"] != "done", ["sweep", "run_id", "status", "episodes_done"]]
+        if len(all_runs)
+        else all_runs
+    )
+    command = command or " ".join(
+        ["ccm-madrl report", *map(str, paths), *(["--out", str(out)] if out_dir else [])]
+    )
+
+    res = ReportResult(out, excluded_runs=excluded)
+    t1_num, t1_txt = table1(store)
+    at_num, at_txt = algorithm_table(store)
+    t2 = table2(store)
+    prov = _provenance(store, all_runs, command)
+    res.tables = {
+        "table1": t1_num,
+        "table2": t2,
+        "algorithms": at_num,
+        "provenance": prov,
+        "excluded_runs": excluded,
+    }
+    for name, df in res.tables.items():
+        df.to_csv(out / "tables" / f"{name}.csv", index=False)
+    res.figures, res.skipped = figs.make_all(runs, store, out / "figures")
+
+    sections = [
+        ("Table 1: stopping and final return per grid cell", _md_table(t1_txt),
+         "Stop episodes: mean ± 95% CI over the seeds in which the event happened, (k/n) when only k of n seeds; "
+         "'never' when none. Final return: mean of the last 100 evaluations, mean ± 95% CI (Student t) over seeds."),
+        ("Table 2: architectures (computed from the instantiated networks)", _md_table(t2), ""),
+    ]  # fmt: skip
+    if len(at_txt) and runs["algorithm"].nunique() > 1:
+        sections.append(("Algorithms: final return and constraint violations", _md_table(at_txt),
+                         "Constraint violation: fraction of evaluation steps whose proposals exceeded the server's limits (mean of the last 100 evaluations)."))  # fmt: skip
+    if len(excluded):
+        sections.append(
+            (
+                "Runs not included (not finished)",
+                _md_table(excluded),
+                "Missing grid cells are marked 'n/a' in the figures.",
+            )
+        )
+    if res.skipped:
+        sections.append(
+            (
+                "Figures not drawn",
+                _md_table(pd.DataFrame(sorted(res.skipped.items()), columns=["figure", "reason"])),
+                "",
+            )
+        )
+    sections.append(("Provenance", _md_table(prov), ""))
+
+    md = [f"# Report: {', '.join(Path(p).name for p in paths)}\n", f"Command: `{command}`\n"]
+    for title, body, note in sections[:2]:
+        md += [f"## {title}\n", body, note + "\n" if note else ""]
+    md.append("## Figures\n")
+    for name, p in res.figures.items():
+        md += [
+            f"### {name.replace('_', ' ')}\n",
+            f"![{name}](figures/{p.name})\n",
+            CAPTIONS.get(name, "") + f" ([PDF](figures/{p.stem}.pdf))\n",
+        ]
+    for title, body, note in sections[2:]:
+        md += [f"## {title}\n", body, note + "\n" if note else ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(_html(paths, command, sections, res.figures))
+    return res
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
+th{background:#f0f0f0}img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}code{background:#f4f4f4}"""
+
+
+def _html(paths, command: str, sections, figures: dict[str, Path]) -> str:
+    def table_html(md: str) -> str:
+        lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
+        if len(lines) < 2:
+            return f"<p>{html.escape(md.strip())}</p>"
+        head = [c.strip() for c in lines[0].strip("|").split("|")]
+        body = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+        return f"<table><tr>{th}</tr>{trs}</table>"
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ccm_madrl report</title><style>{CSS}</style></head><body>",
+             f"<h1>Report: {html.escape(', '.join(Path(p).name for p in paths))}</h1>", f"<p>Command: <code>{html.escape(command)}</code></p>"]  # fmt: skip
+    for title, body, note in sections[:2]:
+        parts += [
+            f"<h2>{html.escape(title)}</h2>",
+            table_html(body),
+            f"<p>{html.escape(note)}</p>" if note else "",
+        ]
+    parts.append("<h2>Figures</h2>")
+    for name, p in figures.items():
+        data = base64.b64encode(p.read_bytes()).decode()
+        parts.append(
+            f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>"
+        )
+    for title, body, note in sections[2:]:
+        parts += [
+            f"<h2>{html.escape(title)}</h2>",
+            table_html(body),
+            f"<p>{html.escape(note)}</p>" if note else "",
+        ]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def main_command(argv: list[str]) -> str:
+    return " ".join(["ccm-madrl", *argv]) if argv else " ".join(sys.argv)
+
+
+__all__ = ["build_report", "ReportResult"]

@@ -1,0 +1,472 @@
+"""The report's figures (PNG and PDF), one style, colour-blind-safe (Okabe-Ito lines, cividis maps).
+
+Every function takes the finished-run frame, the store and an output directory, saves its figure
+and returns the PNG path, or None (with a reason in ``skipped``) when the data needed are absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import mean_ci  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "legend.fontsize": 7,
+}
+
+
+def _describe(runs: pd.DataFrame) -> str:
+    sweeps = sorted(runs["sweep"].unique())
+    seeds = sorted(int(s) for s in runs["cfg.seed"].unique())
+    return f"{len(runs)} runs from {', '.join(sweeps)}; seeds {seeds[:10]}{'...' if len(seeds) > 10 else ''}"
+
+
+def _save(fig, out: Path, name: str, data: str) -> Path:
+    fig.text(0.5, 0.005, f"data: {data}", ha="center", va="bottom", fontsize=7, color="0.3")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    png = out / f"{name}.png"
+    fig.savefig(png)
+    fig.savefig(out / f"{name}.pdf")
+    plt.close(fig)
+    return png
+
+
+def _lr_label(v: float) -> str:
+    return f"{v:g}"
+
+
+def _color(values: list, v) -> str:
+    return OKABE_ITO[sorted(values).index(v) % len(OKABE_ITO)]
+
+
+# ----------------------------------------------------------------------------- heatmaps
+def _grid_heatmap(
+    ax, g: pd.DataFrame, value, title: str, never_if_missing_event: str | None = None, fmt="{:.0f}"
+):
+    clr = sorted(g["client_lr"].unique())
+    mlr = sorted(g["master_lr"].unique())
+    z = np.full((len(clr), len(mlr)), np.nan)
+    labels = [["n/a"] * len(mlr) for _ in clr]
+    for (c, m), cell in g.groupby(["client_lr", "master_lr"]):
+        i, j = clr.index(c), mlr.index(m)
+        mean, _, n = mean_ci(value(cell))
+        if n:
+            z[i, j] = mean
+            labels[i][j] = fmt.format(mean) + (
+                f"\n({n}/{len(cell)})" if never_if_missing_event and n < len(cell) else ""
+            )
+        elif never_if_missing_event:
+            labels[i][j] = "never"
+    masked = np.ma.masked_invalid(z)
+    im = ax.imshow(masked, cmap="cividis", origin="lower", aspect="auto")
+    ax.set_facecolor("0.9")
+    for i in range(len(clr)):
+        for j in range(len(mlr)):
+            if np.isnan(z[i, j]):
+                ax.add_patch(
+                    plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.6", lw=0)
+                )
+            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(z[i, j]) and z[i, j] < np.nanmean(z) else "black")  # fmt: skip
+    ax.set_xticks(range(len(mlr)), [_lr_label(v) for v in mlr])
+    ax.set_yticks(range(len(clr)), [_lr_label(v) for v in clr])
+    ax.set_xlabel("master (critic) lr")
+    ax.set_ylabel("client (actor) lr")
+    ax.set_title(title)
+    ax.grid(False)
+    return im
+
+
+def stop_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    groups = list(runs.groupby(["sweep", "steps"]))
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 7), squeeze=False)
+    for col, ((sweep, steps), g) in enumerate(groups):
+        for row, (crit, label) in enumerate(
+            (("all_actors_stop_exact", "exact"), ("all_actors_stop_thr", "|dw| < threshold"))
+        ):
+            im = _grid_heatmap(
+                axes[row, col],
+                g,
+                lambda c, crit=crit: c[crit] if crit in c else [],
+                f"{sweep}, {steps} steps: all actors stopped ({label})",
+                "never",
+            )
+            fig.colorbar(im, ax=axes[row, col], label="episode (mean over seeds that stopped)")
+    fig.suptitle("Stopping episode of all actors")
+    return _save(fig, out, "stop_heatmap", _describe(runs))
+
+
+def saturation_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    m = store.metrics
+    if m.empty or "actor_sat_exact_frac" not in m:
+        return None
+    last = m.dropna(subset=["actor_sat_exact_frac"]).sort_values("episode").groupby("run_id").tail(20)
+    sat = last.groupby("run_id")["actor_sat_exact_frac"].mean()
+    r = runs.assign(final_saturation=runs["run_id"].map(sat))
+    groups = list(r.groupby(["sweep", "steps"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.6), squeeze=False)
+    for col, ((sweep, steps), g) in enumerate(groups):
+        im = _grid_heatmap(
+            axes[0, col], g, lambda c: c["final_saturation"], f"{sweep}, {steps} steps", fmt="{:.2f}"
+        )
+        fig.colorbar(im, ax=axes[0, col], label="fraction of outputs exactly saturated")
+    fig.suptitle("Final saturation of the actors' outputs (mean of the last 20 measured episodes)")
+    return _save(fig, out, "saturation_heatmap", _describe(runs))
+
+
+# ----------------------------------------------------------------------------- curves
+def _curve(m: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Mean, min and max over runs of a per-episode column."""
+    return m.groupby("episode")[col].agg(["mean", "min", "max"])
+
+
+def learning_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    m = store.metrics
+    if m.empty:
+        return None
+    m = m[m["run_id"].isin(runs["run_id"])]
+    groups = list(runs.groupby(["sweep", "steps", "master_lr"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), squeeze=False)
+    for col, ((sweep, steps, mlr), g) in enumerate(groups):
+        ax = axes[0, col]
+        clrs = sorted(g["client_lr"].unique())
+        for clr, cell in g.groupby("client_lr"):
+            c = _curve(m[m["run_id"].isin(cell["run_id"])].dropna(subset=["eval_return"]), "eval_return")
+            color = _color(clrs, clr)
+            ax.plot(c.index, c["mean"], color=color, label=f"client lr {clr:g} ({len(cell)} seeds)")
+            ax.fill_between(c.index, c["min"], c["max"], color=color, alpha=0.15)
+            stop, _, n = (
+                mean_ci(cell["all_actors_stop_thr"]) if "all_actors_stop_thr" in cell else (np.nan, np.nan, 0)
+            )
+            if n:
+                ax.axvline(stop, color=color, ls=":", lw=1.2)
+        ax.set(
+            title=f"{sweep}, {steps} steps, master lr {mlr:g}", xlabel="episode", ylabel="evaluation return"
+        )
+        ax.legend()
+    fig.suptitle(
+        "Learning curves (mean, band = min..max over seeds; dotted: all actors stopped, |dw| < threshold)"
+    )
+    return _save(fig, out, "learning_curves", _describe(runs))
+
+
+def _by_client_lr(
+    runs: pd.DataFrame,
+    m: pd.DataFrame,
+    cols: list[str],
+    title: str,
+    name: str,
+    out: Path,
+    ylabel: str,
+    log: bool = True,
+):
+    if m.empty or any(c not in m for c in cols):
+        return None
+    m = m[m["run_id"].isin(runs["run_id"])]
+    clrs = sorted(runs["client_lr"].unique())
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.6), squeeze=False)
+    for k, col in enumerate(cols):
+        ax = axes[0, k]
+        for clr in clrs:
+            ids = runs.loc[runs["client_lr"] == clr, "run_id"]
+            c = _curve(m[m["run_id"].isin(ids)].dropna(subset=[col]), col)
+            if c.empty:
+                continue
+            y = c["mean"].clip(lower=1e-12) if log else c["mean"]
+            ax.plot(c.index, y, color=_color(clrs, clr), label=f"client lr {clr:g}")
+        if log:
+            ax.set_yscale("log")
+        ax.set(title=col, xlabel="episode", ylabel=ylabel)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, out, name, _describe(runs))
+
+
+def grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    return _by_client_lr(runs, store.metrics, ["actor_grad_norm", "critic_grad_norm", "grad_ratio"],
+                         "Actor vs critic gradient L2 norms (mean over runs; 0 drawn at 1e-12)", "grad_norms", out, "L2 norm")  # fmt: skip
+
+
+def saturation_over_time(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    return _by_client_lr(runs, store.metrics, ["actor_sat_exact_frac", "actor_out_gt09_frac"],
+                         "Saturation of the actors' outputs over time (mean over runs)", "saturation", out, "fraction", log=False)  # fmt: skip
+
+
+def layer_grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    mon = store.monitor
+    if mon.empty:
+        return None
+    mon = mon[mon["run_id"].isin(runs["run_id"])]
+    layers = sorted(c for c in mon.columns if c.startswith("grad_norm."))
+    if not layers:
+        return None
+    roles = sorted(mon["role"].unique())
+    clrs = sorted(runs["client_lr"].unique())
+    fig, axes = plt.subplots(
+        len(roles), len(clrs), figsize=(3.8 * len(clrs), 3.2 * len(roles)), squeeze=False
+    )
+    for i, role in enumerate(roles):
+        for j, clr in enumerate(clrs):
+            ids = runs.loc[runs["client_lr"] == clr, "run_id"]
+            d = mon[(mon["role"] == role) & mon["run_id"].isin(ids)]
+            per = d.groupby("episode")[layers].mean()
+            ax = axes[i, j]
+            for k, layer in enumerate(layers):
+                if per[layer].notna().any():
+                    ax.plot(
+                        per.index,
+                        per[layer].clip(lower=1e-12),
+                        color=OKABE_ITO[k % 8],
+                        label=layer.split(".", 1)[1],
+                    )
+            ax.set_yscale("log")
+            ax.set(title=f"{role}, client lr {clr:g}", xlabel="episode")
+            ax.legend()
+    fig.suptitle("Per-layer gradient L2 norms (actors: mean over agents and runs)")
+    return _save(fig, out, "layer_grad_norms", _describe(runs))
+
+
+def preactivations(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    mon = store.monitor
+    if mon.empty or "z_mean" not in mon:
+        return None
+    a = mon[(mon["is_actor"]) & mon["run_id"].isin(runs["run_id"])]
+    if a.empty:
+        return None
+    clrs = sorted(runs["client_lr"].unique())
+    fig, axes = plt.subplots(1, len(clrs), figsize=(4.2 * len(clrs), 3.6), squeeze=False)
+    for j, clr in enumerate(clrs):
+        ids = runs.loc[runs["client_lr"] == clr, "run_id"]
+        d = (
+            a[a["run_id"].isin(ids)]
+            .groupby("episode")
+            .agg(
+                z_mean=("z_mean", "mean"),
+                z_std=("z_std", "mean"),
+                z_min=("z_min", "min"),
+                z_max=("z_max", "max"),
+            )
+        )
+        ax = axes[0, j]
+        for k, col in enumerate(["z_mean", "z_std", "z_min", "z_max"]):
+            ax.plot(d.index, d[col], color=OKABE_ITO[k], label=col)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set(title=f"client lr {clr:g}", xlabel="episode", ylabel="output pre-activation z")
+        ax.legend()
+    fig.suptitle("Actors' output pre-activations (mean/std: mean over agents; min/max: extremes)")
+    return _save(fig, out, "preactivations", _describe(runs))
+
+
+def agent_stop_distribution(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    st = store.stops
+    if st.empty:
+        return None
+    st = st[st["is_actor"] & st["run_id"].isin(runs["run_id"])].merge(
+        runs[["run_id", "client_lr"]], on="run_id"
+    )
+    clrs = sorted(st["client_lr"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), squeeze=False)
+    for k, (col, label) in enumerate((("stop_exact", "exact"), ("stop_thr", "|dw| < threshold"))):
+        ax = axes[0, k]
+        for clr in clrs:
+            v = st.loc[st["client_lr"] == clr, col]
+            x = np.sort(v.dropna().to_numpy())
+            if len(x):
+                ax.step(x, np.arange(1, len(x) + 1) / len(v), where="post", color=_color(clrs, clr),
+                        label=f"client lr {clr:g} ({v.notna().mean():.0%} of {len(v)} agents stopped)")  # fmt: skip
+            else:
+                ax.plot(
+                    [],
+                    [],
+                    color=_color(clrs, clr),
+                    label=f"client lr {clr:g} (none of {len(v)} agents stopped)",
+                )
+        ax.set(
+            title=f"per-agent stopping episode ({label})",
+            xlabel="episode",
+            ylabel="fraction of agents stopped",
+            ylim=(0, 1.02),
+        )
+        ax.legend()
+    fig.suptitle("Distribution of per-agent stopping episodes (ECDF over all agents of all runs)")
+    return _save(fig, out, "agent_stop_distribution", _describe(runs))
+
+
+def asymmetry_vs_stop(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    m = store.metrics
+    if m.empty or "grad_ratio" not in m:
+        return None
+    early = m[m["trained"].astype(bool)].sort_values("episode").groupby("run_id").head(20)
+    ratio = early.groupby("run_id")["grad_ratio"].median()
+    r = runs.assign(ratio=runs["run_id"].map(ratio))
+    horizon = float(r["episodes_done"].max())
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    clrs = sorted(r["client_lr"].unique())
+    for clr, g in r.groupby("client_lr"):
+        stop = (
+            g["all_actors_stop_thr"].fillna(horizon * 1.05)
+            if "all_actors_stop_thr" in g
+            else pd.Series(horizon * 1.05, index=g.index)
+        )
+        ax.scatter(
+            g["ratio"].clip(lower=1e-12), stop, color=_color(clrs, clr), label=f"client lr {clr:g}", s=20
+        )
+    ax.axhline(horizon * 1.05, color="0.5", ls=":", lw=1)
+    ax.text(ax.get_xlim()[0], horizon * 1.05, " never stopped", va="bottom", fontsize=7, color="0.4")
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="actor / critic gradient norm (median of the first 20 trained episodes; 0 at 1e-12)",
+        ylabel="all actors stopped (|dw| < threshold)",
+    )
+    ax.legend()
+    ax.set_title("Gradient asymmetry vs stopping episode (one point per run)")
+    return _save(fig, out, "asymmetry_vs_stop", _describe(runs))
+
+
+def reward_at_stop(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    m = store.metrics
+    if m.empty or "all_actors_stop_thr" not in runs or runs["all_actors_stop_thr"].isna().all():
+        return None
+    pts = []
+    for _, run in runs.dropna(subset=["all_actors_stop_thr"]).iterrows():
+        g = m[(m["run_id"] == run["run_id"])].dropna(subset=["eval_return"])
+        at = g.loc[g["episode"] <= run["all_actors_stop_thr"], "eval_return"]
+        if len(at):
+            pts.append((float(at.iloc[-1]), run["final_return"], run["client_lr"]))
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    clrs = sorted({p[2] for p in pts})
+    for clr in clrs:
+        xs = [p[0] for p in pts if p[2] == clr]
+        ys = [p[1] for p in pts if p[2] == clr]
+        ax.scatter(xs, ys, color=_color(clrs, clr), s=22, label=f"client lr {clr:g}")
+    lo = min(min(p[0] for p in pts), min(p[1] for p in pts))
+    hi = max(max(p[0] for p in pts), max(p[1] for p in pts))
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--", label="no change after the stop")
+    ax.set(
+        xlabel="evaluation return when all actors stopped",
+        ylabel="final return (mean of last 100 evaluations)",
+    )
+    ax.legend()
+    ax.set_title("Return at the stop vs at the end (runs whose actors all stopped)")
+    return _save(fig, out, "reward_at_stop", _describe(runs.dropna(subset=["all_actors_stop_thr"])))
+
+
+# ----------------------------------------------------------------------------- comparisons
+def sweep_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    sweeps = sorted(runs["sweep"].unique())
+    if len(sweeps) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(sweeps) + 1, figsize=(4.2 * (len(sweeps) + 1), 3.8), squeeze=False)
+    for k, sweep in enumerate(sweeps):
+        g = runs[runs["sweep"] == sweep]
+        im = _grid_heatmap(
+            axes[0, k],
+            g,
+            lambda c: c["all_actors_stop_thr"] if "all_actors_stop_thr" in c else [],
+            f"{sweep}: all actors stopped",
+            "never",
+        )
+        fig.colorbar(im, ax=axes[0, k])
+    ax = axes[0, -1]
+    cells = sorted({(c, m_) for c, m_ in zip(runs["client_lr"], runs["master_lr"])})
+    width = 0.8 / len(sweeps)
+    for k, sweep in enumerate(sweeps):
+        means, errs = [], []
+        for c, m_ in cells:
+            mean, half, _ = mean_ci(
+                runs.loc[
+                    (runs["sweep"] == sweep) & (runs["client_lr"] == c) & (runs["master_lr"] == m_),
+                    "final_return",
+                ]
+            )
+            means.append(mean)
+            errs.append(0 if np.isnan(half) else half)
+        ax.bar(
+            np.arange(len(cells)) + k * width,
+            means,
+            width,
+            yerr=errs,
+            color=OKABE_ITO[k % 8],
+            label=sweep,
+            capsize=2,
+        )
+    ax.set_xticks(
+        np.arange(len(cells)) + 0.4 - width / 2, [f"{c:g}/{m_:g}" for c, m_ in cells], rotation=45, fontsize=7
+    )
+    ax.set(title="final return (mean ± 95% CI over seeds)", xlabel="client lr / master lr")
+    ax.legend()
+    fig.suptitle("Comparison of sweeps (stopping: |dw| < threshold)")
+    return _save(fig, out, "sweep_comparison", _describe(runs))
+
+
+def algorithm_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    algos = sorted(runs["algorithm"].unique())
+    if len(algos) < 2:
+        return None
+    m = store.metrics
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k, algo in enumerate(algos):
+        ids = runs.loc[runs["algorithm"] == algo, "run_id"]
+        c = _curve(m[m["run_id"].isin(ids)].dropna(subset=["eval_return"]), "eval_return")
+        color = OKABE_ITO[k % 8]
+        ls = "-" if k < 8 else "--"
+        ax.plot(c.index, c["mean"], color=color, ls=ls, label=f"{algo} ({len(ids)} seeds)")
+        ax.fill_between(c.index, c["min"], c["max"], color=color, alpha=0.1)
+    ax.set(
+        xlabel="episode",
+        ylabel="evaluation return",
+        title="Algorithms: evaluation return (mean, band = min..max over seeds)",
+    )
+    ax.legend(ncol=2)
+    return _save(fig, out, "algorithm_comparison", _describe(runs))
+
+
+FIGURES = [
+    stop_heatmap,
+    agent_stop_distribution,
+    learning_curves,
+    grad_norms,
+    layer_grad_norms,
+    saturation_over_time,
+    saturation_heatmap,
+    preactivations,
+    asymmetry_vs_stop,
+    reward_at_stop,
+    sweep_comparison,
+    algorithm_comparison,
+]
+
+
+def make_all(runs: pd.DataFrame, store, out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    out.mkdir(parents=True, exist_ok=True)
+    made, skipped = {}, {}
+    with plt.rc_context(STYLE):
+        for fn in FIGURES:
+            if runs.empty:
+                skipped[fn.__name__] = "no finished runs"
+                continue
+            p = fn(runs, store, out)
+            if p is None:
+                skipped[fn.__name__] = (
+                    "the data it needs are absent (monitor off, no stops, or a single sweep/algorithm)"
+                )
+            else:
+                made[fn.__name__] = p
+    return made, skipped

@@ -1,0 +1,176 @@
+"""The report's tables, computed from a :class:`ccm_madrl.store.Store`.
+
+Table 1 — per (sweep, algorithm, client lr, master lr, steps per episode): actors-stop episode
+(exact and thresholded criteria), critic-stop episode, the episode the actors' gradients vanished for
+good, final evaluation return (mean of the last 100 evaluations), each as mean +- 95% confidence
+interval over seeds (Student t: mean +- t(0.975, n-1) s / sqrt(n); stop episodes over the seeds in
+which the event happened, with their count), the number of seeds, and the fraction of seeds in which
+all actors stopped. Only finished runs count.
+
+Table 2 — architecture, computed from the instantiated networks of every distinct configuration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+# t(0.975, df) for df = 1..30 (Student's t table); beyond, the normal 1.96
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042]  # fmt: skip
+
+GROUP = ["sweep", "algorithm", "client_lr", "master_lr", "steps"]
+ACTOR_LOSS = {
+    "ccm_madrl": "deterministic policy gradient through the master's max-Q over proposers: -mean_b w_b max_j Q(S, U, s_j, u_j)",
+    "maddpg": "deterministic policy gradient through the joint critic: -mean_b w_b Q(S, U)",
+}
+CRITIC_LOSS = {
+    "ccm_madrl": "importance-weighted squared TD error over selected (or fake) rows",
+    "maddpg": "importance-weighted squared TD error, one row per sample",
+}
+
+
+def t_quantile(df: int) -> float:
+    return T975[df - 1] if 1 <= df <= len(T975) else 1.96
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% CI, n) over the finite values; half-width NaN for n < 2."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(x[0]), math.nan, 1
+    return float(x.mean()), float(t_quantile(n - 1) * x.std(ddof=1) / math.sqrt(n)), n
+
+
+def fmt_ci(mean: float, half: float, n: int, total: int | None = None, digits: int = 1) -> str:
+    if n == 0:
+        return "never" if total else "n/a"
+    s = f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
+    return s + (f" ({n}/{total})" if total is not None and n != total else "")
+
+
+def runs_frame(store) -> pd.DataFrame:
+    """The finished runs with the grouping columns of the tables."""
+    r = store.runs.copy()
+    if r.empty:
+        return r
+    r["algorithm"] = r.get("cfg.agent.algorithm", "ccm_madrl")
+    r["client_lr"] = r["cfg.agent.actor_lr"]
+    r["master_lr"] = r["cfg.agent.critic_lr"]
+    r["steps"] = r["cfg.env.max_steps"]
+    return r
+
+
+def table1(store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 as (numbers for CSV, formatted strings for Markdown)."""
+    r = runs_frame(store)
+    r = r[r["status"] == "done"] if len(r) else r
+    nums, text = [], []
+    for key, g in r.groupby(GROUP, sort=True) if len(r) else []:
+        n = len(g)
+        row = dict(zip(GROUP, key))
+        row["seeds"] = n
+        t = dict(row)
+        for col, label in (
+            ("all_actors_stop_exact", "actors_stop_exact"),
+            ("all_actors_stop_thr", "actors_stop_thr"),
+            ("critic_stop_exact", "critic_stop_exact"),
+            ("critic_stop_thr", "critic_stop_thr"),
+            ("all_actors_grad_zero", "actors_grad_zero"),
+        ):
+            vals = g[col] if col in g else pd.Series([np.nan] * n)
+            m, h, k = mean_ci(vals)
+            row.update({f"{label}_mean": m, f"{label}_ci95": h, f"{label}_n": k})
+            t[label] = fmt_ci(m, h, k, total=n, digits=0)
+        m, h, k = mean_ci(g["final_return"])
+        row.update(final_return_mean=m, final_return_ci95=h, final_return_n=k)
+        t["final_return"] = fmt_ci(m, h, k)
+        for crit in ("exact", "thr"):
+            col = f"all_actors_stop_{crit}"
+            frac = float(g[col].notna().mean()) if col in g else math.nan
+            row[f"frac_seeds_all_actors_stopped_{crit}"] = frac
+            t[f"all stopped ({crit})"] = "n/a" if math.isnan(frac) else f"{frac:.0%}"
+        nums.append(row)
+        text.append(t)
+    return pd.DataFrame(nums), pd.DataFrame(text)
+
+
+def algorithm_table(store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Final return and constraint-violation rate (mean of the last 100 evaluations) per algorithm."""
+    r = runs_frame(store)
+    r = r[r["status"] == "done"] if len(r) else r
+    nums, text = [], []
+    for (sweep, algo), g in r.groupby(["sweep", "algorithm"], sort=True) if len(r) else []:
+        m, h, k = mean_ci(g["final_return"])
+        cm, ch, ck = mean_ci(g["final_constraint_frac"])
+        nums.append({"sweep": sweep, "algorithm": algo, "seeds": len(g), "final_return_mean": m, "final_return_ci95": h,
+                     "constraint_violation_mean": cm, "constraint_violation_ci95": ch})  # fmt: skip
+        text.append({"sweep": sweep, "algorithm": algo, "seeds": len(g), "final return": fmt_ci(m, h, k),
+                     "constraint violation (fraction of steps)": fmt_ci(cm, ch, ck, digits=3)})  # fmt: skip
+    return pd.DataFrame(nums), pd.DataFrame(text)
+
+
+def table2(store) -> pd.DataFrame:
+    """Architecture comparison of every distinct network configuration among the runs, computed
+    from the instantiated networks."""
+    from ..agents import make_learner
+    from ..experiment.config import build_config
+    from ..mec.rng import RunRNG
+
+    rows, seen = [], set()
+    for _, rd in store.run_dirs:
+        cfg = build_config(store.config(rd))
+        a = cfg.agent
+        key = (
+            a.algorithm,
+            a.actor_hidden,
+            a.critic_hidden,
+            a.activation,
+            a.actor_layernorm,
+            a.actor_reg == "entropy",
+            a.input_norm,
+            cfg.env.n_agents,
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        learner = make_learner(
+            cfg.model_copy(update={"agent": a.model_copy(update={"replay_capacity": 1})}),
+            RunRNG("independent", 0, 0),
+        )
+        actors = getattr(learner, "actors", None)
+        if actors is None:
+            rows.append({"algorithm": a.algorithm, "role": "fixed policy (no networks)", "inputs": "-", "hidden": "-", "output": "-",
+                         "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
+            continue
+        family = "ccm_madrl" if a.algorithm == "ccm_madrl" else "maddpg"
+        n = actors.n_agents
+        per_actor = sum(p[0].numel() for p in actors.parameters())
+        out = (
+            a.activation
+            + (" (squashed Gaussian: mean and log-std)" if actors.stochastic else "")
+            + (", LayerNorm before it" if actors.norm is not None else "")
+        )
+        rows.append({
+            "algorithm": a.algorithm, "role": "client actor (x N)", "inputs": f"own state ({actors.state_dim})" + (", scaled to [0, 1]" if a.input_norm else ""),
+            "hidden": " -> ".join(map(str, actors.hidden)) + " (ReLU)", "output": f"{actors.out_dim} ({out})",
+            "parameters (one network)": per_actor, "parameters (all)": per_actor * n, "loss": ACTOR_LOSS[family]
+            + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
+        })  # fmt: skip
+        c = learner.critic
+        ins = f"joint states ({n}x{c.state_dim}) + joint actions ({n}x{c.action_dim})" + (
+            f" + own state ({c.state_dim}) + own action ({c.action_dim})" if c.per_agent else ""
+        )
+        crit = sum(p.numel() for p in c.parameters())
+        rows.append({
+            "algorithm": a.algorithm, "role": "master critic (x 1)" if c.per_agent else "centralised critic (x 1)",
+            "inputs": f"{c.fc1.in_features}: {ins}", "hidden": " -> ".join(map(str, c.hidden)) + " (ReLU)", "output": "1 (linear)",
+            "parameters (one network)": crit, "parameters (all)": crit, "loss": CRITIC_LOSS[family],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
