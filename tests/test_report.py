@@ -157,7 +157,7 @@ def test_partial_and_mixed_sweeps(sweep, tmp_path):
             {
                 "name": "algos",
                 "base": BASE,
-                "axes": {"agent.algorithm": ["ccm_madrl", "all_local"]},
+                "axes": {"agent.algorithm": ["ccm_madrl", "all_local"], "agent.reward_scale": [1.0, 0.5]},
                 "seeds": 1,
             }
         )
@@ -167,6 +167,9 @@ def test_partial_and_mixed_sweeps(sweep, tmp_path):
     assert "sweep_comparison" in both.figures and "algorithm_comparison" in both.figures
     algos = both.tables["algorithms"]
     assert set(algos["algorithm"]) == {"ccm_madrl", "all_local"}
+    # a field varying within a sweep besides the grid splits the rows into variants
+    labels = set(both.tables["table1"]["sweep"])
+    assert {"algos [agent.reward_scale=0.5]", "algos [agent.reward_scale=1.0]", "grid"} <= labels
     assert "fixed policy" in " ".join(both.tables["table2"]["role"])
 
 

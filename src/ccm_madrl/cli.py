@@ -133,6 +133,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["steps"] = tuple(args.steps)
         if args.update:
             kw["updates"] = tuple(args.update)
+    elif args.which == "monitor":
+        kw = {"episodes": args.episodes}
+        if args.update:
+            kw["updates"] = tuple(args.update)
     res = run(args.which, args.out, **kw)
     print(json.dumps(res, indent=2))
     return 0
@@ -195,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_parity)
 
     b = sub.add_parser("bench", help="speed measurements (results as JSON)")
-    b.add_argument("which", choices=["env", "agent"], help="env: batched step; agent: training episodes")
+    b.add_argument(
+        "which",
+        choices=["env", "agent", "monitor"],
+        help="env: batched step; agent: training episodes; monitor: its overhead",
+    )
     b.add_argument("--out", default=None, help="directory to write <which>.json into")
     b.add_argument("--episodes", type=int, default=30, help="agent: episodes per measured run")
     b.add_argument(

@@ -340,12 +340,16 @@ class Trainer:
                 _progress(self.progress and not self.quiet, total, start, self.run_dir.name) as bar,
             ):
                 while ep < total:
+                    t_mon = time.perf_counter()
                     if self.monitor is not None:
                         self.monitor.start_episode(ep)
+                    t_mon = time.perf_counter() - t_mon
                     row = self.episode(ep)
                     if self.monitor is not None:
-                        mrow = self.monitor.end_episode(ep, row, self.learner)
-                        row.update(mrow)
+                        t0 = time.perf_counter()
+                        row.update(self.monitor.end_episode(ep, row, self.learner))
+                        t_mon += time.perf_counter() - t0
+                    row["time_monitor_s"] = t_mon  # the monitor's own bookkeeping, outside time_episode_s
                     rows.append(row)
                     ep += 1
                     if writer is not None:
