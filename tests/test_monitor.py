@@ -282,3 +282,35 @@ def test_attach_errors():
         GradientFlowMonitor().attach("x", nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 4)), per_agent=True)
     with pytest.raises(ValueError, match="interval"):
         GradientFlowMonitor(interval=0)
+
+
+def test_live_warning_when_an_actor_freezes():
+    actor, critic = ddpg_pair()
+    with torch.no_grad():
+        actor[4].bias.fill_(1e3)
+    aopt, copt = torch.optim.SGD(actor.parameters(), lr=0.1), torch.optim.SGD(critic.parameters(), lr=0.1)
+    messages = []
+    mon = GradientFlowMonitor(warn=messages.append)
+    mon.attach("actor", actor, optimizer=aopt)
+    mon.attach("critic", critic, optimizer=copt)
+    one_episode(mon, actor, critic, aopt, copt, torch.randn(8, 4), episode=3)
+    assert any("episode 3: actor [0] stopped changing" in m for m in messages)
+    assert any("every actor" in m for m in messages)
+    assert mon.first_stop["actor"]["exact"].tolist() == [3] and mon.first_stop["critic"][
+        "exact"
+    ].tolist() == [-1]
+
+
+def test_early_stop_once_all_actors_are_frozen(tmp_path):
+    base = json.loads(json.dumps(SMALL))
+    base["training"]["episodes"] = 30
+    # with a threshold of 1e-2, Adam's steps of ~1e-4 count as stopped from the first trained episode
+    cfg = build_config(
+        base, ["monitor.early_stop=true", "monitor.early_stop_patience=3", "monitor.stop_threshold=1e-2"]
+    )
+    Trainer(cfg, tmp_path / "r", progress=False).run()
+    st = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert (
+        st["state"] == "done" and st["early_stopped"] and st["episodes_done"] == 1 + 3
+    )  # 1 untrained + patience
+    assert len(pd.read_parquet(tmp_path / "r" / "metrics.parquet")) == 4

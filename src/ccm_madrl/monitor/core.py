@@ -425,7 +425,7 @@ class GradientFlowMonitor:
                     row["lr"] = r.lr
                 rows.append(row)
         actor_roles = [r for r in self.roles.values() if r.actor]
-        if actor_roles:
+        if actor_roles and all(float(r.steps.sum()) > 0 for r in actor_roles):  # only training episodes count
             all_stopped = all(bool((~self._changed_now(rows, r.name)).all()) for r in actor_roles)
             all_thr = all(
                 bool((self._max_change_now(rows, r.name) < self.stop_threshold).all()) for r in actor_roles
