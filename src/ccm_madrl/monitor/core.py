@@ -79,6 +79,8 @@ class _Role:
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
     snapshot: list[torch.Tensor] | None = None
     last_z: torch.Tensor | None = None
+    d0: float | None = None
+    act_module: nn.Module | None = None
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: torch.Tensor | None = None
 
@@ -303,11 +305,16 @@ class GradientFlowMonitor:
             total += sq
         self._add(r, "grad_norm", idx, total.sqrt())
         cap = r.captured
+
+        def sel(t: torch.Tensor) -> torch.Tensor:
+            """The stepping agents' slice, agent first: (agents, ...)."""
+            return t.movedim(r.agent_dim, 0)[idx.to(t.device)] if r.per_agent else t.unsqueeze(0)
+
         for hname in r.hidden:
             h = cap.get(f"relu:{hname}")
             if h is None:
                 continue
-            hs = h.movedim(r.agent_dim, 0)[idx.to(h.device)] if r.per_agent else h.unsqueeze(0)
+            hs = sel(h)
             hs = hs.reshape(hs.shape[0], -1, hs.shape[-1]).abs()  # (agents, samples, units)
             self._add(r, f"dead.{hname}", idx, (hs.amax(1) == 0).double().mean(1))
             score = hs.mean(1)
@@ -318,8 +325,10 @@ class GradientFlowMonitor:
             return
         z, out, dout = cap["z"], cap["out"], cap.get("dout")
         r.last_z = z
-        deriv = self._derivative(r, z)
-        zs, os_, ds = (self._per_agent(r, t, idx).double() for t in (z, out, deriv))
+        z_sel = sel(z)
+        n_sel = z_sel.shape[0]
+        ds = self._derivative(r, z_sel).reshape(n_sel, -1)  # elementwise: only the stepping agents
+        zs, os_ = z_sel.reshape(n_sel, -1).double(), sel(out).reshape(n_sel, -1).double()
         self._add(r, "z_mean", idx, zs.mean(1))
         self._add(r, "z_std", idx, zs.std(1, unbiased=False))
         self._add(r, "z_min", idx, zs.amin(1), "min")
@@ -327,18 +336,18 @@ class GradientFlowMonitor:
         self._add(r, "frac_abs_z_gt2", idx, (zs.abs() > 2).double().mean(1))
         self._add(r, "frac_out_gt09", idx, (os_.abs() > 0.9).double().mean(1))
         self._add(r, "frac_sat_exact", idx, (ds == 0).double().mean(1))
-        d0 = self._derivative(r, torch.zeros((), dtype=z.dtype, device=z.device)).item()
-        self._add(r, "frac_sat_near", idx, (ds.abs() < NEAR_SATURATION * abs(d0)).double().mean(1))
+        if r.d0 is None:  # the derivative at 0, the activation's steepest slope
+            r.d0 = abs(self._derivative(r, torch.zeros((), dtype=z.dtype, device=z.device)).item())
+        self._add(r, "frac_sat_near", idx, (ds.abs() < NEAR_SATURATION * r.d0).double().mean(1))
         self._add(r, "out_mean", idx, os_.mean(1))
         if dout is not None:
-            dout = self._per_agent(r, dout, idx)
+            dout = sel(dout).reshape(n_sel, -1)
             no_path = dout == 0
             saturated = ~no_path & (ds == 0)
             h = cap.get("h_last")
             if h is not None:
                 # (agents, samples): every unit feeding the output layer is zero for that sample
-                hs = h.movedim(r.agent_dim, 0)[idx.to(h.device)] if r.per_agent else h.unsqueeze(0)
-                dead_sample = (hs == 0).all(-1)
+                dead_sample = (sel(h) == 0).all(-1)
                 k_out = z.shape[-1]
                 dead = (
                     ~no_path & ~saturated & dead_sample.reshape(len(idx), -1).repeat_interleave(k_out, dim=1)
@@ -353,7 +362,9 @@ class GradientFlowMonitor:
     def _derivative(self, r: _Role, z: torch.Tensor) -> torch.Tensor:
         """The output activation's derivative at z, as backward computes it (float32). Calls
         ``forward`` directly so that the monitor's own hooks do not fire."""
-        act = dict(r.module.named_modules())[r.output]
+        if r.act_module is None:
+            r.act_module = dict(r.module.named_modules())[r.output]
+        act = r.act_module
         with torch.enable_grad():
             zz = z.detach().clone().requires_grad_(True)
             (g,) = torch.autograd.grad(act.forward(zz).sum(), zz)
