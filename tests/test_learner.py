@@ -191,3 +191,14 @@ def test_epsilon_schedule():
     learner = learner_for("simultaneous")
     assert learner.epsilon(0, 2000) == pytest.approx(1.0)
     assert learner.epsilon(2000, 2000) == pytest.approx(0.01 + 0.99 * np.exp(-1))
+
+
+def test_a_diverged_critic_stops_training_with_a_clear_error():
+    learner = learner_for("simultaneous")
+    batch = make_batch(0)
+    batch["reward"] = batch["reward"] * float("inf")  # TD targets overflow, as when SGD diverges
+    before = [p.detach().clone() for p in learner.critic.parameters()]
+    with pytest.raises(FloatingPointError, match=r"critic loss is (nan|inf): training diverged"):
+        learner.train_step(batch, np.ones(B))
+    # refused before any weight moved
+    assert all(torch.equal(a, p) for a, p in zip(before, learner.critic.parameters()))

@@ -92,3 +92,14 @@ def test_bad_input():
         r.sample(2, random.Random(0))
     with pytest.raises(ValueError, match="fields"):
         r.add(np.ones(1), y=torch.zeros(1))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_td_errors_are_refused_with_the_cause(bad):
+    r = PrioritizedReplay(4, {"x": ()})
+    with pytest.raises(FloatingPointError, match="critic has diverged"):
+        r.add(np.array([1.0, bad]), x=torch.zeros(2))
+    assert len(r) == 0  # nothing half-written
+    r.add(np.array([1.0]), x=torch.zeros(1))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        r.update(np.array([3]), np.array([bad]))

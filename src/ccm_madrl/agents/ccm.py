@@ -312,6 +312,13 @@ class CCMLearner:
         q, rb = self.critic_rows(s, a, batch["selected"])
         wr, yr = w[rb], y[rb]
         critic_loss = ((q * wr - yr * wr) ** 2).mean()
+        loss_value = float(critic_loss.detach())
+        if not np.isfinite(loss_value):
+            raise FloatingPointError(
+                f"critic loss is {loss_value}: training diverged (optimizer {self.cfg.optimizer!r}, "
+                f"critic_lr {self.cfg.critic_lr:g}, actor_lr {self.cfg.actor_lr:g}); try smaller learning "
+                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+            )
         errors = self._errors(q, yr, rb, y.shape[0])
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -328,7 +335,7 @@ class CCMLearner:
         else:
             actor_losses = [self._actor_step(s, w, i) for i in range(self.n_agents)]
         stats.update(
-            critic_loss=float(critic_loss.detach()),
+            critic_loss=loss_value,
             actor_loss=float(np.mean(actor_losses)),
             q_mean=float(q.detach().mean()),
             target_mean=float(y.mean()),

@@ -112,7 +112,14 @@ class PrioritizedReplay:
         return self.tree.n_entries
 
     def priority(self, errors: np.ndarray) -> np.ndarray:
-        return (np.abs(np.asarray(errors, dtype=np.float64)) + self.eps) ** self.alpha
+        errors = np.asarray(errors, dtype=np.float64)
+        if not np.isfinite(errors).all():
+            bad = errors[~np.isfinite(errors)][0]
+            raise FloatingPointError(
+                f"priorities: TD error {bad} is not finite: the critic has diverged; try smaller learning "
+                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+            )
+        return (np.abs(errors) + self.eps) ** self.alpha
 
     def add(self, errors: np.ndarray, **transitions: torch.Tensor) -> None:
         """Append k transitions (in order) with the priorities of their errors."""

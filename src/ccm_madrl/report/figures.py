@@ -6,6 +6,7 @@ and returns the PNG path, or None (with a reason in ``skipped``) when the data n
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -40,8 +41,8 @@ def _save(fig, out: Path, name: str, data: str) -> Path:
     fig.text(0.5, 0.005, f"data: {data}", ha="center", va="bottom", fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     png = out / f"{name}.png"
-    fig.savefig(png)
-    fig.savefig(out / f"{name}.pdf")
+    fig.savefig(png, bbox_inches="tight")  # keeps legends placed beside the axes
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
     plt.close(fig)
     return png
 
@@ -380,7 +381,7 @@ def sweep_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
             axes[0, k],
             g,
             lambda c: c["all_actors_stop_thr"] if "all_actors_stop_thr" in c else [],
-            f"{sweep}: all actors stopped",
+            textwrap.fill(f"{sweep}: all actors stopped", 34),
             "never",
         )
         fig.colorbar(im, ax=axes[0, k])
@@ -404,14 +405,14 @@ def sweep_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
             width,
             yerr=errs,
             color=OKABE_ITO[k % 8],
-            label=sweep,
+            label=textwrap.fill(sweep, 40),
             capsize=2,
         )
     ax.set_xticks(
         np.arange(len(cells)) + 0.4 - width / 2, [f"{c:g}/{m_:g}" for c, m_ in cells], rotation=45, fontsize=7
     )
     ax.set(title="final return (mean ± 95% CI over seeds)", xlabel="client lr / master lr")
-    ax.legend()
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Comparison of sweeps (stopping: |dw| < threshold)")
     return _save(fig, out, "sweep_comparison", _describe(runs))
 

@@ -55,7 +55,14 @@ def fmt_ci(mean: float, half: float, n: int, total: int | None = None, digits: i
     return s + (f" ({n}/{total})" if total is not None and n != total else "")
 
 
-GRID = {"cfg.seed", "cfg.name", "cfg.agent.actor_lr", "cfg.agent.critic_lr", "cfg.env.max_steps", "cfg.agent.algorithm"}
+GRID = {
+    "cfg.seed",
+    "cfg.name",
+    "cfg.agent.actor_lr",
+    "cfg.agent.critic_lr",
+    "cfg.env.max_steps",
+    "cfg.agent.algorithm",
+}
 
 
 def runs_frame(store) -> pd.DataFrame:
@@ -67,9 +74,15 @@ def runs_frame(store) -> pd.DataFrame:
         return r
     r["sweep_dir"] = r["sweep"]
     for sweep, g in r.groupby("sweep"):
-        varying = [c for c in g.columns if c.startswith("cfg.") and c not in GRID and g[c].astype(str).nunique() > 1]
+        varying = [
+            c for c in g.columns if c.startswith("cfg.") and c not in GRID and g[c].astype(str).nunique() > 1
+        ]
         if varying:
-            labels = g[varying].astype(str).apply(lambda row: ", ".join(f"{c[4:]}={v}" for c, v in row.items()), axis=1)
+            labels = (
+                g[varying]
+                .astype(str)
+                .apply(lambda row: ", ".join(f"{c[4:]}={v}" for c, v in row.items()), axis=1)
+            )
             r.loc[g.index, "sweep"] = sweep + " [" + labels + "]"
     r["algorithm"] = r.get("cfg.agent.algorithm", "ccm_madrl")
     r["client_lr"] = r["cfg.agent.actor_lr"]
