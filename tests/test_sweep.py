@@ -298,3 +298,35 @@ def test_killing_only_the_sweep_process_leaves_no_orphans(tmp_path, sig):
     assert len(started) < 6  # queued runs were not started after the sweep died
     res = run_sweep(f, out, workers=2, progress=False)
     assert res.done == 6 and res.failed == 0
+
+
+def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
+    """The runs must not be left to finish (they could take hours): each checkpoints and stops."""
+    base = smoke_base()
+    base["training"].update(episodes=100_000, checkpoint_every=2)
+    f = write(tmp_path, {"name": "term", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 1})
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccm_madrl.cli", "sweep", str(f), "--out", str(out), "--workers", "2"]
+        + ["--no-progress"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(out.glob("runs/*/checkpoint.pt"))) < 2:
+            time.sleep(0.2)
+        assert len(list(out.glob("runs/*/checkpoint.pt"))) == 2, "the runs did not reach a checkpoint"
+        os.kill(proc.pid, signal.SIGTERM)  # the sweep process only
+        proc.wait(timeout=60)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for rd in (out / "runs").iterdir():
+        status = json.loads((rd / "status.json").read_text())
+        assert status["state"] == "interrupted"
+        assert 2 <= status["episodes_done"] < 100_000
+    manifest = json.loads((out / "manifest.json").read_text())
+    runs = manifest["runs"].values() if isinstance(manifest["runs"], dict) else manifest["runs"]
+    assert sorted(r["status"] for r in runs) == ["interrupted", "interrupted"]

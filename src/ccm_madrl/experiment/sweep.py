@@ -22,6 +22,7 @@ failed ones; a failing run is recorded with its traceback and does not stop the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -275,6 +276,11 @@ def _local_backend(
         try:
             _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
         except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
+            # A SIGTERM sent to the sweep alone reaches no worker (Ctrl-C reaches the whole group):
+            # pass it on, so each running run ends its episode and checkpoints instead of finishing.
+            for proc in list((pool._processes or {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
@@ -293,7 +299,13 @@ def _ray_backend(
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
         refs = {remote.remote(cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
-        _drain(refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task")
+        try:
+            _drain(refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task")
+        except KeyboardInterrupt:  # Ray raises KeyboardInterrupt in running tasks: they checkpoint
+            for ref in refs:
+                ray.cancel(ref)
+            ray.wait(list(refs), num_returns=len(refs), timeout=60.0)
+            raise
     finally:
         if started:
             ray.shutdown()
@@ -392,6 +404,13 @@ def run_sweep(
                 else:
                     _ray_backend(jobs, address, threads, on_done, poll)
             poll()
+    except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
+        for rid, _, run_dir in jobs:
+            st = _run_status(Path(run_dir))
+            if man.entries[rid].get("status") == "queued" and st.get("state") in ("interrupted", "running"):
+                man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
+        man.save(spec.name)
+        raise
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
