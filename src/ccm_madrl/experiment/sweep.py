@@ -300,7 +300,9 @@ def _ray_backend(
         remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
         refs = {remote.remote(cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
         try:
-            _drain(refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task")
+            _drain(
+                refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task"
+            )
         except KeyboardInterrupt:  # Ray raises KeyboardInterrupt in running tasks: they checkpoint
             for ref in refs:
                 ray.cancel(ref)
