@@ -35,6 +35,17 @@ def smoke_base():
     return yaml.safe_load(SMOKE.read_text())["base"]
 
 
+def start_sweep(f, out, workers):
+    """``ccm-madrl sweep`` in its own process group (a test can signal the sweep alone or all of it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ccm_madrl.cli", "sweep", str(f), "--out", str(out), "--workers", str(workers)]
+        + ["--no-progress"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize(
     "data, match",
     [
@@ -120,23 +131,7 @@ def test_sigkill_mid_sweep_then_resume_loses_nothing(tmp_path):
     data = {"name": "kill", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 2}
     f = write(tmp_path, data)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ccm_madrl.cli",
-            "sweep",
-            str(f),
-            "--out",
-            str(out),
-            "--workers",
-            "1",
-            "--no-progress",
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_sweep(f, out, workers=1)
     deadline = time.time() + 240
     done_first = []
     try:
@@ -263,23 +258,7 @@ def test_killing_only_the_sweep_process_leaves_no_orphans(tmp_path, sig):
         tmp_path, {"name": "orphans", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 3}
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ccm_madrl.cli",
-            "sweep",
-            str(f),
-            "--out",
-            str(out),
-            "--workers",
-            "2",
-            "--no-progress",
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_sweep(f, out, workers=2)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not list(out.glob("runs/*/checkpoint.pt")):
@@ -306,13 +285,7 @@ def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
     base["training"].update(episodes=100_000, checkpoint_every=2)
     f = write(tmp_path, {"name": "term", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 1})
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ccm_madrl.cli", "sweep", str(f), "--out", str(out), "--workers", "2"]
-        + ["--no-progress"],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_sweep(f, out, workers=2)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and len(list(out.glob("runs/*/checkpoint.pt"))) < 2:
