@@ -25,6 +25,7 @@ def q_full(critic, S, U, s, u):
 
 def actor_out(actors, i, s):
     a = actors
+    i = 0 if a.shared else i
     h = torch.relu(s @ a.fc1.weight[i].T + a.fc1.bias[i])
     h = torch.relu(h @ a.fc2.weight[i].T + a.fc2.bias[i])
     return torch.tanh(h @ a.fc3.weight[i].T + a.fc3.bias[i])
@@ -127,7 +128,7 @@ def test_simultaneous_step_matches_naive_gradients(bias):
         qs = [q_full(naive.critic, S, U, S[i], U[i]) for i in rows] or [
             q_full(naive.critic, S, U, torch.zeros(7), torch.zeros(3))
         ]
-        errs.append(sum(float((q - y[b]) ** 2) for q in qs))
+        errs.append(sum(float((q.detach() - y[b]) ** 2) for q in qs))
     np.testing.assert_allclose(stats["errors"], errs, rtol=1e-4)
 
     # actor gradients with the updated critic
@@ -202,3 +203,76 @@ def test_a_diverged_critic_stops_training_with_a_clear_error():
         learner.train_step(batch, np.ones(B))
     # refused before any weight moved
     assert all(torch.equal(a, p) for a, p in zip(before, learner.critic.parameters()))
+
+
+def test_published_repository_variant_shared_actor_selected_objective():
+    """actor_sharing: shared + actor_objective: selected + sequential reproduce the published
+    repository's loop: ONE actor network for all agents, N Adam steps of it (one optimiser state) per
+    training step, each on a fresh loss -mean_b w_b max over the stored selection of Q."""
+    env = MECConfig(n_agents=N)
+    cfg = AgentConfig(
+        batch_size=B, critic_hidden=(32, 16), actor_lr=1e-2, critic_lr=1e-2,
+        actor_sharing="shared", actor_objective="selected",
+    )  # fmt: skip
+    learner = CCMLearner(env, cfg, RunRNG("reference", 0, 37))
+    assert learner.actors.fc1.weight.shape[0] == 1
+    # one network: the same state gives the same action whichever agent holds it
+    s = torch.rand(3, N, 7) * 100
+    s[:, 1] = s[:, 0]
+    u = learner.actors(s)
+    torch.testing.assert_close(u[:, 0], u[:, 1])
+
+    naive = copy.deepcopy(learner)
+    batch = make_batch(3, none_selected=(0, 4))
+    w_np = np.linspace(0.4, 1.0, B)
+    w = torch.tensor(w_np, dtype=torch.float32)
+    learner.train_step(batch, w_np)
+
+    y = naive_target(naive, batch)  # (the target is the same for both variants)
+    copt = torch.optim.Adam(naive.critic.parameters(), lr=1e-2)
+    copt.zero_grad()
+    naive_critic_loss(naive, batch, w, y).backward()
+    copt.step()
+    net = [torch.nn.Parameter(p[0].detach().clone()) for p in naive.actors.parameters()]
+    opt = torch.optim.Adam(net, lr=1e-2)
+
+    def shared_out(x):
+        h = torch.relu(x @ net[0].T + net[1])
+        h = torch.relu(h @ net[2].T + net[3])
+        return torch.tanh(h @ net[4].T + net[5])
+
+    for _ in range(N):
+        out = []
+        for b in range(B):
+            S = batch["states"][b]
+            U = shared_out(S)
+            rows = [j for j in range(N) if batch["selected"][b, j] == 1]
+            qs = [q_full(naive.critic, S, U, S[j], U[j]) * w[b] for j in rows]
+            out.append(max(qs) if qs else q_full(naive.critic, S, U, torch.zeros(7), torch.zeros(3)) * w[b])
+        opt.zero_grad()
+        (-torch.stack(out).mean()).backward()
+        opt.step()
+    for a, b in zip(learner.actors.parameters(), net):
+        torch.testing.assert_close(a[0], b, rtol=0, atol=2e-6)
+    for a, b in zip(learner.actors.parameters(), learner.actors_target.parameters()):
+        assert torch.equal(a, b)
+    assert int(learner.actor_opt.steps[0]) == N
+
+
+def test_shared_actor_initialises_one_network_from_the_torch_stream():
+    """Published repository order under a torch seed: one actor network, then the critic."""
+    env = MECConfig(n_agents=N)
+    learner = CCMLearner(env, AgentConfig(actor_sharing="shared"), RunRNG("reference", 7, 37))
+    torch.manual_seed(7)
+    l1, l2, l3 = torch.nn.Linear(7, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 3)
+    l3.weight.data.uniform_(-3e-3, 3e-3)
+    l3.bias.data.uniform_(-3e-3, 3e-3)
+    c1 = torch.nn.Linear(N * 10 + 10, 512)
+    for dst, src in ((learner.actors.fc1, l1), (learner.actors.fc2, l2), (learner.actors.fc3, l3)):
+        assert torch.equal(dst.weight[0], src.weight) and torch.equal(dst.bias[0], src.bias)
+    assert torch.equal(learner.critic.fc1.weight, c1.weight)
+
+
+def test_selected_objective_is_refused_for_the_benchmarks():
+    with pytest.raises(ValueError, match="actor_objective: 'selected' applies to ccm_madrl only"):
+        AgentConfig(algorithm="maddpg", actor_objective="selected")

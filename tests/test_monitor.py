@@ -314,3 +314,20 @@ def test_early_stop_once_all_actors_are_frozen(tmp_path):
         st["state"] == "done" and st["early_stopped"] and st["episodes_done"] == 1 + 3
     )  # 1 untrained + patience
     assert len(pd.read_parquet(tmp_path / "r" / "metrics.parquet")) == 4
+
+
+def test_monitor_on_a_shared_actor_sees_one_network_stepped_n_times(tmp_path):
+    base = json.loads(json.dumps(SMALL))
+    base["agent"].update(actor_update="sequential", actor_sharing="shared", actor_objective="selected")
+    on = Trainer(build_config(base, ["monitor.enabled=true"]), tmp_path / "on", progress=False)
+    off = Trainer(build_config(base, ["monitor.enabled=false"]), tmp_path / "off", progress=False)
+    on.run()
+    off.run()
+    for p, q in zip(on.learner.actors.parameters(), off.learner.actors.parameters()):
+        assert torch.equal(p, q)
+    agents = read_agents(tmp_path / "on" / "monitor")
+    actors = agents[agents.role == "actors"]
+    m_on = pd.read_parquet(tmp_path / "on" / "metrics.parquet")
+    assert len(actors) == int(m_on["trained"].sum())  # one network: one row per trained episode
+    assert (actors["steps"] == base["env"]["n_agents"]).all()  # N steps of it per training step
+    assert actors["changed"].all()

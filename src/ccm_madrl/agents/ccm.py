@@ -155,6 +155,7 @@ class CCMLearner:
             activation=cfg.activation,
             layernorm=cfg.actor_layernorm,
             stochastic=cfg.actor_reg == "entropy",
+            shared=cfg.actor_sharing == "shared",
         )
         torch.manual_seed(self.rng.torch_seed)
         actors.reset_parameters_reference()
@@ -330,10 +331,13 @@ class CCMLearner:
         hard_update(self.critic_target, self.critic)
 
         # actors: maximise the weighted best proposer's Q, with the updated critic
+        sel = batch["selected"]
         if self.cfg.actor_update == "simultaneous":
-            actor_losses = [self._actor_step(s, w, None)]
+            actor_losses = [self._actor_step(s, w, None, sel)]
+        elif self.actors.shared:  # the published repository: N steps of the one network, fresh losses
+            actor_losses = [self._actor_step(s, w, None, sel) for _ in range(self.n_agents)]
         else:
-            actor_losses = [self._actor_step(s, w, i) for i in range(self.n_agents)]
+            actor_losses = [self._actor_step(s, w, i, sel) for i in range(self.n_agents)]
         stats.update(
             critic_loss=loss_value,
             actor_loss=float(np.mean(actor_losses)),
@@ -343,17 +347,28 @@ class CCMLearner:
         )
         return stats
 
-    def actor_objective(self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none)."""
+    def actor_objective(
+        self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor, selected: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with
+        ``actor_objective: selected`` the max runs over the agents selected in the stored transition."""
         joint = self.critic.joint(states, u)
         own = self.critic.own(states, u)
-        _, arg = self._max_over_proposers(self.critic, joint.detach(), own.detach(), u.detach()[..., 0] >= 0)
+        if self.cfg.actor_objective == "selected":
+            if selected is None:
+                raise ValueError("actor_objective 'selected' needs the batch's stored selection")
+            cand = selected > 0.5
+        else:
+            cand = u.detach()[..., 0] >= 0
+        _, arg = self._max_over_proposers(self.critic, joint.detach(), own.detach(), cand)
         b = torch.arange(u.shape[0], device=u.device)
         has = (arg >= 0).unsqueeze(1)
         h = torch.where(has, joint + own[b, arg.clamp(min=0)], joint)
         return -(self.critic.head(h) * w).mean()
 
-    def _actor_step(self, states: torch.Tensor, w: torch.Tensor, agent: int | None) -> float:
+    def _actor_step(
+        self, states: torch.Tensor, w: torch.Tensor, agent: int | None, selected: torch.Tensor | None = None
+    ) -> float:
         cfg = self.cfg
         if cfg.actor_reg == "entropy":  # maximum entropy: minimise -Q + coef * log pi, per agent
             u, log_prob = self.actors.sample(states, self.torch_gen)
@@ -363,7 +378,7 @@ class CCMLearner:
             extra = cfg.actor_reg_coef * (z**2).mean(dim=(0, 2)).sum()
         else:
             u, extra = self.actors(states), 0.0
-        loss = self.actor_objective(states, u, w) + extra
+        loss = self.actor_objective(states, u, w, selected) + extra
         grads = list(torch.autograd.grad(loss, self.actor_params))
         if cfg.actor_grad_clip is not None:
             clip_per_agent_(grads, cfg.actor_grad_clip)

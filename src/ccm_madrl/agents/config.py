@@ -47,6 +47,19 @@ class AgentConfig(BaseModel):
         description="sequential: published, actor i steps with actors 0..i-1 already updated; "
         "simultaneous: one loss, all actors step together (~N times cheaper)",
     )
+    actor_sharing: Literal["independent", "shared"] = Field(
+        "independent",
+        description="independent: one network per client (the golden vectors, the spec); shared: ONE actor "
+        "network for all clients, as the published repository's code builds it ([ActorNetwork()] * N); with "
+        "actor_update sequential it takes N optimiser steps per training step, each on a fresh loss, with "
+        "one optimiser state (the published repository's loop)",
+    )
+    actor_objective: Literal["proposers", "selected"] = Field(
+        "proposers",
+        description="CCM-MADRL actor loss: -w * max of Q over the agents whose current action proposes "
+        "(proposers: the golden vectors, the spec) or over the agents the master selected in the stored "
+        "transition (selected: the published repository's code); the fake agent when there are none",
+    )
     actor_hidden: tuple[int, int] = (64, 32)
     critic_hidden: tuple[int, int] = (512, 128)
     activation: Literal["tanh", "softsign", "hardtanh", "scaled_sigmoid"] = "tanh"
@@ -93,6 +106,10 @@ class AgentConfig(BaseModel):
             raise ValueError(f"actor_reg_coef: must be > 0 when actor_reg is {self.actor_reg!r}")
         if self.actor_reg == "entropy" and self.activation != "tanh":
             raise ValueError("actor_reg 'entropy' (squashed-Gaussian actors) needs activation 'tanh'")
+        if self.actor_objective == "selected" and self.algorithm != "ccm_madrl":
+            raise ValueError(
+                f"actor_objective: 'selected' applies to ccm_madrl only (algorithm is {self.algorithm!r})"
+            )
         return self
 
     @field_validator("actor_hidden", "critic_hidden")

@@ -95,6 +95,9 @@ class BatchedActor(nn.Module):
     log-std per action dimension (log-std clamped to [-5, 2]); :meth:`forward` returns the
     deterministic action ``tanh(mean)`` and :meth:`sample` a reparameterised sample with its exact
     log-probability (tanh change of variables).
+    ``shared=True`` gives all N agents ONE network (parameter sharing, as the published repository's
+    code builds its actors): parameters then have 1 in dimension 0 and the hooks see
+    ``(1, M * N, features)`` tensors.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class BatchedActor(nn.Module):
         init_w: float = 3e-3,
         layernorm: bool = False,
         stochastic: bool = False,
+        shared: bool = False,
     ):
         super().__init__()
         if len(hidden) != 2:
@@ -114,17 +118,19 @@ class BatchedActor(nn.Module):
         if stochastic and activation != "tanh":
             raise ValueError("a stochastic (squashed Gaussian) actor needs activation 'tanh'")
         self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
+        self.shared = shared
+        self.n_nets = 1 if shared else n_agents  # networks actually held (dimension 0 of every parameter)
         self.hidden = tuple(int(h) for h in hidden)
         self.activation_name = activation
         self.init_w = init_w
         self.stochastic = stochastic
         self.out_dim = 2 * action_dim if stochastic else action_dim
-        self.fc1 = BatchedLinear(n_agents, state_dim, self.hidden[0])
+        self.fc1 = BatchedLinear(self.n_nets, state_dim, self.hidden[0])
         self.act1 = nn.ReLU()
-        self.fc2 = BatchedLinear(n_agents, self.hidden[0], self.hidden[1])
+        self.fc2 = BatchedLinear(self.n_nets, self.hidden[0], self.hidden[1])
         self.act2 = nn.ReLU()
-        self.fc3 = BatchedLinear(n_agents, self.hidden[1], self.out_dim)
-        self.norm = BatchedLayerNorm(n_agents, action_dim) if layernorm else None
+        self.fc3 = BatchedLinear(self.n_nets, self.hidden[1], self.out_dim)
+        self.norm = BatchedLayerNorm(self.n_nets, action_dim) if layernorm else None
         self.out_act = make_activation(activation)
         self.register_buffer("in_lo", None)
         self.register_buffer("in_span", None)
@@ -135,9 +141,10 @@ class BatchedActor(nn.Module):
     def reset_parameters_reference(self) -> None:
         """Initialise exactly as the published code does with the current torch RNG state: for each
         agent in order, ``Linear(in, h1)``, ``Linear(h1, h2)``, ``Linear(h2, out)`` with default init,
-        then the last layer's weight and bias re-drawn from U(-init_w, init_w)."""
+        then the last layer's weight and bias re-drawn from U(-init_w, init_w) (a shared actor: one
+        network drawn once)."""
         with torch.no_grad():
-            for i in range(self.n_agents):
+            for i in range(self.n_nets):
                 l1 = nn.Linear(self.state_dim, self.hidden[0])
                 l2 = nn.Linear(self.hidden[0], self.hidden[1])
                 l3 = nn.Linear(self.hidden[1], self.out_dim)
@@ -154,9 +161,13 @@ class BatchedActor(nn.Module):
     def _agent_major(self, states: torch.Tensor) -> torch.Tensor:
         if self.in_lo is not None:
             states = (states - self.in_lo) / self.in_span
+        if self.shared:  # one network: every (sample, agent) row is a sample of it
+            return states.reshape(1, -1, self.state_dim)
         return states.reshape(-1, self.n_agents, self.state_dim).transpose(0, 1)
 
     def _batch_major(self, t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        if self.shared:
+            return t.reshape(*lead, self.n_agents, t.shape[-1])
         return t.transpose(0, 1).reshape(*lead, self.n_agents, t.shape[-1])
 
     def forward_with_preactivation(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +218,9 @@ class BatchedActor(nn.Module):
         return "fc3", "out_act"
 
     def agent_state_dict(self, i: int) -> dict[str, torch.Tensor]:
-        """Actor ``i``'s parameters in the published per-agent layout (``fc1.weight`` ...)."""
+        """Actor ``i``'s parameters in the published per-agent layout (``fc1.weight`` ...); with a
+        shared network, the one network's for every ``i``."""
+        i = 0 if self.shared else i
         return {
             f"{layer}.{p}": getattr(getattr(self, layer), p)[i].detach().clone()
             for layer in ("fc1", "fc2", "fc3")
@@ -215,6 +228,7 @@ class BatchedActor(nn.Module):
         }
 
     def load_agent_state_dict(self, i: int, sd: dict[str, torch.Tensor]) -> None:
+        i = 0 if self.shared else i
         with torch.no_grad():
             for layer in ("fc1", "fc2", "fc3"):
                 for p in ("weight", "bias"):

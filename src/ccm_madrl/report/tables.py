@@ -159,6 +159,8 @@ def table2(store) -> pd.DataFrame:
             a.actor_layernorm,
             a.actor_reg == "entropy",
             a.input_norm,
+            a.actor_sharing,
+            a.actor_objective,
             cfg.env.n_agents,
         )
         if key in seen:
@@ -182,9 +184,10 @@ def table2(store) -> pd.DataFrame:
             + (", LayerNorm before it" if actors.norm is not None else "")
         )
         rows.append({
-            "algorithm": a.algorithm, "role": "client actor (x N)", "inputs": f"own state ({actors.state_dim})" + (", scaled to [0, 1]" if a.input_norm else ""),
+            "algorithm": a.algorithm, "role": "client actor (one network shared by N)" if actors.shared else "client actor (x N)", "inputs": f"own state ({actors.state_dim})" + (", scaled to [0, 1]" if a.input_norm else ""),
             "hidden": " -> ".join(map(str, actors.hidden)) + " (ReLU)", "output": f"{actors.out_dim} ({out})",
-            "parameters (one network)": per_actor, "parameters (all)": per_actor * n, "loss": ACTOR_LOSS[family]
+            "parameters (one network)": per_actor, "parameters (all)": per_actor * actors.n_nets, "loss": ACTOR_LOSS[family]
+            + (" (max over the stored selection)" if a.actor_objective == "selected" else "")
             + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
         })  # fmt: skip
         c = learner.critic
