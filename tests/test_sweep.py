@@ -280,10 +280,11 @@ def test_killing_only_the_sweep_process_leaves_no_orphans(tmp_path, sig):
 
 
 def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
-    """The runs must not be left to finish (they could take hours): each checkpoints and stops."""
+    """The runs must not be left to finish (they could take hours): each checkpoints and stops, and
+    the queued runs (some already handed to a worker's queue) do not start."""
     base = smoke_base()
     base["training"].update(episodes=100_000, checkpoint_every=2)
-    f = write(tmp_path, {"name": "term", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 1})
+    f = write(tmp_path, {"name": "term", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-1]}, "seeds": 3})
     out = tmp_path / "out"
     proc = start_sweep(f, out, workers=2)
     try:
@@ -296,10 +297,12 @@ def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
     finally:
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
-    for rd in (out / "runs").iterdir():
+    started = [rd for rd in (out / "runs").iterdir() if (rd / "status.json").exists()]
+    assert len(started) == 2  # the two that were running; none of the four queued ones started
+    for rd in started:
         status = json.loads((rd / "status.json").read_text())
         assert status["state"] == "interrupted"
         assert 2 <= status["episodes_done"] < 100_000
     manifest = json.loads((out / "manifest.json").read_text())
     runs = manifest["runs"].values() if isinstance(manifest["runs"], dict) else manifest["runs"]
-    assert sorted(r["status"] for r in runs) == ["interrupted", "interrupted"]
+    assert sorted(r["status"] for r in runs) == ["interrupted", "interrupted"] + ["queued"] * 4

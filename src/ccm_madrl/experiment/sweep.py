@@ -158,9 +158,11 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
 
     from .runner import train
 
+    global _ACTIVE
     t0 = time.time()
-    if _orphaned():  # the sweep is gone: do not start another run
+    if _stopping():  # the sweep is gone or stopping: do not start another run
         return {"status": "interrupted", "wall_time_s": 0.0}
+    _ACTIVE = True
     try:
         if threads > 0:
             torch.set_num_threads(threads)
@@ -181,6 +183,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
             "traceback": traceback.format_exc(),
             "wall_time_s": time.time() - t0,
         }
+    finally:
+        _ACTIVE = False
 
 
 # ------------------------------------------------------------------------------- manifest
@@ -231,25 +235,48 @@ def _drain(
         poll()
 
 
-_PARENT: int | None = None  # the sweep process of a pool worker (set by _watch_parent)
+# State of a pool worker (set by _watch_parent): the sweep process, the sweep's stop event, whether a
+# run is in progress and whether this worker was told to stop.
+_PARENT: int | None = None
+_STOP = None
+_ACTIVE = False
+_TERMINATED = False
 
 
 def _orphaned() -> bool:
     return _PARENT is not None and os.getppid() != _PARENT
 
 
-def _watch_parent(parent: int) -> None:
+def _stopping() -> bool:
+    return _orphaned() or _TERMINATED or (_STOP is not None and _STOP.is_set())
+
+
+def _on_sigterm(signum, frame) -> None:
+    """A worker's SIGTERM outside a run's own handler: remember it (``run_one`` starts no new run) and
+    interrupt what is in progress; an idle worker stays alive so the pool can shut down cleanly."""
+    global _TERMINATED
+    _TERMINATED = True
+    if _ACTIVE:
+        raise KeyboardInterrupt
+
+
+def _watch_parent(parent: int, stop=None) -> None:
     """Pool-worker initializer: once the sweep process is gone (e.g. SIGKILL), stop this worker's
-    run as Ctrl-C would (it checkpoints after the current episode); ``run_one`` starts no new run."""
+    run as Ctrl-C would (it checkpoints after the current episode); ``run_one`` starts no new run
+    once the sweep is gone, its ``stop`` event is set or this worker got a SIGTERM."""
     import threading
 
-    global _PARENT
+    global _PARENT, _STOP
     _PARENT = parent
+    _STOP = stop
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
     def watch() -> None:
         while not _orphaned():
             time.sleep(1.0)
-        for _ in range(600):  # keep asking until the run has stopped; then leave
+        for _ in range(600):  # keep asking until the run has stopped (checkpointed); then leave
+            if not _ACTIVE:
+                os._exit(1)
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1.0)
         os._exit(1)
@@ -264,8 +291,9 @@ def _local_backend(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
+    stop = ctx.Event()
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(), stop)
     ) as pool:
         futs = {pool.submit(run_one, cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
 
@@ -276,8 +304,10 @@ def _local_backend(
         try:
             _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
         except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
-            # A SIGTERM sent to the sweep alone reaches no worker (Ctrl-C reaches the whole group):
-            # pass it on, so each running run ends its episode and checkpoints instead of finishing.
+            # Runs already handed to a worker's queue see the event and do not start. A SIGTERM sent
+            # to the sweep alone reaches no worker (Ctrl-C reaches the whole group): pass it on, so
+            # each running run ends its episode and checkpoints instead of finishing.
+            stop.set()
             for proc in list((pool._processes or {}).values()):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
