@@ -306,3 +306,19 @@ def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     runs = manifest["runs"].values() if isinstance(manifest["runs"], dict) else manifest["runs"]
     assert sorted(r["status"] for r in runs) == ["interrupted", "interrupted"] + ["queued"] * 4
+
+
+def test_pool_and_threads_follow_the_cpu_affinity(tmp_path, monkeypatch):
+    """Under taskset / a cpuset the sweep sizes itself to the cores it may use, not the machine's."""
+    import ccm_madrl.experiment.sweep as sw
+
+    seen = {}
+    monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(
+        sw, "_local_backend", lambda jobs, workers, threads, *a: seen.update(w=workers, t=threads)
+    )
+    run_sweep(SMOKE, tmp_path / "out", progress=False)
+    assert seen == {"w": 1, "t": 1}
+    monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    run_sweep(SMOKE, tmp_path / "out2", workers=2, progress=False)
+    assert seen == {"w": 2, "t": 2}

@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="local process pool (default) or Ray tasks",
     )
-    s.add_argument("--workers", type=int, help="local: parallel runs (default: CPU cores)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="local: parallel runs (default: the usable CPU cores; each run gets cores // workers torch threads)",
+    )
     s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
     s.add_argument(
         "--set",

@@ -152,6 +152,17 @@ def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
 
 
 # ------------------------------------------------------------------------------- the worker
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's
+    cpuset), else the machine's count. Sizes the pool and each worker's torch threads, so that runs
+    never ask for more threads than there are cores (oversubscribed torch threads slow a run down
+    many times over)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
     """Train one run (in a worker process or Ray task); never raises: failures come back as data."""
     import torch
@@ -397,7 +408,7 @@ def run_sweep(
     man.save(spec.name)
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend: unknown backend {backend!r}; allowed: local, ray")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     workers = max(1, min(workers or cores, len(jobs) or 1))
     threads = max(1, cores // workers) if backend == "local" else 1
     counts = {"done": 0, "failed": 0, "interrupted": 0}
