@@ -226,6 +226,26 @@ def test_squashed_gaussian_log_prob_is_exact():
     torch.testing.assert_close(actors(s), torch.tanh(mean))
 
 
+def test_squashed_gaussian_log_prob_of_a_shared_actor():
+    """One network for all agents: every (sample, agent) row is a draw of the same distribution
+    family, computed here row by row with a plain forward pass."""
+    actors = BatchedActor(3, stochastic=True, shared=True)
+    s = torch.rand(4, 3, 7)
+    a, logp = actors.sample(s, torch.Generator().manual_seed(0))
+    w = [p[0] for p in (actors.fc1.weight, actors.fc1.bias, actors.fc2.weight, actors.fc2.bias)]
+    h = torch.relu(torch.relu(s @ w[0].T + w[1]) @ w[2].T + w[3])
+    out = h @ actors.fc3.weight[0].T + actors.fc3.bias[0]  # (4, 3, 6)
+    mean, log_std = out[..., :3], out[..., 3:].clamp(-5, 2)
+    eps = torch.randn((1, 12, 3), generator=torch.Generator().manual_seed(0)).reshape(4, 3, 3)
+    z = mean + log_std.exp() * eps
+    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(z).sum(-1) - torch.log(
+        1 - torch.tanh(z) ** 2
+    ).sum(-1)
+    torch.testing.assert_close(a, torch.tanh(z))
+    torch.testing.assert_close(logp, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(actors(s), torch.tanh(mean))
+
+
 def test_entropy_term_trains_and_checkpoints():
     lrn = learner(actor_reg="entropy", actor_reg_coef=0.01)
     stats = lrn.train_step(batch(), np.ones(B))
