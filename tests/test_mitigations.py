@@ -207,6 +207,16 @@ def test_preactivation_penalty_gradient_value():
     torch.testing.assert_close(g_pen, (z.mean(0) / 3).detach(), rtol=1e-5, atol=1e-7)
 
 
+def _assert_squashed_gaussian_sample(a, logp, mean, log_std, eps):
+    """a = tanh(z), z = mean + std * eps, and logp the change-of-variables log-density of a."""
+    z = mean + log_std.exp() * eps
+    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(z).sum(-1) - torch.log(
+        1 - torch.tanh(z) ** 2
+    ).sum(-1)
+    torch.testing.assert_close(a, torch.tanh(z))
+    torch.testing.assert_close(logp, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_squashed_gaussian_log_prob_is_exact():
     actors = BatchedActor(3, stochastic=True)
     s = torch.rand(4, 3, 7)
@@ -216,12 +226,7 @@ def test_squashed_gaussian_log_prob_is_exact():
     mean, log_std = out[..., :3], out[..., 3:].clamp(-5, 2)
     g2 = torch.Generator().manual_seed(0)
     eps = torch.randn(mean.transpose(0, 1).shape, generator=g2).transpose(0, 1)
-    z = mean + log_std.exp() * eps
-    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(z).sum(-1) - torch.log(
-        1 - torch.tanh(z) ** 2
-    ).sum(-1)
-    torch.testing.assert_close(a, torch.tanh(z))
-    torch.testing.assert_close(logp, ref, rtol=1e-4, atol=1e-4)
+    _assert_squashed_gaussian_sample(a, logp, mean, log_std, eps)
     assert actors(s).shape == (4, 3, 3)  # the deterministic action is tanh(mean)
     torch.testing.assert_close(actors(s), torch.tanh(mean))
 
@@ -237,12 +242,7 @@ def test_squashed_gaussian_log_prob_of_a_shared_actor():
     out = h @ actors.fc3.weight[0].T + actors.fc3.bias[0]  # (4, 3, 6)
     mean, log_std = out[..., :3], out[..., 3:].clamp(-5, 2)
     eps = torch.randn((1, 12, 3), generator=torch.Generator().manual_seed(0)).reshape(4, 3, 3)
-    z = mean + log_std.exp() * eps
-    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(z).sum(-1) - torch.log(
-        1 - torch.tanh(z) ** 2
-    ).sum(-1)
-    torch.testing.assert_close(a, torch.tanh(z))
-    torch.testing.assert_close(logp, ref, rtol=1e-4, atol=1e-4)
+    _assert_squashed_gaussian_sample(a, logp, mean, log_std, eps)
     torch.testing.assert_close(actors(s), torch.tanh(mean))
 
 
