@@ -35,11 +35,22 @@ PUBLISHED_NAMES = {
 }
 
 
-def all_local_return(cfg) -> float:
-    """Mean evaluation return of every client computing locally at full compute (alpha = 1)."""
+def eval_envs(cfg) -> tuple[MECEnv, np.ndarray]:
+    """The run's fixed evaluation episodes as one batch of environments, reset: (env, first states)."""
     e = cfg.training.eval_episodes
     env = MECEnv(cfg.env, e, cfg.rng_mode, cfg.env_seed)
-    env.reset(table=record_episodes(cfg.env, cfg.rng_mode, cfg.env_seed, range(e)))
+    return env, env.reset(table=record_episodes(cfg.env, cfg.rng_mode, cfg.env_seed, range(e)))
+
+
+def ends_at(lo: pd.Series, hi: pd.Series, ref: float) -> pd.Series:
+    """Whether the last evaluations (their min and max) all equal ``ref`` to within 0.01."""
+    return (lo - ref).abs().lt(0.01) & (hi - ref).abs().lt(0.01)
+
+
+def all_local_return(cfg) -> float:
+    """Mean evaluation return of every client computing locally at full compute (alpha = 1)."""
+    env, _ = eval_envs(cfg)
+    e = cfg.training.eval_episodes
     total = np.zeros(e)
     for _ in range(cfg.env.max_steps):
         a = np.ones((e, cfg.env.n_agents, 3))
@@ -57,9 +68,7 @@ def final_policy(run_dir: Path) -> tuple[float, float]:
     if not hasattr(learner, "policy"):
         return np.nan, np.nan
     learner.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["learner"])
-    e = cfg.training.eval_episodes
-    env = MECEnv(cfg.env, e, cfg.rng_mode, cfg.env_seed)
-    u = learner.policy(env.reset(table=record_episodes(cfg.env, cfg.rng_mode, cfg.env_seed, range(e))))
+    u = learner.policy(eval_envs(cfg)[1])
     return float((u[..., 0] >= 0).mean()), float((u[..., 1] < -0.9).mean())
 
 
@@ -76,7 +85,7 @@ def ours(paths: list[str], variants: list[str]) -> tuple[str, float]:
         .agg(lo=("eval_return", "min"), hi=("eval_return", "max"))
     )
     runs = runs.join(last, on="run_id")
-    runs["all_local"] = (runs["lo"] - ref).abs().lt(0.01) & (runs["hi"] - ref).abs().lt(0.01)
+    runs["all_local"] = ends_at(runs["lo"], runs["hi"], ref)
     pol = [final_policy(Path(rd)) for rd in runs["run_dir"]]
     runs["propose"], runs["alpha_min"] = [p[0] for p in pol], [p[1] for p in pol]
     order = {a: k for k, a in enumerate(ALGORITHMS)}
@@ -121,7 +130,7 @@ def published(path: Path, ref: float) -> str:
     ]
     for algo, g in df.groupby("algo", sort=False):
         v = g["last100_mean"]
-        flat = ((g["last100_min"] - ref).abs() < 0.01) & ((g["last100_max"] - ref).abs() < 0.01)
+        flat = ends_at(g["last100_min"], g["last100_max"], ref)
         lines.append(
             f"| {PUBLISHED_NAMES.get(algo, algo)} ({algo}) | {len(g)} | {v.mean():.1f} | {v.median():.1f}"
             f" | {v.min():.1f} | {v.max():.1f} | {int((v > -40).sum())}/{len(g)} | {int(flat.sum())}/{len(g)} |"
