@@ -3,7 +3,6 @@ description; ``benchmarks/`` keeps the recorded ones."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import jsonio
 from .mec import MECConfig, MECEnv, record_episodes
 from .mec.loop_reference import loop_step
 from .provenance import collect
@@ -275,5 +275,5 @@ def run(which: str, out_dir: str | Path | None, **kw) -> dict:
     if out_dir:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)
-        (p / f"{which}.json").write_text(json.dumps(res, indent=2))
+        (p / f"{which}.json").write_text(jsonio.dumps(res))
     return res

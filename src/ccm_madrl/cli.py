@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=quickstart"]
@@ -15,11 +17,40 @@ def _console():
     return Console()
 
 
+class UsageError(ValueError):
+    """Bad input on the command line (a path, a value): one line, exit 2."""
+
+
+def need_file(path: str | Path, what: str) -> Path:
+    """``path`` must be an existing file (not a directory)."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{what} {p}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{what} {p}: is a directory, expected a file")
+    return p
+
+
+def need_dir_or_new(path: str | Path | None, what: str) -> None:
+    """An output directory: absent (it will be created) or a directory, never an existing file."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {p}: exists and is not a directory")
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"{what} {p}: {parent} is not a directory")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .experiment.config import load_config
     from .experiment.runner import train
 
     overrides = list(args.set or [])
+    if args.config is not None:
+        need_file(args.config, "config")
+    need_dir_or_new(args.run_dir, "--run-dir")
     if args.config is None and not overrides:
         overrides = QUICK_DEFAULT
         _console().print(
@@ -46,11 +77,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiment.sweep import expand, load_sweep, run_sweep
 
     changes = {"set_": args.set or [], "seeds": args.seeds, "axes": args.axis or [], "name": args.name}
+    need_file(args.file, "sweep file")
+    need_dir_or_new(args.out, "--out")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers: must be >= 1 (got {args.workers})")
     if args.dry_run:
+        from .experiment.sweep import run_states
+
         spec, base = load_sweep(args.file, **changes)
         runs = expand(spec, base, args.file)
+        states = run_states(Path(args.out) if args.out else Path("sweeps") / spec.name, [r.id for r in runs])
         for r in runs:
-            print(r.id, " ".join(f"{k}={v}" for k, v in r.overrides.items()))
+            print(r.id, states[r.id], " ".join(f"{k}={v}" for k, v in r.overrides.items()))
         print(f"{len(runs)} runs")
         return 0
     try:
@@ -78,6 +116,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
+    need_dir_or_new(args.out, "--out")
     res = build_report(
         args.dirs,
         args.out,
@@ -103,6 +142,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     console = _console()
     ok = True
     for path in args.files:
+        need_file(path, "golden file")
+    for path in args.files:
         rep = check_file(path)
         table = Table(title=f"{rep.path} ({rep.kind} file)")
         for col in ("quantity", "max abs err", "max rel err", "result", "note"):
@@ -122,10 +163,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
-
+    from . import jsonio
     from .bench import run
 
+    need_dir_or_new(args.out, "--out")
     kw = {}
     if args.which == "agent":
         kw = {"episodes": args.episodes, "monitor": args.monitor}
@@ -138,7 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.update:
             kw["updates"] = tuple(args.update)
     res = run(args.which, args.out, **kw)
-    print(json.dumps(res, indent=2))
+    print(jsonio.dumps(res))
     return 0
 
 
@@ -170,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--workers",
         type=int,
-        help="local: parallel runs (default: the usable CPU cores; each run gets cores // workers torch threads)",
+        help="local: parallel runs (default: the usable CPU cores); each run uses its config's `threads` "
+        "torch threads (default 1)",
     )
     s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
     s.add_argument(
@@ -220,13 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Expected errors (bad input: a config value, a path, a file's content) print one line naming
+    the field or path and exit 2; an unexpected one prints one line saying where its traceback was
+    written and exits 1."""
+    import warnings
+
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"  # one line, no source excerpt
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ccm-madrl {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        print(f"ccm-madrl {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - a bug: keep the traceback, say where
+        with tempfile.NamedTemporaryFile(
+            "w", prefix=f"ccm-madrl-{args.command}-", suffix=".log", delete=False
+        ) as f:
+            f.write(f"ccm-madrl {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+            f.write(traceback.format_exc())
+        msg = " ".join(str(err).split())[:200]
+        print(
+            f"ccm-madrl {args.command}: unexpected error ({type(err).__name__}: {msg}); "
+            f"full traceback in {f.name}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

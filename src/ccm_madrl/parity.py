@@ -84,18 +84,54 @@ def file_kind(keys: list[str]) -> str:
     )
 
 
+FORMATS = {
+    "env": "per mode prefix <MODE>_ (H2_, TOBM_): states, actions, rewards, dones, energy_penalty_frac, "
+    "time_penalty_frac (and optionally power, initial_energy, gain, res); scalars env_seed, eval_seed",
+    "agent": "init/actor<i>.fc{1,2,3}.{weight,bias}, init/critic.*, batch/{states,actor_actions,"
+    "critic_actions,rewards,next_states,dones}/<b>, batch/is_weights, grad/critic.*, grad/actor<i>.*, "
+    "priority_errors, after/critic.*, after/actor<i>.*",
+}
+
+
+def _load_npz(path: Path) -> dict:
+    """The arrays of a golden file; a file that is not an ``.npz`` archive of plain arrays is an
+    error saying so (object arrays are never unpickled)."""
+    if path.is_dir():
+        raise ValueError(f"parity: {path}: is a directory, expected a golden .npz file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"parity: {path} is not a NumPy .npz archive of plain arrays (expected a golden file written "
+            f"with numpy.savez, format in tests/data/GOLDEN_FORMAT.md; {type(err).__name__})"
+        ) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"parity: {path} holds a single .npy array, expected a golden .npz archive")
+    try:
+        with z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as err:
+        what = "object arrays (refused: never unpickled)" if "pickle" in str(err) else type(err).__name__
+        raise ValueError(f"parity: {path}: an array cannot be read ({what})") from None
+
+
 def check_file(path: str | Path) -> ParityReport:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parity: no such file: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    data = _load_npz(path)
     kind = file_kind(list(data))
     report = ParityReport(str(path), kind)
-    if kind == "env":
-        _check_env(data, report)
-    else:
-        _check_agent(data, report)
+    try:
+        if kind == "env":
+            _check_env(data, report)
+        else:
+            _check_agent(data, report)
+    except KeyError as err:
+        raise ValueError(
+            f"parity: {path} ({kind} file) lacks the array {err.args[0]!r}; an {kind} file holds "
+            f"{FORMATS[kind]} (tests/data/GOLDEN_FORMAT.md)"
+        ) from None
     return report
 
 

@@ -13,6 +13,7 @@ The on-disk layout is documented in ``docs/run_store.md``.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .experiment.runner import effective_state
 from .monitor.integration import read_agents
 from .monitor.stops import agent_stops, run_stops
 
@@ -42,6 +44,20 @@ def _is_run(p: Path) -> bool:
     return (p / "config.yaml").exists()
 
 
+def sweep_name(sweep_dir: Path) -> str:
+    """A sweep's own name (its manifest's, else its sweep.yaml's), else the directory's name."""
+    man = _read_json(sweep_dir / "manifest.json")
+    if isinstance(man.get("sweep"), str) and man["sweep"]:
+        return man["sweep"]
+    try:
+        spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+        if isinstance(spec, dict) and spec.get("name"):
+            return str(spec["name"])
+    except (OSError, yaml.YAMLError):
+        pass
+    return sweep_dir.name
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
     """(sweep name, run dir) for every run under the given sweep or run directories."""
     found = []
@@ -49,10 +65,13 @@ def find_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"store: no such directory: {p}")
+        if not p.is_dir():
+            raise NotADirectoryError(f"store: {p}: is not a directory (expected a sweep or run directory)")
         if _is_run(p):
-            found.append((p.parent.name if p.parent.name != "runs" else p.parent.parent.name, p))
+            parent = p.parent.parent if p.parent.name == "runs" else p.parent
+            found.append((sweep_name(parent), p))
             continue
-        sweep = p.name
+        sweep = sweep_name(p)
         runs_root = p / "runs" if (p / "runs").is_dir() else p
         subs = sorted(d for d in runs_root.iterdir() if d.is_dir() and _is_run(d))
         if not subs:
@@ -66,7 +85,13 @@ class Store:
         if isinstance(paths, (str, Path)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
-        self.run_dirs = find_runs(self.paths)
+        self.run_dirs, self.duplicates = _dedupe(find_runs(self.paths))
+        for _, g in self.duplicates.groupby("kept", sort=False) if len(self.duplicates) else []:
+            warnings.warn(
+                f"store: {len(g) + 1} copies of one run (config id {g['config_id'].iloc[0]}): kept "
+                f"{g['kept'].iloc[0]}, ignored {', '.join(g['dropped'])}",
+                stacklevel=2,
+            )
         self._configs: dict[Path, dict] = {}
         self._monitors: dict[Path, pd.DataFrame] = {}
 
@@ -77,7 +102,8 @@ class Store:
             cfg = self.config(rd)
             row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
             status = _read_json(rd / "status.json")
-            row["status"] = status.get("state", "unknown")
+            row["status"] = effective_state(status) if status else "unknown"
+            row["heartbeat"] = status.get("heartbeat")
             row["episodes_done"] = status.get("episodes_done", 0)
             row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items()})
             prov = _read_json(rd / "provenance.json")
@@ -145,6 +171,45 @@ class Store:
         if rd not in self._monitors:
             self._monitors[rd] = read_agents(rd / "monitor") if (rd / "monitor").is_dir() else pd.DataFrame()
         return self._monitors[rd]
+
+
+def _config_id(rd: Path) -> str:
+    """The config id of a run directory: its status's or provenance's, else computed from config.yaml."""
+    for f in ("status.json", "provenance.json"):
+        cid = _read_json(rd / f).get("config_id")
+        if cid:
+            return str(cid)
+    from .experiment.config import build_config
+
+    try:
+        return build_config(yaml.safe_load((rd / "config.yaml").read_text())).id()
+    except (OSError, ValueError, yaml.YAMLError):
+        return f"unreadable:{rd.resolve()}"
+
+
+def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.DataFrame]:
+    """One run per config id (the config id includes the seed): copies of a run (the same directory
+    given twice, a copied run directory) are dropped, keeping the most advanced copy (done first,
+    then most episodes). Returns the kept runs in their order and one row per dropped copy."""
+    groups: dict[str, list[int]] = {}
+    for i, (_, rd) in enumerate(found):
+        groups.setdefault(_config_id(rd), []).append(i)
+    keep, dropped = set(), []
+    for cid, idx in groups.items():
+
+        def rank(i: int) -> tuple:
+            st = _read_json(found[i][1] / "status.json")
+            return (st.get("state") == "done", int(st.get("episodes_done") or 0), -i)
+
+        best = max(idx, key=rank)
+        keep.add(best)
+        dropped += [
+            {"config_id": cid, "kept": str(found[best][1]), "dropped": str(found[i][1])}
+            for i in idx
+            if i != best
+        ]
+    cols = ["config_id", "kept", "dropped"]
+    return [f for i, f in enumerate(found) if i in keep], pd.DataFrame(dropped, columns=cols)
 
 
 def _read_json(p: Path) -> dict:

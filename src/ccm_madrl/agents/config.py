@@ -19,7 +19,7 @@ ALGORITHMS = ("ccm_madrl", "maddpg", *HEURISTICS, *BASELINES)
 
 
 class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     algorithm: Literal[ALGORITHMS] = Field(  # type: ignore[valid-type]
         "ccm_madrl", description="learner: ccm_madrl, a MADDPG benchmark, or a non-learning baseline"

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 class TrainingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     episodes: int = Field(2000, ge=1, description="training episodes (published: 2000)")
     eval_episodes: int = Field(
@@ -38,7 +38,7 @@ class TrainingConfig(BaseModel):
 
 
 class MonitorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(True, description="record gradient-flow measurements")
     interval: int = Field(1, ge=1, description="measure every k-th training episode")
@@ -55,13 +55,20 @@ class MonitorConfig(BaseModel):
 class ExperimentConfig(BaseModel):
     """Everything that defines one run. ``id()`` is a stable hash of the resolved config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field("ccm", description="a label for the run")
     seed: int = Field(0, ge=0, description="run seed: network init, replay, exploration, noise")
     env_seed: int = Field(37, ge=0, description="seed of the MEC system's device constants (published: 37)")
     rng_mode: Literal["reference", "independent"] = "reference"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        1,
+        ge=1,
+        description="torch threads of the run (set at its start, recorded in provenance.json); fixed per "
+        "run so that a resumed run, or one run next to others, computes bit-identically to an "
+        "uninterrupted one whatever the machine's thread setting",
+    )
     env: MECConfig = MECConfig()
     agent: AgentConfig = AgentConfig()
     training: TrainingConfig = TrainingConfig()
@@ -71,6 +78,8 @@ class ExperimentConfig(BaseModel):
         """Stable id derived from the resolved config (name excluded)."""
         d = self.model_dump(mode="json")
         d.pop("name", None)
+        if d["threads"] == 1:  # the default leaves the ids of configs written before the field unchanged
+            d.pop("threads")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
@@ -79,7 +88,8 @@ class ExperimentConfig(BaseModel):
 
 # ------------------------------------------------------------------------------ loading
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
+    """One line: ``invalid configuration [in SOURCE]: FIELD: PROBLEM (got VALUE); FIELD: ...``."""
+    lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
@@ -89,9 +99,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             msg = f"must be one of {e['ctx']['expected']}"
         got = e.get("input")
         lines.append(
-            f"  {loc}: {msg}" + ("" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})")
+            f"{loc}: {msg}" + ("" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})")
         )
-    return "\n".join(lines)
+    return f"invalid configuration{f' in {source}' if source else ''}: " + "; ".join(lines)
 
 
 def parse_value(text: str) -> Any:
@@ -136,10 +146,14 @@ def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML file")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(err).split())}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: cannot be read as a YAML file ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of config sections")
     return data

@@ -7,32 +7,42 @@ step once ``episodes_before_train + 1`` episodes are done.
 
 Run directory (see ``docs/run_store.md``)::
 
-    config.yaml        the resolved config          provenance.json   how it was made
+    config.yaml        the resolved config          provenance.json   how it was made (every segment)
     metrics.parquet    one row per episode          monitor/          gradient-flow measurements
-    checkpoint.pt      latest checkpoint            status.json       running / done / failed
-    tb/                TensorBoard events
+    checkpoint.pt      latest checkpoint            status.json       state and heartbeat
+    checkpoint.prev.pt the one before it            tb/               TensorBoard events
 
 Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
-current episode finishes; a second Ctrl-C aborts at once) and at the end. Re-running the same command
-resumes from the checkpoint; episodes after it are recomputed bit-identically on the same machine
-(every random stream's state is checkpointed), so the finished run is the same as an uninterrupted one.
+current episode finishes; a second Ctrl-C aborts at once) and at the end; the last two are kept.
+Re-running the same command resumes from the newest checkpoint that loads (a damaged one is reported,
+set aside as ``*.damaged`` and the one before it used); episodes after it are recomputed
+bit-identically (every random stream's state is checkpointed and the run's torch threads are fixed by
+its config), so the finished run is the same as an uninterrupted one. Checkpoints are loaded with
+``torch.load(weights_only=True)``: tensors, NumPy arrays and plain values only, never arbitrary
+pickled objects.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
+import socket
+import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .. import jsonio
 from ..agents import make_learner
 from ..mec.dynamics import draw_devices
 from ..mec.env import MECEnv, record_episodes
@@ -41,12 +51,44 @@ from ..provenance import collect, resolve_device
 from .config import ExperimentConfig, load_yaml
 
 CHECKPOINT = "checkpoint.pt"
+PREV_CHECKPOINT = "checkpoint.prev.pt"
 METRICS = "metrics.parquet"
 STATUS = "status.json"
+PROVENANCE = "provenance.json"
+HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
+STALE_AFTER_S = 60.0  # a 'running' status without a heartbeat for this long is a dead run
+PROGRESS_EVERY_S = 10.0  # plain progress lines when stdout is not a terminal
+
+# What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
+# tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
+_np_core = getattr(np, "_core", None) or np.core
+SAFE_GLOBALS = [np.ndarray, np.dtype, _np_core.multiarray._reconstruct]
+SAFE_GLOBALS += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "u4", "u8", "bool")]
 
 
 class RunDirConflict(ValueError):
     """The run directory holds a different experiment."""
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of the run directory can be loaded."""
+
+
+def effective_state(status: dict, now: float | None = None) -> str:
+    """A run's state from its ``status.json``: ``stale`` for a 'running' run whose process is gone
+    (same host, no such process) or whose heartbeat is older than :data:`STALE_AFTER_S`."""
+    state = status.get("state", "unknown")
+    beat = status.get("heartbeat_unix")
+    if state != "running" or beat is None:
+        return state
+    if status.get("host") == socket.gethostname() and status.get("pid") is not None:
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return "stale"
+        except (PermissionError, OSError, ValueError):
+            pass
+    return "stale" if (now or time.time()) - float(beat) > STALE_AFTER_S else state
 
 
 @dataclass
@@ -56,19 +98,6 @@ class RunSummary:
     episodes_done: int
     final_return: float
     wall_time_s: float
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -114,6 +143,8 @@ class Trainer:
         self.progress = progress
         self.quiet = quiet
         self.device: torch.device | None = None
+        self._status_lock = threading.Lock()
+        self._last_status: dict | None = None
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
@@ -238,6 +269,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, episode_done: int, rows: list[dict]) -> None:
+        """Write the new checkpoint completely, then keep it and the one before it (two in all)."""
         state = {
             "config_id": self.cfg.id(),
             "episodes_done": episode_done,
@@ -247,18 +279,56 @@ class Trainer:
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
         }
         tmp = self.run_dir / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         write_parquet(self.run_dir / METRICS, pd.DataFrame(rows))
         if self.monitor is not None:
             self.monitor.flush()
-        os.replace(tmp, self.run_dir / CHECKPOINT)
+        ck = self.run_dir / CHECKPOINT
+        if ck.exists():
+            os.replace(ck, self.run_dir / PREV_CHECKPOINT)
+        os.replace(tmp, ck)
         self._status("running", episode_done)
 
+    def _load_checkpoint(self) -> dict | None:
+        """The newest checkpoint that loads safely; a damaged or refused one is reported in one line
+        and set aside (``*.damaged``). None when the run has none; :class:`CheckpointError` when it
+        had some but none is usable."""
+        found = [self.run_dir / n for n in (CHECKPOINT, PREV_CHECKPOINT) if (self.run_dir / n).exists()]
+        problems = []
+        for ck in found:
+            try:
+                with torch.serialization.safe_globals(SAFE_GLOBALS):
+                    return torch.load(ck, map_location=self.device, weights_only=True)
+            except pickle.UnpicklingError as err:
+                why = "refused: it holds pickled objects other than tensors, arrays and plain values " + (
+                    f"({str(err).splitlines()[0][:160]})" if str(err) else ""
+                )
+            except Exception as err:  # noqa: BLE001 - truncated / corrupt archive: any reader error
+                why = f"damaged ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"
+            damaged = ck.with_name(ck.name + ".damaged")
+            os.replace(ck, damaged)
+            problems.append(f"{ck.name}: {why}")
+            rest = [c for c in found if c != ck]
+            print(
+                f"checkpoint {ck} is {why}; moved to {damaged.name}; "
+                + (f"resuming from {rest[-1].name}" if rest and ck.name == CHECKPOINT else "no earlier one"),
+                file=sys.stderr,
+                flush=True,
+            )
+        if problems:
+            raise CheckpointError(
+                f"{self.run_dir}: no usable checkpoint left ({'; '.join(problems)}); to restart the run "
+                f"from episode 0 delete {self.run_dir} (or use another --run-dir)"
+            )
+        return None
+
     def _resume(self) -> tuple[int, list[dict]]:
-        ck = self.run_dir / CHECKPOINT
-        if not ck.exists():
+        state = self._load_checkpoint()
+        if state is None:
             return 0, []
-        state = torch.load(ck, map_location=self.device, weights_only=False)
         if state["config_id"] != self.cfg.id():
             raise RunDirConflict(
                 f"{self.run_dir} holds a checkpoint of a different experiment "
@@ -289,37 +359,52 @@ class Trainer:
                 )
 
     def _status(self, state: str, episodes_done: int, **extra) -> None:
-        write_json(
-            self.run_dir / STATUS,
-            {
-                "state": state,
-                "episodes_done": episodes_done,
-                "episodes": self.cfg.training.episodes,
-                "config_id": self.cfg.id(),
-                **extra,
-            },
-        )
+        self._last_status = {
+            "state": state,
+            "episodes_done": episodes_done,
+            "episodes": self.cfg.training.episodes,
+            "config_id": self.cfg.id(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            **extra,
+        }
+        self._beat()
 
-    # ------------------------------------------------------------------ main
-    def run(self) -> RunSummary:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._check_run_dir()
-        status_path = self.run_dir / STATUS
-        if status_path.exists():
-            st = json.loads(status_path.read_text())
-            if st.get("state") == "done" and st.get("config_id") == self.cfg.id():
-                df = pd.read_parquet(self.run_dir / METRICS)
-                return RunSummary(self.run_dir, "done", len(df), _final_return(df), 0.0)
-        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+    def _beat(self) -> None:
+        """(Re)write status.json with a fresh heartbeat."""
+        with self._status_lock:
+            if self._last_status is None:
+                return
+            now = time.time()
+            st = dict(self._last_status, heartbeat=_iso(now), heartbeat_unix=now)
+            jsonio.write(self.run_dir / STATUS, st)
+
+    @contextmanager
+    def _heartbeat(self):
+        """A thread refreshing the heartbeat every HEARTBEAT_EVERY_S while the run is alive (also
+        during a long episode); a run killed without a chance to write 'interrupted' stops beating
+        and is shown as ``stale`` (:func:`effective_state`)."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_EVERY_S):
+                self._beat()
+
+        t = threading.Thread(target=beat, name="ccm-madrl-heartbeat", daemon=True)
+        t.start()
         try:
-            self.device = resolve_device(self.cfg.device)
-            self._build()
-            start, rows = self._resume()
-        except Exception:
-            self._status("failed", 0, error=traceback.format_exc())
-            raise
+            yield
+        finally:
+            done.set()
+            t.join()
+
+    def _write_provenance(self, start: int) -> None:
+        """provenance.json: how the run was made; every segment (the first run and each resume)
+        appends its own entry to ``segments`` (threads, host, commit, version, time, ...); the
+        top-level fields are those of the first segment."""
         prov = collect(self.device)
         prov.update(
+            threads=self.cfg.threads,
             rng_mode=self.cfg.rng_mode,
             actor_update=self.cfg.agent.actor_update,
             seed=self.cfg.seed,
@@ -327,7 +412,59 @@ class Trainer:
             config_id=self.cfg.id(),
             resumed_from_episode=start,
         )
-        write_json(self.run_dir / "provenance.json", prov)
+        seg = {k: prov[k] for k in SEGMENT_KEYS}
+        path = self.run_dir / PROVENANCE
+        old = {}
+        if start and path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                old = {}
+        if old:
+            old.setdefault("segments", [{k: old.get(k) for k in SEGMENT_KEYS}])
+            old["segments"].append(seg)
+            prov = old
+        else:
+            prov["segments"] = [seg]
+        jsonio.write(path, prov)
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> RunSummary:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ValueError(f"run directory {self.run_dir}: exists and is not a directory")
+        self.device = resolve_device(self.cfg.device)  # before anything is written
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_run_dir()
+        status_path = self.run_dir / STATUS
+        if status_path.exists():
+            try:
+                st = json.loads(status_path.read_text())
+            except ValueError:
+                st = {}
+            if st.get("state") == "done" and st.get("config_id") == self.cfg.id():
+                df = pd.read_parquet(self.run_dir / METRICS)
+                return RunSummary(self.run_dir, "done", len(df), _final_return(df), 0.0)
+        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _run(self) -> RunSummary:
+        try:
+            self._build()
+            start, rows = self._resume()
+        except Exception:
+            self._status("failed", 0, error=traceback.format_exc())
+            raise
+        self._write_provenance(start)
+        if not self.quiet:
+            print(
+                f"run directory: {self.run_dir}" + (f" (resuming after episode {start})" if start else ""),
+                flush=True,
+            )
         writer = self._tensorboard(start)
         total = self.cfg.training.episodes
         self._status("running", start)
@@ -337,6 +474,7 @@ class Trainer:
         try:
             with (
                 stop.installed(),
+                self._heartbeat(),
                 _progress(self.progress and not self.quiet, total, start, self.run_dir.name) as bar,
             ):
                 while ep < total:
@@ -417,6 +555,27 @@ def _tb_scalars(writer, row: dict) -> None:
             writer.add_scalar(tag, float(v), step)
 
 
+SEGMENT_KEYS = (
+    "time_utc",
+    "resumed_from_episode",
+    "hostname",
+    "version",
+    "commit",
+    "dirty",
+    "torch",
+    "threads",
+    "torch_threads",
+    "device",
+    "device_name",
+    "platform",
+    "argv",
+)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
 def _final_return(df: pd.DataFrame, last: int = 100) -> float:
     ev = df["eval_return"].dropna() if "eval_return" in df else pd.Series(dtype=float)
     return float(ev.tail(last).mean()) if len(ev) else float("nan")
@@ -424,8 +583,30 @@ def _final_return(df: pd.DataFrame, last: int = 100) -> float:
 
 @contextmanager
 def _progress(enabled: bool, total: int, start: int, label: str):
+    """A progress bar on a terminal; elsewhere (a log file, nohup, CI) a plain line every
+    PROGRESS_EVERY_S seconds and at the first and last episode, flushed at once."""
     if not enabled:
         yield lambda row: None
+        return
+    if not sys.stdout.isatty():
+        t0 = time.perf_counter()
+        last = [-float("inf")]
+
+        def line(row: dict) -> None:
+            ep = int(row["episode"]) + 1
+            now = time.perf_counter()
+            if now - last[0] < PROGRESS_EVERY_S and ep not in (start + 1, total):
+                return
+            last[0] = now
+            r = row.get("eval_return", np.nan)
+            rate = (now - t0) / (ep - start)
+            print(
+                f"{label}: episode {ep}/{total}, eval return {f'{r:.2f}' if np.isfinite(r) else '-'}, "
+                f"{now - t0:.0f} s elapsed, ETA {rate * (total - ep):.0f} s",
+                flush=True,
+            )
+
+        yield line
         return
     from rich.progress import TextColumn
 

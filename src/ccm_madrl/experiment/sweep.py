@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import jsonio
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -210,11 +211,7 @@ class Manifest:
         self.entries.setdefault(rid, {"id": rid}).update(kw)
 
     def save(self, name: str) -> None:
-        tmp = self.path.with_name("manifest.json.tmp")
-        tmp.write_text(
-            json.dumps({"sweep": name, "runs": list(self.entries.values())}, indent=2, default=str)
-        )
-        os.replace(tmp, self.path)
+        jsonio.write(self.path, {"sweep": name, "runs": list(self.entries.values())})
 
 
 def _run_status(run_dir: Path) -> dict:
@@ -222,6 +219,19 @@ def _run_status(run_dir: Path) -> dict:
         return json.loads((run_dir / "status.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def run_states(sweep_dir: Path, ids: Iterable[str]) -> dict[str, str]:
+    """Each run's state in a sweep directory: not-started (no status.json yet), running,
+    interrupted, failed, done, or stale (its status says running but its process is gone or its
+    heartbeat stopped; see ``effective_state``)."""
+    from .runner import effective_state
+
+    out = {}
+    for rid in ids:
+        st = _run_status(sweep_dir / "runs" / rid)
+        out[rid] = effective_state(st) if st else "not-started"
+    return out
 
 
 # ------------------------------------------------------------------------------- backends
@@ -384,6 +394,8 @@ def run_sweep(
         keep = set(only)
         runs = [r for r in runs if r.id in keep]
     sweep_dir = Path(out) if out else Path("sweeps") / spec.name
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"sweep directory {sweep_dir}: exists and is not a directory")
     (sweep_dir / "runs").mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump()
     resolved["base"] = base

@@ -17,7 +17,7 @@ MODES = ("H2", "TOBM")
 class MECConfig(BaseModel):
     """All constants of the MEC environment (validated, immutable)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     n_agents: int = Field(50, ge=1, description="number of client devices (agents)")
     max_steps: int = Field(10, ge=1, description="steps per episode (published: 10 or 100)")

@@ -9,13 +9,13 @@ Files in ``RUN_DIR/monitor/``:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import jsonio
 from .core import GradientFlowMonitor, summarize
 from .stops import run_stops
 
@@ -100,7 +100,7 @@ class RunMonitor:
     def finish(self) -> dict:
         self.flush()
         stops = run_stops(read_agents(self.dir), self.cfg.monitor.stop_threshold)
-        (self.dir / "summary.json").write_text(json.dumps(stops, indent=2))
+        jsonio.write(self.dir / "summary.json", stops)
         return stops
 
     def state_dict(self) -> dict:

@@ -28,6 +28,8 @@ class ReportResult:
     figures: dict[str, Path] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     excluded_runs: pd.DataFrame | None = None
+    duplicates: pd.DataFrame | None = None
+    title: str = ""
 
 
 CAPTIONS = {
@@ -36,7 +38,7 @@ CAPTIONS = {
     "learning_curves": "Evaluation return over episodes per cell, with the all-actors stopping episode marked.",
     "grad_norms": "Actor (mean over agents) and critic gradient norms and their ratio over episodes.",
     "layer_grad_norms": "Per-layer gradient norms of the actors (mean over agents) and the critic.",
-    "saturation": "Fraction of the actors' outputs exactly saturated (derivative 0) and with |output| > 0.9.",
+    "saturation_over_time": "Fraction of the actors' outputs exactly saturated (derivative 0) and with |output| > 0.9.",
     "saturation_heatmap": "Final saturation (mean of the last 20 measured episodes) per grid cell.",
     "preactivations": "Statistics of the actors' output pre-activations over episodes.",
     "asymmetry_vs_stop": "Early actor/critic gradient-norm ratio against the all-actors stopping episode, one point per run.",
@@ -96,7 +98,9 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
         ["ccm-madrl report", *map(str, paths), *(["--out", str(out)] if out_dir else [])]
     )
 
-    res = ReportResult(out, excluded_runs=excluded)
+    # the sweeps' own names (manifest / sweep.yaml), not the folders'
+    title = ", ".join(dict.fromkeys(s for s, _ in store.run_dirs))
+    res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=title)
     t1_num, t1_txt = table1(store)
     at_num, at_txt = algorithm_table(store)
     t2 = table2(store)
@@ -129,6 +133,14 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
                 "Missing grid cells are marked 'n/a' in the figures.",
             )
         )
+    if len(store.duplicates):
+        sections.append(
+            (
+                "Duplicate runs ignored",
+                _md_table(store.duplicates),
+                "Copies of one run (same config id, seed included) count once: the most advanced copy is kept.",
+            )
+        )
     if res.skipped:
         sections.append(
             (
@@ -139,7 +151,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
         )
     sections.append(("Provenance", _md_table(prov), ""))
 
-    md = [f"# Report: {', '.join(Path(p).name for p in paths)}\n", f"Command: `{command}`\n"]
+    md = [f"# Report: {title}\n", f"Command: `{command}`\n"]
     for title, body, note in sections[:2]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     md.append("## Figures\n")
@@ -152,7 +164,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     for title, body, note in sections[2:]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(paths, command, sections, res.figures))
+    (out / "report.html").write_text(_html(title, command, sections, res.figures))
     return res
 
 
@@ -161,7 +173,7 @@ table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px soli
 th{background:#f0f0f0}img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}code{background:#f4f4f4}"""
 
 
-def _html(paths, command: str, sections, figures: dict[str, Path]) -> str:
+def _html(title: str, command: str, sections, figures: dict[str, Path]) -> str:
     def table_html(md: str) -> str:
         lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
         if len(lines) < 2:
@@ -172,8 +184,8 @@ def _html(paths, command: str, sections, figures: dict[str, Path]) -> str:
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
         return f"<table><tr>{th}</tr>{trs}</table>"
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ccm_madrl report</title><style>{CSS}</style></head><body>",
-             f"<h1>Report: {html.escape(', '.join(Path(p).name for p in paths))}</h1>", f"<p>Command: <code>{html.escape(command)}</code></p>"]  # fmt: skip
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ccm_madrl report: {html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>Report: {html.escape(title)}</h1>", f"<p>Command: <code>{html.escape(command)}</code></p>"]  # fmt: skip
     for title, body, note in sections[:2]:
         parts += [
             f"<h2>{html.escape(title)}</h2>",

@@ -74,6 +74,7 @@ def _grid_heatmap(
         elif never_if_missing_event:
             labels[i][j] = "never"
     masked = np.ma.masked_invalid(z)
+    empty = bool(np.isnan(z).all())  # nothing to colour: words in the cells, no colour bar
     im = ax.imshow(masked, cmap="cividis", origin="lower", aspect="auto")
     ax.set_facecolor("0.9")
     for i in range(len(clr)):
@@ -88,9 +89,21 @@ def _grid_heatmap(
     ax.set_yticks(range(len(clr)), [_lr_label(v) for v in clr])
     ax.set_xlabel("master (critic) lr")
     ax.set_ylabel("client (actor) lr")
-    ax.set_title(title)
+    ax.set_title(title + ("\n(no value in any cell)" if empty else ""))
     ax.grid(False)
-    return im
+    return None if empty else im
+
+
+def _colorbar(fig, im, ax, **kw) -> None:
+    """A colour bar, unless the heatmap has nothing to colour (``im`` None)."""
+    if im is not None:
+        fig.colorbar(im, ax=ax, **kw)
+
+
+def _no_data(ax, text: str) -> None:
+    """Say in words that a panel has nothing to draw, instead of empty axes."""
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(text, 40), ha="center", va="center", fontsize=9, transform=ax.transAxes)
 
 
 def stop_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
@@ -107,7 +120,7 @@ def stop_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
                 f"{sweep}, {steps} steps: all actors stopped ({label})",
                 "never",
             )
-            fig.colorbar(im, ax=axes[row, col], label="episode (mean over seeds that stopped)")
+            _colorbar(fig, im, axes[row, col], label="episode (mean over seeds that stopped)")
     fig.suptitle("Stopping episode of all actors")
     return _save(fig, out, "stop_heatmap", _describe(runs))
 
@@ -125,7 +138,7 @@ def saturation_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
         im = _grid_heatmap(
             axes[0, col], g, lambda c: c["final_saturation"], f"{sweep}, {steps} steps", fmt="{:.2f}"
         )
-        fig.colorbar(im, ax=axes[0, col], label="fraction of outputs exactly saturated")
+        _colorbar(fig, im, axes[0, col], label="fraction of outputs exactly saturated")
     fig.suptitle("Final saturation of the actors' outputs (mean of the last 20 measured episodes)")
     return _save(fig, out, "saturation_heatmap", _describe(runs))
 
@@ -284,6 +297,13 @@ def agent_stop_distribution(runs: pd.DataFrame, store, out: Path) -> Path | None
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), squeeze=False)
     for k, (col, label) in enumerate((("stop_exact", "exact"), ("stop_thr", "|dw| < threshold"))):
         ax = axes[0, k]
+        if st[col].notna().sum() == 0:
+            _no_data(
+                ax,
+                f"per-agent stopping episode ({label}): no agent stopped "
+                f"({len(st)} agents of {st['run_id'].nunique()} runs)",
+            )
+            continue
         for clr in clrs:
             v = st.loc[st["client_lr"] == clr, col]
             x = np.sort(v.dropna().to_numpy())
@@ -384,7 +404,7 @@ def sweep_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
             textwrap.fill(f"{sweep}: all actors stopped", 34),
             "never",
         )
-        fig.colorbar(im, ax=axes[0, k])
+        _colorbar(fig, im, axes[0, k])
     ax = axes[0, -1]
     cells = sorted({(c, m_) for c, m_ in zip(runs["client_lr"], runs["master_lr"])})
     width = 0.8 / len(sweeps)
