@@ -120,7 +120,10 @@ def check_file(path: str | Path) -> ParityReport:
     if not path.exists():
         raise FileNotFoundError(f"parity: no such file: {path}")
     data = _load_npz(path)
-    kind = file_kind(list(data))
+    try:
+        kind = file_kind(list(data))
+    except ValueError as err:
+        raise ValueError(str(err).replace("parity: ", f"parity: {path}: ", 1)) from None
     report = ParityReport(str(path), kind)
     try:
         if kind == "env":

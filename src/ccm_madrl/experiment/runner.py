@@ -293,34 +293,28 @@ class Trainer:
         self._status("running", episode_done)
 
     def _load_checkpoint(self) -> dict | None:
-        """The newest checkpoint that loads safely; a damaged or refused one is reported in one line
-        and set aside (``*.damaged``). None when the run has none; :class:`CheckpointError` when it
-        had some but none is usable."""
+        """The newest checkpoint that loads safely. A damaged or refused one is set aside
+        (``*.damaged``); when an earlier one loads, one line on stderr names the bad file. None when
+        the run has no checkpoint; :class:`CheckpointError` when it had some but none is usable."""
         found = [self.run_dir / n for n in (CHECKPOINT, PREV_CHECKPOINT) if (self.run_dir / n).exists()]
         problems = []
         for ck in found:
             try:
                 with torch.serialization.safe_globals(SAFE_GLOBALS):
-                    return torch.load(ck, map_location=self.device, weights_only=True)
-            except pickle.UnpicklingError as err:
-                why = "refused: it holds pickled objects other than tensors, arrays and plain values " + (
-                    f"({str(err).splitlines()[0][:160]})" if str(err) else ""
-                )
+                    state = torch.load(ck, map_location=self.device, weights_only=True)
+            except pickle.UnpicklingError:
+                why = "refused (it holds pickled objects other than tensors, arrays and plain values)"
             except Exception as err:  # noqa: BLE001 - truncated / corrupt archive: any reader error
-                why = f"damaged ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"
-            damaged = ck.with_name(ck.name + ".damaged")
-            os.replace(ck, damaged)
-            problems.append(f"{ck.name}: {why}")
-            rest = [c for c in found if c != ck]
-            print(
-                f"checkpoint {ck} is {why}; moved to {damaged.name}; "
-                + (f"resuming from {rest[-1].name}" if rest and ck.name == CHECKPOINT else "no earlier one"),
-                file=sys.stderr,
-                flush=True,
-            )
+                why = f"damaged ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+            else:
+                for bad in problems:
+                    print(f"checkpoint {bad}; resuming from {ck}", file=sys.stderr, flush=True)
+                return state
+            os.replace(ck, ck.with_name(ck.name + ".damaged"))
+            problems.append(f"{ck} is {why}, kept as {ck.name}.damaged")
         if problems:
             raise CheckpointError(
-                f"{self.run_dir}: no usable checkpoint left ({'; '.join(problems)}); to restart the run "
+                f"no usable checkpoint left in {self.run_dir}: {'; '.join(problems)}; to restart the run "
                 f"from episode 0 delete {self.run_dir} (or use another --run-dir)"
             )
         return None

@@ -1,0 +1,292 @@
+"""Bad input through the real command line: every case runs the ``ccm-madrl`` command in its own
+process and must exit 2 with one line naming the field or path, no traceback, and leave no run
+directory behind where none should be. ``docs/reliability.md`` lists the cases; its table is
+generated from :data:`CASES` (``python tests/test_bad_input.py`` rewrites it) and tested against it.
+
+Each case is a child process running ``ccm_madrl.cli`` as ``python -m`` does (``runpy``, real
+``sys.exit``, real stdout/stderr, an uncaught exception printed as the interpreter prints it);
+the children are forked from one interpreter that imported the package once, so that ~50 cases take
+seconds rather than ~50 fresh torch imports. A few cases also run in a fresh
+``python -m ccm_madrl.cli``, to show the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+DOC = ROOT / "docs" / "reliability.md"
+MARKER = "evil-marker"
+
+SMALL = {
+    "env": {"n_agents": 6, "max_steps": 3},
+    "agent": {"batch_size": 8, "critic_hidden": [32, 16], "actor_update": "simultaneous"},
+    "training": {"episodes": 3, "eval_episodes": 2, "tensorboard": False},
+    "monitor": {"enabled": False},
+}
+
+
+@dataclass
+class Case:
+    name: str  # what is wrong
+    args: list[str]  # the command line after ``ccm-madrl``; {d} is the test's directory
+    names: str  # the one error line contains this (the field or the path)
+    absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards
+    fixed: bool = False  # one of the failures the reliability review found (exit 1, traceback, leftovers)
+
+
+CASES = [
+    # --------------------------------------------------------------- train: config values
+    Case("infinite learning rate", ["train", "{d}/small.yaml", "--set", "agent.critic_lr=.inf", "--run-dir", "{d}/r_inf"],
+         "agent.critic_lr", ["{d}/r_inf"], fixed=True),
+    Case("NaN learning rate", ["train", "{d}/small.yaml", "--set", "agent.actor_lr=.nan", "--run-dir", "{d}/r_nan"],
+         "agent.actor_lr", ["{d}/r_nan"], fixed=True),
+    Case("infinite coefficient", ["train", "--set", "agent.actor_reg=preact", "--set", "agent.actor_reg_coef=.inf"],
+         "agent.actor_reg_coef", ["{d}/runs"], fixed=True),
+    Case("infinite environment constant", ["train", "--set", "env.lambda_e=.inf"], "env.lambda_e", ["{d}/runs"], fixed=True),
+    Case("CUDA requested, none available", ["train", "{d}/small.yaml", "--set", "device=cuda", "--run-dir", "{d}/r_cuda"],
+         "device", ["{d}/r_cuda"], fixed=True),
+    Case("zero torch threads", ["train", "--set", "threads=0"], "threads", ["{d}/runs"]),
+    Case("negative learning rate", ["train", "--set", "agent.actor_lr=-1"], "agent.actor_lr", ["{d}/runs"]),
+    Case("learning rate not a number", ["train", "--set", "agent.actor_lr=zero"], "agent.actor_lr", ["{d}/runs"]),
+    Case("unknown optimiser", ["train", "--set", "agent.optimizer=adagrad"], "agent.optimizer", ["{d}/runs"]),
+    Case("unknown key", ["train", "--set", "agent.lr=0.1"], "agent.lr", ["{d}/runs"]),
+    Case("zero episodes", ["train", "--set", "training.episodes=0"], "training.episodes", ["{d}/runs"]),
+    Case("unknown RNG mode", ["train", "--set", "rng_mode=global"], "rng_mode", ["{d}/runs"]),
+    Case("unknown environment mode", ["train", "--set", "env.mode=H3"], "env.mode", ["{d}/runs"]),
+    Case("override without '='", ["train", "--set", "seed"], "'seed'", ["{d}/runs"]),
+    Case("regulariser without coefficient", ["train", "--set", "agent.actor_reg=preact"], "actor_reg_coef", ["{d}/runs"]),
+    # --------------------------------------------------------------- train: paths
+    Case("config file missing", ["train", "{d}/missing.yaml"], "missing.yaml", ["{d}/runs"]),
+    Case("config is a directory", ["train", "{d}/adir"], "adir", ["{d}/runs"], fixed=True),
+    Case("config not valid YAML", ["train", "{d}/broken.yaml"], "broken.yaml", ["{d}/runs"]),
+    Case("config not a mapping", ["train", "{d}/list.yaml"], "list.yaml", ["{d}/runs"]),
+    Case("--run-dir is a file", ["train", "{d}/small.yaml", "--run-dir", "{d}/afile.txt"], "afile.txt", fixed=True),
+    Case("--run-dir inside a file", ["train", "{d}/small.yaml", "--run-dir", "{d}/afile.txt/run"], "afile.txt", fixed=True),
+    Case("--run-dir of another experiment", ["train", "{d}/small.yaml", "--run-dir", "{d}/other_run"], "other_run"),
+    Case("checkpoint that would run code", ["train", "{d}/small.yaml", "--run-dir", "{d}/evil_run"], "checkpoint.pt",
+         ["{d}/" + MARKER], fixed=True),
+    Case("only checkpoint truncated", ["train", "{d}/small.yaml", "--run-dir", "{d}/trunc_run"], "checkpoint.pt", fixed=True),
+    # --------------------------------------------------------------- sweep
+    Case("sweep file missing", ["sweep", "{d}/nosweep.yaml"], "nosweep.yaml", ["{d}/sweeps"]),
+    Case("sweep file is a directory", ["sweep", "{d}/adir"], "adir", ["{d}/sweeps"], fixed=True),
+    Case("sweep axis with unknown key", ["sweep", "{d}/sweep_badkey.yaml", "--out", "{d}/s1"], "agent.lr", ["{d}/s1"]),
+    Case("sweep axis with a negative value", ["sweep", "{d}/sweep_neg.yaml", "--out", "{d}/s2"], "agent.actor_lr", ["{d}/s2"]),
+    Case("sweep axis with an infinite value", ["sweep", "{d}/sweep_inf.yaml", "--out", "{d}/s3"], "agent.critic_lr", ["{d}/s3"], fixed=True),
+    Case("sweep seed as an axis", ["sweep", "{d}/sweep_seed.yaml", "--out", "{d}/s4"], "seeds", ["{d}/s4"]),
+    Case("sweep base file missing", ["sweep", "{d}/sweep_nobase.yaml", "--out", "{d}/s5"], "nobase.yaml", ["{d}/s5"]),
+    Case("sweep --out is a file", ["sweep", "{d}/sweep_ok.yaml", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
+    Case("sweep --workers 0", ["sweep", "{d}/sweep_ok.yaml", "--workers", "0", "--out", "{d}/s6"], "--workers", ["{d}/s6"], fixed=True),
+    Case("sweep --set unknown key", ["sweep", "{d}/sweep_ok.yaml", "--set", "agent.lr=1", "--out", "{d}/s7"], "agent.lr", ["{d}/s7"]),
+    # --------------------------------------------------------------- report
+    Case("report directory missing", ["report", "{d}/nosuchdir"], "nosuchdir", ["{d}/reports"]),
+    Case("report of a file", ["report", "{d}/afile.txt"], "afile.txt", ["{d}/reports"], fixed=True),
+    Case("report of a directory without runs", ["report", "{d}/adir"], "adir", ["{d}/reports"]),
+    Case("report --out is a file", ["report", "{d}/adir", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
+    # --------------------------------------------------------------- parity
+    Case("golden file missing", ["parity", "{d}/nope.npz"], "nope.npz"),
+    Case("golden file is a directory", ["parity", "{d}/adir"], "adir", fixed=True),
+    Case("golden file not an npz archive", ["parity", "{d}/afile.txt"], "not a NumPy .npz archive", fixed=True),
+    Case("golden file a single .npy array", ["parity", "{d}/array.npy"], "single .npy array", fixed=True),
+    Case("npz of unrelated arrays", ["parity", "{d}/unrelated.npz"], "unrelated.npz"),
+    Case("env golden file without a key", ["parity", "{d}/env_missing.npz"], "'TOBM_dones'", fixed=True),
+    Case("agent golden file without a key", ["parity", "{d}/agent_missing.npz"], "'batch/states/4'", fixed=True),
+    # --------------------------------------------------------------- bench
+    Case("bench --out is a file", ["bench", "env", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
+]  # fmt: skip
+
+
+class Evil:
+    """Unpickling this runs a shell command (what a malicious checkpoint would do)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def make_inputs(d: Path) -> None:
+    (d / "adir").mkdir()
+    (d / "afile.txt").write_text("not a config, not a directory, not an archive\n")
+    (d / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    (d / "broken.yaml").write_text("env: {n_agents: [\n")
+    (d / "list.yaml").write_text("- a\n- b\n")
+    other = d / "other_run"
+    other.mkdir()
+    other_cfg = yaml.safe_load(yaml.safe_dump(SMALL))
+    other_cfg["agent"]["actor_lr"] = 0.5
+    (other / "config.yaml").write_text(yaml.safe_dump(other_cfg))
+    (d / "evil_run").mkdir()
+    torch.save({"config_id": "x", "payload": Evil(d / MARKER)}, d / "evil_run" / "checkpoint.pt")
+    (d / "trunc_run").mkdir()
+    torch.save({"config_id": "x", "w": torch.zeros(1000)}, d / "trunc_run" / "checkpoint.pt")
+    raw = (d / "trunc_run" / "checkpoint.pt").read_bytes()
+    (d / "trunc_run" / "checkpoint.pt").write_bytes(raw[: len(raw) // 2])
+    base = {"name": "bad", "base": SMALL}
+    for name, extra in {
+        "sweep_badkey": {"axes": {"agent.lr": [0.1]}},
+        "sweep_neg": {"axes": {"agent.actor_lr": [0.1, -1]}},
+        "sweep_inf": {"axes": {"agent.critic_lr": [0.001, float("inf")]}},
+        "sweep_seed": {"axes": {"seed": [1, 2]}},
+        "sweep_nobase": {"base": "nobase.yaml"},
+        "sweep_ok": {},
+    }.items():
+        (d / f"{name}.yaml").write_text(yaml.safe_dump({**base, **extra}))
+    np.save(d / "array.npy", np.zeros(3))
+    np.savez(d / "unrelated.npz", a=np.zeros(3))
+    for src, dst, drop in (("env_a.npz", "env_missing.npz", "TOBM_dones"), ("agent_a.npz", "agent_missing.npz", "batch/states/4")):  # fmt: skip
+        with np.load(DATA / src) as z:
+            np.savez(d / dst, **{k: z[k] for k in z.files if k != drop})
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m ccm_madrl.cli ARGS`` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "ccm_madrl.cli", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def serve() -> None:
+    """Run each command line of the JSON list on stdin (``[[cwd, args], ...]``) in a child process
+    forked from this one, as ``python -m ccm_madrl.cli ARGS`` would; print ``[[exit status, output],
+    ...]`` as JSON."""
+    import runpy
+    import traceback
+
+    import ccm_madrl.bench  # noqa: F401 - import once, before forking
+    import ccm_madrl.experiment.sweep  # noqa: F401
+    import ccm_madrl.parity  # noqa: F401
+    import ccm_madrl.report  # noqa: F401
+
+    jobs = json.load(sys.stdin)
+    results = []
+    for cwd, args in jobs:
+        with tempfile.TemporaryFile("w+") as out:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the child: the command line, then exit with its status
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                os.chdir(cwd)
+                sys.argv = ["ccm-madrl", *args]
+                try:
+                    runpy.run_module("ccm_madrl.cli", run_name="__main__", alter_sys=True)
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught one
+                    traceback.print_exc()
+                    code = 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            out.seek(0)
+            results.append([os.waitstatus_to_exitcode(status), out.read()])
+    print(json.dumps(results))
+
+
+def run_many(jobs: list[tuple[Path, list[str]]], timeout: float = 300) -> list[tuple[int, str]]:
+    p = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+         "from test_bad_input import serve; serve()"],
+        input=json.dumps([[str(cwd), args] for cwd, args in jobs]),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    return [tuple(r) for r in json.loads(p.stdout.strip().splitlines()[-1])]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_input")
+    make_inputs(d)
+    done = run_many([(d, [a.format(d=d) for a in c.args]) for c in CASES])
+    return d, dict(zip((c.name for c in CASES), done))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_exits_2_with_one_line(results, case):
+    d, procs = results
+    rc, out = procs[case.name]
+    out = out.strip()
+    assert rc == 2, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    line = out.splitlines()[0]
+    assert line.startswith(f"ccm-madrl {case.args[0]}: error: "), line
+    assert case.names in line, line
+    for path in case.absent:
+        assert not Path(path.format(d=d)).exists(), f"{case.name}: left {path.format(d=d)} behind"
+
+
+def test_no_run_directory_in_the_working_directory(results):
+    d, _ = results
+    assert not (d / "runs").exists() and not (d / "sweeps").exists() and not (d / "reports").exists()
+
+
+def test_refused_checkpoint_ran_nothing(results):
+    d, _ = results
+    assert not (d / MARKER).exists()
+    assert (d / "evil_run" / "checkpoint.pt.damaged").exists()  # set aside, not deleted
+
+
+@pytest.mark.parametrize(
+    "name", ["infinite learning rate", "config is a directory", "golden file not an npz archive"]
+)
+def test_a_fresh_interpreter_agrees(results, name, tmp_path):
+    d, procs = results
+    case = next(c for c in CASES if c.name == name)
+    args = [a.format(d=d).replace(str(d / "r_"), str(tmp_path / "r_")) for a in case.args]
+    p = run_cli(args, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().replace(str(tmp_path), str(d)) == procs[name][1].strip()
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("r_*"))
+
+
+def doc_table() -> str:
+    rows = ["| # | bad input | command | the error line names | |", "|---|---|---|---|---|"]
+    for i, c in enumerate(CASES, 1):
+        cmd = " ".join(a.replace("{d}/", "") for a in c.args)
+        rows.append(f"| {i} | {c.name} | `ccm-madrl {cmd}` | `{c.names}` | {'fixed' if c.fixed else ''} |")
+    return "\n".join(rows)
+
+
+START, END = "<!-- cases: generated from tests/test_bad_input.py -->", "<!-- end of cases -->"
+
+
+def test_docs_list_every_case():
+    text = DOC.read_text()
+    assert START in text and END in text
+    table = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert table == doc_table(), "docs/reliability.md is out of date: run python tests/test_bad_input.py"
+
+
+if __name__ == "__main__":  # rewrite the table in docs/reliability.md
+    text = DOC.read_text()
+    head, rest = text.split(START, 1)
+    DOC.write_text(head + START + "\n" + doc_table() + "\n" + END + rest.split(END, 1)[1])
