@@ -1,0 +1,220 @@
+"""Runs that survive damage and batch systems: two checkpoints and a damaged newest one, resume with
+another thread setting (bit-identical, provenance segments), the heartbeat and stale runs, progress
+lines in a log, strict JSON, and the documented metrics columns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ccm_madrl.experiment import Trainer, build_config
+from ccm_madrl.experiment.runner import effective_state
+from ccm_madrl.experiment.sweep import run_states
+from ccm_madrl.store import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {
+    "env": {"n_agents": 8, "max_steps": 3},
+    "agent": {"batch_size": 8, "critic_hidden": [32, 16], "actor_update": "sequential"},
+    "training": {"episodes": 9, "eval_episodes": 2, "checkpoint_every": 2, "tensorboard": False},
+    "monitor": {"enabled": True},
+}
+NON_TIME = lambda df: df[[c for c in df.columns if not c.startswith("time_")]]  # noqa: E731
+
+
+def crash_at(monkeypatch, episode: int):
+    """Make Trainer.episode die at ``episode`` like kill -9 (nothing written); returns the undo."""
+    original = Trainer.episode
+
+    def dying(self, ep):
+        if ep == episode:
+            raise SystemExit("killed")
+        return original(self, ep)
+
+    monkeypatch.setattr(Trainer, "episode", dying)
+    return lambda: monkeypatch.setattr(Trainer, "episode", original)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("full") / "run"
+    Trainer(build_config(SMALL), d, progress=False).run()
+    return d
+
+
+def test_the_last_two_checkpoints_are_kept(uninterrupted):
+    names = sorted(p.name for p in uninterrupted.glob("checkpoint*"))
+    assert names == ["checkpoint.prev.pt", "checkpoint.pt"]
+    eps = [
+        torch.load(uninterrupted / n, weights_only=False)["episodes_done"]
+        for n in ("checkpoint.pt", "checkpoint.prev.pt")
+    ]
+    assert eps == [9, 8]
+
+
+def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
+    uninterrupted, tmp_path, monkeypatch, capsys
+):
+    cfg = build_config(SMALL)
+    undo = crash_at(monkeypatch, 7)
+    with pytest.raises(SystemExit):
+        Trainer(cfg, tmp_path / "r", progress=False).run()
+    undo()
+    ck = tmp_path / "r" / "checkpoint.pt"
+    assert torch.load(ck, weights_only=False)["episodes_done"] == 6
+    ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])  # a full disk / a bad copy
+    capsys.readouterr()
+    Trainer(cfg, tmp_path / "r", progress=False).run()
+    out = capsys.readouterr()
+    warn = [ln for ln in out.err.splitlines() if "checkpoint" in ln]
+    assert len(warn) == 1 and str(ck) in warn[0] and "damaged" in warn[0] and "checkpoint.prev.pt" in warn[0]
+    assert "resuming after episode 4" in out.out
+    assert (tmp_path / "r" / "checkpoint.pt.damaged").exists()
+    a = pd.read_parquet(uninterrupted / "metrics.parquet")
+    b = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    pd.testing.assert_frame_equal(NON_TIME(a), NON_TIME(b))
+    prov = json.loads((tmp_path / "r" / "provenance.json").read_text())
+    assert [s["resumed_from_episode"] for s in prov["segments"]] == [0, 4]
+
+
+def test_resume_with_another_thread_setting_is_bit_identical(uninterrupted, tmp_path, monkeypatch):
+    cfg = build_config(SMALL)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        undo = crash_at(monkeypatch, 5)
+        with pytest.raises(SystemExit):
+            Trainer(cfg, tmp_path / "r", progress=False).run()
+        undo()
+        torch.set_num_threads(3)  # the machine's setting when the run resumes
+        resumed = Trainer(cfg, tmp_path / "r", progress=False)
+        resumed.run()
+        assert torch.get_num_threads() == 3  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    a = pd.read_parquet(uninterrupted / "metrics.parquet")
+    b = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    pd.testing.assert_frame_equal(NON_TIME(a), NON_TIME(b))
+    full = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)["learner"]
+    mine = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["learner"]
+    for k in ("actors", "critic"):
+        for name, t in full[k].items():
+            assert torch.equal(t, mine[k][name]), (k, name)
+    prov = json.loads((tmp_path / "r" / "provenance.json").read_text())
+    segs = prov["segments"]
+    assert [s["resumed_from_episode"] for s in segs] == [0, 4]
+    assert all(s["threads"] == 1 and s["torch_threads"] == 1 for s in segs)
+    assert all(s["hostname"] and s["commit"] and s["time_utc"] and s["version"] for s in segs)
+    assert prov["resumed_from_episode"] == 0  # the top level: the first segment
+
+
+def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
+    cfg = build_config(SMALL)
+    d = cfg.model_dump(mode="json")
+    assert cfg.threads == 1 and d.pop("threads") == 1 and d.pop("name")
+    # the default leaves the id as it was before the field existed (run directories stay resumable)
+    assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    two = build_config(SMALL, ["threads=2"])
+    assert two.id() != cfg.id()
+    seen = []
+    original = Trainer.episode
+
+    class Spy(Trainer):
+        def episode(self, ep):
+            seen.append(torch.get_num_threads())
+            return original(self, ep)
+
+    Spy(build_config(SMALL, ["threads=2", "training.episodes=2"]), tmp_path / "r", progress=False).run()
+    assert seen == [2, 2]
+    assert json.loads((tmp_path / "r" / "provenance.json").read_text())["threads"] == 2
+
+
+def strict(text: str):
+    def bad(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+def test_every_json_file_is_strict(uninterrupted):
+    files = list(uninterrupted.rglob("*.json"))
+    assert {f.name for f in files} >= {"status.json", "provenance.json", "summary.json"}
+    summary = strict((uninterrupted / "monitor" / "summary.json").read_text())
+    assert summary["all_actors_stop_exact"] is None  # a stop that never happened: null, not NaN
+    for f in files:
+        strict(f.read_text())
+
+
+def documented_metrics_columns() -> set[str]:
+    text = (ROOT / "docs" / "run_store.md").read_text()
+    section = text.split("## metrics.parquet", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.M))
+
+
+@pytest.mark.parametrize("algorithm", ["ccm_madrl", "maddpg", "all_local"])
+def test_docs_list_exactly_the_metrics_columns(uninterrupted, tmp_path, algorithm):
+    if algorithm == "ccm_madrl":
+        cols = set(pd.read_parquet(uninterrupted / "metrics.parquet").columns)
+    else:
+        cfg = build_config(SMALL, [f"agent.algorithm={algorithm}", "training.episodes=3"])
+        Trainer(cfg, tmp_path / "r", progress=False).run()
+        cols = set(pd.read_parquet(tmp_path / "r" / "metrics.parquet").columns)
+    doc = documented_metrics_columns()
+    assert cols <= doc, f"columns missing from docs/run_store.md: {sorted(cols - doc)}"
+    if algorithm == "ccm_madrl":  # the monitored run has every column
+        assert doc == cols, f"documented but absent: {sorted(doc - cols)}"
+
+
+def test_batch_output_heartbeat_and_stale_after_kill_9(tmp_path):
+    cfg = json.loads(json.dumps(SMALL))
+    cfg["training"].update(episodes=100000, checkpoint_every=5)
+    cfg["monitor"]["enabled"] = False
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:  # stdout is a file, as under nohup or a batch system
+        p = subprocess.Popen(
+            [sys.executable, "-m", "ccm_madrl.cli", "train", "long.yaml", "--run-dir", "run"],
+            cwd=tmp_path,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
+        )
+    status = tmp_path / "run" / "status.json"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            st = json.loads(status.read_text()) if status.exists() else {}
+            if st.get("state") == "running" and st.get("episodes_done", 0) >= 5:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the run did not start: {log.read_text()}")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "run directory: run"
+    assert re.fullmatch(r"run: episode 1/100000, eval return -, \d+ s elapsed, ETA \d+ s", lines[1]), lines
+    st = json.loads(status.read_text())
+    assert st["state"] == "running" and st["pid"] == p.pid and st["heartbeat_unix"] <= time.time()
+    assert effective_state(st) == "stale"  # the process is gone
+    alive = dict(st, pid=os.getpid())
+    assert effective_state(alive) == "running"
+    assert effective_state(alive, now=st["heartbeat_unix"] + 61) == "stale"  # no heartbeat for a minute
+    assert load(tmp_path / "run").runs["status"].tolist() == ["stale"]
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    os.rename(tmp_path / "run", sweep / "runs" / "abc")
+    assert run_states(sweep, ["abc", "def"]) == {"abc": "stale", "def": "not-started"}
