@@ -200,3 +200,57 @@ def test_table2_parameter_counts_come_from_the_networks(tmp_path):
 def test_cli_report(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.html").exists() and "report:" in capsys.readouterr().out
+
+
+def test_every_figure_has_a_caption(report):
+    from ccm_madrl.report import CAPTIONS
+    from ccm_madrl.report.figures import FIGURES
+
+    assert all(CAPTIONS.get(f.__name__) for f in FIGURES)
+    md = (report.out_dir / "report.md").read_text()
+    for name, p in report.figures.items():
+        assert f"![{name}](figures/{p.name})\n\n{CAPTIONS[name]}" in md
+
+
+def test_title_is_the_sweeps_name_and_copies_of_a_run_count_once(sweep, tmp_path):
+    renamed = tmp_path / "some-folder"
+    shutil.copytree(sweep, renamed)
+    first = sorted((renamed / "runs").iterdir())[0]
+    shutil.copytree(first, renamed / "runs" / "copy-of-a-run")  # a copied run directory
+    with pytest.warns(UserWarning, match="3 copies of one run"):
+        res = build_report([renamed, first], tmp_path / "rep")  # ... and the same run given again
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# Report: grid\n")
+    assert "<h1>Report: grid</h1>" in (tmp_path / "rep" / "report.html").read_text()
+    assert res.title == "grid" and len(res.duplicates) == 2
+    assert res.duplicates["kept"].nunique() == 1 and str(first) in {
+        *res.duplicates["kept"],
+        *res.duplicates["dropped"],
+    }
+    assert res.tables["table1"]["seeds"].tolist() == [2, 2, 2, 2]  # not 4 in the copied run's cell
+    assert "Duplicate runs ignored" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_figures_without_data_say_so(sweep, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from ccm_madrl.report import figures as figs
+    from ccm_madrl.report.tables import runs_frame
+
+    store = load(sweep)
+    runs = runs_frame(store)
+    runs = runs.assign(all_actors_stop_exact=np.nan, all_actors_stop_thr=np.nan)  # nothing stopped
+    said, bars = [], []
+    monkeypatch.setattr(figs, "_no_data", lambda ax, text: (said.append(text), ax.axis("off")))
+    orig_colorbar = figs._colorbar
+    monkeypatch.setattr(
+        figs, "_colorbar", lambda fig, im, ax, **kw: (bars.append(im), orig_colorbar(fig, im, ax, **kw))
+    )
+    figs.stop_heatmap(runs, store, tmp_path)
+    assert bars == [None, None]  # no colour bar over nothing (it drew -0.1..0.1)
+    _, ax = plt.subplots()
+    assert figs._grid_heatmap(ax, runs, lambda c: c["all_actors_stop_thr"], "t", "never") is None
+    assert "no value in any cell" in ax.get_title() and {t.get_text() for t in ax.texts} == {"never"}
+    stops = store.stops.assign(stop_exact=np.nan, stop_thr=np.nan)
+    monkeypatch.setitem(store.__dict__, "stops", stops)  # the cached property's value
+    figs.agent_stop_distribution(runs, store, tmp_path)
+    assert len(said) == 2 and all("no agent stopped" in t for t in said)

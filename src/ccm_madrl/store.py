@@ -188,14 +188,15 @@ def _config_id(rd: Path) -> str:
 
 
 def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.DataFrame]:
-    """One run per config id (the config id includes the seed): copies of a run (the same directory
-    given twice, a copied run directory) are dropped, keeping the most advanced copy (done first,
-    then most episodes). Returns the kept runs in their order and one row per dropped copy."""
-    groups: dict[str, list[int]] = {}
-    for i, (_, rd) in enumerate(found):
-        groups.setdefault(_config_id(rd), []).append(i)
+    """One run per (sweep, config id) (the config id includes the seed): copies of a run within a
+    sweep (the same directory given twice, a copied run directory) are dropped, keeping the most
+    advanced copy (done first, then most episodes); two sweeps may each hold the same config.
+    Returns the kept runs in their order and one row per dropped copy."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (sweep, rd) in enumerate(found):
+        groups.setdefault((sweep, _config_id(rd)), []).append(i)
     keep, dropped = set(), []
-    for cid, idx in groups.items():
+    for (_, cid), idx in groups.items():
 
         def rank(i: int) -> tuple:
             st = _read_json(found[i][1] / "status.json")

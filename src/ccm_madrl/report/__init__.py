@@ -99,8 +99,8 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     )
 
     # the sweeps' own names (manifest / sweep.yaml), not the folders'
-    title = ", ".join(dict.fromkeys(s for s, _ in store.run_dirs))
-    res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=title)
+    sweeps = ", ".join(dict.fromkeys(s for s, _ in store.run_dirs))
+    res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=sweeps)
     t1_num, t1_txt = table1(store)
     at_num, at_txt = algorithm_table(store)
     t2 = table2(store)
@@ -151,7 +151,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
         )
     sections.append(("Provenance", _md_table(prov), ""))
 
-    md = [f"# Report: {title}\n", f"Command: `{command}`\n"]
+    md = [f"# Report: {sweeps}\n", f"Command: `{command}`\n"]
     for title, body, note in sections[:2]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     md.append("## Figures\n")
@@ -164,7 +164,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     for title, body, note in sections[2:]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(title, command, sections, res.figures))
+    (out / "report.html").write_text(_html(sweeps, command, sections, res.figures))
     return res
 
 
