@@ -171,6 +171,7 @@ def bench_agent(
             n_ep = episodes if (upd == "simultaneous" or t_max == 10) else max(8, episodes // 3)
             cfg = build_config(
                 {
+                    "threads": torch.get_num_threads(),  # the machine's setting, as recorded
                     "env": {"max_steps": t_max},
                     "agent": {"actor_update": upd},
                     "training": {
@@ -237,6 +238,7 @@ def bench_monitor(
     for upd in updates:
         cfg = build_config(
             {
+                "threads": torch.get_num_threads(),  # the machine's setting, as recorded
                 "agent": {"actor_update": upd},
                 "training": {
                     "episodes": episodes,
