@@ -290,3 +290,18 @@ if __name__ == "__main__":  # rewrite the table in docs/reliability.md
     text = DOC.read_text()
     head, rest = text.split(START, 1)
     DOC.write_text(head + START + "\n" + doc_table() + "\n" + END + rest.split(END, 1)[1])
+
+
+def test_an_unexpected_error_says_where_its_traceback_is(monkeypatch, capsys, tmp_path):
+    from ccm_madrl import cli
+
+    def broken(args):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(cli, "cmd_report", broken)
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unexpected error (RuntimeError: a bug over two lines)" in err
+    log = Path(err.rsplit("full traceback in ", 1)[1])
+    assert log.parent == tmp_path and "Traceback" in log.read_text() and "a bug" in log.read_text()
