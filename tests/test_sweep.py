@@ -121,8 +121,8 @@ def test_a_failing_run_is_isolated_and_reported(tmp_path, capsys):
     by = {e["overrides"]["device"]: e for e in man}
     assert by["cpu"]["status"] == "done" and by["cpu"]["episodes_done"] == 6
     assert by["cuda"]["status"] == "failed" and "CUDA" in by["cuda"]["traceback"]
-    st = json.loads((tmp_path / "out" / by["cuda"]["run_dir"] / "status.json").read_text())
-    assert st["state"] == "failed" and "Traceback" in st["error"]
+    # the device is checked before the run directory is created: nothing is left behind
+    assert not (tmp_path / "out" / by["cuda"]["run_dir"]).exists()
 
 
 def test_sigkill_mid_sweep_then_resume_loses_nothing(tmp_path):
@@ -203,8 +203,9 @@ def test_store_loads_sweeps_and_runs(tmp_path):
     assert set(s.monitor["role"]) == {"actors", "critic"} and len(s.stops) == 4 * 13
     one = load(runs["run_dir"].iloc[0])
     assert len(one.runs) == 1 and len(one.metrics) == 6
-    both = load([tmp_path / "s1", runs["run_dir"].iloc[0]])
-    assert len(both.runs) == 5
+    with pytest.warns(UserWarning, match="2 copies of one run"):  # the same run given twice counts once
+        both = load([tmp_path / "s1", runs["run_dir"].iloc[0]])
+    assert len(both.runs) == 4 and len(both.duplicates) == 1
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load(tmp_path / "nope")
 
