@@ -330,7 +330,7 @@ class Trainer:
             )
         self.learner.load_state_dict(state["learner"])
         self.rng.load_state_dict(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
         done = int(state["episodes_done"])
         rows = []
         if (self.run_dir / METRICS).exists():
