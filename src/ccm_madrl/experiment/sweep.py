@@ -155,9 +155,9 @@ def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
 # ------------------------------------------------------------------------------- the worker
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's
-    cpuset), else the machine's count. Sizes the pool and each worker's torch threads, so that runs
-    never ask for more threads than there are cores (oversubscribed torch threads slow a run down
-    many times over)."""
+    cpuset), else the machine's count. Sizes the pool and each worker's torch threads outside a run,
+    so that runs never ask for more threads than there are cores (oversubscribed torch threads slow a
+    run down many times over); a training run itself uses its config's ``threads`` (default 1)."""
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
