@@ -153,23 +153,35 @@ def test_sequential_step_matches_naive_per_actor_adam():
     naive_critic_loss(naive, batch, w, y).backward()
     copt.step()
     # independent per-actor Adam on per-actor copies of the parameters
+    params_before = [p.detach().clone() for p in naive.actors.parameters()]
     params = [
         [torch.nn.Parameter(p[i].detach().clone()) for p in naive.actors.parameters()] for i in range(N)
     ]
     opts = [torch.optim.Adam(ps, lr=1e-2) for ps in params]
+    used = [torch.zeros_like(p) for p in naive.actors.parameters()]  # the gradient each actor stepped with
     for i in range(N):
         with torch.no_grad():
             for p, q in zip(naive.actors.parameters(), params[i]):
                 p[i] = q
         grads = torch.autograd.grad(naive_actor_loss(naive, batch, w), list(naive.actors.parameters()))
-        for q, g in zip(params[i], grads):
+        for q, g, u in zip(params[i], grads, used):
             q.grad = g[i].clone()
+            u[i] = g[i]
         opts[i].step()
         with torch.no_grad():
             for p, q in zip(naive.actors.parameters(), params[i]):
                 p[i] = q
-    for a, b in zip(learner.actors.parameters(), naive.actors.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    # Adam's first step is lr * g / (|g| + eps): where |g| is within an order of eps (1e-8) its derivative in
+    # g is up to lr / eps = 1e6, so float32 summation-order noise in g decides the step. Those elements are
+    # held to Adam's bound (|step| <= lr); every other element (zero or |g| > 1e-7) must match to 2e-6.
+    n_checked = n_excluded = 0
+    for a, b, g, w0 in zip(learner.actors.parameters(), naive.actors.parameters(), used, params_before):
+        conditioned = (g == 0) | (g.abs() > 1e-7)
+        n_checked += int((g.abs() > 1e-7).sum())
+        n_excluded += int((~conditioned).sum())
+        torch.testing.assert_close(a[conditioned], b[conditioned], rtol=0, atol=2e-6)
+        assert ((a - w0).abs() <= 1e-2 * (1 + 1e-5)).all() and ((b - w0).abs() <= 1e-2 * (1 + 1e-5)).all()
+    assert n_checked > 3000 and n_excluded < 300, (n_checked, n_excluded)
     for a, b in zip(learner.critic.parameters(), naive.critic.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
     # targets are hard copies after the step
