@@ -64,7 +64,13 @@ class MADDPGLearner(CCMLearner):
         return q, torch.arange(q.shape[0], device=q.device)
 
     def actor_objective(
-        self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor, selected: torch.Tensor | None = None
+        self,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        w: torch.Tensor,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-mean_b w_b Q(S_b, U_b(S_b))."""
-        return -(self.critic(states, u) * w).mean()
+        """-mean_b w_b Q(S_b, U_b(S_b)); ``joint_states`` (the next joint states with
+        ``actor_joint_states: next``) replaces S_b."""
+        return -(self.critic(states if joint_states is None else joint_states, u) * w).mean()

@@ -332,12 +332,13 @@ class CCMLearner:
 
         # actors: maximise the weighted best proposer's Q, with the updated critic
         sel = batch["selected"]
+        js = batch["next_states"] if self.cfg.actor_joint_states == "next" else s
         if self.cfg.actor_update == "simultaneous":
-            actor_losses = [self._actor_step(s, w, None, sel)]
+            actor_losses = [self._actor_step(s, w, None, sel, js)]
         elif self.actors.shared:  # the published repository: N steps of the one network, fresh losses
-            actor_losses = [self._actor_step(s, w, None, sel) for _ in range(self.n_agents)]
+            actor_losses = [self._actor_step(s, w, None, sel, js) for _ in range(self.n_agents)]
         else:
-            actor_losses = [self._actor_step(s, w, i, sel) for i in range(self.n_agents)]
+            actor_losses = [self._actor_step(s, w, i, sel, js) for i in range(self.n_agents)]
         stats.update(
             critic_loss=loss_value,
             actor_loss=float(np.mean(actor_losses)),
@@ -348,11 +349,18 @@ class CCMLearner:
         return stats
 
     def actor_objective(
-        self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor, selected: torch.Tensor | None = None
+        self,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        w: torch.Tensor,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with
-        ``actor_objective: selected`` the max runs over the agents selected in the stored transition."""
-        joint = self.critic.joint(states, u)
+        ``actor_objective: selected`` the max runs over the agents selected in the stored transition.
+        ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
+        the next joint states); U_b = u, s_bj and u_bj stay those of ``states``."""
+        joint = self.critic.joint(states if joint_states is None else joint_states, u)
         own = self.critic.own(states, u)
         if self.cfg.actor_objective == "selected":
             if selected is None:
@@ -367,7 +375,12 @@ class CCMLearner:
         return -(self.critic.head(h) * w).mean()
 
     def _actor_step(
-        self, states: torch.Tensor, w: torch.Tensor, agent: int | None, selected: torch.Tensor | None = None
+        self,
+        states: torch.Tensor,
+        w: torch.Tensor,
+        agent: int | None,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
     ) -> float:
         cfg = self.cfg
         if cfg.actor_reg == "entropy":  # maximum entropy: minimise -Q + coef * log pi, per agent
@@ -378,7 +391,7 @@ class CCMLearner:
             extra = cfg.actor_reg_coef * (z**2).mean(dim=(0, 2)).sum()
         else:
             u, extra = self.actors(states), 0.0
-        loss = self.actor_objective(states, u, w, selected) + extra
+        loss = self.actor_objective(states, u, w, selected, joint_states) + extra
         grads = list(torch.autograd.grad(loss, self.actor_params))
         if cfg.actor_grad_clip is not None:
             clip_per_agent_(grads, cfg.actor_grad_clip)
