@@ -135,6 +135,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
+        if e["type"] == "value_error" and not e["loc"]:  # a model check naming its own field(s)
+            lines.append(f"  {e['ctx']['error']}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
