@@ -122,6 +122,9 @@ class Tie:
     env: int
     step: int
     alt: np.ndarray
+    agents: tuple[int, int]  # the two agents, higher-ranked first
+    states: np.ndarray  # (N, 7) and (N, 3): the environment's state and actor outputs at that step
+    u: np.ndarray
 
 
 @dataclass
@@ -188,7 +191,18 @@ class _Probe:
             )
             rec.rank_gap_ulps = min(rec.rank_gap_ulps, float(gaps.min()))
             for j in np.flatnonzero(gaps <= TIE_ULPS):
-                rec.ties.append(Tie(float(gaps[j]), int(e), self.step, acc[relevant[j]].copy()))
+                p = int(relevant[j])
+                rec.ties.append(
+                    Tie(
+                        float(gaps[j]),
+                        int(e),
+                        self.step,
+                        acc[p].copy(),
+                        (int(o[p]), int(o[p + 1])),
+                        states[e],
+                        u[e],
+                    )
+                )
 
     def actor_objective(self, *args, **kwargs):
         self._in_actor = True
