@@ -3,8 +3,6 @@ implementation of the published repository's first commit (written here, loop by
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from ccm_madrl.experiment import build_config
 from ccm_madrl.experiment.config import ConfigError
 from ccm_madrl.mec import MECConfig, MECEnv, RunRNG
 from ccm_madrl.mec.dynamics import Devices
-from test_learner import B, N, actor_out, make_batch, naive_critic_loss, naive_target, q_full
+from test_learner import B, N, actor_out, make_batch, q_full, step_beside_naive_critic
 
 ZS, ZA = torch.zeros(7), torch.zeros(3)
 
@@ -64,17 +62,8 @@ def test_44fba1b_training_step_matches_the_published_loop():
         actor_sharing="shared", actor_objective="selected", actor_joint_states="next",
     )  # fmt: skip
     learner = CCMLearner(MECConfig(n_agents=N), cfg, RunRNG("reference", 0, 37))
-    naive = copy.deepcopy(learner)
     batch = make_batch(7, none_selected=(0, 4))
-    w_np = np.linspace(0.4, 1.0, B)
-    w = torch.tensor(w_np, dtype=torch.float32)
-    learner.train_step(batch, w_np)
-
-    y = naive_target(naive, batch)
-    copt = torch.optim.Adam(naive.critic.parameters(), lr=1e-2)
-    copt.zero_grad()
-    naive_critic_loss(naive, batch, w, y).backward()
-    copt.step()
+    naive, w = step_beside_naive_critic(learner, batch, np.linspace(0.4, 1.0, B))
     opt = torch.optim.Adam(naive.actors.parameters(), lr=1e-2)  # one network, one optimiser state
     for _ in range(N):  # the loop variable reused: N steps of the last client's optimiser
         opt.zero_grad()

@@ -356,11 +356,19 @@ class CCMLearner:
         selected: torch.Tensor | None = None,
         joint_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with
-        ``actor_objective: selected`` the max runs over the agents selected in the stored transition.
+        """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
         ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
-        the next joint states); U_b = u, s_bj and u_bj stay those of ``states``."""
-        joint = self.critic.joint(states if joint_states is None else joint_states, u)
+        the next joint states); the actions, the own states and own actions stay those of ``states``."""
+        return -(
+            self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
+        ).mean()
+
+    def actor_q(
+        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+    ) -> torch.Tensor:
+        """max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with ``actor_objective:
+        selected`` the max runs over the agents selected in the stored transition."""
+        joint = self.critic.joint(joint_states, u)
         own = self.critic.own(states, u)
         if self.cfg.actor_objective == "selected":
             if selected is None:
@@ -372,7 +380,7 @@ class CCMLearner:
         b = torch.arange(u.shape[0], device=u.device)
         has = (arg >= 0).unsqueeze(1)
         h = torch.where(has, joint + own[b, arg.clamp(min=0)], joint)
-        return -(self.critic.head(h) * w).mean()
+        return self.critic.head(h)
 
     def _actor_step(
         self,
