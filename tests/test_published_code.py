@@ -149,3 +149,21 @@ def test_preset_conflicts_name_the_field(capsys):
     rc = main(["train", "--set", "published_code=44fba1b", "--set", "env.reset_energy_clip=true"])
     assert rc == 2
     assert "env.reset_energy_clip: published_code 44fba1b sets False" in capsys.readouterr().err
+
+
+def test_preset_benchmark_shares_one_actor_stepped_n_times():
+    from ccm_madrl.agents import make_learner
+
+    cfg = build_config(
+        {
+            "published_code": "44fba1b",
+            "env": {"n_agents": N},
+            "agent": {"algorithm": "maddpg", "batch_size": B, "critic_hidden": [16, 8]},
+        }
+    )
+    learner = make_learner(cfg, RunRNG("reference", 0, 37))
+    assert isinstance(learner, MADDPGLearner) and learner.actors.fc1.weight.shape[0] == 1
+    before = [p.detach().clone() for p in learner.actors.parameters()]
+    learner.train_step(make_batch(3), np.ones(B))
+    assert int(learner.actor_opt.steps[0]) == N
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.actors.parameters()))
