@@ -142,15 +142,15 @@ class _Probe:
         self.current: EpisodeProbe | None = None
         self.step = 0
         self.argmax_gap_ulps = np.inf  # actor-loss maximum: best minus second-best Q (last training step)
-        self._select, self._objective, self._maxp = (
+        self._select, self._objective, self._candq = (
             learner.select,
             learner.actor_objective,
-            learner._max_over_proposers,
+            learner.candidate_q,
         )
         self._in_actor = False
         learner.select = self.select
         learner.actor_objective = self.actor_objective
-        learner._max_over_proposers = self.max_over_proposers
+        learner.candidate_q = self.candidate_q
 
     def select(self, states, u, explore, epsilon):
         sel, exceeded = self._select(states, u, explore, epsilon)
@@ -211,23 +211,15 @@ class _Probe:
         finally:
             self._in_actor = False
 
-    def max_over_proposers(self, critic, joint, own, prop):
-        qmax, arg = self._maxp(critic, joint, own, prop)
-        if self._in_actor:
-            import torch
-
-            with torch.no_grad():
-                bi, ji = prop.nonzero(as_tuple=True)
-                qmat = torch.full(prop.shape, -torch.inf, device=joint.device)
-                if bi.numel():
-                    qmat[bi, ji] = critic.head(joint[bi] + own[bi, ji])
-                top = qmat.topk(min(2, prop.shape[1]), dim=1).values.double().cpu().numpy()
-            if top.shape[1] == 2:
-                ok = np.isfinite(top).all(axis=1)
-                if ok.any():
-                    g = _ulps(top[ok, 0] - top[ok, 1], np.abs(top[ok]).max(axis=1))
-                    self.argmax_gap_ulps = min(self.argmax_gap_ulps, float(g.min()))
-        return qmax, arg
+    def candidate_q(self, joint, states, u, cand):
+        q = self._candq(joint, states, u, cand)
+        if self._in_actor and q.shape[1] >= 2:
+            top = q.topk(2, dim=1).values.double().cpu().numpy()
+            ok = np.isfinite(top).all(axis=1)
+            if ok.any():
+                g = _ulps(top[ok, 0] - top[ok, 1], np.abs(top[ok]).max(axis=1))
+                self.argmax_gap_ulps = min(self.argmax_gap_ulps, float(g.min()))
+        return q
 
 
 def _rel(a: float, b: float) -> float:

@@ -369,18 +369,27 @@ class CCMLearner:
         """max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with ``actor_objective:
         selected`` the max runs over the agents selected in the stored transition."""
         joint = self.critic.joint(joint_states, u)
-        own = self.critic.own(states, u)
         if self.cfg.actor_objective == "selected":
             if selected is None:
                 raise ValueError("actor_objective 'selected' needs the batch's stored selection")
             cand = selected > 0.5
         else:
             cand = u.detach()[..., 0] >= 0
-        _, arg = self._max_over_proposers(self.critic, joint.detach(), own.detach(), cand)
+        arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
-        has = (arg >= 0).unsqueeze(1)
-        h = torch.where(has, joint + own[b, arg.clamp(min=0)], joint)
-        return self.critic.head(h)
+        own = self.critic.own(states[b, arg], u[b, arg])  # the winner's row only: the max's gradient path
+        return self.critic.head(torch.where(cand.any(dim=1, keepdim=True), joint + own, joint))
+
+    @torch.no_grad()
+    def candidate_q(
+        self, joint: torch.Tensor, states: torch.Tensor, u: torch.Tensor, cand: torch.Tensor
+    ) -> torch.Tensor:
+        """Q (B, N) of the candidate rows (bool (B, N)), -inf elsewhere; own parts of those rows only."""
+        bi, ji = cand.nonzero(as_tuple=True)
+        q = torch.full(cand.shape, -torch.inf, device=joint.device)
+        if bi.numel():
+            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji]))
+        return q
 
     def _actor_step(
         self,
