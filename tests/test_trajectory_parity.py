@@ -50,6 +50,8 @@ def test_a_perturbed_trajectory_fails_and_names_the_first_differing_episode(tmp_
     assert not tr.passed and "first beyond rtol 1e-06: train_returns[1], training episode 1" in tr.note
     detail = [c for c in rep.checks if c.quantity.strip().startswith("eval_returns[2]")]
     assert detail and "no single near-tie flip reproduces it" in detail[0].note
+    train1 = [c for c in rep.checks if c.quantity.strip().startswith("train_returns[1]")]
+    assert train1 and "no near-tie found: not float32 noise" in train1[0].note
     assert main(["parity", str(path)]) == 1
     assert "FAIL" in capsys.readouterr().out
 

@@ -22,7 +22,8 @@ by counterfactual: each decision-relevant near-tie of that evaluation within ``T
 other way, one at a time, and the evaluation re-run; if one flip reproduces the golden value within
 the tolerance, the evaluation passes as a near-tie ("resolved"), reported with its gap. Nothing else is
 resolved: a training return beyond the tolerance fails, as does an evaluation no single near-tie flip
-explains.
+explains; their note names the possible cause (a ranking gap or an argmax gap within ``TIE_ULPS``, or
+|u_0| within ``U0_TIE`` of the proposal threshold) or says that no near-tie was found.
 """
 
 from __future__ import annotations
@@ -307,12 +308,26 @@ def replay(g: dict) -> TrajectoryResult:
                 res.train_status.append(
                     "ok"
                     if r <= TRAJ_RTOL
-                    else f"differs: rel {r:.2g}; in this episode the smallest ranking gap "
-                    f"{rec.rank_gap_ulps:.3g} ulp, smallest |u0| {rec.min_abs_u0:.2g}; the actor loss's "
-                    f"max in the training step before it: best - second {argmax_before:.3g} ulp"
+                    else f"differs: rel {r:.2g}; {_verdict(rec, argmax_before)}; in this episode the smallest "
+                    f"ranking gap {rec.rank_gap_ulps:.3g} ulp, smallest |u0| {rec.min_abs_u0:.2g}; the actor "
+                    f"loss's max in the training step before it: best - second {argmax_before:.3g} ulp"
                 )
             argmax_before = probe.argmax_gap_ulps
     return res
+
+
+U0_TIE = 1e-6  # |u_0| below this: the proposal could go either way in float32
+
+
+def _verdict(rec: EpisodeProbe, argmax_gap: float) -> str:
+    causes = []
+    if rec.rank_gap_ulps <= TIE_ULPS:
+        causes.append("a near-tie in the master's ranking")
+    if rec.min_abs_u0 <= U0_TIE:
+        causes.append("an actor output at the proposal threshold")
+    if argmax_gap <= TIE_ULPS:
+        causes.append("a near-tie in the actor loss's argmax")
+    return "possible cause: " + " or ".join(causes) if causes else "no near-tie found: not float32 noise"
 
 
 def _judge_eval(trainer, rec: EpisodeProbe, ours: float, gold: float) -> str:
@@ -328,6 +343,6 @@ def _judge_eval(trainer, rec: EpisodeProbe, ours: float, gold: float) -> str:
                 f"{_rel(flipped, gold):.2g})"
             )
     return (
-        f"differs: rel {r:.2g}; no single near-tie flip reproduces it; smallest ranking gap "
+        f"differs: rel {r:.2g}; no single near-tie flip reproduces it ({_verdict(rec, np.inf)}); smallest ranking gap "
         f"{rec.rank_gap_ulps:.3g} ulp ({len(rec.ties)} within {TIE_ULPS:g}), smallest |u0| {rec.min_abs_u0:.2g}"
     )
