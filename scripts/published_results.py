@@ -5,7 +5,9 @@ files (TesfayZ/CCM_MADRL_MEC, folder s10lre4e3CCM_MADRL_MEC/CSV/ at the commit t
 
 GIT_DIR is a clone (or bare mirror) of the repository; files are read with ``git show COMMIT:PATH``.
 One row per run: the number of evaluations, the first one, the mean / min / max of the last 100
-("final return") and the mean of the last 100 lines of its Server_constraints file.
+("final return") and the mean of the last 100 lines of its Server_constraints file. Also every
+evaluation of the 10 CCM-MADRL runs (s10lre4e3_ccm_madrl_evaluations.csv, beside --out), to compare
+runs at equal progress.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def main() -> None:
             )
     pd.DataFrame(rows).to_csv(Path(args.out), index=False)
     print(f"wrote {args.out} ({len(rows)} runs)")
+    # every CCM-MADRL evaluation, by the episode it precedes (line i: before episode i + 1)
+    curves = {f"run_{r}": read(args.git_dir, args.commit, f"results/CCM_MADRL{r}.csv") for r in range(10)}
+    df = pd.DataFrame(curves)
+    df.insert(0, "episode", np.arange(1, len(df) + 1))
+    out = Path(args.out).with_name("s10lre4e3_ccm_madrl_evaluations.csv")
+    df.to_csv(out, index=False, float_format="%.12g")
+    print(f"wrote {out} ({len(df)} evaluations x 10 runs)")
 
 
 if __name__ == "__main__":
