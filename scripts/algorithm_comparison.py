@@ -72,9 +72,11 @@ def final_policy(run_dir: Path) -> tuple[float, float]:
     return float((u[..., 0] >= 0).mean()), float((u[..., 1] < -0.9).mean())
 
 
-def ours(paths: list[str], variants: list[str]) -> tuple[str, float]:
+def ours(
+    paths: list[str], variants: list[str], unfinished: bool = False, csv: str | None = None
+) -> tuple[str, float]:
     s = load(paths)
-    runs = s.runs[s.runs["status"] == "done"].copy()
+    runs = s.runs[s.runs["status"] == "done"].copy() if not unfinished else s.runs.copy()
     m = s.metrics
     ref = all_local_return(build_config(s.config(Path(runs["run_dir"].iloc[0]))))
     last = (
@@ -90,6 +92,24 @@ def ours(paths: list[str], variants: list[str]) -> tuple[str, float]:
     runs["propose"], runs["alpha_min"] = [p[0] for p in pol], [p[1] for p in pol]
     order = {a: k for k, a in enumerate(ALGORITHMS)}
     runs = runs.sort_values("cfg.agent.algorithm", key=lambda c: c.map(order), kind="stable")
+    if csv:
+        cols = [
+            "run_id",
+            "cfg.agent.algorithm",
+            *variants,
+            "cfg.seed",
+            "status",
+            "episodes_done",
+            "final_return",
+        ]
+        cols += ["lo", "hi", "all_local", "final_constraint_frac", "propose", "alpha_min", "prov.commit"]
+        out = runs[[c for c in dict.fromkeys(cols) if c in runs]].rename(
+            columns={"lo": "last100_min", "hi": "last100_max", "propose": "final_propose_frac",
+                     "alpha_min": "final_alpha_min_frac"}
+        )  # fmt: skip
+        if "all_actors_grad_zero" in runs:
+            out["actors_grad_zero_from_episode"] = runs["all_actors_grad_zero"]
+        out.to_csv(csv, index=False)
     keys = ["cfg.agent.algorithm", *variants]
     lines = [
         "| algorithm"
@@ -145,8 +165,14 @@ def main() -> None:
     ap.add_argument(
         "--variant", action="append", default=[], help="extra grouping column, e.g. cfg.agent.actor_sharing"
     )
+    ap.add_argument("--csv", help="also write one row per run to this CSV file")
+    ap.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="also runs still running or interrupted (final return over their last 100 evaluations so far)",
+    )
     args = ap.parse_args()
-    table, ref = ours(args.paths, args.variant)
+    table, ref = ours(args.paths, args.variant, args.include_unfinished, args.csv)
     print(f"All-local, full-compute return on these evaluation episodes: {ref:.4f}\n")
     print(table)
     if args.published:

@@ -139,19 +139,24 @@ def test_simultaneous_step_matches_naive_gradients(bias):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
-def test_sequential_step_matches_naive_per_actor_adam():
-    learner = learner_for("sequential")
+def step_beside_naive_critic(learner, batch, w_np):
+    """Take the learner's training step on ``batch``; return a copy of the learner from before the
+    step whose critic took the naive critic step (lr 1e-2), and the weights as a tensor."""
     naive = copy.deepcopy(learner)
-    batch = make_batch(2)
-    w_np = np.linspace(0.5, 1.0, B)
     w = torch.tensor(w_np, dtype=torch.float32)
     learner.train_step(batch, w_np)
-
     y = naive_target(naive, batch)
     copt = torch.optim.Adam(naive.critic.parameters(), lr=1e-2)
     copt.zero_grad()
     naive_critic_loss(naive, batch, w, y).backward()
     copt.step()
+    return naive, w
+
+
+def test_sequential_step_matches_naive_per_actor_adam():
+    learner = learner_for("sequential")
+    batch = make_batch(2)
+    naive, w = step_beside_naive_critic(learner, batch, np.linspace(0.5, 1.0, B))
     # independent per-actor Adam on per-actor copies of the parameters
     params_before = [p.detach().clone() for p in naive.actors.parameters()]
     params = [

@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
-    q.add_argument("files", nargs="+", help="golden .npz file(s) (env or agent)")
+    q.add_argument(
+        "files", nargs="+", help="golden file(s): .npz (env or agent) or .json (trajectory: whole episodes)"
+    )
     q.set_defaults(func=cmd_parity)
 
     b = sub.add_parser("bench", help="speed measurements (results as JSON)")

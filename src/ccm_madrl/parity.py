@@ -119,6 +119,8 @@ def check_file(path: str | Path) -> ParityReport:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parity: no such file: {path}")
+    if path.suffix.lower() == ".json":
+        return check_trajectory(path)
     data = _load_npz(path)
     try:
         kind = file_kind(list(data))
@@ -303,3 +305,42 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
         )
     )
     rep.checks.extend(checks)
+
+
+# --------------------------------------------------------------------------------- trajectory
+def check_trajectory(path: str | Path) -> ParityReport:
+    """Replay a trajectory file (``parity_trajectory``) and compare its returns episode by episode."""
+    from .parity_trajectory import TRAJ_RTOL, load_trajectory, preset_for, replay
+
+    g = load_trajectory(path)
+    preset = preset_for(g["code_commit"])
+    rep = ParityReport(str(path), f"trajectory, published code {str(g['code_commit'])[:7]}")
+    res = replay(g)
+    label = f"published_code: {preset}" if preset else "default system"
+    for name, ours, gold, status, where in (
+        ("eval", res.eval_ours, g["eval_returns"], res.eval_status, "evaluation before episode {k1}"),
+        ("train", res.train_ours, g["train_returns"], res.train_status, "training episode {k}"),
+    ):
+        n = len(gold)
+        a, r = _abs_rel(np.asarray(ours[:n]), np.asarray(gold, dtype=np.float64))
+        bad = [k for k, st in enumerate(status) if st != "ok"]
+        failed = [k for k in bad if not status[k].startswith("resolved")]
+        if not bad:
+            note = f"all {n} within rtol {TRAJ_RTOL:g} ({label})"
+        else:
+            k = bad[0]
+            note = f"first beyond rtol {TRAJ_RTOL:g}: {name}_returns[{k}], " + where.format(k=k, k1=k + 1)
+            note += f"; {len(failed)} unresolved, {len(bad) - len(failed)} resolved as near-ties"
+        rep.checks.append(Check(f"{name} returns ({n} episodes)", a, r, not failed, note))
+        for k in bad[:10]:
+            a, r = _abs_rel(np.asarray([ours[k]]), np.asarray([gold[k]], dtype=np.float64))
+            rep.checks.append(
+                Check(
+                    f"  {name}_returns[{k}] ({where.format(k=k, k1=k + 1)})",
+                    a,
+                    r,
+                    status[k].startswith("resolved"),
+                    f"ours {ours[k]:.6f}, golden {gold[k]:.6f}; {status[k]}",
+                )
+            )
+    return rep

@@ -63,8 +63,8 @@ class MADDPGLearner(CCMLearner):
         q = self.critic(states, actions)
         return q, torch.arange(q.shape[0], device=q.device)
 
-    def actor_objective(
-        self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor, selected: torch.Tensor | None = None
+    def actor_q(
+        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
     ) -> torch.Tensor:
-        """-mean_b w_b Q(S_b, U_b(S_b))."""
-        return -(self.critic(states, u) * w).mean()
+        """Q(S_b, U_b(s_b)), S_b the joint states given (current or next)."""
+        return self.critic(joint_states, u)

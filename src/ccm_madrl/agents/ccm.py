@@ -332,12 +332,13 @@ class CCMLearner:
 
         # actors: maximise the weighted best proposer's Q, with the updated critic
         sel = batch["selected"]
+        js = batch["next_states"] if self.cfg.actor_joint_states == "next" else s
         if self.cfg.actor_update == "simultaneous":
-            actor_losses = [self._actor_step(s, w, None, sel)]
+            actor_losses = [self._actor_step(s, w, None, sel, js)]
         elif self.actors.shared:  # the published repository: N steps of the one network, fresh losses
-            actor_losses = [self._actor_step(s, w, None, sel) for _ in range(self.n_agents)]
+            actor_losses = [self._actor_step(s, w, None, sel, js) for _ in range(self.n_agents)]
         else:
-            actor_losses = [self._actor_step(s, w, i, sel) for i in range(self.n_agents)]
+            actor_losses = [self._actor_step(s, w, i, sel, js) for i in range(self.n_agents)]
         stats.update(
             critic_loss=loss_value,
             actor_loss=float(np.mean(actor_losses)),
@@ -348,26 +349,55 @@ class CCMLearner:
         return stats
 
     def actor_objective(
-        self, states: torch.Tensor, u: torch.Tensor, w: torch.Tensor, selected: torch.Tensor | None = None
+        self,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        w: torch.Tensor,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-mean_b w_b * max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with
-        ``actor_objective: selected`` the max runs over the agents selected in the stored transition."""
-        joint = self.critic.joint(states, u)
-        own = self.critic.own(states, u)
+        """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
+        ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
+        the next joint states); the actions, the own states and own actions stay those of ``states``."""
+        return -(
+            self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
+        ).mean()
+
+    def actor_q(
+        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+    ) -> torch.Tensor:
+        """max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with ``actor_objective:
+        selected`` the max runs over the agents selected in the stored transition."""
+        joint = self.critic.joint(joint_states, u)
         if self.cfg.actor_objective == "selected":
             if selected is None:
                 raise ValueError("actor_objective 'selected' needs the batch's stored selection")
             cand = selected > 0.5
         else:
             cand = u.detach()[..., 0] >= 0
-        _, arg = self._max_over_proposers(self.critic, joint.detach(), own.detach(), cand)
+        arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
-        has = (arg >= 0).unsqueeze(1)
-        h = torch.where(has, joint + own[b, arg.clamp(min=0)], joint)
-        return -(self.critic.head(h) * w).mean()
+        own = self.critic.own(states[b, arg], u[b, arg])  # the winner's row only: the max's gradient path
+        return self.critic.head(torch.where(cand.any(dim=1, keepdim=True), joint + own, joint))
+
+    @torch.no_grad()
+    def candidate_q(
+        self, joint: torch.Tensor, states: torch.Tensor, u: torch.Tensor, cand: torch.Tensor
+    ) -> torch.Tensor:
+        """Q (B, N) of the candidate rows (bool (B, N)), -inf elsewhere; own parts of those rows only."""
+        bi, ji = cand.nonzero(as_tuple=True)
+        q = torch.full(cand.shape, -torch.inf, device=joint.device)
+        if bi.numel():
+            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji]))
+        return q
 
     def _actor_step(
-        self, states: torch.Tensor, w: torch.Tensor, agent: int | None, selected: torch.Tensor | None = None
+        self,
+        states: torch.Tensor,
+        w: torch.Tensor,
+        agent: int | None,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
     ) -> float:
         cfg = self.cfg
         if cfg.actor_reg == "entropy":  # maximum entropy: minimise -Q + coef * log pi, per agent
@@ -378,7 +408,7 @@ class CCMLearner:
             extra = cfg.actor_reg_coef * (z**2).mean(dim=(0, 2)).sum()
         else:
             u, extra = self.actors(states), 0.0
-        loss = self.actor_objective(states, u, w, selected) + extra
+        loss = self.actor_objective(states, u, w, selected, joint_states) + extra
         grads = list(torch.autograd.grad(loss, self.actor_params))
         if cfg.actor_grad_clip is not None:
             clip_per_agent_(grads, cfg.actor_grad_clip)

@@ -60,6 +60,13 @@ class AgentConfig(BaseModel):
         "(proposers: the golden vectors, the spec) or over the agents the master selected in the stored "
         "transition (selected: the published repository's code); the fake agent when there are none",
     )
+    actor_joint_states: Literal["current", "next"] = Field(
+        "current",
+        description="joint state S fed to the critic in the actor loss: the sampled transition's current "
+        "joint states (current: the golden vectors, the spec) or its NEXT joint states (next: the published "
+        "repository's first commit 44fba1b, in CCM-MADRL and in the MADDPG benchmarks); the actions U, the "
+        "own state s_j and own action u_j always come from the current states",
+    )
     actor_hidden: tuple[int, int] = (64, 32)
     critic_hidden: tuple[int, int] = (512, 128)
     activation: Literal["tanh", "softsign", "hardtanh", "scaled_sigmoid"] = "tanh"

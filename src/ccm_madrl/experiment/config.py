@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..agents.config import AgentConfig
 from ..mec.config import MECConfig
@@ -52,12 +52,43 @@ class MonitorConfig(BaseModel):
     )
 
 
+PUBLISHED_CODE = {
+    # The first commit of TesfayZ/CCM_MADRL_MEC, which produced the published CSVs: one actor network
+    # shared by all clients ([ActorNetwork()] * N, also in the MADDPG benchmarks), stepped N times per
+    # training step by one optimiser (the update loop reuses its loop variable), the CCM actor loss's
+    # maximum over the stored selection with the NEXT joint states fed to the critic (the MADDPG
+    # benchmarks' actor loss too), and no battery clip at reset (the S_enery typo).
+    "44fba1b": {
+        "agent.actor_sharing": "shared",
+        "agent.actor_update": "sequential",
+        "agent.actor_objective": "selected",  # CCM-MADRL only: the benchmarks have no selection max
+        "agent.actor_joint_states": "next",
+        "env.reset_energy_clip": False,
+    },
+}
+
+
+def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
+    settings = dict(PUBLISHED_CODE[name])
+    if algorithm != "ccm_madrl":
+        settings.pop("agent.actor_objective")
+    return settings
+
+
 class ExperimentConfig(BaseModel):
     """Everything that defines one run. ``id()`` is a stable hash of the resolved config."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field("ccm", description="a label for the run")
+    published_code: Literal["44fba1b"] | None = Field(
+        None,
+        description="preset reproducing a commit of the published repository (TesfayZ/CCM_MADRL_MEC): "
+        "'44fba1b', its first commit, which produced the published CSVs, sets agent.actor_sharing=shared, "
+        "agent.actor_update=sequential, agent.actor_objective=selected (ccm_madrl), "
+        "agent.actor_joint_states=next and env.reset_energy_clip=false; a conflicting explicit value is an "
+        "error. None (default): the system the golden vectors define (the repository's current code)",
+    )
     seed: int = Field(0, ge=0, description="run seed: network init, replay, exploration, noise")
     env_seed: int = Field(37, ge=0, description="seed of the MEC system's device constants (published: 37)")
     rng_mode: Literal["reference", "independent"] = "reference"
@@ -73,6 +104,27 @@ class ExperimentConfig(BaseModel):
     agent: AgentConfig = AgentConfig()
     training: TrainingConfig = TrainingConfig()
     monitor: MonitorConfig = MonitorConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_published_code(cls, data: Any) -> Any:
+        """Fill in the settings of a ``published_code`` preset; refuse explicit contradictions."""
+        if not isinstance(data, dict) or data.get("published_code") not in PUBLISHED_CODE:
+            return data
+        data = json.loads(json.dumps(data))
+        name = data["published_code"]
+        agent = data.get("agent") if isinstance(data.get("agent"), dict) else {}
+        for key, value in _preset_settings(name, agent.get("algorithm", "ccm_madrl")).items():
+            section, field = key.split(".")
+            node = data.setdefault(section, {})
+            if not isinstance(node, dict):
+                continue  # the section's own validation reports it
+            if field in node and node[field] != value:
+                raise ValueError(
+                    f"{key}: published_code {name} sets {value!r}; got {node[field]!r} (drop one of the two)"
+                )
+            node[field] = value
+        return data
 
     def id(self) -> str:
         """Stable id derived from the resolved config (name excluded)."""
@@ -93,6 +145,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
+        if e["type"] == "value_error" and not e["loc"]:  # a model check naming its own field(s)
+            lines.append(f"  {e['ctx']['error']}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):

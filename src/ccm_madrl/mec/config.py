@@ -40,6 +40,13 @@ class MECConfig(BaseModel):
     k_energy_local: float = Field(5 * 1e-27, gt=0)
     min_ene: float = Field(0.5, ge=0, description="battery (MJ)")
     max_ene: float = Field(3.2, gt=0)
+    reset_energy_clip: bool = Field(
+        True,
+        description="reset clips every battery to [min_ene, max_ene] (published at HEAD); false: no clip, "
+        "as in the published repository's first commit 44fba1b (a misspelt assignment, S_enery); the "
+        "published initial energies are drawn inside the range, so the two differ only for batteries "
+        "set outside it",
+    )
     harvest_rate: float = Field(0.001, ge=0, description="harvested energy per step")
     harvest_std: float = Field(
         0.0, ge=0, description="std of the harvest draw Normal(harvest_rate, harvest_std)"

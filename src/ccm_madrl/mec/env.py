@@ -172,11 +172,10 @@ class MECEnv:
         elif isinstance(self.source, TableTasks):
             raise ValueError("reset: this environment replays a table; pass table= or seed=")
         self.tasks = np.array(self.source.reset(self.cfg), dtype=np.float64)
-        self.energy = np.clip(
-            np.broadcast_to(self.devices.initial_energy, (self.num_envs, self.cfg.n_agents)).copy(),
-            self.cfg.min_ene,
-            self.cfg.max_ene,
-        )
+        energy = np.broadcast_to(self.devices.initial_energy, (self.num_envs, self.cfg.n_agents)).copy()
+        if self.cfg.reset_energy_clip:
+            energy = np.clip(energy, self.cfg.min_ene, self.cfg.max_ene)
+        self.energy = energy
         self.t = 0
         self._needs_reset = False
         return self.observation()

@@ -161,6 +161,7 @@ def table2(store) -> pd.DataFrame:
             a.input_norm,
             a.actor_sharing,
             a.actor_objective,
+            a.actor_joint_states,
             cfg.env.n_agents,
         )
         if key in seen:
@@ -188,6 +189,7 @@ def table2(store) -> pd.DataFrame:
             "hidden": " -> ".join(map(str, actors.hidden)) + " (ReLU)", "output": f"{actors.out_dim} ({out})",
             "parameters (one network)": per_actor, "parameters (all)": per_actor * actors.n_nets, "loss": ACTOR_LOSS[family]
             + (" (max over the stored selection)" if a.actor_objective == "selected" else "")
+            + (" (critic fed the next joint states)" if a.actor_joint_states == "next" else "")
             + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
         })  # fmt: skip
         c = learner.critic
