@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..agents.config import AgentConfig
 from ..mec.config import MECConfig
+from .cross import CrossConfig
 
 
 class ConfigError(ValueError):
@@ -66,11 +67,26 @@ class ExperimentConfig(BaseModel):
     agent: AgentConfig = AgentConfig()
     training: TrainingConfig = TrainingConfig()
     monitor: MonitorConfig = MonitorConfig()
+    kind: Literal["mec", "cross"] = Field(
+        "mec", description="mec: CCM-MADRL on the MEC system; cross: another library's agent (section cross)"
+    )
+    cross: CrossConfig | None = Field(None, description="kind cross: library, algo, env, budget, lrs")
+
+    @model_validator(mode="after")
+    def _kind(self) -> ExperimentConfig:
+        if self.kind == "cross" and self.cross is None:
+            raise ValueError("cross: required when kind is 'cross'")
+        if self.kind == "mec" and self.cross is not None:
+            raise ValueError("cross: only with kind: cross")
+        return self
 
     def id(self) -> str:
         """Stable id derived from the resolved config (name excluded)."""
         d = self.model_dump(mode="json")
         d.pop("name", None)
+        if self.kind == "mec":  # ids of MEC runs are those from before run kinds existed
+            d.pop("kind", None)
+            d.pop("cross", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:

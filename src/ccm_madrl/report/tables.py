@@ -88,6 +88,17 @@ def runs_frame(store) -> pd.DataFrame:
     r["client_lr"] = r["cfg.agent.actor_lr"]
     r["master_lr"] = r["cfg.agent.critic_lr"]
     r["steps"] = r["cfg.env.max_steps"]
+    if "cfg.cross.algo" in r:  # kind: cross (another library's agent): its algorithm, lrs and env
+        from ..experiment.cross import DEFAULT_CRITIC_LR
+
+        x = r["cfg.kind"] == "cross"
+        r.loc[x, "algorithm"] = r.loc[x, "cfg.cross.algo"]
+        r.loc[x, "client_lr"] = r.loc[x, "cfg.cross.actor_lr"]
+        r.loc[x, "master_lr"] = r.loc[x, "cfg.cross.critic_lr"].fillna(
+            r.loc[x, "cfg.cross.algo"].map(DEFAULT_CRITIC_LR)
+        )
+        r["steps"] = r["steps"].astype(object)
+        r.loc[x, "steps"] = r.loc[x, "cfg.cross.env"]
     return r
 
 
