@@ -274,7 +274,7 @@ def test_cross_sweep_store_and_report(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(sweep))
     out = tmp_path / "sw"
-    assert main(["sweep", str(f), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    assert main(["sweep", str(f), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
     s = load(out)
     assert (s.runs["status"] == "done").all() and len(s.runs) == 2
     assert s.runs["final_return"].notna().all()

@@ -22,6 +22,7 @@ SB3_ALGOS = ("ddpg", "td3", "sac")
 BENCHMARL_ALGOS = ("maddpg", "iddpg", "masac")
 # The libraries' default learning rates (SB3: one ``learning_rate`` for actor and critic;
 # BenchMARL: ``experiment.lr``) -- the critic's when ``critic_lr`` is left out.
+MEC_ONLY = ("env_seed", "rng_mode", "env", "agent", "training")
 DEFAULT_CRITIC_LR = {"ddpg": 1e-3, "td3": 1e-3, "sac": 3e-4, "maddpg": 5e-5, "iddpg": 5e-5, "masac": 5e-5}
 
 
@@ -78,6 +79,7 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     """Run one ``kind: cross`` experiment into ``run_dir`` (skipped if already done)."""
     import pandas as pd
     import torch
+    import yaml
 
     from ..provenance import collect
     from .runner import METRICS, STATUS, RunDirConflict, RunSummary, write_json
@@ -94,7 +96,10 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
             df = pd.read_parquet(run_dir / METRICS)
             return RunSummary(run_dir, "done", int(st.get("episodes_done", 0)), _final(df), 0.0)
     shutil.rmtree(run_dir / "monitor", ignore_errors=True)  # a restarted run starts from scratch
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    # the config without the MEC sections, which a cross run does not use (they load as defaults)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(cfg.model_dump(mode="json", exclude=set(MEC_ONLY)), sort_keys=False)
+    )
     prov = collect(torch.device("cpu"))
     prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **_library_versions(c.library))
     write_json(run_dir / "provenance.json", prov)
