@@ -147,6 +147,16 @@ def _library_versions(library: str) -> dict:
     return {"libraries": out}
 
 
+def _monitor_kwargs(mc) -> dict:
+    """The callbacks' monitor settings from the run's ``monitor`` section."""
+    return {
+        "interval": mc.interval,
+        "stop_threshold": mc.stop_threshold,
+        "early_stop": mc.early_stop,
+        "early_stop_patience": mc.early_stop_patience,
+    }
+
+
 def _gym_env(c: CrossConfig, seed: int, train: bool):
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
@@ -173,7 +183,7 @@ def _train_sb3(cfg, run_dir: Path):
 
     from ..integrations.sb3 import MonitorCallback, separate_actor_lr
 
-    c, mc = cfg.cross, cfg.monitor
+    c = cfg.cross
     env = DummyVecEnv([lambda: _gym_env(c, cfg.seed, True)])
     eval_env = DummyVecEnv([lambda: _gym_env(c, cfg.seed + 10_000, False)]) if c.eval_every else None
     kw: dict = {"seed": cfg.seed, "device": "cpu", "verbose": 0}
@@ -195,10 +205,7 @@ def _train_sb3(cfg, run_dir: Path):
     cb = MonitorCallback(
         run_dir,
         per=c.monitor_per,
-        interval=mc.interval,
-        stop_threshold=mc.stop_threshold,
-        early_stop=mc.early_stop,
-        early_stop_patience=mc.early_stop_patience,
+        **_monitor_kwargs(cfg.monitor),
         eval_env=eval_env,
         eval_every=c.eval_every,
         eval_episodes=c.eval_episodes,
@@ -212,14 +219,8 @@ def _train_sb3(cfg, run_dir: Path):
 def _train_benchmarl(cfg, run_dir: Path):
     from ..integrations.benchmarl import EarlyStop, MonitorCallback, make_experiment
 
-    c, mc = cfg.cross, cfg.monitor
-    cb = MonitorCallback(
-        run_dir,
-        actor_lr=c.actor_lr,
-        interval=mc.interval,
-        stop_threshold=mc.stop_threshold,
-        early_stop=mc.early_stop,
-        early_stop_patience=mc.early_stop_patience,
+    c = cfg.cross
+    cb = MonitorCallback(run_dir, actor_lr=c.actor_lr, **_monitor_kwargs(cfg.monitor))
     )
     exp = make_experiment(c, cfg.seed, run_dir / "benchmarl", [cb])
     try:
