@@ -221,7 +221,6 @@ def _train_benchmarl(cfg, run_dir: Path):
 
     c = cfg.cross
     cb = MonitorCallback(run_dir, actor_lr=c.actor_lr, **_monitor_kwargs(cfg.monitor))
-    )
     exp = make_experiment(c, cfg.seed, run_dir / "benchmarl", [cb])
     try:
         exp.run()
