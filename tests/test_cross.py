@@ -282,3 +282,5 @@ def test_cross_sweep_store_and_report(tmp_path):
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     t1 = (tmp_path / "rep" / "tables" / "table1.csv").read_text()
     assert "Pendulum-v1" in t1 and "td3" in t1
+    for fig in ("saturation", "grad_norms", "learning_curves"):  # per-unit summaries from the monitor
+        assert (tmp_path / "rep" / "figures" / f"{fig}.png").exists(), fig
