@@ -7,7 +7,8 @@ Per run (``runs.csv``), from the monitor's rows of the actor and critic roles: t
 gradient steps (one row per measured unit: every 5th rollout, each one gradient step at SB3's
 defaults; BenchMARL: every 5th gradient step), the first unit and env step at which the actor's
 gradient was exactly 0 (``actor_grad0_first``, ``actor_grad0_first_t``), the unit from which it
-stayed 0 (``actor_grad_zero``: NaN if it did not), the fraction of measured actor steps with an
+stayed 0 (rows from the first non-finite weight or gradient on are left out: ``diverged_t`` is the
+env step of that unit) (``actor_grad_zero``: NaN if it did not), the fraction of measured actor steps with an
 exactly zero gradient, the actor's weights stopped for good (exact / 1e-8), the mean over the last
 ``--tail`` measured actor steps of the exact-saturation fraction, |out| > 0.9 and the cause
 attribution, whether the critic's weights changed in every one of its last ``--tail`` measured
@@ -38,6 +39,15 @@ def run_rows(sweep_dir: Path, tail: int) -> list[dict]:
         rid = run["run_id"]
         mon = s.monitor[s.monitor["run_id"] == rid] if len(s.monitor) else pd.DataFrame()
         met = s.metrics[s.metrics["run_id"] == rid] if len(s.metrics) else pd.DataFrame()
+        diverged = np.nan
+        if len(mon):
+            bad = ~np.isfinite(mon["weight_l2"].to_numpy(float)) | ~np.isfinite(
+                mon["grad_norm"].to_numpy(float)
+            )
+            if bad.any():  # a diverged network: later rows are not measurements of stopping
+                first = mon["episode"].to_numpy()[bad].min()
+                diverged = float(mon.loc[mon["episode"] == first, "timesteps"].iloc[0])
+                mon = mon[mon["episode"] < first]
         act = mon[mon["is_actor"].astype(bool)].sort_values("episode") if len(mon) else mon
         cri = mon[~mon["is_actor"].astype(bool)].sort_values("episode") if len(mon) else mon
         zero = act["grad_norm"].to_numpy() == 0 if len(act) else np.zeros(0, bool)
@@ -58,6 +68,7 @@ def run_rows(sweep_dir: Path, tail: int) -> list[dict]:
             "seed": run["cfg.seed"],
             "total_steps": run["cfg.cross.total_steps"],
             "actor_rows": len(act),
+            "diverged_t": diverged,
             "actor_grad0_first": float(act["episode"].to_numpy()[zero][0]) if zero.any() else np.nan,
             "actor_grad0_first_t": float(act["timesteps"].to_numpy()[zero][0]) if zero.any() else np.nan,
             "actor_grad0_frac": float(zero.mean()) if len(zero) else np.nan,
@@ -95,6 +106,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     g = runs.groupby(CELL, sort=True, dropna=False)
     return g.agg(
         seeds=("seed", "count"),
+        diverged_seeds=("diverged_t", lambda x: int(x.notna().sum())),
         grad0_seeds=("actor_grad0_first", lambda x: int(x.notna().sum())),
         grad0_first_t_median=("actor_grad0_first_t", "median"),
         grad_zero_for_good_seeds=("actor_grad_zero", lambda x: int(x.notna().sum())),

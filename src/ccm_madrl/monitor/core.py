@@ -297,14 +297,24 @@ class GradientFlowMonitor:
             return t.reshape(t.shape[0], -1)
         return t.reshape(1, -1)
 
-    def _add(self, r: _Role, key: str, idx: torch.Tensor, v: torch.Tensor, how: str = "mean") -> None:
+    def _add(
+        self,
+        r: _Role,
+        key: str,
+        idx: torch.Tensor,
+        v: torch.Tensor,
+        how: str = "mean",
+        keep_nan: bool = False,
+    ) -> None:
+        """Accumulate a per-step statistic; NaN counts as 0 unless ``keep_nan`` (a gradient norm:
+        a non-finite gradient must not read as a zero one)."""
         v = v.detach().double().cpu()
         if key not in r.acc:
             init = {"mean": 0.0, "min": math.inf, "max": -math.inf}[how]
             r.acc[key] = torch.full((r.n_agents,), init, dtype=torch.float64)
         a = r.acc[key]
         if how == "mean":
-            a[idx] += torch.nan_to_num(v, nan=0.0)
+            a[idx] += v if keep_nan else torch.nan_to_num(v, nan=0.0)
         elif how == "min":
             a[idx] = torch.minimum(a[idx], v)
         else:
@@ -324,9 +334,9 @@ class GradientFlowMonitor:
                 k += 1
                 if g is not None:
                     sq += self._per_agent(r, g, idx).double().pow(2).sum(1).cpu()
-            self._add(r, f"grad_norm.{layer}", idx, sq.sqrt())
+            self._add(r, f"grad_norm.{layer}", idx, sq.sqrt(), keep_nan=True)
             total += sq
-        self._add(r, "grad_norm", idx, total.sqrt())
+        self._add(r, "grad_norm", idx, total.sqrt(), keep_nan=True)
         cap = r.captured
 
         def sel(t: torch.Tensor) -> torch.Tensor:
