@@ -14,6 +14,15 @@ import torch
 pytestmark = pytest.mark.cross
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one torch thread (several contend badly on a loaded 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------------------ Stable-Baselines3
 def _td3(seed: int = 0, actor_lr: float = 0.1):
     from stable_baselines3 import TD3
