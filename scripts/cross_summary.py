@@ -30,6 +30,12 @@ from ccm_madrl.store import load
 CELL = ["sweep", "env", "algo", "actor_lr", "critic_lr", "reward_scale", "optimizer"]
 
 
+def _t(rows: pd.DataFrame, unit: float) -> float:
+    """The env step (``timesteps``) recorded with a measured unit."""
+    t = rows.loc[rows["episode"] == unit, "timesteps"]
+    return float(t.iloc[0]) if len(t) else np.nan
+
+
 def run_rows(sweep_dir: Path, tail: int) -> list[dict]:
     s = load(sweep_dir)
     out = []
@@ -54,6 +60,10 @@ def run_rows(sweep_dir: Path, tail: int) -> list[dict]:
         st = agent_stops(mon) if len(mon) else pd.DataFrame()
         sa = st[st["is_actor"].astype(bool)] if len(st) else st
         last = act.tail(tail)
+
+        def latest(col: str, sa: pd.DataFrame = sa) -> float:  # the actors' event, if all had it
+            return float(sa[col].max()) if len(sa) and sa[col].notna().all() else np.nan
+
         ev = met["eval_return"].dropna() if "eval_return" in met else pd.Series(dtype=float)
         tr = met["train_return"].dropna() if "train_return" in met else pd.Series(dtype=float)
         row = {
@@ -72,15 +82,10 @@ def run_rows(sweep_dir: Path, tail: int) -> list[dict]:
             "actor_grad0_first": float(act["episode"].to_numpy()[zero][0]) if zero.any() else np.nan,
             "actor_grad0_first_t": float(act["timesteps"].to_numpy()[zero][0]) if zero.any() else np.nan,
             "actor_grad0_frac": float(zero.mean()) if len(zero) else np.nan,
-            "actor_grad_zero": float(sa["grad_zero"].max())
-            if len(sa) and sa["grad_zero"].notna().all()
-            else np.nan,
-            "actor_stop_exact": float(sa["stop_exact"].max())
-            if len(sa) and sa["stop_exact"].notna().all()
-            else np.nan,
-            "actor_stop_thr": float(sa["stop_thr"].max())
-            if len(sa) and sa["stop_thr"].notna().all()
-            else np.nan,
+            "actor_grad_zero": latest("grad_zero"),
+            "actor_stop_exact": latest("stop_exact"),
+            "actor_stop_thr": latest("stop_thr"),
+            "actor_stop_exact_t": _t(act, latest("stop_exact")),
             "last_units": f"{int(last['episode'].min())}-{int(last['episode'].max())}" if len(last) else "",
             "actor_grad_norm_end": float(last["grad_norm"].mean()) if len(last) else np.nan,
             "sat_exact_end": float(last["frac_sat_exact"].mean()) if "frac_sat_exact" in last else np.nan,
@@ -111,6 +116,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         grad0_first_t_median=("actor_grad0_first_t", "median"),
         grad_zero_for_good_seeds=("actor_grad_zero", lambda x: int(x.notna().sum())),
         stop_exact_seeds=("actor_stop_exact", lambda x: int(x.notna().sum())),
+        stop_exact_t_median=("actor_stop_exact_t", "median"),
         grad0_frac=("actor_grad0_frac", "mean"),
         sat_exact_end=("sat_exact_end", "mean"),
         frac_saturated_end=("frac_saturated_end", "mean"),
@@ -122,6 +128,29 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         eval_return_mean=("eval_return_final", "mean"),
         eval_return_sd=("eval_return_final", "std"),
     ).reset_index()
+
+
+def doc_table(c: pd.DataFrame) -> str:
+    """The results table of docs/cross_domain.md."""
+
+    def k_of_n(k, n, t=np.nan):
+        return f"{k}/{n}" + (f" (t={t:.0f})" if k and np.isfinite(t) else "")
+
+    rows = []
+    for r in c.itertuples(index=False):
+        rows.append(
+            {
+                "env": r.env,
+                "algo": r.algo,
+                "actor lr": f"{r.actor_lr:g}",
+                "grad = 0": k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
+                "stopped": k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
+                "sat": f"{r.sat_exact_end:.2f}",
+                "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
+                "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
+            }
+        )
+    return to_md(pd.DataFrame(rows))
 
 
 def to_md(df: pd.DataFrame) -> str:
@@ -148,6 +177,8 @@ def main() -> None:
     c = cells(runs)
     c.to_csv(out / "cells.csv", index=False)
     (out / "cells.md").write_text(to_md(c))
+    plain = c[(c["reward_scale"] == 1) & (c["optimizer"] == "adam")]
+    (out / "results.md").write_text(doc_table(plain))
     print(f"{len(runs)} runs, {len(c)} cells -> {out}")
 
 
