@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -331,3 +332,19 @@ def test_monitor_on_a_shared_actor_sees_one_network_stepped_n_times(tmp_path):
     assert len(actors) == int(m_on["trained"].sum())  # one network: one row per trained episode
     assert (actors["steps"] == base["env"]["n_agents"]).all()  # N steps of it per training step
     assert actors["changed"].all()
+
+
+def test_non_finite_gradient_is_not_a_zero_gradient():
+    """A diverged network (NaN gradients) must not be reported as a stopped one (grad_norm 0)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.Tanh())
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    mon = GradientFlowMonitor()
+    mon.attach("actor", net, optimizer=opt)
+    mon.start_episode(0)
+    loss = net(torch.randn(8, 3)).sum() * float("nan")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    (row,) = mon.end_episode(0)
+    assert math.isnan(row["grad_norm"]) and row["steps"] == 1

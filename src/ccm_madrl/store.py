@@ -124,7 +124,9 @@ class Store:
             ev = m["eval_return"].dropna() if len(m) and "eval_return" in m else pd.Series(dtype=float)
             row["final_return"] = float(ev.tail(100).mean()) if len(ev) else np.nan
             row["final_constraint_frac"] = (
-                float(m["eval_constraint_frac"].dropna().tail(100).mean()) if len(ev) else np.nan
+                float(m["eval_constraint_frac"].dropna().tail(100).mean())
+                if len(ev) and "eval_constraint_frac" in m
+                else np.nan
             )
             agents = self._monitor_of(rd)
             row.update(run_stops(agents, self._threshold(rd)) if len(agents) else {})

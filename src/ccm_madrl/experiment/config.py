@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..agents.config import AgentConfig
 from ..mec.config import MECConfig
+from .cross import CrossConfig
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,18 @@ class ExperimentConfig(BaseModel):
     agent: AgentConfig = AgentConfig()
     training: TrainingConfig = TrainingConfig()
     monitor: MonitorConfig = MonitorConfig()
+    kind: Literal["mec", "cross"] = Field(
+        "mec", description="mec: CCM-MADRL on the MEC system; cross: another library's agent (section cross)"
+    )
+    cross: CrossConfig | None = Field(None, description="kind cross: library, algo, env, budget, lrs")
+
+    @model_validator(mode="after")
+    def _kind(self) -> ExperimentConfig:
+        if self.kind == "cross" and self.cross is None:
+            raise ValueError("cross: required when kind is 'cross'")
+        if self.kind == "mec" and self.cross is not None:
+            raise ValueError("cross: only with kind: cross")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +145,9 @@ class ExperimentConfig(BaseModel):
         d.pop("name", None)
         if d["threads"] == 1:  # the default leaves the ids of configs written before the field unchanged
             d.pop("threads")
+        if self.kind == "mec":  # ids of MEC runs are those from before run kinds existed
+            d.pop("kind", None)
+            d.pop("cross", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:

@@ -620,4 +620,8 @@ def train(
     cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, quiet: bool = False
 ) -> RunSummary:
     """Run (or resume) one experiment."""
+    if cfg.kind == "cross":  # another library's agent (experiment/cross.py)
+        from .cross import train_cross
+
+        return train_cross(cfg, run_dir, progress=progress, quiet=quiet)
     return Trainer(cfg, run_dir, progress=progress, quiet=quiet).run()

@@ -81,6 +81,7 @@ class _Role:
     last_z: torch.Tensor | None = None
     d0: float | None = None
     act_module: nn.Module | None = None
+    output_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: torch.Tensor | None = None
 
@@ -114,6 +115,7 @@ class GradientFlowMonitor:
         output_layer: str | None = "auto",
         lr: float | None = None,
         actor: bool | None = None,
+        output_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> GradientFlowMonitor:
         """Watch ``module`` under the name ``role``.
 
@@ -126,10 +128,18 @@ class GradientFlowMonitor:
         optimizer: a ``torch.optim`` optimiser or a ``BatchedOptimizer``; its step pre-hook records
             gradients. Without one, call :meth:`record_step` after ``backward()``.
         actor: counts as an actor for the summary and stop events (default: it has a bounded output).
+        output_fn: the bounded activation when it is applied outside any sub-module (a squashing
+            distribution's ``torch.tanh``): ``output`` then names the sub-module whose *output* is
+            the pre-activation (e.g. the last ``nn.Linear``); it is also the ``output_layer``.
         """
         if role in self.roles:
             raise ValueError(f"role {role!r} is already attached")
         named = dict(module.named_modules())
+        if output_fn is not None:
+            if output in ("auto", None):
+                raise ValueError("output: with output_fn, name the sub-module producing the pre-activation")
+            if output_layer == "auto":
+                output_layer = output
         if output == "auto":
             bounded = [n for n, m in named.items() if n and _is_bounded_activation(m)]
             output = bounded[-1] if bounded else None
@@ -175,6 +185,7 @@ class GradientFlowMonitor:
             actor if actor is not None else output is not None,
             params,
         )
+        r.output_fn = output_fn
         self._register_hooks(r, named, optimizer)
         self.roles[role] = r
         self.first_stop[role] = {"exact": np.full(n_agents, -1), "threshold": np.full(n_agents, -1)}
@@ -191,7 +202,19 @@ class GradientFlowMonitor:
         def want() -> bool:
             return self._active and torch.is_grad_enabled()
 
-        if r.output is not None:
+        if r.output is not None and r.output_fn is not None:
+
+            def pre_out_hook(mod, inputs, output, r=r):
+                if not want():
+                    return
+                r.captured["z"] = output.detach()
+                r.captured["out"] = r.output_fn(output.detach())
+                r.captured.pop("dz", None)
+                if output.requires_grad:
+                    output.register_hook(lambda g, r=r: r.captured.__setitem__("dz", g.detach()))
+
+            r.handles.append(named[r.output].register_forward_hook(pre_out_hook))
+        elif r.output is not None:
 
             def out_hook(mod, inputs, output, r=r):
                 if not want():
@@ -274,14 +297,24 @@ class GradientFlowMonitor:
             return t.reshape(t.shape[0], -1)
         return t.reshape(1, -1)
 
-    def _add(self, r: _Role, key: str, idx: torch.Tensor, v: torch.Tensor, how: str = "mean") -> None:
+    def _add(
+        self,
+        r: _Role,
+        key: str,
+        idx: torch.Tensor,
+        v: torch.Tensor,
+        how: str = "mean",
+        keep_nan: bool = False,
+    ) -> None:
+        """Accumulate a per-step statistic; NaN counts as 0 unless ``keep_nan`` (a gradient norm:
+        a non-finite gradient must not read as a zero one)."""
         v = v.detach().double().cpu()
         if key not in r.acc:
             init = {"mean": 0.0, "min": math.inf, "max": -math.inf}[how]
             r.acc[key] = torch.full((r.n_agents,), init, dtype=torch.float64)
         a = r.acc[key]
         if how == "mean":
-            a[idx] += torch.nan_to_num(v, nan=0.0)
+            a[idx] += v if keep_nan else torch.nan_to_num(v, nan=0.0)
         elif how == "min":
             a[idx] = torch.minimum(a[idx], v)
         else:
@@ -301,9 +334,9 @@ class GradientFlowMonitor:
                 k += 1
                 if g is not None:
                     sq += self._per_agent(r, g, idx).double().pow(2).sum(1).cpu()
-            self._add(r, f"grad_norm.{layer}", idx, sq.sqrt())
+            self._add(r, f"grad_norm.{layer}", idx, sq.sqrt(), keep_nan=True)
             total += sq
-        self._add(r, "grad_norm", idx, total.sqrt())
+        self._add(r, "grad_norm", idx, total.sqrt(), keep_nan=True)
         cap = r.captured
 
         def sel(t: torch.Tensor) -> torch.Tensor:
@@ -323,7 +356,7 @@ class GradientFlowMonitor:
         if r.output is None or "z" not in cap:
             cap.clear()
             return
-        z, out, dout = cap["z"], cap["out"], cap.get("dout")
+        z, out, dout, dz = cap["z"], cap["out"], cap.get("dout"), cap.get("dz")
         r.last_z = z
         z_sel = sel(z)
         n_sel = z_sel.shape[0]
@@ -340,10 +373,14 @@ class GradientFlowMonitor:
             r.d0 = abs(self._derivative(r, torch.zeros((), dtype=z.dtype, device=z.device)).item())
         self._add(r, "frac_sat_near", idx, (ds.abs() < NEAR_SATURATION * r.d0).double().mean(1))
         self._add(r, "out_mean", idx, os_.mean(1))
-        if dout is not None:
-            dout = sel(dout).reshape(n_sel, -1)
-            no_path = dout == 0
-            saturated = ~no_path & (ds == 0)
+        if dout is not None or dz is not None:
+            if dout is not None:
+                dout = sel(dout).reshape(n_sel, -1)
+                no_path = dout == 0
+                saturated = ~no_path & (ds == 0)
+            else:  # only dL/dz is seen (functional activation): a zero derivative counts as saturated
+                saturated = ds == 0
+                no_path = ~saturated & (sel(dz).reshape(n_sel, -1) == 0)
             h = cap.get("h_last")
             if h is not None:
                 # (agents, samples): every unit feeding the output layer is zero for that sample
@@ -362,12 +399,15 @@ class GradientFlowMonitor:
     def _derivative(self, r: _Role, z: torch.Tensor) -> torch.Tensor:
         """The output activation's derivative at z, as backward computes it (float32). Calls
         ``forward`` directly so that the monitor's own hooks do not fire."""
-        if r.act_module is None:
-            r.act_module = dict(r.module.named_modules())[r.output]
-        act = r.act_module
+        if r.output_fn is not None:
+            fn = r.output_fn
+        else:
+            if r.act_module is None:
+                r.act_module = dict(r.module.named_modules())[r.output]
+            fn = r.act_module.forward
         with torch.enable_grad():
             zz = z.detach().clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(act.forward(zz).sum(), zz)
+            (g,) = torch.autograd.grad(fn(zz).sum(), zz)
         return g
 
     # ------------------------------------------------------------------ episode end

@@ -29,6 +29,26 @@ def read_agents(monitor_dir: str | Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
+def write_part(monitor_dir: str | Path, rows: list[dict]) -> None:
+    """Write measured rows as one Parquet part, named by their first and last episode (atomic)."""
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    first, last = int(df["episode"].min()), int(df["episode"].max())
+    path = Path(monitor_dir) / "agents" / f"part-{first:07d}-{last:07d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def write_summary(monitor_dir: str | Path, stop_threshold: float) -> dict:
+    """The run's stop events from every part, written to ``summary.json``."""
+    stops = run_stops(read_agents(monitor_dir), stop_threshold)
+    jsonio.write(Path(monitor_dir) / "summary.json", stops)
+    return stops
+
+
 class RunMonitor:
     def __init__(self, learner, cfg, run_dir: str | Path):
         from rich.console import Console
@@ -87,21 +107,12 @@ class RunMonitor:
         return bool(mc.early_stop and self.mon.all_actors_stopped_streak >= mc.early_stop_patience)
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        df = pd.DataFrame(self.pending)
-        first, last = int(df["episode"].min()), int(df["episode"].max())
-        path = self.dir / "agents" / f"part-{first:07d}-{last:07d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_part(self.dir, self.pending)
         self.pending = []
 
     def finish(self) -> dict:
         self.flush()
-        stops = run_stops(read_agents(self.dir), self.cfg.monitor.stop_threshold)
-        jsonio.write(self.dir / "summary.json", stops)
-        return stops
+        return write_summary(self.dir, self.cfg.monitor.stop_threshold)
 
     def state_dict(self) -> dict:
         return self.mon.state_dict()

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..monitor.core import summarize  # noqa: E402
 from .tables import mean_ci  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -211,13 +212,30 @@ def _by_client_lr(
     return _save(fig, out, name, _describe(runs))
 
 
+def _unit_metrics(store) -> pd.DataFrame:
+    """The per-episode monitor summaries of the metrics table; for runs whose metrics do not hold
+    them (``kind: cross`` runs: their metrics rows are the library's episodes and evaluations) they
+    are computed from the monitor's rows, one per measured unit (its ``episode``)."""
+    m = store.metrics
+    have = set(m.loc[m["actor_grad_norm"].notna(), "run_id"]) if "actor_grad_norm" in m else set()
+    mon = store.monitor
+    if mon.empty:
+        return m
+    mon = mon[~mon["run_id"].isin(have)]
+    rows = [
+        {"run_id": rid, "episode": ep, **summarize(g.to_dict("records"))}
+        for (rid, ep), g in mon.groupby(["run_id", "episode"], sort=True)
+    ]
+    return pd.concat([m, pd.DataFrame(rows)], ignore_index=True) if rows else m
+
+
 def grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    return _by_client_lr(runs, store.metrics, ["actor_grad_norm", "critic_grad_norm", "grad_ratio"],
+    return _by_client_lr(runs, _unit_metrics(store), ["actor_grad_norm", "critic_grad_norm", "grad_ratio"],
                          "Actor vs critic gradient L2 norms (mean over runs; 0 drawn at 1e-12)", "grad_norms", out, "L2 norm")  # fmt: skip
 
 
 def saturation_over_time(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    return _by_client_lr(runs, store.metrics, ["actor_sat_exact_frac", "actor_out_gt09_frac"],
+    return _by_client_lr(runs, _unit_metrics(store), ["actor_sat_exact_frac", "actor_out_gt09_frac"],
                          "Saturation of the actors' outputs over time (mean over runs)", "saturation", out, "fraction", log=False)  # fmt: skip
 
 

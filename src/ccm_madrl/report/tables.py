@@ -62,6 +62,10 @@ GRID = {
     "cfg.agent.critic_lr",
     "cfg.env.max_steps",
     "cfg.agent.algorithm",
+    "cfg.cross.algo",
+    "cfg.cross.actor_lr",
+    "cfg.cross.critic_lr",
+    "cfg.cross.env",
 }
 
 
@@ -84,10 +88,25 @@ def runs_frame(store) -> pd.DataFrame:
                 .apply(lambda row: ", ".join(f"{c[4:]}={v}" for c, v in row.items()), axis=1)
             )
             r.loc[g.index, "sweep"] = sweep + " [" + labels + "]"
+
+    def col(name: str) -> pd.Series:
+        return r[name] if name in r else pd.Series(np.nan, index=r.index)
+
     r["algorithm"] = r.get("cfg.agent.algorithm", "ccm_madrl")
-    r["client_lr"] = r["cfg.agent.actor_lr"]
-    r["master_lr"] = r["cfg.agent.critic_lr"]
-    r["steps"] = r["cfg.env.max_steps"]
+    r["client_lr"] = col("cfg.agent.actor_lr")
+    r["master_lr"] = col("cfg.agent.critic_lr")
+    r["steps"] = col("cfg.env.max_steps")
+    if "cfg.cross.algo" in r:  # kind: cross (another library's agent): its algorithm, lrs and env
+        from ..experiment.cross import DEFAULT_CRITIC_LR
+
+        x = r["cfg.kind"] == "cross"
+        critic_lr = pd.to_numeric(r["cfg.cross.critic_lr"], errors="coerce")
+        r["algorithm"] = r["algorithm"].where(~x, r["cfg.cross.algo"])
+        r["client_lr"] = r["client_lr"].where(~x, r["cfg.cross.actor_lr"])
+        r["master_lr"] = r["master_lr"].where(
+            ~x, critic_lr.fillna(r["cfg.cross.algo"].map(DEFAULT_CRITIC_LR))
+        )
+        r["steps"] = r["steps"].astype(object).where(~x, r["cfg.cross.env"])
     return r
 
 
@@ -150,6 +169,8 @@ def table2(store) -> pd.DataFrame:
     rows, seen = [], set()
     for _, rd in store.run_dirs:
         cfg = build_config(store.config(rd))
+        if cfg.kind == "cross":  # another library's networks (its defaults; docs/cross_domain.md)
+            continue
         a = cfg.agent
         key = (
             a.algorithm,
