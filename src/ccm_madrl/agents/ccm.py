@@ -27,8 +27,6 @@ from .optim import BatchedOptimizer, make_torch_optimizer
 from .replay import PrioritizedReplay
 from .selection import master_select
 
-FIELDS = ("states", "actions", "selected", "reward", "next_states", "done")
-
 
 class RunningMeanStd:
     """Running mean and (population) variance of a stream, updated by batches with Chan et al.'s

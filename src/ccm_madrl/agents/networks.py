@@ -214,9 +214,6 @@ class BatchedActor(nn.Module):
             )
         return z
 
-    def output_layer_names(self) -> tuple[str, str]:
-        return "fc3", "out_act"
-
     def agent_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Actor ``i``'s parameters in the published per-agent layout (``fc1.weight`` ...); with a
         shared network, the one network's for every ``i``."""

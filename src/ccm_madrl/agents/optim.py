@@ -46,16 +46,11 @@ class BatchedOptimizer:
         self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
         self.v = [torch.zeros_like(p) for p in self.params] if kind in ("adam", "rmsprop") else []
         self._pre_hooks: list[StepHook] = []
-        self._post_hooks: list[StepHook] = []
 
     # ------------------------------------------------------------------ hooks
     def register_step_pre_hook(self, hook: StepHook) -> Callable[[], None]:
         self._pre_hooks.append(hook)
         return lambda: self._pre_hooks.remove(hook)
-
-    def register_step_post_hook(self, hook: StepHook) -> Callable[[], None]:
-        self._post_hooks.append(hook)
-        return lambda: self._post_hooks.remove(hook)
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
@@ -75,8 +70,6 @@ class BatchedOptimizer:
                 raise IndexError(f"agent: {agent} out of range 0..{self.n - 1}")
             self.steps[agent] += 1
             self._update(agent, grads, int(self.steps[agent]))
-        for h in self._post_hooks:
-            h(self, grads, agent)
 
     def _update(self, idx: int | slice, grads: Sequence[torch.Tensor], step: int) -> None:
         for k, (p, g) in enumerate(zip(self.params, grads)):

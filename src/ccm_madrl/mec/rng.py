@@ -23,12 +23,11 @@ The environment's constants (device power, gain, battery, compute) are drawn onc
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 RNG_MODES = ("reference", "independent")
-RNGMode = Literal["reference", "independent"]
 
 Stream = np.random.RandomState | np.random.Generator
 IndexStream = random.Random | np.random.Generator
