@@ -12,7 +12,6 @@ The on-disk layout is documented in ``docs/run_store.md``.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable
 from functools import cached_property
@@ -22,9 +21,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .experiment.runner import effective_state
 from .monitor.integration import read_agents
 from .monitor.stops import agent_stops, run_stops
+from .rundir import RunDir, SweepDir, effective_state, final_return
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -40,17 +39,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _is_run(p: Path) -> bool:
-    return (p / "config.yaml").exists()
-
-
 def sweep_name(sweep_dir: Path) -> str:
     """A sweep's own name (its manifest's, else its sweep.yaml's), else the directory's name."""
-    man = _read_json(sweep_dir / "manifest.json")
+    sd = SweepDir(sweep_dir)
+    man = sd.manifest()
     if isinstance(man.get("sweep"), str) and man["sweep"]:
         return man["sweep"]
     try:
-        spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+        spec = yaml.safe_load(sd.sweep_file.read_text())
         if isinstance(spec, dict) and spec.get("name"):
             return str(spec["name"])
     except (OSError, yaml.YAMLError):
@@ -67,13 +63,12 @@ def find_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
             raise FileNotFoundError(f"store: no such directory: {p}")
         if not p.is_dir():
             raise NotADirectoryError(f"store: {p}: is not a directory (expected a sweep or run directory)")
-        if _is_run(p):
+        if RunDir(p).is_run():
             parent = p.parent.parent if p.parent.name == "runs" else p.parent
             found.append((sweep_name(parent), p))
             continue
         sweep = sweep_name(p)
-        runs_root = p / "runs" if (p / "runs").is_dir() else p
-        subs = sorted(d for d in runs_root.iterdir() if d.is_dir() and _is_run(d))
+        subs = [r.path for r in SweepDir(p).run_dirs()]
         if not subs:
             raise FileNotFoundError(f"store: {p} holds no runs (expected run directories with a config.yaml)")
         found.extend((sweep, d) for d in subs)
@@ -101,12 +96,12 @@ class Store:
         for sweep, rd in self.run_dirs:
             cfg = self.config(rd)
             row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
-            status = _read_json(rd / "status.json")
+            status = RunDir(rd).status()
             row["status"] = effective_state(status) if status else "unknown"
             row["heartbeat"] = status.get("heartbeat")
             row["episodes_done"] = status.get("episodes_done", 0)
             row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items()})
-            prov = _read_json(rd / "provenance.json")
+            prov = RunDir(rd).provenance()
             for k in (
                 "version",
                 "commit",
@@ -121,12 +116,9 @@ class Store:
             ):
                 row[f"prov.{k}"] = prov.get(k)
             m = self._metrics_of(rd)
-            ev = m["eval_return"].dropna() if len(m) and "eval_return" in m else pd.Series(dtype=float)
-            row["final_return"] = float(ev.tail(100).mean()) if len(ev) else np.nan
+            row["final_return"] = final_return(m)
             row["final_constraint_frac"] = (
-                float(m["eval_constraint_frac"].dropna().tail(100).mean())
-                if len(ev) and "eval_constraint_frac" in m
-                else np.nan
+                final_return(m, column="eval_constraint_frac") if np.isfinite(row["final_return"]) else np.nan
             )
             agents = self._monitor_of(rd)
             row.update(run_stops(agents, self._threshold(rd)) if len(agents) else {})
@@ -158,7 +150,7 @@ class Store:
     def config(self, rd: Path) -> dict:
         """The resolved config of a run directory (cached)."""
         if rd not in self._configs:
-            self._configs[rd] = yaml.safe_load((rd / "config.yaml").read_text())
+            self._configs[rd] = yaml.safe_load(RunDir(rd).config_path.read_text())
         return self._configs[rd]
 
     def _threshold(self, rd: Path) -> float:
@@ -166,25 +158,26 @@ class Store:
 
     @staticmethod
     def _metrics_of(rd: Path) -> pd.DataFrame:
-        f = rd / "metrics.parquet"
-        return pd.read_parquet(f) if f.exists() else pd.DataFrame()
+        return RunDir(rd).metrics()
 
     def _monitor_of(self, rd: Path) -> pd.DataFrame:
         if rd not in self._monitors:
-            self._monitors[rd] = read_agents(rd / "monitor") if (rd / "monitor").is_dir() else pd.DataFrame()
+            mdir = RunDir(rd).monitor_dir
+            self._monitors[rd] = read_agents(mdir) if mdir.is_dir() else pd.DataFrame()
         return self._monitors[rd]
 
 
 def _config_id(rd: Path) -> str:
     """The config id of a run directory: its status's or provenance's, else computed from config.yaml."""
-    for f in ("status.json", "provenance.json"):
-        cid = _read_json(rd / f).get("config_id")
+    run = RunDir(rd)
+    for info in (run.status(), run.provenance()):
+        cid = info.get("config_id")
         if cid:
             return str(cid)
     from .experiment.config import build_config
 
     try:
-        return build_config(yaml.safe_load((rd / "config.yaml").read_text())).id()
+        return build_config(yaml.safe_load(run.config_path.read_text())).id()
     except (OSError, ValueError, yaml.YAMLError):
         return f"unreadable:{rd.resolve()}"
 
@@ -201,7 +194,7 @@ def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.D
     for (_, cid), idx in groups.items():
 
         def rank(i: int) -> tuple:
-            st = _read_json(found[i][1] / "status.json")
+            st = RunDir(found[i][1]).status()
             return (st.get("state") == "done", int(st.get("episodes_done") or 0), -i)
 
         best = max(idx, key=rank)
@@ -213,13 +206,6 @@ def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.D
         ]
     cols = ["config_id", "kept", "dropped"]
     return [f for i, f in enumerate(found) if i in keep], pd.DataFrame(dropped, columns=cols)
-
-
-def _read_json(p: Path) -> dict:
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def load(paths: str | Path | Iterable[str | Path]) -> Store:

@@ -9,7 +9,6 @@ interrupted one starts again from scratch when its sweep is re-run.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -23,6 +22,7 @@ BENCHMARL_ALGOS = ("maddpg", "iddpg", "masac")
 # The libraries' default learning rates (SB3: one ``learning_rate`` for actor and critic;
 # BenchMARL: ``experiment.lr``) -- the critic's when ``critic_lr`` is left out.
 MEC_ONLY = ("env_seed", "rng_mode", "env", "agent", "training")
+FINAL_EVALS = 3  # a cross run's final return: the mean of its last 3 evaluations (few, long ones)
 DEFAULT_CRITIC_LR = {"ddpg": 1e-3, "td3": 1e-3, "sac": 3e-4, "maddpg": 5e-5, "iddpg": 5e-5, "masac": 5e-5}
 
 
@@ -77,37 +77,35 @@ class CrossConfig(BaseModel):
 # ------------------------------------------------------------------------------ the run
 def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = False):
     """Run one ``kind: cross`` experiment into ``run_dir`` (skipped if already done)."""
-    import pandas as pd
     import torch
     import yaml
 
     from ..provenance import collect
-    from .runner import METRICS, STATUS, RunDirConflict, RunSummary, write_json
+    from ..rundir import RunDir, final_return
+    from .runner import RunDirConflict, RunSummary
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    rd = RunDir(run_dir)
     c: CrossConfig = cfg.cross
-    status_path = run_dir / STATUS
-    if status_path.exists():
-        st = json.loads(status_path.read_text())
+    if rd.status_path.exists():
+        st = rd.status()
         if st.get("config_id") != cfg.id():
             raise RunDirConflict(f"{run_dir} holds a different experiment; use another run directory")
         if st.get("state") == "done":
-            df = pd.read_parquet(run_dir / METRICS)
-            return RunSummary(run_dir, "done", int(st.get("episodes_done", 0)), _final(df), 0.0)
-    shutil.rmtree(run_dir / "monitor", ignore_errors=True)  # a restarted run starts from scratch
+            df = rd.metrics()
+            return RunSummary(
+                run_dir, "done", int(st.get("episodes_done", 0)), final_return(df, FINAL_EVALS), 0.0
+            )
+    shutil.rmtree(rd.monitor_dir, ignore_errors=True)  # a restarted run starts from scratch
     # the config without the MEC sections, which a cross run does not use (they load as defaults)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(cfg.model_dump(mode="json", exclude=set(MEC_ONLY)), sort_keys=False)
-    )
+    rd.write_config(yaml.safe_dump(cfg.model_dump(mode="json", exclude=set(MEC_ONLY)), sort_keys=False))
     prov = collect(torch.device("cpu"))
     prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **_library_versions(c.library))
-    write_json(run_dir / "provenance.json", prov)
+    rd.write_provenance(prov)
 
     def status(state: str, **extra) -> None:
-        write_json(
-            status_path, {"state": state, "config_id": cfg.id(), "total_steps": c.total_steps, **extra}
-        )
+        rd.write_status({"state": state, "config_id": cfg.id(), "total_steps": c.total_steps, **extra})
 
     status("running", episodes_done=0)
     t0 = time.perf_counter()
@@ -120,17 +118,11 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     except Exception:
         status("failed", episodes_done=0, error=traceback.format_exc())
         raise
-    metrics.to_parquet(run_dir / METRICS, index=False)
+    rd.write_metrics(metrics)
     n_ep = int(metrics["train_return"].notna().sum()) if "train_return" in metrics else 0
     wall = time.perf_counter() - t0
     status("done", episodes_done=n_ep, timesteps=steps, early_stopped=early, stops=stops, wall_time_s=wall)
-    return RunSummary(run_dir, "done", n_ep, _final(metrics), wall)
-
-
-def _final(df, last: int = 3) -> float:
-    """Mean of the last ``last`` evaluations."""
-    ev = df["eval_return"].dropna() if "eval_return" in df else []
-    return float(ev.tail(last).mean()) if len(ev) else float("nan")
+    return RunSummary(run_dir, "done", n_ep, final_return(metrics, FINAL_EVALS), wall)
 
 
 def _library_versions(library: str) -> dict:

@@ -5,12 +5,8 @@ before every training episode from episode ``episodes_before_train`` on, one tra
 exploration, the new transitions inserted into the replay with their priorities, then one training
 step once ``episodes_before_train + 1`` episodes are done.
 
-Run directory (see ``docs/run_store.md``)::
-
-    config.yaml        the resolved config          provenance.json   how it was made (every segment)
-    metrics.parquet    one row per episode          monitor/          gradient-flow measurements
-    checkpoint.pt      latest checkpoint            status.json       state and heartbeat
-    checkpoint.prev.pt the one before it            tb/               TensorBoard events
+The run directory's format (file names, atomic writes, status states, the final return) is
+:mod:`ccm_madrl.rundir`'s (see ``docs/run_store.md``).
 
 Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
 current episode finishes; a second Ctrl-C aborts at once) and at the end; the last two are kept.
@@ -24,7 +20,6 @@ pickled objects.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -42,21 +37,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import jsonio
 from ..agents import make_learner
 from ..mec.dynamics import draw_devices
 from ..mec.env import MECEnv, record_episodes
 from ..mec.rng import RunRNG
 from ..provenance import collect, resolve_device
+from ..rundir import RunDir, effective_state, final_return  # noqa: F401 - effective_state: re-exported
 from .config import ExperimentConfig, load_yaml
 
-CHECKPOINT = "checkpoint.pt"
-PREV_CHECKPOINT = "checkpoint.prev.pt"
-METRICS = "metrics.parquet"
-STATUS = "status.json"
-PROVENANCE = "provenance.json"
 HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
-STALE_AFTER_S = 60.0  # a 'running' status without a heartbeat for this long is a dead run
 PROGRESS_EVERY_S = 10.0  # plain progress lines when stdout is not a terminal
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
@@ -74,23 +63,6 @@ class CheckpointError(ValueError):
     """No checkpoint of the run directory can be loaded."""
 
 
-def effective_state(status: dict, now: float | None = None) -> str:
-    """A run's state from its ``status.json``: ``stale`` for a 'running' run whose process is gone
-    (same host, no such process) or whose heartbeat is older than :data:`STALE_AFTER_S`."""
-    state = status.get("state", "unknown")
-    beat = status.get("heartbeat_unix")
-    if state != "running" or beat is None:
-        return state
-    if status.get("host") == socket.gethostname() and status.get("pid") is not None:
-        try:
-            os.kill(int(status["pid"]), 0)
-        except ProcessLookupError:
-            return "stale"
-        except (PermissionError, OSError, ValueError):
-            pass
-    return "stale" if (now or time.time()) - float(beat) > STALE_AFTER_S else state
-
-
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -98,12 +70,6 @@ class RunSummary:
     episodes_done: int
     final_return: float
     wall_time_s: float
-
-
-def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 class _StopFlag:
@@ -140,6 +106,7 @@ class Trainer:
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.rd = RunDir(self.run_dir)
         self.progress = progress
         self.quiet = quiet
         self.device: torch.device | None = None
@@ -278,17 +245,17 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
         }
-        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        ck = self.rd.checkpoint
+        tmp = ck.with_name(ck.name + ".tmp")
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        write_parquet(self.run_dir / METRICS, pd.DataFrame(rows))
+        self.rd.write_metrics(pd.DataFrame(rows))
         if self.monitor is not None:
             self.monitor.flush()
-        ck = self.run_dir / CHECKPOINT
         if ck.exists():
-            os.replace(ck, self.run_dir / PREV_CHECKPOINT)
+            os.replace(ck, self.rd.prev_checkpoint)
         os.replace(tmp, ck)
         self._status("running", episode_done)
 
@@ -296,7 +263,7 @@ class Trainer:
         """The newest checkpoint that loads safely. A damaged or refused one is set aside
         (``*.damaged``); when an earlier one loads, one line on stderr names the bad file. None when
         the run has no checkpoint; :class:`CheckpointError` when it had some but none is usable."""
-        found = [self.run_dir / n for n in (CHECKPOINT, PREV_CHECKPOINT) if (self.run_dir / n).exists()]
+        found = [ck for ck in (self.rd.checkpoint, self.rd.prev_checkpoint) if ck.exists()]
         problems = []
         for ck in found:
             try:
@@ -333,15 +300,15 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
         done = int(state["episodes_done"])
         rows = []
-        if (self.run_dir / METRICS).exists():
-            df = pd.read_parquet(self.run_dir / METRICS)
+        if self.rd.metrics_path.exists():
+            df = self.rd.metrics()
             rows = df[df["episode"] < done].to_dict("records")
         if self.monitor is not None and state.get("monitor") is not None:
             self.monitor.load_state_dict(state["monitor"], done)
         return done, rows
 
     def _check_run_dir(self) -> None:
-        cfg_path = self.run_dir / "config.yaml"
+        cfg_path = self.rd.config_path
         if cfg_path.exists():
             from .config import build_config
 
@@ -371,7 +338,7 @@ class Trainer:
                 return
             now = time.time()
             st = dict(self._last_status, heartbeat=_iso(now), heartbeat_unix=now)
-            jsonio.write(self.run_dir / STATUS, st)
+            self.rd.write_status(st)
 
     @contextmanager
     def _heartbeat(self):
@@ -407,20 +374,14 @@ class Trainer:
             resumed_from_episode=start,
         )
         seg = {k: prov[k] for k in SEGMENT_KEYS}
-        path = self.run_dir / PROVENANCE
-        old = {}
-        if start and path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, ValueError):
-                old = {}
+        old = self.rd.provenance() if start else {}
         if old:
             old.setdefault("segments", [{k: old.get(k) for k in SEGMENT_KEYS}])
             old["segments"].append(seg)
             prov = old
         else:
             prov["segments"] = [seg]
-        jsonio.write(path, prov)
+        self.rd.write_provenance(prov)
 
     # ------------------------------------------------------------------ main
     def run(self) -> RunSummary:
@@ -429,16 +390,10 @@ class Trainer:
         self.device = resolve_device(self.cfg.device)  # before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_run_dir()
-        status_path = self.run_dir / STATUS
-        if status_path.exists():
-            try:
-                st = json.loads(status_path.read_text())
-            except ValueError:
-                st = {}
-            if st.get("state") == "done" and st.get("config_id") == self.cfg.id():
-                df = pd.read_parquet(self.run_dir / METRICS)
-                return RunSummary(self.run_dir, "done", len(df), _final_return(df), 0.0)
-        (self.run_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        if self.rd.is_done(self.cfg.id()):
+            df = self.rd.metrics()
+            return RunSummary(self.run_dir, "done", len(df), final_return(df), 0.0)
+        self.rd.write_config(self.cfg.to_yaml())
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)
         try:
@@ -509,14 +464,14 @@ class Trainer:
         df = pd.DataFrame(rows)
         stops = self.monitor.finish() if self.monitor is not None else None
         self._status("done", ep, early_stopped=ep < total, stops=stops)
-        return RunSummary(self.run_dir, "done", ep, _final_return(df), time.perf_counter() - t_start)
+        return RunSummary(self.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
 
     def _tensorboard(self, start: int):
         if not self.cfg.training.tensorboard:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        w = SummaryWriter(str(self.run_dir / "tb"), purge_step=start if start else None)
+        w = SummaryWriter(str(self.rd.tensorboard_dir), purge_step=start if start else None)
         if self.monitor is not None:
             self.monitor.tb_writer = w
         return w
@@ -568,11 +523,6 @@ SEGMENT_KEYS = (
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
-
-def _final_return(df: pd.DataFrame, last: int = 100) -> float:
-    ev = df["eval_return"].dropna() if "eval_return" in df else pd.Series(dtype=float)
-    return float(ev.tail(last).mean()) if len(ev) else float("nan")
 
 
 @contextmanager

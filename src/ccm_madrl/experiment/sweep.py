@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .. import jsonio
+from ..rundir import RunDir, SweepDir
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -201,37 +201,25 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
 
 # ------------------------------------------------------------------------------- manifest
 class Manifest:
+    """The sweep's manifest.json, one entry per run (states: ``rundir.MANIFEST_STATES``)."""
+
     def __init__(self, sweep_dir: Path):
-        self.path = sweep_dir / "manifest.json"
-        self.entries: dict[str, dict] = {}
-        if self.path.exists():
-            self.entries = {e["id"]: e for e in json.loads(self.path.read_text())["runs"]}
+        self.sweep = SweepDir(sweep_dir)
+        self.entries: dict[str, dict] = {e["id"]: e for e in self.sweep.manifest().get("runs", [])}
 
     def update(self, rid: str, **kw) -> None:
         self.entries.setdefault(rid, {"id": rid}).update(kw)
 
     def save(self, name: str) -> None:
-        jsonio.write(self.path, {"sweep": name, "runs": list(self.entries.values())})
-
-
-def _run_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        self.sweep.write_manifest(name, list(self.entries.values()))
 
 
 def run_states(sweep_dir: Path, ids: Iterable[str]) -> dict[str, str]:
     """Each run's state in a sweep directory: not-started (no status.json yet), running,
     interrupted, failed, done, or stale (its status says running but its process is gone or its
-    heartbeat stopped; see ``effective_state``)."""
-    from .runner import effective_state
-
-    out = {}
-    for rid in ids:
-        st = _run_status(sweep_dir / "runs" / rid)
-        out[rid] = effective_state(st) if st else "not-started"
-    return out
+    heartbeat stopped; see ``rundir.effective_state``)."""
+    sd = SweepDir(sweep_dir)
+    return {rid: sd.run(rid).state() for rid in ids}
 
 
 # ------------------------------------------------------------------------------- backends
@@ -396,27 +384,27 @@ def run_sweep(
     sweep_dir = Path(out) if out else Path("sweeps") / spec.name
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir}: exists and is not a directory")
-    (sweep_dir / "runs").mkdir(parents=True, exist_ok=True)
+    sd = SweepDir(sweep_dir)
+    sd.runs_dir.mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump()
     resolved["base"] = base
-    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    sd.sweep_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
     man = Manifest(sweep_dir)
     jobs, skipped = [], 0
     for r in runs:
-        rd = sweep_dir / "runs" / r.id
-        st = _run_status(rd)
+        rd = sd.run(r.id)
         man.update(
             r.id,
             overrides=r.overrides,
-            run_dir=str(rd.relative_to(sweep_dir)),
+            run_dir=str(rd.path.relative_to(sweep_dir)),
             episodes=r.config.training.episodes,
         )
-        if st.get("state") == "done" and st.get("config_id") == r.id:
-            man.update(r.id, status="done", episodes_done=st.get("episodes_done"))
+        if rd.is_done(r.id):
+            man.update(r.id, status="done", episodes_done=rd.status().get("episodes_done"))
             skipped += 1
             continue
         man.update(r.id, status="pending", error=None, traceback=None)
-        jobs.append((r.id, r.config.model_dump_json(), str(rd)))
+        jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
     man.save(spec.name)
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend: unknown backend {backend!r}; allowed: local, ray")
@@ -427,7 +415,7 @@ def run_sweep(
     total_eps = sum(r.config.training.episodes for r in runs)
 
     def episodes_now() -> int:
-        return sum(int(_run_status(sweep_dir / "runs" / r.id).get("episodes_done", 0)) for r in runs)
+        return sum(int(sd.run(r.id).status().get("episodes_done", 0)) for r in runs)
 
     bar = _SweepProgress(progress, spec.name, len(runs), skipped, total_eps, episodes_now())
 
@@ -461,7 +449,7 @@ def run_sweep(
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
-            st = _run_status(Path(run_dir))
+            st = RunDir(run_dir).status()
             if man.entries[rid].get("status") == "queued" and st.get("state") in ("interrupted", "running"):
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
         man.save(spec.name)

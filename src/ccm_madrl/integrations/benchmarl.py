@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from benchmarl.experiment.callback import Callback
 
+from ..rundir import RunDir
 from .session import MonitorSession
 
 
@@ -144,7 +145,7 @@ class MonitorCallback(Callback):
             self._finished = True
             self.stops = self.session.finish(timesteps=self.experiment.total_frames)
             if self.run_dir is not None:
-                self.metrics_frame().to_parquet(self.run_dir / "metrics.parquet", index=False)
+                RunDir(self.run_dir).write_metrics(self.metrics_frame())
         return self.stops
 
     def metrics_frame(self) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from ..rundir import RunDir
 from .session import MonitorSession
 
 
@@ -165,7 +166,7 @@ class MonitorCallback(BaseCallback):
             del rb.sample
         self.stops = self.session.finish(timesteps=self.num_timesteps)
         if self.run_dir is not None:
-            self.metrics_frame().to_parquet(self.run_dir / "metrics.parquet", index=False)
+            RunDir(self.run_dir).write_metrics(self.metrics_frame())
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics)

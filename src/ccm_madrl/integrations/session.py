@@ -10,6 +10,7 @@ import torch
 
 from ..monitor.core import GradientFlowMonitor
 from ..monitor.integration import write_part, write_summary
+from ..rundir import RunDir
 
 
 class MonitorSession:
@@ -41,7 +42,7 @@ class MonitorSession:
         monitor: GradientFlowMonitor | None = None,
     ):
         self.mon = monitor or GradientFlowMonitor(interval, stop_threshold)
-        self.dir = Path(run_dir) / "monitor" if run_dir is not None else None
+        self.dir = RunDir(run_dir).monitor_dir if run_dir is not None else None
         self.early_stop = early_stop
         self.early_stop_patience = int(early_stop_patience)
         self.flush_every = int(flush_every)

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import jsonio
+from ..rundir import RunDir, write_json, write_parquet
 from .core import GradientFlowMonitor, summarize
 from .stops import run_stops
 
 PART = re.compile(r"part-(\d+)-(\d+)\.parquet$")
+SUMMARY = "summary.json"
 
 
 def read_agents(monitor_dir: str | Path) -> pd.DataFrame:
@@ -37,15 +38,13 @@ def write_part(monitor_dir: str | Path, rows: list[dict]) -> None:
     first, last = int(df["episode"].min()), int(df["episode"].max())
     path = Path(monitor_dir) / "agents" / f"part-{first:07d}-{last:07d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet(path, df)
 
 
 def write_summary(monitor_dir: str | Path, stop_threshold: float) -> dict:
     """The run's stop events from every part, written to ``summary.json``."""
     stops = run_stops(read_agents(monitor_dir), stop_threshold)
-    jsonio.write(Path(monitor_dir) / "summary.json", stops)
+    write_json(Path(monitor_dir) / SUMMARY, stops)
     return stops
 
 
@@ -62,7 +61,7 @@ class RunMonitor:
             warn=(lambda m: console.print(f"[yellow]monitor:[/yellow] {m}")) if mc.warn else None,
         )
         learner.attach_monitor(self.mon)
-        self.dir = Path(run_dir) / "monitor"
+        self.dir = RunDir(run_dir).monitor_dir
         (self.dir / "agents").mkdir(parents=True, exist_ok=True)
         self.pending: list[dict] = []
         self.tb_writer = None

@@ -1,0 +1,190 @@
+"""The on-disk format of runs and sweeps, in one place: file names, atomic writes, status states
+(with the heartbeat's ``stale`` rule) and the metric definitions (final return). Every other module
+reads and writes run and sweep directories through :class:`RunDir` and :class:`SweepDir`; the layout
+is documented in ``docs/run_store.md``.
+
+Run directory::
+
+    config.yaml        the resolved config          provenance.json   how it was made (every segment)
+    metrics.parquet    one row per episode          monitor/          gradient-flow measurements
+    checkpoint.pt      latest checkpoint            status.json       state and heartbeat
+    checkpoint.prev.pt the one before it            tb/               TensorBoard events
+
+Sweep directory::
+
+    sweep.yaml         the sweep file as resolved   manifest.json     one entry per run
+    runs/<id>/         a run directory
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from . import jsonio
+
+CONFIG = "config.yaml"
+STATUS = "status.json"
+METRICS = "metrics.parquet"
+PROVENANCE = "provenance.json"
+CHECKPOINT = "checkpoint.pt"
+PREV_CHECKPOINT = "checkpoint.prev.pt"
+MONITOR = "monitor"
+TENSORBOARD = "tb"
+MANIFEST = "manifest.json"
+SWEEP_FILE = "sweep.yaml"
+RUNS = "runs"
+
+# status.json's "state" of a run while and after it runs; a reader also sees "stale" (see
+# effective_state) and, for a run without status.json, "not-started" / "unknown".
+RUN_STATES = ("running", "interrupted", "failed", "done")
+# a manifest entry's "status": pending (to run), queued (handed to the backend), then a run's end state
+MANIFEST_STATES = ("pending", "queued", "interrupted", "done", "failed")
+STALE_AFTER_S = 60.0  # a 'running' status without a heartbeat for this long is a dead run
+FINAL_EPISODES = 100  # "final return": mean evaluation return over the last this many evaluations
+
+
+# ------------------------------------------------------------------------------ file primitives
+def read_json(path: Path) -> dict:
+    """A JSON file's object; {} when it is absent or unreadable (a reader never fails on it)."""
+    try:
+        out = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def write_json(path: Path, obj) -> None:
+    """Strict JSON, atomically (``jsonio.write``)."""
+    jsonio.write(path, obj)
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    """A DataFrame as Parquet, atomically (temporary file, rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file, or an empty DataFrame when it is absent."""
+    return pd.read_parquet(path) if Path(path).exists() else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------ definitions
+def effective_state(status: dict, now: float | None = None) -> str:
+    """A run's state from its ``status.json``: ``stale`` for a 'running' run whose process is gone
+    (same host, no such process) or whose heartbeat is older than :data:`STALE_AFTER_S`."""
+    state = status.get("state", "unknown")
+    beat = status.get("heartbeat_unix")
+    if state != "running" or beat is None:
+        return state
+    if status.get("host") == socket.gethostname() and status.get("pid") is not None:
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return "stale"
+        except (PermissionError, OSError, ValueError):
+            pass
+    return "stale" if (now or time.time()) - float(beat) > STALE_AFTER_S else state
+
+
+def final_return(df: pd.DataFrame, last: int = FINAL_EPISODES, column: str = "eval_return") -> float:
+    """The mean of the last ``last`` finite values of ``column`` (NaN when there are none)."""
+    ev = df[column].dropna() if column in df else pd.Series(dtype=float)
+    return float(ev.tail(last).mean()) if len(ev) else float("nan")
+
+
+# ------------------------------------------------------------------------------ directories
+class RunDir:
+    """One run directory: its paths and its files, read tolerantly and written atomically."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config_path = property(lambda self: self.path / CONFIG)
+    status_path = property(lambda self: self.path / STATUS)
+    metrics_path = property(lambda self: self.path / METRICS)
+    provenance_path = property(lambda self: self.path / PROVENANCE)
+    checkpoint = property(lambda self: self.path / CHECKPOINT)
+    prev_checkpoint = property(lambda self: self.path / PREV_CHECKPOINT)
+    monitor_dir = property(lambda self: self.path / MONITOR)
+    tensorboard_dir = property(lambda self: self.path / TENSORBOARD)
+
+    def is_run(self) -> bool:
+        return self.config_path.exists()
+
+    def status(self) -> dict:
+        return read_json(self.status_path)
+
+    def write_status(self, status: dict) -> None:
+        write_json(self.status_path, status)
+
+    def state(self, now: float | None = None) -> str:
+        """The run's effective state; ``not-started`` without a status.json."""
+        st = self.status()
+        return effective_state(st, now) if st else "not-started"
+
+    def is_done(self, config_id: str) -> bool:
+        """Whether this directory holds the finished run of the experiment ``config_id``."""
+        st = self.status()
+        return st.get("state") == "done" and st.get("config_id") == config_id
+
+    def metrics(self) -> pd.DataFrame:
+        return read_parquet(self.metrics_path)
+
+    def write_metrics(self, df: pd.DataFrame) -> None:
+        write_parquet(self.metrics_path, df)
+
+    def provenance(self) -> dict:
+        return read_json(self.provenance_path)
+
+    def write_provenance(self, prov: dict) -> None:
+        write_json(self.provenance_path, prov)
+
+    def write_config(self, text: str) -> None:
+        self.config_path.write_text(text)
+
+
+class SweepDir:
+    """One sweep directory: its sweep file, its manifest and its run directories."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    manifest_path = property(lambda self: self.path / MANIFEST)
+    sweep_file = property(lambda self: self.path / SWEEP_FILE)
+    runs_dir = property(lambda self: self.path / RUNS)
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.runs_dir / run_id)
+
+    def run_dirs(self) -> Iterator[RunDir]:
+        """The run directories it holds (``runs/<id>``, or runs directly inside it), sorted."""
+        root = self.runs_dir if self.runs_dir.is_dir() else self.path
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and RunDir(d).is_run():
+                yield RunDir(d)
+
+    def manifest(self) -> dict:
+        return read_json(self.manifest_path)
+
+    def write_manifest(self, name: str, runs: list[dict]) -> None:
+        write_json(self.manifest_path, {"sweep": name, "runs": runs})
