@@ -52,3 +52,30 @@ def test_metrics_and_sweep_manifest_round_trip(tmp_path):
     sd.write_manifest("s", [{"id": "abc", "status": "pending"}])
     assert sd.manifest() == {"sweep": "s", "runs": [{"id": "abc", "status": "pending"}]}
     assert set(rundir.MANIFEST_STATES) >= {"pending", "queued", "interrupted", "done", "failed"}
+
+
+def test_a_finished_cross_run_is_read_back_through_the_run_dir(tmp_path):
+    """A finished ``kind: cross`` run is not re-run: its summary comes from the run directory (this
+    path needs none of the cross libraries), with the cross runs' final return (last 3 evaluations)."""
+    from ccm_madrl.experiment.config import build_config
+    from ccm_madrl.experiment.cross import FINAL_EVALS
+    from ccm_madrl.experiment.runner import train
+
+    cfg = build_config(
+        {
+            "kind": "cross",
+            "cross": {
+                "library": "sb3",
+                "algo": "td3",
+                "env": "Pendulum-v1",
+                "total_steps": 1000,
+                "actor_lr": 1e-3,
+            },
+        }
+    )
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.write_metrics(pd.DataFrame({"eval_return": [0.0, np.nan, 1.0, 2.0, 3.0]}))
+    rd.write_status({"state": "done", "config_id": cfg.id(), "episodes_done": 5})
+    s = train(cfg, rd.path, progress=False, quiet=True)
+    assert FINAL_EVALS == 3 and s.final_return == 2.0 and s.episodes_done == 5 and s.state == "done"
