@@ -120,10 +120,26 @@ def test_resume_with_another_thread_setting_is_bit_identical(uninterrupted, tmp_
     assert prov["resumed_from_episode"] == 0  # the top level: the first segment
 
 
+def test_one_id_rule_keeps_the_ids_of_earlier_runs():
+    """Fields in ID_NEUTRAL_AT_DEFAULT are out of the id at their default and in it otherwise; every
+    other field is in it. The pinned id is configs/base.yaml's before the rule replaced three special
+    cases (commit 8f0d70e)."""
+    from ccm_madrl.experiment.config import ID_NEUTRAL_AT_DEFAULT, load_yaml
+
+    base = build_config(load_yaml(Path(__file__).parents[1] / "configs" / "base.yaml"))
+    assert base.id() == "193b3308d17d"
+    assert set(ID_NEUTRAL_AT_DEFAULT) == {"threads", "kind", "cross"}
+    assert build_config({}, ["threads=2"]).id() != build_config({}).id()
+    cross = {"library": "sb3", "algo": "td3", "env": "Pendulum-v1", "total_steps": 10, "actor_lr": 1e-3}
+    assert build_config({"kind": "cross", "cross": cross}).id() != build_config({}).id()
+    assert build_config({}, ["published_code=44fba1b"]).id() != build_config({}).id()
+
+
 def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
     cfg = build_config(SMALL)
     d = cfg.model_dump(mode="json")
     assert cfg.threads == 1 and d.pop("threads") == 1 and d.pop("name")
+    assert d.pop("kind") == "mec" and d.pop("cross") is None  # the run kinds came after threads
     # the default leaves the id as it was before the field existed (run directories stay resumable)
     assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     two = build_config(SMALL, ["threads=2"])

@@ -76,6 +76,14 @@ def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
     return settings
 
 
+# Top-level fields left out of the run id while at their default, so that adding them kept the ids of
+# every earlier run (its run directory stays resumable, a finished sweep run stays skipped): threads
+# (added after 0.1.0), kind and cross (the run kinds). A new field that must not change existing ids
+# goes here; any other field is part of the id (the published_code preset's fields deliberately are:
+# CHANGELOG 0.2.0).
+ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross")
+
+
 class ExperimentConfig(BaseModel):
     """Everything that defines one run. ``id()`` is a stable hash of the resolved config."""
 
@@ -143,11 +151,9 @@ class ExperimentConfig(BaseModel):
         """Stable id derived from the resolved config (name excluded)."""
         d = self.model_dump(mode="json")
         d.pop("name", None)
-        if d["threads"] == 1:  # the default leaves the ids of configs written before the field unchanged
-            d.pop("threads")
-        if self.kind == "mec":  # ids of MEC runs are those from before run kinds existed
-            d.pop("kind", None)
-            d.pop("cross", None)
+        for key in ID_NEUTRAL_AT_DEFAULT:  # one rule: see ID_NEUTRAL_AT_DEFAULT
+            if key in d and d[key] == type(self).model_fields[key].default:
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
