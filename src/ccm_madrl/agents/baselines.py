@@ -17,7 +17,7 @@ import numpy as np
 
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
-from .ccm import Action
+from .ccm import Action, transition_layout
 from .config import BASELINES
 from .selection import accept_in_order, explore_select, proposals_exceed
 
@@ -27,6 +27,7 @@ class FixedPolicy:
 
     monitorable = False
     replay = None
+    replay_size = 0
 
     def __init__(self, env_cfg: MECConfig, kind: str, rng: RunRNG):
         if kind not in BASELINES:
@@ -36,6 +37,9 @@ class FixedPolicy:
 
     def epsilon(self, episode: int, n_episodes: int) -> float:
         return 0.0
+
+    def transition_layout(self) -> dict[str, tuple[int, ...]]:
+        return transition_layout(self.env_cfg.n_agents)
 
     def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
         e, n = states.shape[:2]

@@ -20,6 +20,7 @@ import torch
 
 from ..mec.config import MECConfig
 from ..mec.dynamics import scale_fraction
+from ..mec.env import ACTION_FIELDS, STATE_FIELDS
 from ..mec.rng import RunRNG, standard_normal
 from .config import AgentConfig
 from .networks import BatchedActor, MasterCritic
@@ -97,6 +98,19 @@ def hard_update(target: torch.nn.Module, source: torch.nn.Module, agent: int | N
                 t[agent].copy_(s[agent])
 
 
+def transition_layout(n_agents: int) -> dict[str, tuple[int, ...]]:
+    """One stored transition of the MEC learners: name -> shape (without the time dimension)."""
+    n, s, a = n_agents, len(STATE_FIELDS), len(ACTION_FIELDS)
+    return {
+        "states": (n, s),
+        "actions": (n, a),
+        "selected": (n,),
+        "reward": (),
+        "next_states": (n, s),
+        "done": (),
+    }
+
+
 class CCMLearner:
     """The client-master learner. ``rng`` supplies every random draw (see ``RunRNG``)."""
 
@@ -127,20 +141,21 @@ class CCMLearner:
         self.critic_opt = make_torch_optimizer(cfg.optimizer, self.critic.parameters(), cfg.critic_lr)
         self.replay = PrioritizedReplay(
             cfg.replay_capacity,
-            {
-                "states": (n, 7),
-                "actions": (n, 3),
-                "selected": (n,),
-                "reward": (),
-                "next_states": (n, 7),
-                "done": (),
-            },
+            transition_layout(n),
             device=self.device,
             alpha=cfg.per_alpha,
             eps=cfg.per_eps,
             beta0=cfg.per_beta0,
             beta_increment=cfg.per_beta_increment,
         )
+
+    def transition_layout(self) -> dict[str, tuple[int, ...]]:
+        """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""
+        return transition_layout(self.n_agents)
+
+    @property
+    def replay_size(self) -> int:
+        return len(self.replay)
 
     # ------------------------------------------------------------------ construction
     def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:

@@ -8,7 +8,9 @@ step once ``episodes_before_train + 1`` episodes are done.
 The run directory's format (file names, atomic writes, status states, the final return) is
 :mod:`ccm_madrl.rundir`'s (see ``docs/run_store.md``).
 
-Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
+Everything a run does besides training (the monitor, TensorBoard, the progress display, checkpoints,
+early stop) is a callback (:mod:`ccm_madrl.experiment.callbacks`); ``Trainer(callbacks=...)`` takes
+another list. Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
 current episode finishes; a second Ctrl-C aborts at once) and at the end; the last two are kept.
 Re-running the same command resumes from the newest checkpoint that loads (a damaged one is reported,
 set aside as ``*.damaged`` and the one before it used); episodes after it are recomputed
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,10 +46,10 @@ from ..mec.env import MECEnv, record_episodes
 from ..mec.rng import RunRNG
 from ..provenance import collect, resolve_device
 from ..rundir import RunDir, effective_state, final_return  # noqa: F401 - effective_state: re-exported
+from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
 
 HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
-PROGRESS_EVERY_S = 10.0  # plain progress lines when stdout is not a terminal
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
 # tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
@@ -102,16 +105,33 @@ class Trainer:
     """Runs (or resumes) one experiment into ``run_dir``."""
 
     def __init__(
-        self, cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, quiet: bool = False
+        self,
+        cfg: ExperimentConfig,
+        run_dir: str | Path,
+        progress: bool = True,
+        quiet: bool = False,
+        callbacks: Callable[[Trainer], list[Callback]] = default_callbacks,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.rd = RunDir(self.run_dir)
         self.progress = progress
         self.quiet = quiet
+        self.make_callbacks = callbacks
+        self.callbacks: list[Callback] = []
+        self.total = cfg.training.episodes
+        self.rows: list[dict] = []
+        self.episodes_done = 0
+        self.stop = _StopFlag()  # Ctrl-C / SIGTERM
+        self.early_stop = False  # a callback asked to stop
         self.device: torch.device | None = None
         self._status_lock = threading.Lock()
         self._last_status: dict | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run stops after the current episode (a callback asked, or a signal came)."""
+        return self.early_stop or self.stop.requested
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
@@ -132,11 +152,7 @@ class Trainer:
         self.eval_env = (
             MECEnv(cfg.env, e, cfg.rng_mode, cfg.env_seed, devices=self.env.devices) if e else None
         )
-        self.monitor = None
-        if cfg.monitor.enabled and self.learner.monitorable:
-            from ..monitor.integration import monitor_for
-
-            self.monitor = monitor_for(self.learner, cfg, self.run_dir)
+        self.callbacks = self.make_callbacks(self)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
@@ -184,15 +200,7 @@ class Trainer:
         t_eval = time.perf_counter()
         eps = learner.epsilon(ep, cfg.training.episodes)
         t_max = cfg.env.max_steps
-        n = cfg.env.n_agents
-        buf = {
-            "states": np.empty((t_max, n, 7)),
-            "actions": np.empty((t_max, n, 3)),
-            "selected": np.empty((t_max, n)),
-            "reward": np.empty(t_max),
-            "next_states": np.empty((t_max, n, 7)),
-            "done": np.zeros(t_max),
-        }
+        buf = {k: np.zeros((t_max, *shape)) for k, shape in learner.transition_layout().items()}
         ret, exceeded, pen_e, pen_t = 0.0, 0, 0.0, 0.0
         for t in range(t_max):
             act = learner.act(state, explore=True, epsilon=eps)
@@ -226,7 +234,7 @@ class Trainer:
             q_mean=stats.get("q_mean", np.nan),
             target_mean=stats.get("target_mean", np.nan),
             batch_reward_abs=stats.get("batch_reward_abs", np.nan),
-            replay_size=len(learner.replay) if learner.replay is not None else 0,
+            replay_size=learner.replay_size,
             time_eval_s=t_eval - t0,
             time_act_s=t_act - t_eval,
             time_train_s=t_train - t_act,
@@ -235,25 +243,26 @@ class Trainer:
         return row
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, episode_done: int, rows: list[dict]) -> None:
+    def checkpoint(self) -> None:
         """Write the new checkpoint completely, then keep it and the one before it (two in all)."""
+        episode_done = self.episodes_done
         state = {
             "config_id": self.cfg.id(),
             "episodes_done": episode_done,
             "learner": self.learner.state_dict(),
             "rng": self.rng.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "monitor": self.monitor.state_dict() if self.monitor is not None else None,
         }
+        state.update({cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key})
         ck = self.rd.checkpoint
         tmp = ck.with_name(ck.name + ".tmp")
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        self.rd.write_metrics(pd.DataFrame(rows))
-        if self.monitor is not None:
-            self.monitor.flush()
+        self.rd.write_metrics(pd.DataFrame(self.rows))
+        for cb in self.callbacks:
+            cb.on_checkpoint(self)
         if ck.exists():
             os.replace(ck, self.rd.prev_checkpoint)
         os.replace(tmp, ck)
@@ -303,8 +312,9 @@ class Trainer:
         if self.rd.metrics_path.exists():
             df = self.rd.metrics()
             rows = df[df["episode"] < done].to_dict("records")
-        if self.monitor is not None and state.get("monitor") is not None:
-            self.monitor.load_state_dict(state["monitor"], done)
+        for cb in self.callbacks:
+            if cb.state_key and state.get(cb.state_key) is not None:
+                cb.load_state_dict(state[cb.state_key], done)
         return done, rows
 
     def _check_run_dir(self) -> None:
@@ -404,7 +414,7 @@ class Trainer:
     def _run(self) -> RunSummary:
         try:
             self._build()
-            start, rows = self._resume()
+            start, self.rows = self._resume()
         except Exception:
             self._status("failed", 0, error=traceback.format_exc())
             raise
@@ -414,94 +424,46 @@ class Trainer:
                 f"run directory: {self.run_dir}" + (f" (resuming after episode {start})" if start else ""),
                 flush=True,
             )
-        writer = self._tensorboard(start)
-        total = self.cfg.training.episodes
+        self.episodes_done = start
         self._status("running", start)
         t_start = time.perf_counter()
-        stop = _StopFlag()
-        ep = start
         try:
-            with (
-                stop.installed(),
-                self._heartbeat(),
-                _progress(self.progress and not self.quiet, total, start, self.run_dir.name) as bar,
-            ):
-                while ep < total:
-                    t_mon = time.perf_counter()
-                    if self.monitor is not None:
-                        self.monitor.start_episode(ep)
-                    t_mon = time.perf_counter() - t_mon
-                    row = self.episode(ep)
-                    if self.monitor is not None:
-                        t0 = time.perf_counter()
-                        row.update(self.monitor.end_episode(ep, row, self.learner))
-                        t_mon += time.perf_counter() - t0
-                    row["time_monitor_s"] = t_mon  # the monitor's own bookkeeping, outside time_episode_s
-                    rows.append(row)
-                    ep += 1
-                    if writer is not None:
-                        _tb_scalars(writer, row)
-                    bar(row)
-                    early = self.monitor is not None and self.monitor.should_stop()
-                    if ep % self.cfg.training.checkpoint_every == 0 or ep == total or stop.requested or early:
-                        self._checkpoint(ep, rows)
-                    if stop.requested:
-                        self._status("interrupted", ep)
-                        raise KeyboardInterrupt
-                    if early:
-                        break
-        except KeyboardInterrupt:
-            if writer is not None:
-                writer.close()
-            raise
+            with self.stop.installed(), self._heartbeat():
+                self._call("on_run_start", start)
+                self._loop()
+            end = {}
+            for cb in self.callbacks:
+                end.update(cb.on_run_end(self))
         except Exception:
-            self._status("failed", ep, error=traceback.format_exc())
-            if writer is not None:
-                writer.close()
+            self._status("failed", self.episodes_done, error=traceback.format_exc())
             raise
-        if writer is not None:
-            writer.close()
-        df = pd.DataFrame(rows)
-        stops = self.monitor.finish() if self.monitor is not None else None
-        self._status("done", ep, early_stopped=ep < total, stops=stops)
+        finally:
+            for cb in self.callbacks:
+                cb.close()
+        ep = self.episodes_done
+        self._status("done", ep, early_stopped=ep < self.total, stops=end.get("stops"))
+        df = pd.DataFrame(self.rows)
         return RunSummary(self.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
 
-    def _tensorboard(self, start: int):
-        if not self.cfg.training.tensorboard:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
+    def _loop(self) -> None:
+        """Episodes until the last, a callback's stop (after its checkpoint) or a signal (after its
+        checkpoint: status 'interrupted', KeyboardInterrupt)."""
+        while self.episodes_done < self.total and not self.early_stop:
+            ep = self.episodes_done
+            self._call("on_episode_start", ep)
+            row = self.episode(ep)
+            row["time_monitor_s"] = 0.0  # the monitor's callback sets its own time
+            self.rows.append(row)
+            self.episodes_done = ep + 1
+            for cb in self.callbacks:  # every callback sees the row; any of them may ask to stop
+                self.early_stop = not cb.on_episode_end(self, row) or self.early_stop
+            if self.stop.requested:
+                self._status("interrupted", self.episodes_done)
+                raise KeyboardInterrupt
 
-        w = SummaryWriter(str(self.rd.tensorboard_dir), purge_step=start if start else None)
-        if self.monitor is not None:
-            self.monitor.tb_writer = w
-        return w
-
-
-_TB = {
-    "eval_return": "charts/eval_return",
-    "train_return": "charts/train_return",
-    "eval_constraint_frac": "charts/eval_constraint_frac",
-    "eval_energy_penalty_frac": "charts/eval_energy_penalty_frac",
-    "eval_time_penalty_frac": "charts/eval_time_penalty_frac",
-    "epsilon": "charts/epsilon",
-    "critic_loss": "losses/critic_loss",
-    "actor_loss": "losses/actor_loss",
-    "q_mean": "losses/q_mean",
-    "time_episode_s": "perf/episode_seconds",
-    "actors_changed": "monitor/actors_changed",
-    "actor_grad_norm": "monitor/actor_grad_norm",
-    "critic_grad_norm": "monitor/critic_grad_norm",
-    "grad_ratio": "monitor/actor_critic_grad_ratio",
-    "actor_sat_exact_frac": "monitor/actor_saturated_exact_frac",
-}
-
-
-def _tb_scalars(writer, row: dict) -> None:
-    step = int(row["episode"])
-    for k, tag in _TB.items():
-        v = row.get(k)
-        if v is not None and np.isfinite(v):
-            writer.add_scalar(tag, float(v), step)
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
 
 
 SEGMENT_KEYS = (
@@ -523,47 +485,6 @@ SEGMENT_KEYS = (
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _progress(enabled: bool, total: int, start: int, label: str):
-    """A progress bar on a terminal; elsewhere (a log file, nohup, CI) a plain line every
-    PROGRESS_EVERY_S seconds and at the first and last episode, flushed at once."""
-    if not enabled:
-        yield lambda row: None
-        return
-    if not sys.stdout.isatty():
-        t0 = time.perf_counter()
-        last = [-float("inf")]
-
-        def line(row: dict) -> None:
-            ep = int(row["episode"]) + 1
-            now = time.perf_counter()
-            if now - last[0] < PROGRESS_EVERY_S and ep not in (start + 1, total):
-                return
-            last[0] = now
-            r = row.get("eval_return", np.nan)
-            rate = (now - t0) / (ep - start)
-            print(
-                f"{label}: episode {ep}/{total}, eval return {f'{r:.2f}' if np.isfinite(r) else '-'}, "
-                f"{now - t0:.0f} s elapsed, ETA {rate * (total - ep):.0f} s",
-                flush=True,
-            )
-
-        yield line
-        return
-    from rich.progress import TextColumn
-
-    from .._progress import progress_bar
-
-    with progress_bar(TextColumn("eval {task.fields[ret]}")) as prog:
-        task = prog.add_task(label, total=total, completed=start, ret="-")
-
-        def update(row: dict) -> None:
-            r = row.get("eval_return", np.nan)
-            prog.update(task, advance=1, ret=f"{r:9.2f}" if np.isfinite(r) else "-")
-
-        yield update
 
 
 def train(
