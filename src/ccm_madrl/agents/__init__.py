@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .base import Action, Learner
 from .baselines import FixedPolicy
 from .benchmarks import MADDPGLearner
 from .ccm import CCMLearner
-from .config import ALGORITHMS, BASELINES, HEURISTICS, AgentConfig
+from .config import ALGORITHMS, BASELINES, HEURISTICS, AgentConfig, import_factory
 from .networks import BatchedActor, MasterCritic
 
 if TYPE_CHECKING:
@@ -17,21 +18,43 @@ if TYPE_CHECKING:
     from ..mec.rng import RunRNG
 
 
+def _ccm(cfg, rng, device):
+    return CCMLearner(cfg.env, cfg.agent, rng, device)
+
+
+def _maddpg(order: str, rejected: str | None = None):
+    return lambda cfg, rng, device: MADDPGLearner(
+        cfg.env, cfg.agent, rng, device, order=order, rejected=rejected
+    )
+
+
+def _baseline(kind: str):
+    return lambda cfg, rng, device: FixedPolicy(cfg.env, kind, rng)
+
+
+# agent.algorithm -> factory(cfg, rng, device) -> a learner (agents/base.py's contract); a config may
+# also name any importable factory as 'module:attribute'
+LEARNERS = {
+    "ccm_madrl": _ccm,
+    "maddpg": _maddpg("offloadtimefirst", "punish"),
+    **{h: _maddpg(h) for h in HEURISTICS},
+    **{b: _baseline(b) for b in BASELINES},
+}
+
+
 def make_learner(cfg: ExperimentConfig, rng: RunRNG, device: torch.device | str = "cpu"):
     """The learner named by ``cfg.agent.algorithm``."""
     algo = cfg.agent.algorithm
-    if algo == "ccm_madrl":
-        return CCMLearner(cfg.env, cfg.agent, rng, device)
-    if algo == "maddpg":
-        return MADDPGLearner(cfg.env, cfg.agent, rng, device, order="offloadtimefirst", rejected="punish")
-    if algo in HEURISTICS:
-        return MADDPGLearner(cfg.env, cfg.agent, rng, device, order=algo)
-    if algo in BASELINES:
-        return FixedPolicy(cfg.env, algo, rng)
-    raise ValueError(f"agent.algorithm: unknown algorithm {algo!r}; allowed: {', '.join(ALGORITHMS)}")
+    factory = import_factory(algo) if ":" in algo else LEARNERS.get(algo)
+    if factory is None:
+        raise ValueError(f"agent.algorithm: unknown algorithm {algo!r}; allowed: {', '.join(ALGORITHMS)}")
+    return factory(cfg, rng, device)
 
 
 __all__ = [
+    "Action",
+    "Learner",
+    "LEARNERS",
     "CCMLearner",
     "MADDPGLearner",
     "FixedPolicy",

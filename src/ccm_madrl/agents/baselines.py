@@ -17,7 +17,7 @@ import numpy as np
 
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
-from .ccm import Action, transition_layout
+from .base import Action, transition_layout
 from .config import BASELINES
 from .selection import accept_in_order, explore_select, proposals_exceed
 
@@ -43,6 +43,16 @@ class FixedPolicy:
 
     def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
         e, n = states.shape[:2]
+        x, exceeded = self.select(states, np.ones((e, n, 3)), explore, epsilon)
+        hybrid = np.ones((e, n, 3))
+        hybrid[..., 0] = x
+        return Action(actor=np.zeros((e, n, 3)), selected=x, hybrid=hybrid, exceeded=exceeded)
+
+    def select(
+        self, states: np.ndarray, u: np.ndarray, explore: bool, epsilon: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Who offloads (E, N) and whether the server's limits were exceeded (E,)."""
+        e, n = states.shape[:2]
         size = states[..., 3]
         x = np.zeros((e, n))
         exceeded = np.zeros(e, dtype=bool)
@@ -57,9 +67,7 @@ class FixedPolicy:
                     x[i] = accept_in_order(
                         order, np.ones((1, n)), size[i][None], self.limit, self.env_cfg.s_e
                     )[0]
-        hybrid = np.ones((e, n, 3))
-        hybrid[..., 0] = x
-        return Action(actor=np.zeros((e, n, 3)), selected=x, hybrid=hybrid, exceeded=exceeded)
+        return x, exceeded
 
     def observe(self, transitions: dict) -> None:
         return None
@@ -72,3 +80,6 @@ class FixedPolicy:
 
     def load_state_dict(self, sd: dict) -> None:
         return None
+
+    def describe(self) -> dict:
+        return {"learner": f"FixedPolicy({self.kind})"}

@@ -22,12 +22,14 @@ import torch
 
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
-from .ccm import CCMLearner
 from .config import AgentConfig
+from .offpolicy import OffPolicyActorCritic
 from .selection import heuristic_select
 
 
-class MADDPGLearner(CCMLearner):
+class MADDPGLearner(OffPolicyActorCritic):
+    """The joint-critic loss over the shared off-policy machinery (a sibling of ``CCMLearner``)."""
+
     per_agent_critic = False
 
     def __init__(

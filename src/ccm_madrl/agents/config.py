@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,11 +19,22 @@ BASELINES = ("all_local", "random_selection", "greedy_deadline")
 ALGORITHMS = ("ccm_madrl", "maddpg", *HEURISTICS, *BASELINES)
 
 
+def import_factory(path: str):
+    """The object named by ``'module:attribute'`` (a learner factory); ValueError naming it if absent."""
+    module, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import learner factory {path!r}: {err}") from None
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    algorithm: Literal[ALGORITHMS] = Field(  # type: ignore[valid-type]
-        "ccm_madrl", description="learner: ccm_madrl, a MADDPG benchmark, or a non-learning baseline"
+    algorithm: str = Field(
+        "ccm_madrl",
+        description="learner: ccm_madrl, a MADDPG benchmark, a non-learning baseline, or 'module:factory', "
+        "a learner factory f(cfg, rng, device) importable by every worker (docs/architecture.md)",
     )
     actor_lr: float = Field(1e-4, gt=0, description="client (actor) learning rate")
     critic_lr: float = Field(1e-3, gt=0, description="master (critic) learning rate")
@@ -118,6 +130,19 @@ class AgentConfig(BaseModel):
                 f"actor_objective: 'selected' applies to ccm_madrl only (algorithm is {self.algorithm!r})"
             )
         return self
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: str) -> str:
+        if v in ALGORITHMS:
+            return v
+        if ":" not in v:
+            raise ValueError(
+                f"unknown algorithm {v!r}; allowed: {', '.join(ALGORITHMS)}, or 'module:factory'"
+            )
+        if not callable(import_factory(v)):
+            raise ValueError(f"{v!r} is not callable")
+        return v
 
     @field_validator("actor_hidden", "critic_hidden")
     @classmethod

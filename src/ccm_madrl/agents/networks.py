@@ -304,3 +304,31 @@ class MasterCritic(nn.Module):
         if self.per_agent and own_state is not None:
             h = h + self.own(own_state, own_action)
         return self.head(h)
+
+
+def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) -> dict:
+    """A learner's networks in plain values (``describe()``): per role the layer sizes, the networks
+    held, the parameters of one network and of all, the activations."""
+    per_actor = sum(p[0].numel() for p in actors.parameters())
+    crit = sum(p.numel() for p in critic.parameters())
+    return {
+        "learner": learner,
+        "actors": {
+            "layers": [actors.state_dim, *actors.hidden, actors.out_dim],
+            "networks": actors.n_nets,
+            "parameters_per_network": per_actor,
+            "parameters": per_actor * actors.n_nets,
+            "hidden_activation": "relu",
+            "output_activation": actors.activation_name,
+            "layernorm": actors.norm is not None,
+        },
+        "critic": {
+            "layers": [critic.fc1.in_features, *critic.hidden, 1],
+            "networks": 1,
+            "parameters_per_network": crit,
+            "parameters": crit,
+            "hidden_activation": "relu",
+            "output_activation": "linear",
+            "per_agent_input": critic.per_agent,
+        },
+    }

@@ -1,0 +1,299 @@
+"""An off-policy actor-critic learner for the MEC system: N batched actors, one critic, target
+networks, a prioritised replay, the optimisers and checkpoints. What differs between CCM-MADRL and
+the MADDPG benchmarks — the critic's inputs, the selection, the TD target's maximum, the value the
+actors maximise — is the loss, in the siblings :class:`~ccm_madrl.agents.ccm.CCMLearner` and
+:class:`~ccm_madrl.agents.benchmarks.MADDPGLearner`. Update schedules, actor objectives, regularisers
+and reward signals are named parts (:mod:`ccm_madrl.agents.parts`).
+
+Read top to bottom: construction (published initialisation order), acting (noise, then the
+subclass's selection), replay, the training step (critic, then actors with the updated critic),
+monitor wiring and state.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from ..mec.config import MECConfig
+from ..mec.rng import RunRNG, standard_normal
+from .base import Action, transition_layout
+from .config import AgentConfig
+from .networks import BatchedActor, MasterCritic
+from .optim import BatchedOptimizer, make_torch_optimizer
+from .parts import ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
+from .replay import PrioritizedReplay
+from .utils import RunningMeanStd, clip_per_agent_, hard_update, hybrid_action
+
+
+class OffPolicyActorCritic:
+    """The shared machinery; a subclass supplies ``per_agent_critic`` (the critic's inputs),
+    ``select``, ``td_target``, ``critic_rows`` and ``actor_q``. ``rng`` supplies every random draw."""
+
+    monitorable = True
+    per_agent_critic: bool  # the critic's architecture: a per-agent input row (CCM) or joint only
+
+    def __init__(self, env_cfg: MECConfig, cfg: AgentConfig, rng: RunRNG, device: str | torch.device = "cpu"):
+        self.env_cfg, self.cfg, self.rng = env_cfg, cfg, rng
+        self.device = torch.device(device)
+        self.n_agents = n = env_cfg.n_agents
+        self.limit = env_cfg.selection_limit
+        self.actors, self.critic = self._build_networks()
+        self.actors.to(self.device)
+        self.critic.to(self.device)
+        self.actors_target = copy.deepcopy(self.actors)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
+            p.requires_grad_(False)
+        self.actor_params = list(self.actors.parameters())
+        names = [nm for nm, _ in self.actors.named_parameters()]
+        output_block = ("fc3.", "norm.")
+        scales = [cfg.actor_output_lr_scale if nm.startswith(output_block) else 1.0 for nm in names]
+        self.actor_opt = BatchedOptimizer(self.actor_params, cfg.optimizer, cfg.actor_lr, lr_scales=scales)
+        self.reward_stats = RunningMeanStd()
+        self.torch_gen = torch.Generator(device=self.device)
+        self.torch_gen.manual_seed(rng.torch_seed + 1)
+        self.critic_opt = make_torch_optimizer(cfg.optimizer, self.critic.parameters(), cfg.critic_lr)
+        self.replay = PrioritizedReplay(
+            cfg.replay_capacity,
+            transition_layout(n),
+            device=self.device,
+            alpha=cfg.per_alpha,
+            eps=cfg.per_eps,
+            beta0=cfg.per_beta0,
+            beta_increment=cfg.per_beta_increment,
+        )
+        self.schedule = UPDATE_SCHEDULES[cfg.actor_update]
+        self.regulariser = ACTOR_REGULARISERS[cfg.actor_reg]
+        self.reward_transform = REWARD_SIGNALS[cfg.reward_norm]
+
+    def transition_layout(self) -> dict[str, tuple[int, ...]]:
+        """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""
+        return transition_layout(self.n_agents)
+
+    @property
+    def replay_size(self) -> int:
+        return len(self.replay)
+
+    # ------------------------------------------------------------------ construction
+    def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:
+        """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
+        init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""
+        cfg, n = self.cfg, self.n_agents
+        actors = BatchedActor(
+            n,
+            hidden=cfg.actor_hidden,
+            activation=cfg.activation,
+            layernorm=cfg.actor_layernorm,
+            stochastic=cfg.actor_reg == "entropy",
+            shared=cfg.actor_sharing == "shared",
+        )
+        torch.manual_seed(self.rng.torch_seed)
+        actors.reset_parameters_reference()
+        critic = MasterCritic(n, hidden=cfg.critic_hidden, per_agent=self.per_agent_critic)
+        if cfg.input_norm:
+            from ..mec.wrappers import observation_bounds
+
+            lo, hi = observation_bounds(self.env_cfg)
+            actors.set_input_bounds(lo, hi)
+            critic.set_input_bounds(lo, hi)
+        return actors, critic
+
+    # ------------------------------------------------------------------ acting
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def policy(self, states: np.ndarray) -> np.ndarray:
+        """Actor outputs for states (E, N, 7), float64 (E, N, 3)."""
+        return self.actors(self._t(states)).double().cpu().numpy()
+
+    def epsilon(self, episode: int, n_episodes: int) -> float:
+        decay = self.cfg.epsilon_decay or n_episodes
+        c = self.cfg
+        return c.epsilon_end + (c.epsilon_start - c.epsilon_end) * np.exp(-1.0 * episode / decay)
+
+    def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
+        """One acting step for E environments (greedy when ``explore`` is False)."""
+        u = self.policy(states)
+        if explore:
+            u = np.clip(u + standard_normal(self.rng.noise, u.shape) * epsilon, -1, 1)
+        sel, exceeded = self.select(states, u, explore, epsilon)
+        return Action(actor=u, selected=sel, hybrid=hybrid_action(sel, u), exceeded=exceeded)
+
+    def select(
+        self, states: np.ndarray, u: np.ndarray, explore: bool, epsilon: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The decision x (E, N) and whether the server's limits were exceeded (E,)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the loss (subclasses)
+    def td_target(self, reward: torch.Tensor, next_states: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def critic_rows(
+        self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q rows of the batch and the sample index of each row."""
+        raise NotImplementedError
+
+    def actor_q(
+        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The value (B,) the actors maximise for their actions ``u``."""
+        raise NotImplementedError
+
+    def reward_signal(self, reward: torch.Tensor) -> torch.Tensor:
+        """The reward as used in the TD target: transformed (``reward_norm``) and scaled (published:
+        the raw reward, scale 1)."""
+        return self.cfg.reward_scale * self.reward_transform(reward, self.reward_stats)
+
+    @torch.no_grad()
+    def transition_errors(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Priority errors with the current networks: sum over the rows of (Q - y)^2."""
+        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
+        q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
+        return self._errors(q, y[rb], rb, y.shape[0])
+
+    @staticmethod
+    def _errors(q: torch.Tensor, y_rows: torch.Tensor, rb: torch.Tensor, b: int) -> np.ndarray:
+        sq = ((q.detach() - y_rows) ** 2).double()
+        return torch.zeros(b, dtype=torch.float64, device=q.device).index_add_(0, rb, sq).cpu().numpy()
+
+    # ------------------------------------------------------------------ replay
+    def observe(self, transitions: dict[str, np.ndarray]) -> None:
+        """Insert an episode's transitions (arrays with a leading time axis), in order, each with the
+        priority of its error under the current networks (published: computed at every step; the
+        networks do not change within an episode, so computing them together is the same)."""
+        self.reward_stats.update(transitions["reward"])
+        batch = {k: self._t(v) for k, v in transitions.items()}
+        self.replay.add(self.transition_errors(batch), **batch)
+
+    def train(self) -> dict:
+        """Sample a prioritised batch, take one training step, update the batch's priorities."""
+        batch, leaves, weights = self.replay.sample(self.cfg.batch_size, self.rng.replay)
+        stats = self.train_step(batch, weights)
+        self.replay.update(leaves, stats.pop("errors"))
+        stats["batch_reward_abs"] = float(batch["reward"].abs().mean())
+        stats["batch_reward_used_abs"] = float(self.reward_signal(batch["reward"]).abs().mean())
+        stats["beta"] = self.replay.beta
+        return stats
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict[str, torch.Tensor], weights: np.ndarray) -> dict:
+        """One training step on a replay batch with importance weights: the critic, then the actors
+        (their schedule) with the updated critic. Returns statistics and the new priority errors
+        (computed with the critic before its step)."""
+        w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        s, sel = batch["states"], batch["selected"]
+        stats = self._critic_step(batch, w)
+        js = batch["next_states"] if self.cfg.actor_joint_states == "next" else s
+        agents = self.schedule(self.n_agents, self.actors.shared)
+        actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
+        stats["actor_loss"] = float(np.mean(actor_losses))
+        return stats
+
+    def _critic_step(self, batch: dict[str, torch.Tensor], w: torch.Tensor) -> dict:
+        """The weighted squared TD error over the critic's rows, one optimiser step, the target copy."""
+        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
+        q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
+        wr, yr = w[rb], y[rb]
+        critic_loss = ((q * wr - yr * wr) ** 2).mean()
+        loss_value = float(critic_loss.detach())
+        if not np.isfinite(loss_value):
+            raise FloatingPointError(
+                f"critic loss is {loss_value}: training diverged (optimizer {self.cfg.optimizer!r}, "
+                f"critic_lr {self.cfg.critic_lr:g}, actor_lr {self.cfg.actor_lr:g}); try smaller learning "
+                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+            )
+        errors = self._errors(q, yr, rb, y.shape[0])
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        stats: dict = {}
+        if self.cfg.critic_grad_clip is not None:
+            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.critic_grad_clip)
+            stats["critic_grad_norm_preclip"] = float(pre)
+        self.critic_opt.step()
+        hard_update(self.critic_target, self.critic)
+        stats.update(
+            critic_loss=loss_value,
+            q_mean=float(q.detach().mean()),
+            target_mean=float(y.mean()),
+            errors=errors,
+        )
+        return stats
+
+    def actor_objective(
+        self,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        w: torch.Tensor,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
+        ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
+        the next joint states); the actions, the own states and own actions stay those of ``states``."""
+        return -(
+            self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
+        ).mean()
+
+    def _actor_step(
+        self,
+        states: torch.Tensor,
+        w: torch.Tensor,
+        agent: int | None,
+        selected: torch.Tensor | None = None,
+        joint_states: torch.Tensor | None = None,
+    ) -> float:
+        """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser."""
+        cfg = self.cfg
+        u, extra = self.regulariser(self.actors, states, cfg.actor_reg_coef, self.torch_gen)
+        loss = self.actor_objective(states, u, w, selected, joint_states) + extra
+        grads = list(torch.autograd.grad(loss, self.actor_params))
+        if cfg.actor_grad_clip is not None:
+            clip_per_agent_(grads, cfg.actor_grad_clip)
+        self.actor_opt.step(grads, agent=agent)
+        hard_update(self.actors_target, self.actors, agent)
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ monitor, description, state
+    def attach_monitor(self, monitor) -> None:
+        """Attach the gradient-flow monitor to this learner's networks (targets are not watched)."""
+        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.cfg.actor_lr)
+        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.cfg.critic_lr)
+
+    def describe(self) -> dict:
+        """Its networks: per role, the layer sizes, the parameter count (one actor's, and all), the
+        activations."""
+        from .networks import describe_networks
+
+        return describe_networks(self.actors, self.critic, type(self).__name__)
+
+    def state_dict(self) -> dict:
+        return {
+            "actors": self.actors.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actors_target": self.actors_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "replay": self.replay.state_dict(),
+            "reward_stats": self.reward_stats.state_dict(),
+            "torch_gen": self.torch_gen.get_state(),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.actors.load_state_dict(sd["actors"])
+        self.critic.load_state_dict(sd["critic"])
+        self.actors_target.load_state_dict(sd["actors_target"])
+        self.critic_target.load_state_dict(sd["critic_target"])
+        self.actor_opt.load_state_dict(sd["actor_opt"])
+        self.critic_opt.load_state_dict(sd["critic_opt"])
+        self.replay.load_state_dict(sd["replay"])
+        if "reward_stats" in sd:  # absent in checkpoints of 0.1.0 pre-releases
+            self.reward_stats.load_state_dict(sd["reward_stats"])
+        if "torch_gen" in sd:
+            self.torch_gen.set_state(sd["torch_gen"])

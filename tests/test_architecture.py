@@ -1,0 +1,143 @@
+"""The worked examples of docs/architecture.md: a learner written from scratch trains through the
+trainer and a sweep with no change to either; a callback; a mitigation (a regulariser) added by one
+function and one registry entry; the registries are the config's allowed values."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ccm_madrl.agents import Action, Learner, make_learner
+from ccm_madrl.agents.base import transition_layout
+from ccm_madrl.agents.config import AgentConfig
+from ccm_madrl.agents.parts import ACTOR_CANDIDATES, ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
+from ccm_madrl.experiment import Trainer, build_config
+from ccm_madrl.experiment.callbacks import Callback, default_callbacks
+from ccm_madrl.experiment.sweep import run_sweep
+from ccm_madrl.mec import RunRNG
+
+
+# ------------------------------------------------------------------------------ a learner
+class HillClimber:
+    """Every device computes locally at one CPU fraction ``alpha``; after each episode the fraction
+    moves by ``step`` in its current direction, which flips when the return got worse."""
+
+    monitorable = False
+
+    def __init__(self, cfg, rng, device="cpu"):
+        self.n, self.alpha, self.step, self.last = cfg.env.n_agents, 0.5, 0.1, -np.inf
+        self.stored = 0
+
+    replay_size = property(lambda self: self.stored)
+
+    def epsilon(self, episode: int, n_episodes: int) -> float:
+        return 0.0
+
+    def select(self, states, u, explore, epsilon):
+        return np.zeros(states.shape[:2]), np.zeros(states.shape[0], dtype=bool)
+
+    def act(self, states, explore=False, epsilon=0.0) -> Action:
+        x, exceeded = self.select(states, None, explore, epsilon)
+        hybrid = np.stack([x, np.full_like(x, self.alpha), np.ones_like(x)], axis=-1)
+        return Action(actor=hybrid.copy(), selected=x, hybrid=hybrid, exceeded=exceeded)
+
+    def transition_layout(self):
+        return transition_layout(self.n)
+
+    def observe(self, transitions):
+        self.ret, self.stored = float(transitions["reward"].sum()), self.stored + len(transitions["reward"])
+
+    def train(self) -> dict:
+        if self.ret < self.last:
+            self.step = -self.step
+        self.last, self.alpha = self.ret, float(np.clip(self.alpha + self.step, 0.01, 1.0))
+        return {"actor_loss": -self.ret}
+
+    def state_dict(self):
+        return {"alpha": self.alpha, "step": self.step, "last": self.last, "stored": self.stored}
+
+    def load_state_dict(self, sd):
+        self.alpha, self.step, self.last, self.stored = sd["alpha"], sd["step"], sd["last"], sd["stored"]
+
+    def describe(self):
+        return {"learner": "HillClimber", "parameters": 1}
+
+
+TOY = {
+    "agent": {"algorithm": "test_architecture:HillClimber"},
+    "env": {"n_agents": 4, "max_steps": 3},
+    "training": {"episodes": 4, "eval_episodes": 2, "checkpoint_every": 2, "tensorboard": False},
+}
+
+
+def test_a_learner_written_here_trains_through_the_trainer(tmp_path):
+    cfg = build_config(TOY)
+    learner = make_learner(cfg, RunRNG("reference", 0, 37))
+    assert isinstance(learner, Learner)  # the contract (agents/base.py) is all the trainer needs
+    s = Trainer(cfg, tmp_path / "r", progress=False).run()
+    df = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    assert s.episodes_done == 4 and df["trained"].tolist() == [False, True, True, True]
+    assert df["replay_size"].tolist() == [3, 6, 9, 12] and np.isfinite(s.final_return)
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["learner"]["alpha"] != 0.5  # it moved
+
+
+def test_the_same_learner_runs_in_a_sweep(tmp_path):
+    import yaml
+
+    spec = {"name": "toy", "base": TOY, "axes": {"env.n_agents": [3, 4]}, "seeds": [0]}
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(spec))
+    res = run_sweep(tmp_path / "toy.yaml", out=tmp_path / "out", workers=1, progress=False)
+    assert (res.total, res.done, res.failed) == (2, 2, 0)
+
+
+def test_an_unknown_learner_is_refused_by_name():
+    from ccm_madrl.experiment.config import ConfigError
+
+    with pytest.raises(ConfigError, match="agent.algorithm.*no_such_module"):
+        build_config({"agent": {"algorithm": "no_such_module:Learner"}})
+
+
+# ------------------------------------------------------------------------------ a callback
+class StopWhenReturnAbove(Callback):
+    """Early stop on a target evaluation return."""
+
+    def __init__(self, target: float):
+        self.target = target
+
+    def on_episode_end(self, trainer, row) -> bool:
+        return not (row["eval_return"] > self.target)
+
+
+def test_a_callback_added_to_the_defaults(tmp_path):
+    cfg = build_config(TOY, ["training.episodes=6"])
+    cbs = lambda t: [StopWhenReturnAbove(-np.inf), *default_callbacks(t)]  # noqa: E731
+    s = Trainer(cfg, tmp_path / "r", progress=False, callbacks=cbs).run()
+    assert s.episodes_done == 2  # evaluation starts at episode episodes_before_train (1)
+
+
+# ------------------------------------------------------------------------------ a mitigation
+def test_a_regulariser_is_one_function_and_one_registry_entry(monkeypatch):
+    def l2_actions(actors, states, coef, gen):
+        u = actors(states)
+        return u, coef * (u**2).mean()
+
+    monkeypatch.setitem(ACTOR_REGULARISERS, "preact", l2_actions)  # stands in for a new name
+    cfg = build_config({"env": {"n_agents": 4}, "agent": {"actor_reg": "preact", "actor_reg_coef": 0.1}})
+    learner = make_learner(cfg, RunRNG("reference", 0, 37))
+    assert learner.regulariser is l2_actions
+
+
+def test_registries_are_the_configs_allowed_values():
+    hints = typing.get_type_hints(AgentConfig)
+    for field, registry in [
+        ("actor_update", UPDATE_SCHEDULES),
+        ("actor_objective", ACTOR_CANDIDATES),
+        ("actor_reg", ACTOR_REGULARISERS),
+        ("reward_norm", REWARD_SIGNALS),
+    ]:
+        assert set(typing.get_args(hints[field])) == set(registry), field
