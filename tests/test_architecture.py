@@ -141,3 +141,37 @@ def test_registries_are_the_configs_allowed_values():
         ("reward_norm", REWARD_SIGNALS),
     ]:
         assert set(typing.get_args(hints[field])) == set(registry), field
+
+
+def test_the_monitor_learns_saturation_from_a_declared_property():
+    from torch import nn
+
+    from ccm_madrl.monitor.core import _is_bounded_activation
+
+    class Clamp(nn.Module):
+        bounded = True
+
+        def forward(self, x):
+            return x.clamp(-1, 1)
+
+    assert _is_bounded_activation(Clamp()) and _is_bounded_activation(nn.Tanh())
+    assert not _is_bounded_activation(nn.ReLU())
+
+
+def test_the_report_reads_the_learners_description(tmp_path):
+    """Table 2 from learner.json equals Table 2 from instantiated networks (runs before 0.2.0)."""
+    from ccm_madrl.report.tables import table2
+    from ccm_madrl.store import load
+
+    small = {"env": {"n_agents": 4, "max_steps": 2}, "agent": {"batch_size": 4, "critic_hidden": [16, 8]},
+             "training": {"episodes": 2, "eval_episodes": 1, "tensorboard": False}}  # fmt: skip
+    for algo in ("ccm_madrl", "maddpg", "all_local"):
+        Trainer(build_config(small, [f"agent.algorithm={algo}"]), tmp_path / algo, progress=False).run()
+    dirs = [tmp_path / a for a in ("ccm_madrl", "maddpg", "all_local")]
+    assert (tmp_path / "ccm_madrl" / "learner.json").exists()
+    from_desc = table2(load(dirs))
+    for d in dirs:
+        (d / "learner.json").unlink()
+    built = table2(load(dirs))
+    pd.testing.assert_frame_equal(from_desc, built)
+    assert len(from_desc) == 5 and from_desc["parameters (all)"].iloc[0] > 0

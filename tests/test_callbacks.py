@@ -104,6 +104,7 @@ def test_default_callbacks_follow_the_config(tmp_path):
     cfg = build_config(SMALL, ["monitor.enabled=true", "training.tensorboard=true"])
     t = Trainer(cfg, tmp_path / "r", progress=True, quiet=True)
     t.device = torch.device("cpu")
+    t.run_dir.mkdir()
     t._build()
     kinds = [type(cb).__name__ for cb in default_callbacks(t)]
     assert kinds == ["MonitorCallback", "TensorBoardCallback", "Checkpointing"]  # quiet: no progress

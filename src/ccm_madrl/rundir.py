@@ -6,6 +6,7 @@ is documented in ``docs/run_store.md``.
 Run directory::
 
     config.yaml        the resolved config          provenance.json   how it was made (every segment)
+    learner.json       the learner's describe()
     metrics.parquet    one row per episode          monitor/          gradient-flow measurements
     checkpoint.pt      latest checkpoint            status.json       state and heartbeat
     checkpoint.prev.pt the one before it            tb/               TensorBoard events
@@ -33,6 +34,7 @@ CONFIG = "config.yaml"
 STATUS = "status.json"
 METRICS = "metrics.parquet"
 PROVENANCE = "provenance.json"
+LEARNER = "learner.json"  # the learner's describe(): layer sizes, parameters, activations
 CHECKPOINT = "checkpoint.pt"
 PREV_CHECKPOINT = "checkpoint.prev.pt"
 MONITOR = "monitor"
@@ -158,6 +160,13 @@ class RunDir:
 
     def write_provenance(self, prov: dict) -> None:
         write_json(self.provenance_path, prov)
+
+    def learner(self) -> dict:
+        """The learner's ``describe()`` as the run wrote it ({} for runs from before 0.2.0)."""
+        return read_json(self.path / LEARNER)
+
+    def write_learner(self, description: dict) -> None:
+        write_json(self.path / LEARNER, description)
 
     def write_config(self, text: str) -> None:
         self.config_path.write_text(text)

@@ -25,6 +25,8 @@ ACTIVATIONS = ("tanh", "softsign", "hardtanh", "scaled_sigmoid")
 class ScaledSigmoid(nn.Module):
     """``2 * sigmoid(x) - 1``: a bounded output in (-1, 1) with a slower-saturating derivative."""
 
+    bounded = True  # the monitor measures its saturation (monitor/core.py)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * torch.sigmoid(x) - 1
 
@@ -315,6 +317,11 @@ def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) 
         "learner": learner,
         "actors": {
             "layers": [actors.state_dim, *actors.hidden, actors.out_dim],
+            "n_agents": actors.n_agents,
+            "state_dim": actors.state_dim,
+            "action_dim": actors.action_dim,
+            "shared": actors.shared,
+            "stochastic": actors.stochastic,
             "networks": actors.n_nets,
             "parameters_per_network": per_actor,
             "parameters": per_actor * actors.n_nets,
@@ -324,6 +331,9 @@ def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) 
         },
         "critic": {
             "layers": [critic.fc1.in_features, *critic.hidden, 1],
+            "n_agents": critic.n_agents,
+            "state_dim": critic.state_dim,
+            "action_dim": critic.action_dim,
             "networks": 1,
             "parameters_per_network": crit,
             "parameters": crit,

@@ -146,6 +146,7 @@ class Trainer:
         else:
             self.env = MECEnv(cfg.env, 1, "independent", cfg.env_seed, task_stream=self.rng.tasks)
         self.learner = make_learner(cfg, self.rng, self.device)
+        self.rd.write_learner(self.learner.describe())
         self.env.reset()  # ... and the agent's constructor resets the training env once
         e = cfg.training.eval_episodes
         self.eval_table = record_episodes(cfg.env, cfg.rng_mode, cfg.env_seed, range(e)) if e else None

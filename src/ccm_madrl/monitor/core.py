@@ -58,7 +58,8 @@ ATTRIBUTION = ("frac_flowing", "frac_saturated", "frac_dead", "frac_no_path")
 
 
 def _is_bounded_activation(m: nn.Module) -> bool:
-    return isinstance(m, BOUNDED) or type(m).__name__ == "ScaledSigmoid"
+    """torch's bounded activations, and any module that declares ``bounded = True`` (it saturates)."""
+    return isinstance(m, BOUNDED) or getattr(m, "bounded", False) is True
 
 
 @dataclass

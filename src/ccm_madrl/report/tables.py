@@ -160,11 +160,11 @@ def algorithm_table(store) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def table2(store) -> pd.DataFrame:
-    """Architecture comparison of every distinct network configuration among the runs, computed
-    from the instantiated networks."""
-    from ..agents import make_learner
+    """Architecture comparison of every distinct network configuration among the runs, from the
+    description each run wrote (``learner.json``); runs from before 0.2.0 have their networks
+    instantiated instead."""
     from ..experiment.config import build_config
-    from ..mec.rng import RunRNG
+    from ..rundir import RunDir
 
     rows, seen = [], set()
     for _, rd in store.run_dirs:
@@ -188,39 +188,51 @@ def table2(store) -> pd.DataFrame:
         if key in seen:
             continue
         seen.add(key)
-        learner = make_learner(
-            cfg.model_copy(update={"agent": a.model_copy(update={"replay_capacity": 1})}),
-            RunRNG("independent", 0, 0),
-        )
-        actors = getattr(learner, "actors", None)
-        if actors is None:
+        desc = RunDir(rd).learner() or _describe(cfg)
+        if "actors" not in desc:
             rows.append({"algorithm": a.algorithm, "role": "fixed policy (no networks)", "inputs": "-", "hidden": "-", "output": "-",
                          "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
             continue
-        family = "ccm_madrl" if a.algorithm == "ccm_madrl" else "maddpg"
-        n = actors.n_agents
-        per_actor = sum(p[0].numel() for p in actors.parameters())
-        out = (
-            a.activation
-            + (" (squashed Gaussian: mean and log-std)" if actors.stochastic else "")
-            + (", LayerNorm before it" if actors.norm is not None else "")
-        )
-        rows.append({
-            "algorithm": a.algorithm, "role": "client actor (one network shared by N)" if actors.shared else "client actor (x N)", "inputs": f"own state ({actors.state_dim})" + (", scaled to [0, 1]" if a.input_norm else ""),
-            "hidden": " -> ".join(map(str, actors.hidden)) + " (ReLU)", "output": f"{actors.out_dim} ({out})",
-            "parameters (one network)": per_actor, "parameters (all)": per_actor * actors.n_nets, "loss": ACTOR_LOSS[family]
-            + (" (max over the stored selection)" if a.actor_objective == "selected" else "")
-            + (" (critic fed the next joint states)" if a.actor_joint_states == "next" else "")
-            + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
-        })  # fmt: skip
-        c = learner.critic
-        ins = f"joint states ({n}x{c.state_dim}) + joint actions ({n}x{c.action_dim})" + (
-            f" + own state ({c.state_dim}) + own action ({c.action_dim})" if c.per_agent else ""
-        )
-        crit = sum(p.numel() for p in c.parameters())
-        rows.append({
-            "algorithm": a.algorithm, "role": "master critic (x 1)" if c.per_agent else "centralised critic (x 1)",
-            "inputs": f"{c.fc1.in_features}: {ins}", "hidden": " -> ".join(map(str, c.hidden)) + " (ReLU)", "output": "1 (linear)",
-            "parameters (one network)": crit, "parameters (all)": crit, "loss": CRITIC_LOSS[family],
-        })  # fmt: skip
+        rows += _architecture_rows(a, desc["actors"], desc["critic"])
     return pd.DataFrame(rows)
+
+
+def _describe(cfg) -> dict:
+    """A learner's description by building it (runs written before learner.json existed)."""
+    from ..agents import make_learner
+    from ..mec.rng import RunRNG
+
+    a = cfg.agent
+    learner = make_learner(
+        cfg.model_copy(update={"agent": a.model_copy(update={"replay_capacity": 1})}),
+        RunRNG("independent", 0, 0),
+    )
+    return learner.describe()
+
+
+def _architecture_rows(a, actors: dict, c: dict) -> list[dict]:
+    family = "ccm_madrl" if a.algorithm == "ccm_madrl" else "maddpg"
+    n, hidden = c["n_agents"], actors["layers"][1:-1]
+    out = (
+        actors["output_activation"]
+        + (" (squashed Gaussian: mean and log-std)" if actors["stochastic"] else "")
+        + (", LayerNorm before it" if actors["layernorm"] else "")
+    )
+    actor_row = {
+        "algorithm": a.algorithm, "role": "client actor (one network shared by N)" if actors["shared"] else "client actor (x N)", "inputs": f"own state ({actors['state_dim']})" + (", scaled to [0, 1]" if a.input_norm else ""),
+        "hidden": " -> ".join(map(str, hidden)) + " (ReLU)", "output": f"{actors['layers'][-1]} ({out})",
+        "parameters (one network)": actors["parameters_per_network"], "parameters (all)": actors["parameters"], "loss": ACTOR_LOSS[family]
+        + (" (max over the stored selection)" if a.actor_objective == "selected" else "")
+        + (" (critic fed the next joint states)" if a.actor_joint_states == "next" else "")
+        + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
+    }  # fmt: skip
+    sd, ad, per_agent = c["state_dim"], c["action_dim"], c["per_agent_input"]
+    ins = f"joint states ({n}x{sd}) + joint actions ({n}x{ad})" + (
+        f" + own state ({sd}) + own action ({ad})" if per_agent else ""
+    )
+    critic_row = {
+        "algorithm": a.algorithm, "role": "master critic (x 1)" if per_agent else "centralised critic (x 1)",
+        "inputs": f"{c['layers'][0]}: {ins}", "hidden": " -> ".join(map(str, c["layers"][1:-1])) + " (ReLU)", "output": "1 (linear)",
+        "parameters (one network)": c["parameters"], "parameters (all)": c["parameters"], "loss": CRITIC_LOSS[family],
+    }  # fmt: skip
+    return [actor_row, critic_row]
