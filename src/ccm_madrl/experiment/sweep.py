@@ -22,7 +22,6 @@ failed ones; a failing run is recorded with its traceback and does not stop the 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -270,9 +269,10 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _watch_parent(parent: int, stop=None) -> None:
-    """Pool-worker initializer: once the sweep process is gone (e.g. SIGKILL), stop this worker's
-    run as Ctrl-C would (it checkpoints after the current episode); ``run_one`` starts no new run
-    once the sweep is gone, its ``stop`` event is set or this worker got a SIGTERM."""
+    """Pool-worker initializer: once the sweep's ``stop`` event is set, stop this worker's run as a
+    SIGTERM would (it checkpoints after the current episode); once the sweep process is gone (e.g.
+    SIGKILL), do the same and leave. ``run_one`` starts no new run once the sweep is gone, its
+    ``stop`` event is set or this worker got a SIGTERM."""
     import threading
 
     global _PARENT, _STOP
@@ -281,8 +281,12 @@ def _watch_parent(parent: int, stop=None) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
     def watch() -> None:
+        signalled = False
         while not _orphaned():
-            time.sleep(1.0)
+            if not signalled and _ACTIVE and _STOP is not None and _STOP.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler: end the episode, checkpoint
+                signalled = True
+            time.sleep(0.2)
         for _ in range(600):  # keep asking until the run has stopped (checkpointed); then leave
             if not _ACTIVE:
                 os._exit(1)
@@ -314,12 +318,9 @@ def _local_backend(
             _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
         except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
             # Runs already handed to a worker's queue see the event and do not start. A SIGTERM sent
-            # to the sweep alone reaches no worker (Ctrl-C reaches the whole group): pass it on, so
-            # each running run ends its episode and checkpoints instead of finishing.
+            # to the sweep alone reaches no worker (Ctrl-C reaches the whole group): each worker
+            # watches the event and stops its running run, which ends its episode and checkpoints.
             stop.set()
-            for proc in list((pool._processes or {}).values()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
