@@ -13,7 +13,9 @@ exactly zero gradient, the actor's weights stopped for good (exact / 1e-8), the 
 ``--tail`` measured actor steps of the exact-saturation fraction, |out| > 0.9 and the cause
 attribution, whether the critic's weights changed in every one of its last ``--tail`` measured
 steps, the mean batch |reward| and effective lr (lr x |reward|), and the final evaluation return.
-``cells.csv`` / ``cells.md``: counts and means over the seeds of each cell.
+``cells.csv`` / ``cells.md``: counts and means over the seeds of each cell; ``results.md`` and
+``reward_scale.md``: the two tables of docs/cross_domain.md (sweeps with one reward scale, and the
+reward-scale sweeps).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 from ccm_madrl.monitor.stops import agent_stops
 from ccm_madrl.store import load
 
-CELL = ["sweep", "env", "algo", "actor_lr", "critic_lr", "reward_scale", "optimizer"]
+CELL = ["sweep", "env", "algo", "total_steps", "actor_lr", "critic_lr", "reward_scale", "optimizer"]
 
 
 def _t(rows: pd.DataFrame, unit: float) -> float:
@@ -142,9 +144,32 @@ def doc_table(c: pd.DataFrame) -> str:
             {
                 "env": r.env,
                 "algo": r.algo,
+                "steps": r.total_steps,
                 "actor lr": f"{r.actor_lr:g}",
                 "grad = 0": k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
                 "stopped": k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
+                "sat": f"{r.sat_exact_end:.2f}",
+                "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
+                "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
+            }
+        )
+    return to_md(pd.DataFrame(rows))
+
+
+def reward_table(c: pd.DataFrame) -> str:
+    """The reward-scale table of docs/cross_domain.md (cells with more than one reward scale)."""
+    rows = []
+    for r in c.itertuples(index=False):
+        rows.append(
+            {
+                "sweep": r.sweep,
+                "optimizer": r.optimizer,
+                "steps": r.total_steps,
+                "reward x": f"{r.reward_scale:g}",
+                "batch abs(r)": f"{r.reward_abs:.3g}",
+                "lr x abs(r)": f"{r.effective_actor_lr:.3g}",
+                "grad = 0": f"{r.grad0_seeds}/{r.seeds}",
+                "diverged": f"{r.diverged_seeds}/{r.seeds}",
                 "sat": f"{r.sat_exact_end:.2f}",
                 "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
                 "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
@@ -177,8 +202,9 @@ def main() -> None:
     c = cells(runs)
     c.to_csv(out / "cells.csv", index=False)
     (out / "cells.md").write_text(to_md(c))
-    plain = c[(c["reward_scale"] == 1) & (c["optimizer"] == "adam")]
-    (out / "results.md").write_text(doc_table(plain))
+    scaled = c.groupby("sweep")["reward_scale"].transform("nunique") > 1  # the reward-scale sweeps
+    (out / "results.md").write_text(doc_table(c[~scaled]))
+    (out / "reward_scale.md").write_text(reward_table(c[scaled]))
     print(f"{len(runs)} runs, {len(c)} cells -> {out}")
 
 
