@@ -129,7 +129,16 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         effective_actor_lr=("effective_actor_lr", "mean"),
         eval_return_mean=("eval_return_final", "mean"),
         eval_return_sd=("eval_return_final", "std"),
+        eval_n=("eval_return_final", "count"),
     ).reset_index()
+
+
+def _ret(r) -> str:
+    """Final evaluation return, mean ± sd over the seeds that have one."""
+    if r.eval_n == 0:
+        return "none (diverged)"
+    sd = f" ± {r.eval_return_sd:.1f}" if r.eval_n > 1 else ""
+    return f"{r.eval_return_mean:.1f}{sd}" + (f" (n={r.eval_n})" if r.eval_n < r.seeds else "")
 
 
 def doc_table(c: pd.DataFrame) -> str:
@@ -150,7 +159,7 @@ def doc_table(c: pd.DataFrame) -> str:
                 "stopped": k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
                 "sat": f"{r.sat_exact_end:.2f}",
                 "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
-                "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
+                "return": _ret(r),
             }
         )
     return to_md(pd.DataFrame(rows))
@@ -172,7 +181,7 @@ def reward_table(c: pd.DataFrame) -> str:
                 "diverged": f"{r.diverged_seeds}/{r.seeds}",
                 "sat": f"{r.sat_exact_end:.2f}",
                 "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
-                "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
+                "return": _ret(r),
             }
         )
     return to_md(pd.DataFrame(rows))
