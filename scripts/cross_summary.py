@@ -141,50 +141,48 @@ def _ret(r) -> str:
     return f"{r.eval_return_mean:.1f}{sd}" + (f" (n={r.eval_n})" if r.eval_n < r.seeds else "")
 
 
+def _k_of_n(k, n, t=np.nan) -> str:
+    return f"{k}/{n}" + (f" (t={t:.0f})" if k and np.isfinite(t) else "")
+
+
+def _table(c: pd.DataFrame, cols: dict) -> str:
+    """A Markdown table: one row per cell, one column per (header, function of the cell)."""
+    return to_md(pd.DataFrame([{h: f(r) for h, f in cols.items()} for r in c.itertuples(index=False)]))
+
+
+TAIL_COLS = {
+    "sat": lambda r: f"{r.sat_exact_end:.2f}",
+    "critic moving": lambda r: f"{int(r.critic_changed_seeds)}/{r.seeds}",
+    "return": _ret,
+}
+
+
 def doc_table(c: pd.DataFrame) -> str:
     """The results table of docs/cross_domain.md."""
-
-    def k_of_n(k, n, t=np.nan):
-        return f"{k}/{n}" + (f" (t={t:.0f})" if k and np.isfinite(t) else "")
-
-    rows = []
-    for r in c.itertuples(index=False):
-        rows.append(
-            {
-                "env": r.env,
-                "algo": r.algo,
-                "steps": r.total_steps,
-                "actor lr": f"{r.actor_lr:g}",
-                "grad = 0": k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
-                "stopped": k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
-                "sat": f"{r.sat_exact_end:.2f}",
-                "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
-                "return": _ret(r),
-            }
-        )
-    return to_md(pd.DataFrame(rows))
+    return _table(c, {
+        "env": lambda r: r.env,
+        "algo": lambda r: r.algo,
+        "steps": lambda r: r.total_steps,
+        "actor lr": lambda r: f"{r.actor_lr:g}",
+        "grad = 0": lambda r: _k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
+        "stopped": lambda r: _k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
+        **TAIL_COLS,
+    })  # fmt: skip
 
 
 def reward_table(c: pd.DataFrame) -> str:
-    """The reward-scale table of docs/cross_domain.md (cells with more than one reward scale)."""
-    rows = []
-    for r in c.itertuples(index=False):
-        rows.append(
-            {
-                "sweep": r.sweep,
-                "optimizer": r.optimizer,
-                "steps": r.total_steps,
-                "reward x": f"{r.reward_scale:g}",
-                "batch abs(r)": f"{r.reward_abs:.3g}",
-                "lr x abs(r)": f"{r.effective_actor_lr:.3g}",
-                "grad = 0": f"{r.grad0_seeds}/{r.seeds}",
-                "diverged": f"{r.diverged_seeds}/{r.seeds}",
-                "sat": f"{r.sat_exact_end:.2f}",
-                "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
-                "return": _ret(r),
-            }
-        )
-    return to_md(pd.DataFrame(rows))
+    """The reward-scale table of docs/cross_domain.md (the sweeps with more than one reward scale)."""
+    return _table(c, {
+        "sweep": lambda r: r.sweep,
+        "optimizer": lambda r: r.optimizer,
+        "steps": lambda r: r.total_steps,
+        "reward x": lambda r: f"{r.reward_scale:g}",
+        "batch abs(r)": lambda r: f"{r.reward_abs:.3g}",
+        "lr x abs(r)": lambda r: f"{r.effective_actor_lr:.3g}",
+        "grad = 0": lambda r: _k_of_n(r.grad0_seeds, r.seeds),
+        "diverged": lambda r: f"{r.diverged_seeds}/{r.seeds}",
+        **TAIL_COLS,
+    })  # fmt: skip
 
 
 def to_md(df: pd.DataFrame) -> str:
