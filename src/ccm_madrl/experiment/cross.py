@@ -81,8 +81,9 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     import torch
     import yaml
 
+    from .. import jsonio
     from ..provenance import collect
-    from .runner import METRICS, STATUS, RunDirConflict, RunSummary, write_json
+    from .runner import METRICS, STATUS, RunDirConflict, RunSummary
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,10 +103,10 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     )
     prov = collect(torch.device("cpu"))
     prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **_library_versions(c.library))
-    write_json(run_dir / "provenance.json", prov)
+    jsonio.write(run_dir / "provenance.json", prov)
 
     def status(state: str, **extra) -> None:
-        write_json(
+        jsonio.write(
             status_path, {"state": state, "config_id": cfg.id(), "total_steps": c.total_steps, **extra}
         )
 
