@@ -13,7 +13,9 @@ exactly zero gradient, the actor's weights stopped for good (exact / 1e-8), the 
 ``--tail`` measured actor steps of the exact-saturation fraction, |out| > 0.9 and the cause
 attribution, whether the critic's weights changed in every one of its last ``--tail`` measured
 steps, the mean batch |reward| and effective lr (lr x |reward|), and the final evaluation return.
-``cells.csv`` / ``cells.md``: counts and means over the seeds of each cell.
+``cells.csv`` / ``cells.md``: counts and means over the seeds of each cell; ``results.md`` and
+``reward_scale.md``: the two tables of docs/cross_domain.md (sweeps with one reward scale, and the
+reward-scale sweeps).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 from ccm_madrl.monitor.stops import agent_stops
 from ccm_madrl.store import load
 
-CELL = ["sweep", "env", "algo", "actor_lr", "critic_lr", "reward_scale", "optimizer"]
+CELL = ["sweep", "env", "algo", "total_steps", "actor_lr", "critic_lr", "reward_scale", "optimizer"]
 
 
 def _t(rows: pd.DataFrame, unit: float) -> float:
@@ -127,30 +129,60 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         effective_actor_lr=("effective_actor_lr", "mean"),
         eval_return_mean=("eval_return_final", "mean"),
         eval_return_sd=("eval_return_final", "std"),
+        eval_n=("eval_return_final", "count"),
     ).reset_index()
+
+
+def _ret(r) -> str:
+    """Final evaluation return, mean ± sd over the seeds that have one."""
+    if r.eval_n == 0:
+        return "none (diverged)"
+    sd = f" ± {r.eval_return_sd:.1f}" if r.eval_n > 1 else ""
+    return f"{r.eval_return_mean:.1f}{sd}" + (f" (n={r.eval_n})" if r.eval_n < r.seeds else "")
+
+
+def _k_of_n(k, n, t=np.nan) -> str:
+    return f"{k}/{n}" + (f" (t={t:.0f})" if k and np.isfinite(t) else "")
+
+
+def _table(c: pd.DataFrame, cols: dict) -> str:
+    """A Markdown table: one row per cell, one column per (header, function of the cell)."""
+    return to_md(pd.DataFrame([{h: f(r) for h, f in cols.items()} for r in c.itertuples(index=False)]))
+
+
+TAIL_COLS = {
+    "sat": lambda r: f"{r.sat_exact_end:.2f}",
+    "critic moving": lambda r: f"{int(r.critic_changed_seeds)}/{r.seeds}",
+    "return": _ret,
+}
 
 
 def doc_table(c: pd.DataFrame) -> str:
     """The results table of docs/cross_domain.md."""
+    return _table(c, {
+        "env": lambda r: r.env,
+        "algo": lambda r: r.algo,
+        "steps": lambda r: r.total_steps,
+        "actor lr": lambda r: f"{r.actor_lr:g}",
+        "grad = 0": lambda r: _k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
+        "stopped": lambda r: _k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
+        **TAIL_COLS,
+    })  # fmt: skip
 
-    def k_of_n(k, n, t=np.nan):
-        return f"{k}/{n}" + (f" (t={t:.0f})" if k and np.isfinite(t) else "")
 
-    rows = []
-    for r in c.itertuples(index=False):
-        rows.append(
-            {
-                "env": r.env,
-                "algo": r.algo,
-                "actor lr": f"{r.actor_lr:g}",
-                "grad = 0": k_of_n(r.grad0_seeds, r.seeds, r.grad0_first_t_median),
-                "stopped": k_of_n(r.stop_exact_seeds, r.seeds, r.stop_exact_t_median),
-                "sat": f"{r.sat_exact_end:.2f}",
-                "critic moving": f"{int(r.critic_changed_seeds)}/{r.seeds}",
-                "return": f"{r.eval_return_mean:.1f} ± {r.eval_return_sd:.1f}",
-            }
-        )
-    return to_md(pd.DataFrame(rows))
+def reward_table(c: pd.DataFrame) -> str:
+    """The reward-scale table of docs/cross_domain.md (the sweeps with more than one reward scale)."""
+    return _table(c, {
+        "sweep": lambda r: r.sweep,
+        "optimizer": lambda r: r.optimizer,
+        "steps": lambda r: r.total_steps,
+        "reward x": lambda r: f"{r.reward_scale:g}",
+        "batch abs(r)": lambda r: f"{r.reward_abs:.3g}",
+        "lr x abs(r)": lambda r: f"{r.effective_actor_lr:.3g}",
+        "grad = 0": lambda r: _k_of_n(r.grad0_seeds, r.seeds),
+        "diverged": lambda r: f"{r.diverged_seeds}/{r.seeds}",
+        **TAIL_COLS,
+    })  # fmt: skip
 
 
 def to_md(df: pd.DataFrame) -> str:
@@ -177,8 +209,9 @@ def main() -> None:
     c = cells(runs)
     c.to_csv(out / "cells.csv", index=False)
     (out / "cells.md").write_text(to_md(c))
-    plain = c[(c["reward_scale"] == 1) & (c["optimizer"] == "adam")]
-    (out / "results.md").write_text(doc_table(plain))
+    scaled = c.groupby("sweep")["reward_scale"].transform("nunique") > 1  # the reward-scale sweeps
+    (out / "results.md").write_text(doc_table(c[~scaled]))
+    (out / "reward_scale.md").write_text(reward_table(c[scaled]))
     print(f"{len(runs)} runs, {len(c)} cells -> {out}")
 
 
