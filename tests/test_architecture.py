@@ -175,3 +175,36 @@ def test_the_report_reads_the_learners_description(tmp_path):
     built = table2(load(dirs))
     pd.testing.assert_frame_equal(from_desc, built)
     assert len(from_desc) == 5 and from_desc["parameters (all)"].iloc[0] > 0
+
+
+# ------------------------------------------------------------------------------ a sweep backend
+class InProcess:
+    """Runs every job in this process, one after the other."""
+
+    def __init__(self, plan, address):
+        self.threads = plan.threads
+
+    def run(self, jobs, on_done, poll):
+        from ccm_madrl.experiment.sweep import run_one
+
+        for run_id, cfg_json, run_dir in jobs:
+            on_done(run_id, run_one(cfg_json, run_dir, self.threads))
+            poll()
+
+
+def test_a_sweep_backend_is_one_class_and_one_registry_entry(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from ccm_madrl.experiment import sweep
+
+    monkeypatch.setitem(sweep.BACKENDS, "inprocess", InProcess)
+    spec = {"name": "toy", "base": TOY, "axes": {"env.n_agents": [3, 4]}, "seeds": [0, 1]}
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(spec))
+    res = run_sweep(tmp_path / "toy.yaml", out=tmp_path / "out", backend="inprocess", progress=False)
+    assert (res.total, res.done, res.failed) == (4, 4, 0)
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {e["status"] for e in man["runs"]} == {"done"}
+    again = run_sweep(tmp_path / "toy.yaml", out=tmp_path / "out", backend="inprocess", progress=False)
+    assert again.skipped == 4  # the plan finds them done

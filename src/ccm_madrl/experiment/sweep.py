@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -353,6 +353,76 @@ def _ray_backend(
             ray.shutdown()
 
 
+# ------------------------------------------------------------------------------ plan and backends
+Job = tuple[str, str, str]  # (run id, the run's config as JSON, its run directory)
+
+
+class Backend(Protocol):
+    """Runs ``run_one(config_json, run_dir, threads)`` for every job somewhere; calls
+    ``on_done(run_id, result)`` as each finishes and ``poll()`` about once a second; on
+    KeyboardInterrupt stops its running runs (each checkpoints) and re-raises."""
+
+    def run(
+        self, jobs: list[Job], on_done: Callable[[str, dict], None], poll: Callable[[], None]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep will do, computed without side effects (:func:`plan_sweep`)."""
+
+    done: dict[str, int]  # finished runs (skipped): run id -> episodes done
+    jobs: list[Job]  # the runs to (re)start or resume, in order
+    workers: int
+    threads: int  # torch threads per worker (the runs' own config sets their threads)
+
+
+def plan_sweep(runs: list, sweep_dir: Path, backend: str, workers: int | None) -> SweepPlan:
+    """Which runs are done, which to run, and with how many workers and threads."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    sd, done, jobs = SweepDir(sweep_dir), {}, []
+    for r in runs:
+        rd = sd.run(r.id)
+        if rd.is_done(r.id):
+            done[r.id] = rd.status().get("episodes_done")
+        else:
+            jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
+    cores = usable_cores()
+    workers = max(1, min(workers or cores, len(jobs) or 1))
+    threads = max(1, cores // workers) if backend == "local" else 1
+    return SweepPlan(done, jobs, workers, threads)
+
+
+@dataclass
+class LocalPool:
+    """A process pool on this machine (spawned workers)."""
+
+    workers: int
+    threads: int
+
+    def run(self, jobs: list[Job], on_done: Callable, poll: Callable) -> None:
+        _local_backend(jobs, self.workers, self.threads, on_done, poll)
+
+
+@dataclass
+class RayTasks:
+    """One Ray task per run (a local Ray instance, or the cluster at ``address``)."""
+
+    address: str | None
+    threads: int = 1
+
+    def run(self, jobs: list[Job], on_done: Callable, poll: Callable) -> None:
+        _ray_backend(jobs, self.address, self.threads, on_done, poll)
+
+
+# backend name -> factory(plan, address) -> Backend
+BACKENDS: dict[str, Callable[[SweepPlan, str | None], Backend]] = {
+    "local": lambda plan, address: LocalPool(plan.workers, plan.threads),
+    "ray": lambda plan, address: RayTasks(address, plan.threads),
+}
+
+
 @dataclass
 class SweepResult:
     sweep_dir: Path
@@ -390,28 +460,21 @@ def run_sweep(
     resolved = spec.model_dump()
     resolved["base"] = base
     sd.sweep_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    plan = plan_sweep(runs, sweep_dir, backend, workers)
     man = Manifest(sweep_dir)
-    jobs, skipped = [], 0
     for r in runs:
-        rd = sd.run(r.id)
         man.update(
             r.id,
             overrides=r.overrides,
-            run_dir=str(rd.path.relative_to(sweep_dir)),
+            run_dir=str(sd.run(r.id).path.relative_to(sweep_dir)),
             episodes=r.config.training.episodes,
         )
-        if rd.is_done(r.id):
-            man.update(r.id, status="done", episodes_done=rd.status().get("episodes_done"))
-            skipped += 1
-            continue
-        man.update(r.id, status="pending", error=None, traceback=None)
-        jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
+        if r.id in plan.done:
+            man.update(r.id, status="done", episodes_done=plan.done[r.id])
+        else:
+            man.update(r.id, status="pending", error=None, traceback=None)
     man.save(spec.name)
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"backend: unknown backend {backend!r}; allowed: local, ray")
-    cores = usable_cores()
-    workers = max(1, min(workers or cores, len(jobs) or 1))
-    threads = max(1, cores // workers) if backend == "local" else 1
+    jobs, skipped = plan.jobs, len(plan.done)
     counts = {"done": 0, "failed": 0, "interrupted": 0}
     total_eps = sum(r.config.training.episodes for r in runs)
 
@@ -443,10 +506,7 @@ def run_sweep(
                 for rid, _, _ in jobs:
                     man.update(rid, status="queued")
                 man.save(spec.name)
-                if backend == "local":
-                    _local_backend(jobs, workers, threads, on_done, poll)
-                else:
-                    _ray_backend(jobs, address, threads, on_done, poll)
+                BACKENDS[backend](plan, address).run(jobs, on_done, poll)
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
