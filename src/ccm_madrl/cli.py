@@ -66,9 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"[yellow]interrupted; checkpoint kept in {run_dir} — re-run the same command to resume[/yellow]"
         )
         return 130
+    from .experiment.cross import FINAL_EVALS
+    from .rundir import FINAL_EPISODES
+
+    last = FINAL_EVALS if cfg.kind == "cross" else FINAL_EPISODES
     _console().print(
         f"[green]{summary.state}[/green]: {summary.episodes_done} episodes, final return "
-        f"(mean of last 100 evaluations) {summary.final_return:.2f} -> {summary.run_dir}"
+        f"(mean of last {last} evaluations) {summary.final_return:.2f} -> {summary.run_dir}"
     )
     return 0
 
