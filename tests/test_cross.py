@@ -5,6 +5,7 @@ checked to be identical to training without it."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -287,6 +288,9 @@ def test_cross_sweep_store_and_report(tmp_path):
     s = load(out)
     assert (s.runs["status"] == "done").all() and len(s.runs) == 2
     assert s.runs["final_return"].notna().all()
+    # the same live status as MEC runs
+    for st in (json.loads(p.read_text()) for p in out.rglob("status.json")):
+        assert st["pid"] > 0 and st["host"] and st["heartbeat_unix"] > 0
     assert set(s.monitor["role"]) == {"actor", "critic"}
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     t1 = (tmp_path / "rep" / "tables" / "table1.csv").read_text()

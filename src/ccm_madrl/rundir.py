@@ -22,8 +22,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +52,7 @@ RUN_STATES = ("running", "interrupted", "failed", "done")
 # a manifest entry's "status": pending (to run), queued (handed to the backend), then a run's end state
 MANIFEST_STATES = ("pending", "queued", "interrupted", "done", "failed")
 STALE_AFTER_S = 60.0  # a 'running' status without a heartbeat for this long is a dead run
+HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
 FINAL_EPISODES = 100  # "final return": mean evaluation return over the last this many evaluations
 
 
@@ -104,6 +108,46 @@ def final_return(df: pd.DataFrame, last: int = FINAL_EPISODES, column: str = "ev
     return float(ev.tail(last).mean()) if len(ev) else float("nan")
 
 
+class LiveStatus:
+    """A running process's status.json: each state written with its pid, host and a heartbeat that
+    :meth:`beating` refreshes from a thread (also during a long episode or library call), so that a
+    run killed without a chance to write its end state stops beating and reads as ``stale``."""
+
+    def __init__(self, rundir: RunDir):
+        self.rundir = rundir
+        self._lock = threading.Lock()
+        self._last: dict | None = None
+
+    def set(self, state: str, **fields) -> None:
+        self._last = {"state": state, **fields, "pid": os.getpid(), "host": socket.gethostname()}
+        self.beat()
+
+    def beat(self) -> None:
+        """(Re)write status.json with a fresh heartbeat."""
+        with self._lock:
+            if self._last is None:
+                return
+            now = time.time()
+            iso = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+            self.rundir.write_status(dict(self._last, heartbeat=iso, heartbeat_unix=now))
+
+    @contextmanager
+    def beating(self, every_s: float = HEARTBEAT_EVERY_S):
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(every_s):
+                self.beat()
+
+        t = threading.Thread(target=beat, name="ccm-madrl-heartbeat", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            done.set()
+            t.join()
+
+
 # ------------------------------------------------------------------------------ directories
 class RunDir:
     """One run directory: its paths and its files, read tolerantly and written atomically."""
@@ -138,6 +182,10 @@ class RunDir:
 
     def write_status(self, status: dict) -> None:
         write_json(self.status_path, status)
+
+    def live_status(self) -> LiveStatus:
+        """The status writer of the process running this directory's run (heartbeat included)."""
+        return LiveStatus(self)
 
     def state(self, now: float | None = None) -> str:
         """The run's effective state; ``not-started`` without a status.json."""

@@ -104,14 +104,17 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **_library_versions(c.library))
     rd.write_provenance(prov)
 
+    live = rd.live_status()
+
     def status(state: str, **extra) -> None:
-        rd.write_status({"state": state, "config_id": cfg.id(), "total_steps": c.total_steps, **extra})
+        live.set(state, config_id=cfg.id(), total_steps=c.total_steps, **extra)
 
     status("running", episodes_done=0)
     t0 = time.perf_counter()
     try:
         fn = _train_sb3 if c.library == "sb3" else _train_benchmarl
-        metrics, stops, early, steps = fn(cfg, run_dir)
+        with live.beating():
+            metrics, stops, early, steps = fn(cfg, run_dir)
     except KeyboardInterrupt:
         status("interrupted", episodes_done=0)
         raise

@@ -25,15 +25,12 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +45,6 @@ from ..provenance import collect, resolve_device
 from ..rundir import RunDir, effective_state, final_return  # noqa: F401 - effective_state: re-exported
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
-
-HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
 # tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
@@ -115,6 +110,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.rd = RunDir(self.run_dir)
+        self.live = self.rd.live_status()  # status.json with its heartbeat
         self.progress = progress
         self.quiet = quiet
         self.make_callbacks = callbacks
@@ -125,8 +121,6 @@ class Trainer:
         self.stop = _StopFlag()  # Ctrl-C / SIGTERM
         self.early_stop = False  # a callback asked to stop
         self.device: torch.device | None = None
-        self._status_lock = threading.Lock()
-        self._last_status: dict | None = None
 
     @property
     def stopping(self) -> bool:
@@ -331,44 +325,13 @@ class Trainer:
                 )
 
     def _status(self, state: str, episodes_done: int, **extra) -> None:
-        self._last_status = {
-            "state": state,
-            "episodes_done": episodes_done,
-            "episodes": self.cfg.training.episodes,
-            "config_id": self.cfg.id(),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+        self.live.set(
+            state,
+            episodes_done=episodes_done,
+            episodes=self.cfg.training.episodes,
+            config_id=self.cfg.id(),
             **extra,
-        }
-        self._beat()
-
-    def _beat(self) -> None:
-        """(Re)write status.json with a fresh heartbeat."""
-        with self._status_lock:
-            if self._last_status is None:
-                return
-            now = time.time()
-            st = dict(self._last_status, heartbeat=_iso(now), heartbeat_unix=now)
-            self.rd.write_status(st)
-
-    @contextmanager
-    def _heartbeat(self):
-        """A thread refreshing the heartbeat every HEARTBEAT_EVERY_S while the run is alive (also
-        during a long episode); a run killed without a chance to write 'interrupted' stops beating
-        and is shown as ``stale`` (:func:`effective_state`)."""
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(HEARTBEAT_EVERY_S):
-                self._beat()
-
-        t = threading.Thread(target=beat, name="ccm-madrl-heartbeat", daemon=True)
-        t.start()
-        try:
-            yield
-        finally:
-            done.set()
-            t.join()
+        )
 
     def _write_provenance(self, start: int) -> None:
         """provenance.json: how the run was made; every segment (the first run and each resume)
@@ -429,7 +392,7 @@ class Trainer:
         self._status("running", start)
         t_start = time.perf_counter()
         try:
-            with self.stop.installed(), self._heartbeat():
+            with self.stop.installed(), self.live.beating():
                 self._call("on_run_start", start)
                 self._loop()
             end = {}
@@ -482,10 +445,6 @@ SEGMENT_KEYS = (
     "platform",
     "argv",
 )
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 def train(
