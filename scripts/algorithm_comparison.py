@@ -2,7 +2,7 @@
 repository's own per-run results (benchmarks/published/s10lre4e3_final_returns.csv).
 
     python scripts/algorithm_comparison.py SWEEP_OR_RUN_DIR [...] \
-        [--published benchmarks/published/s10lre4e3_final_returns.csv] [--variant cfg.agent.actor_sharing ...]
+        [--published benchmarks/published/s10lre4e3_final_returns.csv] [--variant cfg.agent.variant.actor_sharing ...]
 
 "Final return" is the mean of the last 100 evaluations (each the mean over the 50 fixed evaluation
 episodes of the summed shared reward), as in Table 1. A run "ends all-local" when its last 100
@@ -163,7 +163,10 @@ def main() -> None:
     ap.add_argument("paths", nargs="+", help="sweep or run directories")
     ap.add_argument("--published", default=str(PUBLISHED))
     ap.add_argument(
-        "--variant", action="append", default=[], help="extra grouping column, e.g. cfg.agent.actor_sharing"
+        "--variant",
+        action="append",
+        default=[],
+        help="extra grouping column, e.g. cfg.agent.variant.actor_sharing",
     )
     ap.add_argument("--csv", help="also write one row per run to this CSV file")
     ap.add_argument(

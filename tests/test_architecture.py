@@ -4,8 +4,6 @@ function and one registry entry; the registries are the config's allowed values.
 
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +11,7 @@ import torch
 
 from ccm_madrl.agents import Action, Learner, make_learner
 from ccm_madrl.agents.base import transition_layout
-from ccm_madrl.agents.config import AgentConfig
+from ccm_madrl.agents.config import MitigationsConfig, VariantConfig, part_registry
 from ccm_madrl.agents.parts import ACTOR_CANDIDATES, ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.callbacks import Callback, default_callbacks
@@ -121,26 +119,40 @@ def test_a_callback_added_to_the_defaults(tmp_path):
 
 
 # ------------------------------------------------------------------------------ a mitigation
-def test_a_regulariser_is_one_function_and_one_registry_entry(monkeypatch):
+def test_a_regulariser_is_one_function_and_one_registry_entry(monkeypatch, tmp_path):
+    calls = []
+
     def l2_actions(actors, states, coef, gen):
+        calls.append(1)
         u = actors(states)
         return u, coef * (u**2).mean()
 
-    monkeypatch.setitem(ACTOR_REGULARISERS, "preact", l2_actions)  # stands in for a new name
-    cfg = build_config({"env": {"n_agents": 4}, "agent": {"actor_reg": "preact", "actor_reg_coef": 0.1}})
-    learner = make_learner(cfg, RunRNG("reference", 0, 37))
-    assert learner.regulariser is l2_actions
+    monkeypatch.setitem(ACTOR_REGULARISERS, "l2_actions", l2_actions)  # the config accepts it now
+    cfg = build_config(
+        {
+            "env": {"n_agents": 4, "max_steps": 2},
+            "agent": {
+                "replay": {"batch_size": 4},
+                "architecture": {"critic_hidden": [16, 8]},
+                "mitigations": {"actor_reg": "l2_actions", "actor_reg_coef": 0.1},
+            },
+            "training": {"episodes": 3, "eval_episodes": 1, "tensorboard": False},
+            "monitor": {"enabled": False},
+        }
+    )
+    assert make_learner(cfg, RunRNG("reference", 0, 37)).regulariser is l2_actions
+    Trainer(cfg, tmp_path / "r", progress=False).run()
+    assert calls  # the actor steps used it
 
 
 def test_registries_are_the_configs_allowed_values():
-    hints = typing.get_type_hints(AgentConfig)
-    for field, registry in [
-        ("actor_update", UPDATE_SCHEDULES),
-        ("actor_objective", ACTOR_CANDIDATES),
-        ("actor_reg", ACTOR_REGULARISERS),
-        ("reward_norm", REWARD_SIGNALS),
+    for model, field, registry in [
+        (VariantConfig, "actor_update", UPDATE_SCHEDULES),
+        (VariantConfig, "actor_objective", ACTOR_CANDIDATES),
+        (MitigationsConfig, "actor_reg", ACTOR_REGULARISERS),
+        (MitigationsConfig, "reward_norm", REWARD_SIGNALS),
     ]:
-        assert set(typing.get_args(hints[field])) == set(registry), field
+        assert part_registry(model.model_fields[field]).allowed() == list(registry), field
 
 
 def test_the_monitor_learns_saturation_from_a_declared_property():

@@ -119,20 +119,28 @@ def test_unclipped_reset_energy_on_crafted_batteries():
 def test_preset_sets_every_option_and_the_default_stays_golden():
     d = build_config({})
     assert d.published_code is None
-    assert (d.agent.actor_sharing, d.agent.actor_objective, d.agent.actor_joint_states) == (
+    assert (
+        d.agent.variant.actor_sharing,
+        d.agent.variant.actor_objective,
+        d.agent.variant.actor_joint_states,
+    ) == (
         "independent",
         "proposers",
         "current",
     )
     assert d.env.reset_energy_clip and d.rng_mode == "reference"
     p = build_config({"published_code": "44fba1b"})
-    assert (p.agent.actor_sharing, p.agent.actor_update) == ("shared", "sequential")
-    assert (p.agent.actor_objective, p.agent.actor_joint_states) == ("selected", "next")
+    assert (p.agent.variant.actor_sharing, p.agent.variant.actor_update) == ("shared", "sequential")
+    assert (p.agent.variant.actor_objective, p.agent.variant.actor_joint_states) == ("selected", "next")
     assert p.env.reset_energy_clip is False
     assert p.id() != d.id()
     # the benchmarks: shared actors and next joint states, no selection maximum
     m = build_config({"published_code": "44fba1b", "agent": {"algorithm": "maddpg"}})
-    assert (m.agent.actor_sharing, m.agent.actor_joint_states, m.agent.actor_objective) == (
+    assert (
+        m.agent.variant.actor_sharing,
+        m.agent.variant.actor_joint_states,
+        m.agent.variant.actor_objective,
+    ) == (
         "shared",
         "next",
         "proposers",
@@ -142,7 +150,9 @@ def test_preset_sets_every_option_and_the_default_stays_golden():
 
 
 def test_preset_conflicts_name_the_field(capsys):
-    with pytest.raises(ConfigError, match=r"agent\.actor_joint_states: published_code 44fba1b sets 'next'"):
+    with pytest.raises(
+        ConfigError, match=r"agent\.variant\.actor_joint_states: published_code 44fba1b sets 'next'"
+    ):
         build_config({"published_code": "44fba1b", "agent": {"actor_joint_states": "current"}})
     with pytest.raises(ConfigError, match="published_code: must be one of"):
         build_config({"published_code": "abc1234"})

@@ -170,7 +170,11 @@ def test_partial_and_mixed_sweeps(sweep, tmp_path):
     assert set(algos["algorithm"]) == {"ccm_madrl", "all_local"}
     # a field varying within a sweep besides the grid splits the rows into variants
     labels = set(both.tables["table1"]["sweep"])
-    assert {"algos [agent.reward_scale=0.5]", "algos [agent.reward_scale=1.0]", "grid"} <= labels
+    assert {
+        "algos [agent.mitigations.reward_scale=0.5]",
+        "algos [agent.mitigations.reward_scale=1.0]",
+        "grid",
+    } <= labels
     assert "fixed policy" in " ".join(both.tables["table2"]["role"])
 
 

@@ -173,7 +173,7 @@ def bench_agent(
                 {
                     "threads": torch.get_num_threads(),  # the machine's setting, as recorded
                     "env": {"max_steps": t_max},
-                    "agent": {"actor_update": upd},
+                    "agent": {"variant": {"actor_update": upd}},
                     "training": {
                         "episodes": n_ep,
                         "eval_episodes": eval_episodes,
@@ -191,7 +191,7 @@ def bench_agent(
                 df = pd.read_parquet(Path(d) / "run" / "metrics.parquet")
                 steady = df[df["trained"]].iloc[2:]
                 learner = tr.learner
-                batch, leaves, w = learner.replay.sample(learner.cfg.batch_size, np.random.default_rng(0))
+                batch, leaves, w = learner.replay.sample(learner.batch_size, np.random.default_rng(0))
                 with FlopCounterMode(display=False) as fc:
                     learner.train_step(batch, w)
                 flops = fc.get_total_flops()
@@ -239,7 +239,7 @@ def bench_monitor(
         cfg = build_config(
             {
                 "threads": torch.get_num_threads(),  # the machine's setting, as recorded
-                "agent": {"actor_update": upd},
+                "agent": {"variant": {"actor_update": upd}},
                 "training": {
                     "episodes": episodes,
                     "eval_episodes": eval_episodes,

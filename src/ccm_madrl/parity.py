@@ -201,8 +201,8 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
         actor_lr=_scalar(d, "actor_lr", 1e-4),
         critic_lr=_scalar(d, "critic_lr", 1e-3),
         gamma=_scalar(d, "gamma", 0.99),
-        batch_size=batch_size,
-        actor_update="sequential",
+        replay={"batch_size": batch_size},
+        variant={"actor_update": "sequential"},
     )
     learner = CCMLearner(
         env_cfg, cfg, RunRNG("reference", _scalar(d, "torch_seed", 0), _scalar(d, "env_seed", 37))

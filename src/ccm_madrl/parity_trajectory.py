@@ -100,8 +100,8 @@ def trajectory_config(g: dict):
             "tensorboard": False,
         },
         "agent": {
-            "epsilon_decay": g.get("epsilon_decay"),
-            "episodes_before_train": int(g.get("episodes_before_train", 1)),
+            "exploration": {"epsilon_decay": g.get("epsilon_decay")},
+            "replay": {"episodes_before_train": int(g.get("episodes_before_train", 1))},
         },
         "monitor": {"enabled": False},
     }

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .agents.config import nest_flat_keys
 from .monitor.integration import read_agents
 from .monitor.stops import agent_stops, run_stops
 from .rundir import RunDir, SweepDir, effective_state, final_return
@@ -148,9 +149,12 @@ class Store:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def config(self, rd: Path) -> dict:
-        """The resolved config of a run directory (cached)."""
+        """The resolved config of a run directory (cached), its agent options in their sub-configs."""
         if rd not in self._configs:
-            self._configs[rd] = yaml.safe_load(RunDir(rd).config_path.read_text())
+            cfg = yaml.safe_load(RunDir(rd).config_path.read_text())
+            if isinstance(cfg.get("agent"), dict):  # a run written before 0.2.0: flat agent keys
+                cfg["agent"] = nest_flat_keys(cfg["agent"])
+            self._configs[rd] = cfg
         return self._configs[rd]
 
     def _threshold(self, rd: Path) -> float:

@@ -3,7 +3,7 @@
 The loss of the client-master learner over the shared off-policy machinery
 (:class:`~ccm_madrl.agents.offpolicy.OffPolicyActorCritic`): the master's selection, the critic's
 rows (one per selected agent, a fake agent when nobody was selected), the TD target's maximum over
-proposers and the actors' maximum over candidates (``agent.actor_objective``).
+proposers and the actors' maximum over candidates (``agent.variant.actor_objective``).
 
 Batched throughout: the N actors are one module; the critic's joint first-layer part is computed
 once per sample and shared by the rows of that sample; a maximum over proposers is found with one
@@ -41,7 +41,7 @@ class CCMLearner(OffPolicyActorCritic):
 
     def __init__(self, env_cfg, cfg, rng, device="cpu"):
         super().__init__(env_cfg, cfg, rng, device)
-        self.candidates = ACTOR_CANDIDATES[cfg.actor_objective]
+        self.candidates = ACTOR_CANDIDATES[cfg.variant.actor_objective]
 
     # ------------------------------------------------------------------ acting: the master
     @torch.no_grad()
@@ -103,7 +103,7 @@ class CCMLearner(OffPolicyActorCritic):
         joint = self.critic_target.joint(next_states, u2)
         own = self.critic_target.own(next_states, u2)
         q2, _ = self._max_over_proposers(self.critic_target, joint, own, u2[..., 0] >= 0)
-        return self.reward_signal(reward) + self.cfg.gamma * q2 * (1.0 - done)
+        return self.reward_signal(reward) + self.gamma * q2 * (1.0 - done)
 
     def critic_rows(
         self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor

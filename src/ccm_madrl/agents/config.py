@@ -1,11 +1,26 @@
-"""Hyper-parameters of the learners (validated, immutable). Defaults are the published ones."""
+"""Hyper-parameters of the learners (validated, immutable), in sub-configs: ``replay``,
+``exploration``, ``architecture``, ``mitigations`` and ``variant`` (what the published code does
+differently from the spec). Defaults are the published ones.
+
+Every option that names a part (an optimiser, an activation, an update schedule, an actor objective,
+a regulariser, ...) accepts exactly the keys of that part's registry (``agents/parts.py``), looked up
+when the config is validated: a part added to a registry is a valid config value with no other edit.
+
+Configs written before the sub-configs existed keep loading: each old flat key (``agent.actor_update``,
+``agent.replay_capacity``, ...) is moved to its place by :data:`FLAT_KEYS` (rendered in
+``docs/config.md``), and the run id is computed from the flat layout (:meth:`AgentConfig.id_fields`),
+so every run id stays what it was.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from . import parts
 
 HEURISTICS = (
     "offloadtimefirst",
@@ -28,69 +43,87 @@ def import_factory(path: str):
         raise ValueError(f"cannot import learner factory {path!r}: {err}") from None
 
 
-class AgentConfig(BaseModel):
+class PartName:
+    """Validator of an option naming a part: the value must be a key of ``parts.<registry>`` at the
+    time of validation."""
+
+    def __init__(self, registry: str):
+        self.registry = registry
+
+    def allowed(self) -> list[str]:
+        return list(getattr(parts, self.registry))
+
+    def __call__(self, value: str) -> str:
+        allowed = self.allowed()
+        if value not in allowed:
+            expected = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+
+def Part(registry: str) -> Any:  # noqa: N802 - a type
+    """``str`` restricted to the keys of the registry ``agents.parts.<registry>``."""
+    return Annotated[str, AfterValidator(PartName(registry))]
+
+
+def part_registry(field) -> PartName | None:
+    """The :class:`PartName` of a model field naming a part, else None."""
+    for meta in field.metadata:
+        if isinstance(getattr(meta, "func", None), PartName):
+            return meta.func
+    return None
+
+
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    algorithm: str = Field(
-        "ccm_madrl",
-        description="learner: ccm_madrl, a MADDPG benchmark, a non-learning baseline, or 'module:factory', "
-        "a learner factory f(cfg, rng, device) importable by every worker (docs/architecture.md)",
-    )
-    actor_lr: float = Field(1e-4, gt=0, description="client (actor) learning rate")
-    critic_lr: float = Field(1e-3, gt=0, description="master (critic) learning rate")
-    gamma: float = Field(0.99, ge=0, le=1)
-    batch_size: int = Field(64, ge=1)
-    replay_capacity: int = Field(10_000, ge=1)
-    per_alpha: float = Field(0.6, ge=0)
-    per_eps: float = Field(0.01, gt=0)
-    per_beta0: float = Field(0.4, ge=0, le=1)
-    per_beta_increment: float = Field(0.001, ge=0)
-    epsilon_start: float = Field(1.0, ge=0, le=1)
-    epsilon_end: float = Field(0.01, ge=0, le=1)
-    epsilon_decay: float | None = Field(
-        None, gt=0, description="episodes; None = the run's number of episodes (published)"
-    )
+
+class ReplayConfig(_Section):
+    """The prioritised replay and the batches drawn from it."""
+
+    capacity: int = Field(10_000, ge=1, description="transitions kept (oldest dropped first)")
+    batch_size: int = Field(64, ge=1, description="transitions sampled per training step")
+    per_alpha: float = Field(0.6, ge=0, description="priority = (|TD error| + per_eps) ** per_alpha")
+    per_eps: float = Field(0.01, gt=0, description="added to every |TD error| in the priority")
+    per_beta0: float = Field(0.4, ge=0, le=1, description="initial importance-weight exponent beta")
+    per_beta_increment: float = Field(0.001, ge=0, description="beta's increase per sampled batch, up to 1")
     episodes_before_train: int = Field(
         1, ge=0, description="training starts after episode episodes_before_train + 1 (published: 1)"
     )
-    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    actor_update: Literal["sequential", "simultaneous"] = Field(
-        "sequential",
-        description="sequential: published, actor i steps with actors 0..i-1 already updated; "
-        "simultaneous: one loss, all actors step together (~N times cheaper)",
-    )
-    actor_sharing: Literal["independent", "shared"] = Field(
-        "independent",
-        description="independent: one network per client (the golden vectors, the spec); shared: ONE actor "
-        "network for all clients, as the published repository's code builds it ([ActorNetwork()] * N); with "
-        "actor_update sequential it takes N optimiser steps per training step, each on a fresh loss, with "
-        "one optimiser state (the published repository's loop)",
-    )
-    actor_objective: Literal["proposers", "selected"] = Field(
-        "proposers",
-        description="CCM-MADRL actor loss: -w * max of Q over the agents whose current action proposes "
-        "(proposers: the golden vectors, the spec) or over the agents the master selected in the stored "
-        "transition (selected: the published repository's code); the fake agent when there are none",
-    )
-    actor_joint_states: Literal["current", "next"] = Field(
-        "current",
-        description="joint state S fed to the critic in the actor loss: the sampled transition's current "
-        "joint states (current: the golden vectors, the spec) or its NEXT joint states (next: the published "
-        "repository's first commit 44fba1b, in CCM-MADRL and in the MADDPG benchmarks); the actions U, the "
-        "own state s_j and own action u_j always come from the current states",
-    )
-    actor_hidden: tuple[int, int] = (64, 32)
-    critic_hidden: tuple[int, int] = (512, 128)
-    activation: Literal["tanh", "softsign", "hardtanh", "scaled_sigmoid"] = "tanh"
-    reward_scale: float = Field(1.0, gt=0, description="reward multiplier in the TD target (published: 1)")
-    rejected: Literal["punish", "local"] = Field(
-        "punish",
-        description="heuristic-selection MADDPG: proposers not accepted are punished (x = 2, published) "
-        "or compute locally; vanilla maddpg always punishes",
+
+
+class ExplorationConfig(_Section):
+    """Exploration while training: epsilon scales the Gaussian noise added to the actors' actions and
+    is CCM-MADRL's probability of a random selection by the master; it decays from epsilon_start to
+    epsilon_end as exp(-episode / epsilon_decay)."""
+
+    epsilon_start: float = Field(1.0, ge=0, le=1, description="epsilon at episode 0")
+    epsilon_end: float = Field(0.01, ge=0, le=1, description="epsilon's limit")
+    epsilon_decay: float | None = Field(
+        None, gt=0, description="episodes; None = the run's number of episodes (published)"
     )
 
-    # --- mitigations (all off by default: the published algorithm) ---------------------------
-    reward_norm: Literal["none", "running"] = Field(
+
+class ArchitectureConfig(_Section):
+    """The networks (published: actors 7 -> 64 -> 32 -> 3, critic -> 512 -> 128 -> 1)."""
+
+    actor_hidden: tuple[int, int] = Field((64, 32), description="the actors' two hidden layer sizes")
+    critic_hidden: tuple[int, int] = Field((512, 128), description="the critic's two hidden layer sizes")
+    activation: Part("ACTIVATIONS") = Field("tanh", description="the actors' bounded output activation")
+
+    @field_validator("actor_hidden", "critic_hidden")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if any(h < 1 for h in v):
+            raise ValueError(f"hidden sizes must be >= 1, got {list(v)}")
+        return v
+
+
+class MitigationsConfig(_Section):
+    """Changes against the actors' loss of learning; all off by default (the published algorithm)."""
+
+    reward_scale: float = Field(1.0, gt=0, description="reward multiplier in the TD target (published: 1)")
+    reward_norm: Part("REWARD_SIGNALS") = Field(
         "none",
         description="running: rewards in the TD target are standardised by the running mean/std of every "
         "reward observed so far (updated with each episode's rewards, Chan's parallel update)",
@@ -104,7 +137,7 @@ class AgentConfig(BaseModel):
     critic_grad_clip: float | None = Field(
         None, gt=0, description="clip the critic's gradient to this global L2 norm"
     )
-    actor_reg: Literal["none", "preact", "entropy"] = Field(
+    actor_reg: Part("ACTOR_REGULARISERS") = Field(
         "none",
         description="anti-saturation term in the actor loss: preact = coef * mean(z^2) of the output "
         "pre-activations; entropy = squashed-Gaussian actors and coef * log pi (maximum entropy)",
@@ -120,14 +153,150 @@ class AgentConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> AgentConfig:
+    def _coefficient(self) -> MitigationsConfig:
         if self.actor_reg != "none" and self.actor_reg_coef <= 0:
             raise ValueError(f"actor_reg_coef: must be > 0 when actor_reg is {self.actor_reg!r}")
-        if self.actor_reg == "entropy" and self.activation != "tanh":
-            raise ValueError("actor_reg 'entropy' (squashed-Gaussian actors) needs activation 'tanh'")
-        if self.actor_objective == "selected" and self.algorithm != "ccm_madrl":
+        return self
+
+
+class VariantConfig(_Section):
+    """How the actors are built and updated: the spec's way (the golden vectors; the defaults) or the
+    published repository's first commit (``published_code: 44fba1b`` sets all four)."""
+
+    actor_sharing: Part("ACTOR_SHARING") = Field(
+        "independent",
+        description="independent: one actor network per client (the golden vectors, the spec); shared: ONE "
+        "actor network for all clients, as the published repository's code builds it ([ActorNetwork()] * N)",
+    )
+    actor_update: Part("UPDATE_SCHEDULES") = Field(
+        "sequential",
+        description="the actor optimiser steps of one training step, whatever actor_sharing is. "
+        "sequential: N steps (N = clients), step k on a loss recomputed after step k-1; with independent "
+        "actors step k updates client k's actor only (published), with a shared actor every step updates "
+        "the one network (N steps of one optimiser state: the published first commit's loop). "
+        "simultaneous: ONE step on one loss that updates every actor (or the shared one) together "
+        "(~N times cheaper)",
+    )
+    actor_objective: Part("ACTOR_CANDIDATES") = Field(
+        "proposers",
+        description="CCM-MADRL actor loss: -w * max of Q over the agents whose current action proposes "
+        "(proposers: the golden vectors, the spec) or over the agents the master selected in the stored "
+        "transition (selected: the published repository's code); the fake agent when there are none",
+    )
+    actor_joint_states: Part("JOINT_STATES") = Field(
+        "current",
+        description="joint state S fed to the critic in the actor loss: the sampled transition's current "
+        "joint states (current: the golden vectors, the spec) or its NEXT joint states (next: the published "
+        "repository's first commit 44fba1b, in CCM-MADRL and in the MADDPG benchmarks); the actions U, the "
+        "own state s_j and own action u_j always come from the current states",
+    )
+
+
+# Old flat key of AgentConfig (before the sub-configs) -> its place now (relative to ``agent``). A key
+# that stayed where it was maps to itself. Configs, --set overrides and sweep axes may use either
+# name; the run id is computed from the old flat layout (AgentConfig.id_fields). docs/config.md
+# renders this table (tests/test_config_migration.py keeps the two equal).
+FLAT_KEYS: dict[str, str] = {
+    "algorithm": "algorithm",
+    "actor_lr": "actor_lr",
+    "critic_lr": "critic_lr",
+    "gamma": "gamma",
+    "optimizer": "optimizer",
+    "rejected": "rejected",
+    "batch_size": "replay.batch_size",
+    "replay_capacity": "replay.capacity",
+    "per_alpha": "replay.per_alpha",
+    "per_eps": "replay.per_eps",
+    "per_beta0": "replay.per_beta0",
+    "per_beta_increment": "replay.per_beta_increment",
+    "episodes_before_train": "replay.episodes_before_train",
+    "epsilon_start": "exploration.epsilon_start",
+    "epsilon_end": "exploration.epsilon_end",
+    "epsilon_decay": "exploration.epsilon_decay",
+    "actor_hidden": "architecture.actor_hidden",
+    "critic_hidden": "architecture.critic_hidden",
+    "activation": "architecture.activation",
+    "reward_scale": "mitigations.reward_scale",
+    "reward_norm": "mitigations.reward_norm",
+    "actor_output_lr_scale": "mitigations.actor_output_lr_scale",
+    "actor_grad_clip": "mitigations.actor_grad_clip",
+    "critic_grad_clip": "mitigations.critic_grad_clip",
+    "actor_reg": "mitigations.actor_reg",
+    "actor_reg_coef": "mitigations.actor_reg_coef",
+    "actor_layernorm": "mitigations.actor_layernorm",
+    "input_norm": "mitigations.input_norm",
+    "actor_sharing": "variant.actor_sharing",
+    "actor_update": "variant.actor_update",
+    "actor_objective": "variant.actor_objective",
+    "actor_joint_states": "variant.actor_joint_states",
+}
+
+
+def nest_flat_keys(agent: dict) -> dict:
+    """A copy of an ``agent`` mapping with every old flat key moved to its sub-config (FLAT_KEYS);
+    ValueError when an old and a new key give different values for one option."""
+    out = dict(agent)
+    for old, new in FLAT_KEYS.items():
+        if old == new or old not in out:
+            continue
+        section, field = new.split(".")
+        node = out.get(section, {})
+        if not isinstance(node, dict):
+            continue  # the section's own validation reports it
+        value = out.pop(old)
+        if field in node and node[field] != value:
             raise ValueError(
-                f"actor_objective: 'selected' applies to ccm_madrl only (algorithm is {self.algorithm!r})"
+                f"agent.{old} (the old name of agent.{new}) is {value!r} but agent.{new} is {node[field]!r}; "
+                "give one of the two"
+            )
+        out[section] = {**node, field: value}
+    return out
+
+
+def canonical_key(key: str) -> str:
+    """A dotted config key with an old flat agent key replaced by its place now
+    (``agent.actor_update`` -> ``agent.variant.actor_update``); any other key unchanged."""
+    section, _, rest = key.partition(".")
+    return f"agent.{FLAT_KEYS[rest]}" if section == "agent" and rest in FLAT_KEYS else key
+
+
+class AgentConfig(_Section):
+    algorithm: str = Field(
+        "ccm_madrl",
+        description="learner: ccm_madrl, a MADDPG benchmark, a non-learning baseline, or 'module:factory', "
+        "a learner factory f(cfg, rng, device) importable by every worker (docs/architecture.md)",
+    )
+    actor_lr: float = Field(1e-4, gt=0, description="client (actor) learning rate")
+    critic_lr: float = Field(1e-3, gt=0, description="master (critic) learning rate")
+    gamma: float = Field(0.99, ge=0, le=1, description="discount factor")
+    optimizer: Part("OPTIMIZERS") = Field("adam", description="the actors' and the critic's optimiser")
+    rejected: Part("REJECTED") = Field(
+        "punish",
+        description="heuristic-selection MADDPG: proposers not accepted are punished (x = 2, published) "
+        "or compute locally; vanilla maddpg always punishes",
+    )
+    replay: ReplayConfig = ReplayConfig()
+    exploration: ExplorationConfig = ExplorationConfig()
+    architecture: ArchitectureConfig = ArchitectureConfig()
+    mitigations: MitigationsConfig = MitigationsConfig()
+    variant: VariantConfig = VariantConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_flat_keys(cls, data: Any) -> Any:
+        return nest_flat_keys(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        reg, activation = self.mitigations.actor_reg, self.architecture.activation
+        if parts.needs_stochastic_actor(reg) and activation != "tanh":
+            raise ValueError(
+                f"mitigations.actor_reg {reg!r} (squashed-Gaussian actors) needs activation 'tanh' "
+                f"(architecture.activation is {activation!r})"
+            )
+        if self.variant.actor_objective == "selected" and self.algorithm != "ccm_madrl":
+            raise ValueError(
+                f"variant.actor_objective: 'selected' applies to ccm_madrl only (algorithm is {self.algorithm!r})"
             )
         return self
 
@@ -144,9 +313,82 @@ class AgentConfig(BaseModel):
             raise ValueError(f"{v!r} is not callable")
         return v
 
-    @field_validator("actor_hidden", "critic_hidden")
-    @classmethod
-    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if any(h < 1 for h in v):
-            raise ValueError(f"hidden sizes must be >= 1, got {list(v)}")
-        return v
+    def id_fields(self) -> dict[str, Any]:
+        """The agent's part of the run id: every option under its old flat name (FLAT_KEYS), as the
+        flat config of 0.1 dumped it; an option added since (no old name) under its dotted path, and
+        only while it differs from its default (so that adding it kept every existing id)."""
+        nested = self.model_dump(mode="json")
+        default = type(self)().model_dump(mode="json")
+        out = {old: _pop(nested, new) for old, new in FLAT_KEYS.items()}
+        for path, value in _leaves(nested):
+            if value != _get(default, path):
+                out[path] = value
+        return out
+
+
+def _get(d: dict, path: str) -> Any:
+    for p in path.split("."):
+        d = d[p]
+    return d
+
+
+def _pop(d: dict, path: str) -> Any:
+    *head, last = path.split(".")
+    for p in head:
+        d = d[p]
+    return d.pop(last)
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+# ------------------------------------------------------------------------------ reference (docs)
+SECTIONS = {
+    "": AgentConfig,
+    "replay": ReplayConfig,
+    "exploration": ExplorationConfig,
+    "architecture": ArchitectureConfig,
+    "mitigations": MitigationsConfig,
+    "variant": VariantConfig,
+}
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|").replace("``", "`")
+
+
+def reference_markdown() -> str:
+    """The agent options (one table per sub-config: key, default, allowed values, meaning) and the
+    table of old flat keys, as docs/config.md holds them (scripts/render_config_docs.py writes them,
+    tests/test_config_migration.py checks them)."""
+    out = []
+    for section, model in SECTIONS.items():
+        prefix = f"agent.{section}." if section else "agent."
+        doc = _cell(model.__doc__ or "") if section else "The learner and its optimisation."
+        out += [
+            f"### `{prefix[:-1]}`",
+            "",
+            doc,
+            "",
+            "| key | default | allowed | meaning |",
+            "|---|---|---|---|",
+        ]
+        for name, field in model.model_fields.items():
+            if name in SECTIONS:
+                continue
+            part = part_registry(field)
+            allowed = (
+                ", ".join(f"`{a}`" for a in part.allowed()) + f" (`parts.{part.registry}`)" if part else ""
+            )
+            out.append(
+                f"| `{prefix}{name}` | `{field.default!r}` | {allowed} | {_cell(field.description or '')} |"
+            )
+        out.append("")
+    out += ["### Old flat keys (`FLAT_KEYS`)", "", "| old key (before 0.2.0) | key now |", "|---|---|"]
+    out += [f"| `agent.{old}` | `agent.{new}` |" for old, new in FLAT_KEYS.items() if old != new]
+    return "\n".join(out) + "\n"

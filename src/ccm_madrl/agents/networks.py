@@ -13,13 +13,11 @@ parameters keep the published layout (``fc1.weight`` is (hidden, N*7 + N*3 + 7 +
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-ACTIVATIONS = ("tanh", "softsign", "hardtanh", "scaled_sigmoid")
 
 
 class ScaledSigmoid(nn.Module):
@@ -31,16 +29,20 @@ class ScaledSigmoid(nn.Module):
         return 2 * torch.sigmoid(x) - 1
 
 
+# architecture.activation -> the actors' output activation (a module class); a registry of
+# agents/parts.py, so the config accepts every name here
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "softsign": nn.Softsign,
+    "hardtanh": nn.Hardtanh,
+    "scaled_sigmoid": ScaledSigmoid,
+}
+
+
 def make_activation(name: str) -> nn.Module:
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "softsign":
-        return nn.Softsign()
-    if name == "hardtanh":
-        return nn.Hardtanh()
-    if name == "scaled_sigmoid":
-        return ScaledSigmoid()
-    raise ValueError(f"activation: unknown output activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown output activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 class BatchedLinear(nn.Module):

@@ -23,7 +23,14 @@ from .base import Action, transition_layout
 from .config import AgentConfig
 from .networks import BatchedActor, MasterCritic
 from .optim import BatchedOptimizer, make_torch_optimizer
-from .parts import ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
+from .parts import (
+    ACTOR_REGULARISERS,
+    ACTOR_SHARING,
+    JOINT_STATES,
+    REWARD_SIGNALS,
+    UPDATE_SCHEDULES,
+    needs_stochastic_actor,
+)
 from .replay import PrioritizedReplay
 from .utils import RunningMeanStd, clip_per_agent_, hard_update, hybrid_action
 
@@ -50,24 +57,33 @@ class OffPolicyActorCritic:
         self.actor_params = list(self.actors.parameters())
         names = [nm for nm, _ in self.actors.named_parameters()]
         output_block = ("fc3.", "norm.")
-        scales = [cfg.actor_output_lr_scale if nm.startswith(output_block) else 1.0 for nm in names]
+        scales = [
+            cfg.mitigations.actor_output_lr_scale if nm.startswith(output_block) else 1.0 for nm in names
+        ]
         self.actor_opt = BatchedOptimizer(self.actor_params, cfg.optimizer, cfg.actor_lr, lr_scales=scales)
         self.reward_stats = RunningMeanStd()
         self.torch_gen = torch.Generator(device=self.device)
         self.torch_gen.manual_seed(rng.torch_seed + 1)
         self.critic_opt = make_torch_optimizer(cfg.optimizer, self.critic.parameters(), cfg.critic_lr)
+        r = cfg.replay
         self.replay = PrioritizedReplay(
-            cfg.replay_capacity,
+            r.capacity,
             transition_layout(n),
             device=self.device,
-            alpha=cfg.per_alpha,
-            eps=cfg.per_eps,
-            beta0=cfg.per_beta0,
-            beta_increment=cfg.per_beta_increment,
+            alpha=r.per_alpha,
+            eps=r.per_eps,
+            beta0=r.per_beta0,
+            beta_increment=r.per_beta_increment,
         )
-        self.schedule = UPDATE_SCHEDULES[cfg.actor_update]
-        self.regulariser = ACTOR_REGULARISERS[cfg.actor_reg]
-        self.reward_transform = REWARD_SIGNALS[cfg.reward_norm]
+        # what the training step uses, read from the config here only
+        mit = cfg.mitigations
+        self.gamma, self.batch_size, self.exploration = cfg.gamma, cfg.replay.batch_size, cfg.exploration
+        self.reward_scale, self.actor_reg_coef = mit.reward_scale, mit.actor_reg_coef
+        self.actor_grad_clip, self.critic_grad_clip = mit.actor_grad_clip, mit.critic_grad_clip
+        self.schedule = UPDATE_SCHEDULES[cfg.variant.actor_update]
+        self.joint_states_field = JOINT_STATES[cfg.variant.actor_joint_states]
+        self.regulariser = ACTOR_REGULARISERS[mit.actor_reg]
+        self.reward_transform = REWARD_SIGNALS[mit.reward_norm]
 
     def transition_layout(self) -> dict[str, tuple[int, ...]]:
         """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""
@@ -81,19 +97,19 @@ class OffPolicyActorCritic:
     def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:
         """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
         init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""
-        cfg, n = self.cfg, self.n_agents
+        arch, mit, n = self.cfg.architecture, self.cfg.mitigations, self.n_agents
         actors = BatchedActor(
             n,
-            hidden=cfg.actor_hidden,
-            activation=cfg.activation,
-            layernorm=cfg.actor_layernorm,
-            stochastic=cfg.actor_reg == "entropy",
-            shared=cfg.actor_sharing == "shared",
+            hidden=arch.actor_hidden,
+            activation=arch.activation,
+            layernorm=mit.actor_layernorm,
+            stochastic=needs_stochastic_actor(mit.actor_reg),
+            shared=ACTOR_SHARING[self.cfg.variant.actor_sharing],
         )
         torch.manual_seed(self.rng.torch_seed)
         actors.reset_parameters_reference()
-        critic = MasterCritic(n, hidden=cfg.critic_hidden, per_agent=self.per_agent_critic)
-        if cfg.input_norm:
+        critic = MasterCritic(n, hidden=arch.critic_hidden, per_agent=self.per_agent_critic)
+        if mit.input_norm:
             from ..mec.wrappers import observation_bounds
 
             lo, hi = observation_bounds(self.env_cfg)
@@ -111,8 +127,8 @@ class OffPolicyActorCritic:
         return self.actors(self._t(states)).double().cpu().numpy()
 
     def epsilon(self, episode: int, n_episodes: int) -> float:
-        decay = self.cfg.epsilon_decay or n_episodes
-        c = self.cfg
+        c = self.exploration
+        decay = c.epsilon_decay or n_episodes
         return c.epsilon_end + (c.epsilon_start - c.epsilon_end) * np.exp(-1.0 * episode / decay)
 
     def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
@@ -148,7 +164,7 @@ class OffPolicyActorCritic:
     def reward_signal(self, reward: torch.Tensor) -> torch.Tensor:
         """The reward as used in the TD target: transformed (``reward_norm``) and scaled (published:
         the raw reward, scale 1)."""
-        return self.cfg.reward_scale * self.reward_transform(reward, self.reward_stats)
+        return self.reward_scale * self.reward_transform(reward, self.reward_stats)
 
     @torch.no_grad()
     def transition_errors(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -173,7 +189,7 @@ class OffPolicyActorCritic:
 
     def train(self) -> dict:
         """Sample a prioritised batch, take one training step, update the batch's priorities."""
-        batch, leaves, weights = self.replay.sample(self.cfg.batch_size, self.rng.replay)
+        batch, leaves, weights = self.replay.sample(self.batch_size, self.rng.replay)
         stats = self.train_step(batch, weights)
         self.replay.update(leaves, stats.pop("errors"))
         stats["batch_reward_abs"] = float(batch["reward"].abs().mean())
@@ -189,7 +205,7 @@ class OffPolicyActorCritic:
         w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         s, sel = batch["states"], batch["selected"]
         stats = self._critic_step(batch, w)
-        js = batch["next_states"] if self.cfg.actor_joint_states == "next" else s
+        js = batch[self.joint_states_field]
         agents = self.schedule(self.n_agents, self.actors.shared)
         actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
         stats["actor_loss"] = float(np.mean(actor_losses))
@@ -206,14 +222,14 @@ class OffPolicyActorCritic:
             raise FloatingPointError(
                 f"critic loss is {loss_value}: training diverged (optimizer {self.cfg.optimizer!r}, "
                 f"critic_lr {self.cfg.critic_lr:g}, actor_lr {self.cfg.actor_lr:g}); try smaller learning "
-                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+                "rates or agent.mitigations (critic_grad_clip, input_norm, reward_scale)"
             )
         errors = self._errors(q, yr, rb, y.shape[0])
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         stats: dict = {}
-        if self.cfg.critic_grad_clip is not None:
-            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.critic_grad_clip)
+        if self.critic_grad_clip is not None:
+            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.critic_grad_clip)
             stats["critic_grad_norm_preclip"] = float(pre)
         self.critic_opt.step()
         hard_update(self.critic_target, self.critic)
@@ -249,12 +265,11 @@ class OffPolicyActorCritic:
         joint_states: torch.Tensor | None = None,
     ) -> float:
         """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser."""
-        cfg = self.cfg
-        u, extra = self.regulariser(self.actors, states, cfg.actor_reg_coef, self.torch_gen)
+        u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
         loss = self.actor_objective(states, u, w, selected, joint_states) + extra
         grads = list(torch.autograd.grad(loss, self.actor_params))
-        if cfg.actor_grad_clip is not None:
-            clip_per_agent_(grads, cfg.actor_grad_clip)
+        if self.actor_grad_clip is not None:
+            clip_per_agent_(grads, self.actor_grad_clip)
         self.actor_opt.step(grads, agent=agent)
         hard_update(self.actors_target, self.actors, agent)
         return float(loss.detach())

@@ -10,13 +10,58 @@ Every parameter tensor has the agent in dimension 0. Each agent keeps its own op
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-
 StepHook = Callable[["BatchedOptimizer", Sequence[torch.Tensor], "int | None"], None]
+
+
+def _adam(opt: BatchedOptimizer, p, g, m, v, lr: float, step: int) -> None:
+    beta1, beta2 = opt.betas
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = lr / bias_correction1
+    denom = (v.sqrt() / bias_correction2**0.5).add_(opt.eps)
+    p.addcdiv_(m, denom, value=-step_size)
+
+
+def _rmsprop(opt: BatchedOptimizer, p, g, m, v, lr: float, step: int) -> None:
+    v.mul_(opt.alpha).addcmul_(g, g, value=1 - opt.alpha)
+    p.addcdiv_(g, v.sqrt().add_(opt.eps), value=-lr)
+
+
+def _sgd(opt: BatchedOptimizer, p, g, m, v, lr: float, step: int) -> None:
+    p.add_(g, alpha=-lr)
+
+
+@dataclass(frozen=True)
+class OptimizerRule:
+    """One optimiser: PyTorch's class (the critic's), and the same arithmetic on stacked per-agent
+    parameters (the actors'): ``update(opt, p, g, m, v, lr, step)`` with the first and second
+    moments ``m``, ``v`` when it keeps them."""
+
+    torch_class: type[torch.optim.Optimizer]
+    update: Callable[..., None]
+    first_moment: bool = False
+    second_moment: bool = False
+
+
+# agent.optimizer -> its rule; a registry of agents/parts.py, so the config accepts every name here
+OPTIMIZERS: dict[str, OptimizerRule] = {
+    "adam": OptimizerRule(torch.optim.Adam, _adam, first_moment=True, second_moment=True),
+    "rmsprop": OptimizerRule(torch.optim.RMSprop, _rmsprop, second_moment=True),
+    "sgd": OptimizerRule(torch.optim.SGD, _sgd),
+}
+
+
+def optimizer_rule(kind: str) -> OptimizerRule:
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown optimiser {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[kind]
 
 
 class BatchedOptimizer:
@@ -30,8 +75,7 @@ class BatchedOptimizer:
         alpha: float = 0.99,
         lr_scales: Sequence[float] | None = None,
     ):
-        if kind not in OPTIMIZERS:
-            raise ValueError(f"optimizer: unknown optimiser {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+        self.rule = optimizer_rule(kind)
         self.params = list(params)
         if not self.params:
             raise ValueError("params: empty parameter list")
@@ -43,8 +87,8 @@ class BatchedOptimizer:
         if len(self.lr_scales) != len(self.params):
             raise ValueError("lr_scales: need one scale per parameter")
         self.steps = np.zeros(self.n, dtype=np.int64)
-        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
-        self.v = [torch.zeros_like(p) for p in self.params] if kind in ("adam", "rmsprop") else []
+        self.m = [torch.zeros_like(p) for p in self.params] if self.rule.first_moment else []
+        self.v = [torch.zeros_like(p) for p in self.params] if self.rule.second_moment else []
         self._pre_hooks: list[StepHook] = []
 
     # ------------------------------------------------------------------ hooks
@@ -73,24 +117,9 @@ class BatchedOptimizer:
 
     def _update(self, idx: int | slice, grads: Sequence[torch.Tensor], step: int) -> None:
         for k, (p, g) in enumerate(zip(self.params, grads)):
-            lr = self.lr * self.lr_scales[k]
-            p_, g_ = p.data[idx], g[idx]
-            if self.kind == "adam":
-                m, v = self.m[k][idx], self.v[k][idx]
-                beta1, beta2 = self.betas
-                m.lerp_(g_, 1 - beta1)
-                v.mul_(beta2).addcmul_(g_, g_, value=1 - beta2)
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                step_size = lr / bias_correction1
-                denom = (v.sqrt() / bias_correction2**0.5).add_(self.eps)
-                p_.addcdiv_(m, denom, value=-step_size)
-            elif self.kind == "rmsprop":
-                v = self.v[k][idx]
-                v.mul_(self.alpha).addcmul_(g_, g_, value=1 - self.alpha)
-                p_.addcdiv_(g_, v.sqrt().add_(self.eps), value=-lr)
-            else:
-                p_.add_(g_, alpha=-lr)
+            m = self.m[k][idx] if self.m else None
+            v = self.v[k][idx] if self.v else None
+            self.rule.update(self, p.data[idx], g[idx], m, v, self.lr * self.lr_scales[k], step)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -115,10 +144,4 @@ class BatchedOptimizer:
 
 def make_torch_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
     """The critic's optimiser (a single network): PyTorch's own, default options."""
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    raise ValueError(f"optimizer: unknown optimiser {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return optimizer_rule(kind).torch_class(params, lr=lr)

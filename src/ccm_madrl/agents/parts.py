@@ -1,12 +1,25 @@
-"""The small named parts of the actor-critic learners, each chosen by a config value from a registry:
-adding one is one function and one registry entry (``agents/config.py`` takes its allowed values from
-these registries).
+"""The named parts of the learners, each chosen by a config value from a registry. The config's
+allowed values ARE these registries' keys (``agents/config.py`` checks a name against the registry
+when it validates), so adding a part is one function (or class) and one registry entry.
 
-- ``UPDATE_SCHEDULES[agent.actor_update]``: which actor steps one training step takes, as a list of
-  agents (None: all agents in one step of the batched optimiser);
-- ``ACTOR_CANDIDATES[agent.actor_objective]``: the agents over which the actor loss's maximum runs;
-- ``ACTOR_REGULARISERS[agent.actor_reg]``: the actions the actor loss uses and the term it adds;
-- ``REWARD_SIGNALS[agent.reward_norm]``: the reward as the TD target uses it (before the scale).
+- ``UPDATE_SCHEDULES[agent.variant.actor_update]``: which actor steps one training step takes, as a
+  list of agents (None: every actor, or the one shared network, in one step);
+- ``ACTOR_SHARING[agent.variant.actor_sharing]``: whether one actor network serves every client;
+- ``ACTOR_CANDIDATES[agent.variant.actor_objective]``: the agents over which the actor loss's maximum
+  runs;
+- ``JOINT_STATES[agent.variant.actor_joint_states]``: the batch field fed to the critic as the joint
+  state in the actor loss;
+- ``ACTOR_REGULARISERS[agent.mitigations.actor_reg]``: the actions the actor loss uses and the term
+  it adds;
+- ``REWARD_SIGNALS[agent.mitigations.reward_norm]``: the reward as the TD target uses it (before the
+  scale);
+- ``ACTIVATIONS[agent.architecture.activation]`` (``agents/networks.py``): the actors' output
+  activation;
+- ``OPTIMIZERS[agent.optimizer]`` (``agents/optim.py``): the optimisers;
+- ``REJECTED[agent.rejected]``: the decision of a proposer the benchmarks' heuristic selection does
+  not accept.
+
+The learners themselves (``agent.algorithm``) are the registry ``agents.LEARNERS``.
 """
 
 from __future__ import annotations
@@ -15,6 +28,21 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from .networks import ACTIVATIONS
+from .optim import OPTIMIZERS
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTOR_CANDIDATES",
+    "ACTOR_REGULARISERS",
+    "ACTOR_SHARING",
+    "JOINT_STATES",
+    "OPTIMIZERS",
+    "REJECTED",
+    "REWARD_SIGNALS",
+    "UPDATE_SCHEDULES",
+]
 
 
 # ------------------------------------------------------------------------------ update schedules
@@ -33,6 +61,9 @@ UPDATE_SCHEDULES: dict[str, Callable[[int, bool], list[int | None]]] = {
     "sequential": sequential,
     "simultaneous": simultaneous,
 }
+
+# one network per client, or one network for all (the published repository's first commit)
+ACTOR_SHARING: dict[str, bool] = {"independent": False, "shared": True}
 
 
 # ------------------------------------------------------------------------------ actor objectives
@@ -53,6 +84,10 @@ ACTOR_CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.
     "selected": stored_selection,
 }
 
+# the batch field the critic sees as the joint state S in the actor loss: the sampled transition's
+# current states (the spec) or its next states (the published repository's first commit)
+JOINT_STATES: dict[str, str] = {"current": "states", "next": "next_states"}
+
 
 # ------------------------------------------------------------------------------ actor regularisers
 def no_regulariser(actors, states: torch.Tensor, coef: float, gen: torch.Generator):
@@ -69,6 +104,14 @@ def entropy_bonus(actors, states: torch.Tensor, coef: float, gen: torch.Generato
     """Maximum entropy: reparameterised squashed-Gaussian actions, + coef * sum_i mean log pi_i."""
     u, log_prob = actors.sample(states, gen)
     return u, coef * log_prob.mean(0).sum()
+
+
+entropy_bonus.stochastic_actor = True  # it needs squashed-Gaussian actors (tanh outputs)
+
+
+def needs_stochastic_actor(name: str) -> bool:
+    """Whether the regulariser ``name`` samples from squashed-Gaussian actors."""
+    return getattr(ACTOR_REGULARISERS[name], "stochastic_actor", False)
 
 
 ACTOR_REGULARISERS: dict[str, Callable] = {
@@ -91,3 +134,9 @@ def running_standardised(reward: torch.Tensor, stats) -> torch.Tensor:
 
 
 REWARD_SIGNALS: dict[str, Callable] = {"none": raw_reward, "running": running_standardised}
+
+
+# ------------------------------------------------------------------------------ heuristic selection
+# the decision x of a proposer the benchmarks' heuristic selection does not accept: punished (x = 2,
+# its offload time becomes MAX_DDL; published) or computing locally (x = 0)
+REJECTED: dict[str, float] = {"punish": 2.0, "local": 0.0}

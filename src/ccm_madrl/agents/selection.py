@@ -21,6 +21,7 @@ import numpy as np
 
 from ..mec.rng import IndexStream, Stream, scalar_uniform01
 from .config import HEURISTICS
+from .parts import REJECTED
 
 
 def proposals_exceed(
@@ -169,8 +170,8 @@ def heuristic_select(
     """Benchmark selection: when the limits are exceeded, proposals are visited in a fixed order and
     accepted within the limits; the other proposers are punished (x = 2, published) or compute
     locally (``rejected="local"``). Returns (x (E, N) in {0, 1, 2}, exceeded (E,))."""
-    if rejected not in ("punish", "local"):
-        raise ValueError(f"rejected: must be 'punish' or 'local', got {rejected!r}")
+    if rejected not in REJECTED:
+        raise ValueError(f"rejected: must be one of {', '.join(REJECTED)}, got {rejected!r}")
     u0, size = u[..., 0], states[..., 3]
     prop, exceeded = proposals_exceed(u0, size, limit, s_e)
     x = prop.astype(np.float64)
@@ -178,5 +179,5 @@ def heuristic_select(
     if envs.size:
         order = heuristic_order(kind, states[envs], u[envs], cfg)
         acc = accept_in_order(order, u0[envs], size[envs], limit, s_e)
-        x[envs] = acc + (2.0 if rejected == "punish" else 0.0) * (prop[envs] & (acc == 0))
+        x[envs] = acc + REJECTED[rejected] * (prop[envs] & (acc == 0))
     return x, exceeded

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..agents.config import AgentConfig
+from ..agents.config import AgentConfig, nest_flat_keys
 from ..mec.config import MECConfig
 from .cross import CrossConfig
 
@@ -60,10 +60,10 @@ PUBLISHED_CODE = {
     # maximum over the stored selection with the NEXT joint states fed to the critic (the MADDPG
     # benchmarks' actor loss too), and no battery clip at reset (the S_enery typo).
     "44fba1b": {
-        "agent.actor_sharing": "shared",
-        "agent.actor_update": "sequential",
-        "agent.actor_objective": "selected",  # CCM-MADRL only: the benchmarks have no selection max
-        "agent.actor_joint_states": "next",
+        "agent.variant.actor_sharing": "shared",
+        "agent.variant.actor_update": "sequential",
+        "agent.variant.actor_objective": "selected",  # CCM-MADRL only: the benchmarks have no selection max
+        "agent.variant.actor_joint_states": "next",
         "env.reset_energy_clip": False,
     },
 }
@@ -72,7 +72,7 @@ PUBLISHED_CODE = {
 def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
     settings = dict(PUBLISHED_CODE[name])
     if algorithm != "ccm_madrl":
-        settings.pop("agent.actor_objective")
+        settings.pop("agent.variant.actor_objective")
     return settings
 
 
@@ -93,9 +93,9 @@ class ExperimentConfig(BaseModel):
     published_code: Literal["44fba1b"] | None = Field(
         None,
         description="preset reproducing a commit of the published repository (TesfayZ/CCM_MADRL_MEC): "
-        "'44fba1b', its first commit, which produced the published CSVs, sets agent.actor_sharing=shared, "
-        "agent.actor_update=sequential, agent.actor_objective=selected (ccm_madrl), "
-        "agent.actor_joint_states=next and env.reset_energy_clip=false; a conflicting explicit value is an "
+        "'44fba1b', its first commit, which produced the published CSVs, sets agent.variant.actor_sharing=shared, "
+        "agent.variant.actor_update=sequential, agent.variant.actor_objective=selected (ccm_madrl), "
+        "agent.variant.actor_joint_states=next and env.reset_energy_clip=false; a conflicting explicit value is an "
         "error. None (default): the system the golden vectors define (the repository's current code)",
     )
     seed: int = Field(0, ge=0, description="run seed: network init, replay, exploration, noise")
@@ -134,10 +134,14 @@ class ExperimentConfig(BaseModel):
             return data
         data = json.loads(json.dumps(data))
         name = data["published_code"]
+        if isinstance(data.get("agent"), dict):
+            data["agent"] = nest_flat_keys(data["agent"])  # an old flat key names the same option
         agent = data.get("agent") if isinstance(data.get("agent"), dict) else {}
         for key, value in _preset_settings(name, agent.get("algorithm", "ccm_madrl")).items():
-            section, field = key.split(".")
-            node = data.setdefault(section, {})
+            *sections, field = key.split(".")
+            node = data
+            for section in sections:
+                node = node.setdefault(section, {}) if isinstance(node, dict) else None
             if not isinstance(node, dict):
                 continue  # the section's own validation reports it
             if field in node and node[field] != value:
@@ -148,9 +152,11 @@ class ExperimentConfig(BaseModel):
         return data
 
     def id(self) -> str:
-        """Stable id derived from the resolved config (name excluded)."""
+        """Stable id derived from the resolved config (name excluded; the agent's options under their
+        flat names of 0.1: ``AgentConfig.id_fields``)."""
         d = self.model_dump(mode="json")
         d.pop("name", None)
+        d["agent"] = self.agent.id_fields()
         for key in ID_NEUTRAL_AT_DEFAULT:  # one rule: see ID_NEUTRAL_AT_DEFAULT
             if key in d and d[key] == type(self).model_fields[key].default:
                 d.pop(key)

@@ -179,7 +179,7 @@ class Trainer:
     def episode(self, ep: int) -> dict:
         cfg, learner, env = self.cfg, self.learner, self.env
         t0 = time.perf_counter()
-        ebt = cfg.agent.episodes_before_train
+        ebt = cfg.agent.replay.episodes_before_train
         state = env.reset()
         row: dict = {"episode": ep}
         if ep >= ebt and self.eval_env is not None:
@@ -341,7 +341,7 @@ class Trainer:
         prov.update(
             threads=self.cfg.threads,
             rng_mode=self.cfg.rng_mode,
-            actor_update=self.cfg.agent.actor_update,
+            actor_update=self.cfg.agent.variant.actor_update,
             seed=self.cfg.seed,
             env_seed=self.cfg.env_seed,
             config_id=self.cfg.id(),

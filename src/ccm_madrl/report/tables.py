@@ -172,17 +172,18 @@ def table2(store) -> pd.DataFrame:
         if cfg.kind == "cross":  # another library's networks (its defaults; docs/cross_domain.md)
             continue
         a = cfg.agent
+        arch, mit, v = a.architecture, a.mitigations, a.variant
         key = (
             a.algorithm,
-            a.actor_hidden,
-            a.critic_hidden,
-            a.activation,
-            a.actor_layernorm,
-            a.actor_reg == "entropy",
-            a.input_norm,
-            a.actor_sharing,
-            a.actor_objective,
-            a.actor_joint_states,
+            arch.actor_hidden,
+            arch.critic_hidden,
+            arch.activation,
+            mit.actor_layernorm,
+            mit.actor_reg == "entropy",
+            mit.input_norm,
+            v.actor_sharing,
+            v.actor_objective,
+            v.actor_joint_states,
             cfg.env.n_agents,
         )
         if key in seen:
@@ -204,7 +205,9 @@ def _describe(cfg) -> dict:
 
     a = cfg.agent
     learner = make_learner(
-        cfg.model_copy(update={"agent": a.model_copy(update={"replay_capacity": 1})}),
+        cfg.model_copy(
+            update={"agent": a.model_copy(update={"replay": a.replay.model_copy(update={"capacity": 1})})}
+        ),
         RunRNG("independent", 0, 0),
     )
     return learner.describe()
@@ -212,6 +215,7 @@ def _describe(cfg) -> dict:
 
 def _architecture_rows(a, actors: dict, c: dict) -> list[dict]:
     family = "ccm_madrl" if a.algorithm == "ccm_madrl" else "maddpg"
+    v, mit = a.variant, a.mitigations
     n, hidden = c["n_agents"], actors["layers"][1:-1]
     out = (
         actors["output_activation"]
@@ -219,12 +223,12 @@ def _architecture_rows(a, actors: dict, c: dict) -> list[dict]:
         + (", LayerNorm before it" if actors["layernorm"] else "")
     )
     actor_row = {
-        "algorithm": a.algorithm, "role": "client actor (one network shared by N)" if actors["shared"] else "client actor (x N)", "inputs": f"own state ({actors['state_dim']})" + (", scaled to [0, 1]" if a.input_norm else ""),
+        "algorithm": a.algorithm, "role": "client actor (one network shared by N)" if actors["shared"] else "client actor (x N)", "inputs": f"own state ({actors['state_dim']})" + (", scaled to [0, 1]" if mit.input_norm else ""),
         "hidden": " -> ".join(map(str, hidden)) + " (ReLU)", "output": f"{actors['layers'][-1]} ({out})",
         "parameters (one network)": actors["parameters_per_network"], "parameters (all)": actors["parameters"], "loss": ACTOR_LOSS[family]
-        + (" (max over the stored selection)" if a.actor_objective == "selected" else "")
-        + (" (critic fed the next joint states)" if a.actor_joint_states == "next" else "")
-        + (f" + {a.actor_reg_coef:g} x " + ("log pi" if a.actor_reg == "entropy" else "mean z^2") if a.actor_reg != "none" else ""),
+        + (" (max over the stored selection)" if v.actor_objective == "selected" else "")
+        + (" (critic fed the next joint states)" if v.actor_joint_states == "next" else "")
+        + (f" + {mit.actor_reg_coef:g} x " + ("log pi" if mit.actor_reg == "entropy" else "mean z^2") if mit.actor_reg != "none" else ""),
     }  # fmt: skip
     sd, ad, per_agent = c["state_dim"], c["action_dim"], c["per_agent_input"]
     ins = f"joint states ({n}x{sd}) + joint actions ({n}x{ad})" + (
