@@ -195,3 +195,15 @@ def test_docs_config_md_is_generated_from_the_code():
     assert mod.render(text) == text, "docs/config.md is stale: run scripts/render_config_docs.py"
     for old, new in FLAT_KEYS.items():
         assert old == new or f"| `agent.{old}` | `agent.{new}` |" in text
+
+
+def test_a_learner_registered_here_is_a_valid_algorithm(monkeypatch):
+    from ccm_madrl import agents
+
+    with pytest.raises(ConfigError, match="agent.algorithm: .*unknown algorithm 'fixed_local'"):
+        build_config({}, ["agent.algorithm=fixed_local"])
+    monkeypatch.setitem(
+        agents.LEARNERS, "fixed_local", lambda cfg, rng, device: agents.FixedPolicy(cfg.env, "all_local", rng)
+    )
+    cfg = build_config(SMALL, ["agent.algorithm=fixed_local"])
+    assert isinstance(agents.make_learner(cfg, None), agents.FixedPolicy)

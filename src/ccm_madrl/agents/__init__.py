@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Action, Learner
-from .baselines import FixedPolicy
+from .baselines import BASELINE_RULES, FixedPolicy
 from .benchmarks import MADDPGLearner
 from .ccm import CCMLearner
-from .config import ALGORITHMS, BASELINES, HEURISTICS, AgentConfig, import_factory
+from .config import AgentConfig, import_factory
 from .networks import BatchedActor, MasterCritic
+from .selection import HEURISTIC_ORDERS
 
 if TYPE_CHECKING:
     import torch
@@ -32,14 +33,19 @@ def _baseline(kind: str):
     return lambda cfg, rng, device: FixedPolicy(cfg.env, kind, rng)
 
 
-# agent.algorithm -> factory(cfg, rng, device) -> a learner (agents/base.py's contract); a config may
-# also name any importable factory as 'module:attribute'
+HEURISTICS = tuple(HEURISTIC_ORDERS)
+BASELINES = tuple(BASELINE_RULES)
+
+# agent.algorithm -> factory(cfg, rng, device) -> a learner (agents/base.py's contract): the
+# registry of the config's allowed algorithms; a config may also name any importable factory as
+# 'module:attribute'
 LEARNERS = {
     "ccm_madrl": _ccm,
     "maddpg": _maddpg("offloadtimefirst", "punish"),
     **{h: _maddpg(h) for h in HEURISTICS},
     **{b: _baseline(b) for b in BASELINES},
 }
+ALGORITHMS = tuple(LEARNERS)
 
 
 def make_learner(cfg: ExperimentConfig, rng: RunRNG, device: torch.device | str = "cpu"):

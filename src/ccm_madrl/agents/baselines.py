@@ -13,13 +13,35 @@ constants local energy is negligible next to time, so full compute minimises the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
 from .base import Action, transition_layout
-from .config import BASELINES
 from .selection import accept_in_order, explore_select, proposals_exceed
+
+
+def _random_subset(policy: FixedPolicy, states: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """One environment: a uniformly random subset of ``limit`` agents, trimmed until the sizes fit."""
+    return explore_select(size, policy.limit, policy.env_cfg.s_e, policy.rng.explore_subset)
+
+
+def _earliest_deadline(policy: FixedPolicy, states: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """One environment: the earliest deadlines first, within the limits."""
+    n = states.shape[0]
+    order = np.argsort(states[:, 5])[None]
+    return accept_in_order(order, np.ones((1, n)), size[None], policy.limit, policy.env_cfg.s_e)[0]
+
+
+# a baseline's name -> who offloads in an environment whose limits everybody's proposals exceed
+# (None: nobody proposes); each name is a learner of agents.LEARNERS
+BASELINE_RULES: dict[str, Callable[[FixedPolicy, np.ndarray, np.ndarray], np.ndarray] | None] = {
+    "all_local": None,
+    "random_selection": _random_subset,
+    "greedy_deadline": _earliest_deadline,
+}
 
 
 class FixedPolicy:
@@ -30,9 +52,10 @@ class FixedPolicy:
     replay_size = 0
 
     def __init__(self, env_cfg: MECConfig, kind: str, rng: RunRNG):
-        if kind not in BASELINES:
-            raise ValueError(f"baseline: unknown baseline {kind!r}; allowed: {', '.join(BASELINES)}")
+        if kind not in BASELINE_RULES:
+            raise ValueError(f"baseline: unknown baseline {kind!r}; allowed: {', '.join(BASELINE_RULES)}")
         self.env_cfg, self.kind, self.rng = env_cfg, kind, rng
+        self.rule = BASELINE_RULES[kind]
         self.limit = env_cfg.selection_limit
 
     def epsilon(self, episode: int, n_episodes: int) -> float:
@@ -56,17 +79,11 @@ class FixedPolicy:
         size = states[..., 3]
         x = np.zeros((e, n))
         exceeded = np.zeros(e, dtype=bool)
-        if self.kind != "all_local":
+        if self.rule is not None:
             prop, exceeded = proposals_exceed(np.ones((e, n)), size, self.limit, self.env_cfg.s_e)
             x[:] = 1.0
             for i in np.flatnonzero(exceeded):
-                if self.kind == "random_selection":
-                    x[i] = explore_select(size[i], self.limit, self.env_cfg.s_e, self.rng.explore_subset)
-                else:
-                    order = np.argsort(states[i, :, 5])[None]
-                    x[i] = accept_in_order(
-                        order, np.ones((1, n)), size[i][None], self.limit, self.env_cfg.s_e
-                    )[0]
+                x[i] = self.rule(self, states[i], size[i])
         return x, exceeded
 
     def observe(self, transitions: dict) -> None:

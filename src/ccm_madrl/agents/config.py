@@ -22,17 +22,6 @@ from pydantic_core import PydanticCustomError
 
 from . import parts
 
-HEURISTICS = (
-    "offloadtimefirst",
-    "deadline_divide2_size_first",
-    "mindeadlinefirst",
-    "maxdeadlinefirst",
-    "minsizefirst",
-    "maxsizefirst",
-)
-BASELINES = ("all_local", "random_selection", "greedy_deadline")
-ALGORITHMS = ("ccm_madrl", "maddpg", *HEURISTICS, *BASELINES)
-
 
 def import_factory(path: str):
     """The object named by ``'module:attribute'`` (a learner factory); ValueError naming it if absent."""
@@ -41,6 +30,14 @@ def import_factory(path: str):
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"cannot import learner factory {path!r}: {err}") from None
+
+
+def learners() -> dict:
+    """The built-in learners (``agents.LEARNERS``, built from the learner classes and the heuristic
+    and baseline registries): the allowed values of ``agent.algorithm`` besides 'module:factory'."""
+    from . import LEARNERS
+
+    return LEARNERS
 
 
 class PartName:
@@ -303,11 +300,12 @@ class AgentConfig(_Section):
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, v: str) -> str:
-        if v in ALGORITHMS:
+        algorithms = learners()
+        if v in algorithms:
             return v
         if ":" not in v:
             raise ValueError(
-                f"unknown algorithm {v!r}; allowed: {', '.join(ALGORITHMS)}, or 'module:factory'"
+                f"unknown algorithm {v!r}; allowed: {', '.join(algorithms)}, or 'module:factory'"
             )
         if not callable(import_factory(v)):
             raise ValueError(f"{v!r} is not callable")
@@ -382,9 +380,14 @@ def reference_markdown() -> str:
             if name in SECTIONS:
                 continue
             part = part_registry(field)
-            allowed = (
-                ", ".join(f"`{a}`" for a in part.allowed()) + f" (`parts.{part.registry}`)" if part else ""
-            )
+            if (section, name) == ("", "algorithm"):
+                allowed = (
+                    ", ".join(f"`{a}`" for a in learners()) + " (`agents.LEARNERS`), or `module:factory`"
+                )
+            elif part is not None:
+                allowed = ", ".join(f"`{a}`" for a in part.allowed()) + f" (`parts.{part.registry}`)"
+            else:
+                allowed = ""
             out.append(
                 f"| `{prefix}{name}` | `{field.default!r}` | {allowed} | {_cell(field.description or '')} |"
             )

@@ -20,7 +20,6 @@ import numba
 import numpy as np
 
 from ..mec.rng import IndexStream, Stream, scalar_uniform01
-from .config import HEURISTICS
 from .parts import REJECTED
 
 
@@ -139,29 +138,32 @@ def master_select(
 # ----------------------------------------------------------------------------- benchmarks
 
 
-def heuristic_order(kind: str, states: np.ndarray, u: np.ndarray, cfg) -> np.ndarray:
-    """Visiting order (E, N) of a fixed heuristic. ``offloadtimefirst``: shortest transmission time
-    at the actor's power action first (from each state's own power, gain and size);
-    ``deadline_divide2_size_first``: smallest deadline / size first; ``min/maxdeadlinefirst``,
-    ``min/maxsizefirst``: by deadline or size, ascending or descending."""
+def _offload_time(states: np.ndarray, u: np.ndarray, cfg) -> np.ndarray:
     from ..mec.dynamics import offload_time, scale_fraction
 
-    size, ddl = states[..., 3], states[..., 5]
-    if kind == "offloadtimefirst":
-        key = offload_time(cfg, states[..., 0], states[..., 1], size, scale_fraction(u[..., 2]))
-    elif kind == "deadline_divide2_size_first":
-        key = ddl / size
-    elif kind == "mindeadlinefirst":
-        key = ddl
-    elif kind == "maxdeadlinefirst":
-        key = -ddl
-    elif kind == "minsizefirst":
-        key = size
-    elif kind == "maxsizefirst":
-        key = -size
-    else:
-        raise ValueError(f"heuristic: unknown order {kind!r}; allowed: {', '.join(HEURISTICS)}")
-    return np.argsort(key, axis=-1)
+    return offload_time(cfg, states[..., 0], states[..., 1], states[..., 3], scale_fraction(u[..., 2]))
+
+
+# a heuristic-selection MADDPG's name -> the key whose ascending order visits its proposals:
+# offloadtimefirst: shortest transmission time at the actor's power action first (from each state's
+# own power, gain and size); deadline_divide2_size_first: smallest deadline / size first;
+# min/maxdeadlinefirst, min/maxsizefirst: by deadline (state 5) or size (state 3), ascending or
+# descending. Each name is a learner of agents.LEARNERS.
+HEURISTIC_ORDERS: dict[str, Callable[[np.ndarray, np.ndarray, object], np.ndarray]] = {
+    "offloadtimefirst": _offload_time,
+    "deadline_divide2_size_first": lambda s, u, cfg: s[..., 5] / s[..., 3],
+    "mindeadlinefirst": lambda s, u, cfg: s[..., 5],
+    "maxdeadlinefirst": lambda s, u, cfg: -s[..., 5],
+    "minsizefirst": lambda s, u, cfg: s[..., 3],
+    "maxsizefirst": lambda s, u, cfg: -s[..., 3],
+}
+
+
+def heuristic_order(kind: str, states: np.ndarray, u: np.ndarray, cfg) -> np.ndarray:
+    """Visiting order (E, N) of the fixed heuristic ``kind`` (``HEURISTIC_ORDERS``)."""
+    if kind not in HEURISTIC_ORDERS:
+        raise ValueError(f"heuristic: unknown order {kind!r}; allowed: {', '.join(HEURISTIC_ORDERS)}")
+    return np.argsort(HEURISTIC_ORDERS[kind](states, u, cfg), axis=-1)
 
 
 def heuristic_select(
