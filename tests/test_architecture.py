@@ -220,3 +220,25 @@ def test_a_sweep_backend_is_one_class_and_one_registry_entry(tmp_path, monkeypat
     assert {e["status"] for e in man["runs"]} == {"done"}
     again = run_sweep(tmp_path / "toy.yaml", out=tmp_path / "out", backend="inprocess", progress=False)
     assert again.skipped == 4  # the plan finds them done
+
+
+# ------------------------------------------------------------------------------ a config option
+def test_a_config_option_added_keeps_every_run_id():
+    """An option added to a sub-config (here by subclassing, as an edit of agents/config.py would)
+    leaves the agent's part of the id unchanged at its default and enters it otherwise."""
+    from pydantic import Field
+
+    from ccm_madrl.agents.config import AgentConfig
+
+    class Mitigations(MitigationsConfig):
+        actor_weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the actors' weights")
+
+    class Agent(AgentConfig):
+        mitigations: Mitigations = Mitigations()
+
+    assert Agent().id_fields() == AgentConfig().id_fields()
+    assert (
+        Agent(actor_update="simultaneous").id_fields() == AgentConfig(actor_update="simultaneous").id_fields()
+    )
+    changed = Agent(mitigations={"actor_weight_decay": 0.1}).id_fields()
+    assert changed.pop("mitigations.actor_weight_decay") == 0.1 and changed == AgentConfig().id_fields()
