@@ -130,9 +130,11 @@ class RayEvent:
 
     @classmethod
     def create(cls) -> RayEvent:
+        """The actor lives on the driver's node (it goes when the driver goes, not with a worker node)."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        @ray.remote(num_cpus=0, max_restarts=-1)
+        @ray.remote(num_cpus=0)
         class _Flag:
             def __init__(self):
                 self.flag = False
@@ -143,7 +145,8 @@ class RayEvent:
             def is_set(self):
                 return self.flag
 
-        return cls(_Flag.remote())
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        return cls(_Flag.options(scheduling_strategy=here).remote())
 
     def set(self) -> None:
         import ray
@@ -154,6 +157,8 @@ class RayEvent:
         import ray
 
         try:
-            return bool(ray.get(self.actor.is_set.remote(), timeout=10.0))
-        except Exception:  # noqa: BLE001 - the driver (which owns the actor) is gone: stop
+            return bool(ray.get(self.actor.is_set.remote(), timeout=30.0))
+        except ray.exceptions.GetTimeoutError:  # a busy cluster: ask again later
+            return False
+        except ray.exceptions.RayError:  # the actor is gone with its driver: the sweep is gone, stop
             return True

@@ -493,18 +493,24 @@ class RayTasks:
     def task_options(self) -> dict:
         """The resource requests and retries of each run's task (``ray.remote`` options)."""
         o = self.options
-        opts = {
+        return {
             "num_cpus": o.cpus_per_run if o.cpus_per_run is not None else 1,
             "num_gpus": o.gpus_per_run or 0,
             "max_retries": o.max_retries,
             "retry_exceptions": False,
         }
-        ship = o.ship_package if o.ship_package is not None else self.address not in (None, "local")
-        if ship:  # every node gets this package's code (Ray uploads it once per content hash)
-            import ccm_madrl
 
-            opts["runtime_env"] = {"py_modules": [str(Path(ccm_madrl.__file__).parent)]}
-        return opts
+    def runtime_env(self) -> dict | None:
+        """The job's ``runtime_env`` (given to ``ray.init``; Ray uploads a directory only at the job
+        level): with ``ship_package`` every node imports this package's code, uploaded once per
+        content hash. An already initialised Ray session keeps its own runtime_env."""
+        o = self.options
+        ship = o.ship_package if o.ship_package is not None else self.address not in (None, "local")
+        if not ship:
+            return None
+        import ccm_madrl
+
+        return {"py_modules": [str(Path(ccm_madrl.__file__).parent)]}
 
     def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
         try:
@@ -513,7 +519,8 @@ class RayTasks:
             raise ConfigError("backend 'ray' needs Ray: pip install 'ccm_madrl[ray]'") from err
         started = False
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            env = self.runtime_env()
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, runtime_env=env)
             started = True
         try:
             self._run(ray, jobs, on_done, poll, stop)
