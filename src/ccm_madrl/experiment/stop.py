@@ -34,7 +34,14 @@ class Event(Protocol):
 class StopToken:
     """Whether the holder should stop after its current step (see the module doc)."""
 
-    def __init__(self, event: Event | None = None, parent_pid: int | None = None, poll_s: float = 0.0):
+    def __init__(
+        self,
+        event: Event | None = None,
+        parent_pid: int | None = None,
+        poll_s: float = 0.0,
+        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    ):
+        self.signals = signals  # those that flag the token while installed (SLURM jobs add SIGUSR2)
         self.event = event
         self.parent_pid = parent_pid
         self.poll_s = poll_s  # read a remote event at most this often (a Ray actor call costs ~1 ms)
@@ -54,7 +61,7 @@ class StopToken:
     def child(self, watch_parent: bool = True) -> StopToken:
         """A token for a process this one starts: the same event and, with ``watch_parent``, it
         stops once this process is gone (for direct child processes, not for Ray tasks)."""
-        return StopToken(self.event, os.getpid() if watch_parent else None, self.poll_s)
+        return StopToken(self.event, os.getpid() if watch_parent else None, self.poll_s, self.signals)
 
     def request(self) -> None:
         """Stop this token and every token sharing its event."""
@@ -84,10 +91,10 @@ class StopToken:
 
     @contextmanager
     def installed(self):
-        """SIGINT and SIGTERM flag this token while inside (re-entrant; a no-op outside the main
-        thread, where Python cannot install signal handlers)."""
+        """Its signals (SIGINT and SIGTERM by default) flag this token while inside (re-entrant; a
+        no-op outside the main thread, where Python cannot install signal handlers)."""
         if self._depth == 0 and threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in self.signals:
                 self._old[s] = signal.signal(s, self._handler)
         self._depth += 1
         try:

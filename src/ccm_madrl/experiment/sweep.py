@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import time
 import traceback
@@ -602,7 +603,11 @@ class SlurmArray:
     def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
         ex = self.executor()
         with ex.batch():
-            handles = [ex.submit(run_one, cfg_json, run_dir, self.threads) for _, cfg_json, run_dir in jobs]
+            # SLURM sends SIGUSR2 before the time limit (submitit asks for it): the run checkpoints
+            token = StopToken(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGUSR2))
+            handles = [
+                ex.submit(run_one, cfg_json, run_dir, self.threads, token) for _, cfg_json, run_dir in jobs
+            ]
         subs = {h: rid for h, (rid, _, _) in zip(handles, jobs)}
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json(self.folder / "jobs.json", {rid: h.job_id for h, rid in subs.items()})
