@@ -109,15 +109,13 @@ class StopToken:
     @contextmanager
     def interrupting(self, every_s: float = 0.5):
         """For code that cannot poll the token (another library's training loop): once the token is
-        requested, raise KeyboardInterrupt in the main thread (``_thread.interrupt_main``)."""
-        import _thread
-
+        requested, raise KeyboardInterrupt in the main thread (SIGINT to this process)."""
         done = threading.Event()
 
         def watch() -> None:
             while not done.wait(every_s):
                 if self.requested:  # repeated: an installed handler takes the first as its flag
-                    _thread.interrupt_main()
+                    signal.raise_signal(signal.SIGINT)
 
         t = threading.Thread(target=watch, daemon=True)
         t.start()
