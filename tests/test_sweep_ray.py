@@ -53,7 +53,6 @@ def test_task_options_request_what_each_run_needs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ray, "remote", remote)
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    monkeypatch.setattr("ccm_madrl.experiment.stop.RayEvent.create", classmethod(lambda cls: None))
     opts = BackendOptions(cpus_per_run=4, gpus_per_run=1)
     with pytest.raises(RuntimeError, match="stop here"):
         run_sweep(SMOKE, tmp_path / "out", backend="ray", progress=False, options=opts)
@@ -105,6 +104,41 @@ def test_two_nodes_share_a_sweep_and_workers_limits_tasks_in_flight(cluster, tmp
     spans = sorted((e["started_at"], e["started_at"] + e["wall_time_s"]) for e in manifest(out).values())
     assert spans[0][1] <= spans[1][0]
     assert all("runtime_resources" in e["package"] for e in manifest(out).values())
+
+
+def test_stopping_the_sweep_stops_its_ray_tasks_through_their_tokens(cluster, tmp_path):
+    """The sweep's stop token requested (as SIGINT / SIGTERM to the sweep would): each running task
+    is cancelled, which flags its run's token; the run checkpoints and ends interrupted."""
+    from ccm_madrl.experiment.stop import StopToken
+
+    out = tmp_path / "out"
+    stop = StopToken()
+
+    def request_when_both_checkpointed():
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(out.glob("runs/*/checkpoint.pt"))) < 2:
+            time.sleep(0.2)
+        stop.request()
+
+    threading.Thread(target=request_when_both_checkpointed, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(
+            SMOKE,
+            out,
+            backend="ray",
+            address=cluster.address,
+            progress=False,
+            seeds="1",
+            set_=["training.episodes=100000"],
+            options=LOCAL,
+            stop=stop,
+        )
+    assert time.time() - t0 < 240
+    for e in manifest(out).values():
+        st = json.loads((out / e["run_dir"] / "status.json").read_text())
+        assert e["status"] == st["state"] == "interrupted" and 2 <= st["episodes_done"] < 100000
+        assert (out / e["run_dir"] / "checkpoint.pt").exists()
 
 
 def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):

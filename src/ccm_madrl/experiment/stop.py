@@ -6,13 +6,15 @@ A :class:`StopToken` is asked to stop in three ways, all read through ``token.re
   aborts at once with KeyboardInterrupt);
 - ``token.request()`` here, or on the token it was made from (:meth:`StopToken.child`): the two share
   an *event*, anything with ``set()`` and ``is_set()`` (a ``multiprocessing`` event for the local
-  pool's workers, a small Ray actor for Ray tasks; :class:`RayEvent`);
+  pool's workers);
 - the process that made the child token is gone (the sweep was killed with SIGKILL).
 
 The trainer reads ``token.requested`` after every episode (``Trainer(stop=token)``), so a run stopped
 by its own Ctrl-C, by its sweep or by its sweep's death checkpoints and ends ``interrupted`` the same
 way. A signal only flags its own process: one worker's SIGTERM stops that worker's run, not the
-sweep; ``request()`` flags every holder of the event.
+sweep; ``request()`` flags every holder of the event. Where no event can be shared, the sweep reaches
+its runs' tokens through signals: ``ray.cancel`` interrupts a Ray task as a SIGINT would, ``scancel``
+sends SIGTERM to a SLURM job and SLURM sends SIGUSR2 before a time limit.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class StopToken:
         self.signals = signals  # those that flag the token while installed (SLURM jobs add SIGUSR2)
         self.event = event
         self.parent_pid = parent_pid
-        self.poll_s = poll_s  # read a remote event at most this often (a Ray actor call costs ~1 ms)
+        self.poll_s = poll_s  # read the event at most this often (for an event whose read is a round trip)
         self._flag = False
         self._signals = 0
         self._last_poll = 0.0
@@ -124,46 +126,3 @@ class StopToken:
         finally:
             done.set()
             t.join()
-
-
-class RayEvent:
-    """An event shared by Ray tasks on any node: a tiny actor holding one flag. Picklable (the actor
-    handle travels with the token into each task)."""
-
-    def __init__(self, actor):
-        self.actor = actor
-
-    @classmethod
-    def create(cls) -> RayEvent:
-        """The actor lives on the driver's node (it goes when the driver goes, not with a worker node)."""
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        @ray.remote(num_cpus=0)
-        class _Flag:
-            def __init__(self):
-                self.flag = False
-
-            def set(self):
-                self.flag = True
-
-            def is_set(self):
-                return self.flag
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        return cls(_Flag.options(scheduling_strategy=here).remote())
-
-    def set(self) -> None:
-        import ray
-
-        ray.get(self.actor.set.remote())
-
-    def is_set(self) -> bool:
-        import ray
-
-        try:
-            return bool(ray.get(self.actor.is_set.remote(), timeout=30.0))
-        except ray.exceptions.GetTimeoutError:  # a busy cluster: ask again later
-            return False
-        except ray.exceptions.RayError:  # the actor is gone with its driver: the sweep is gone, stop
-            return True

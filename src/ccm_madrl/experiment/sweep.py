@@ -47,7 +47,7 @@ from .config import (
     load_yaml,
     parse_value,
 )
-from .stop import RayEvent, StopToken
+from .stop import StopToken
 
 
 class SweepSpec(BaseModel):
@@ -445,7 +445,8 @@ class LocalPool:
                 collect(0.5)
             raise
         finally:
-            stop.request()  # normally every worker has left already
+            if any(p.is_alive() for p in procs):  # normally every worker has left already
+                stop.event.set()
             for p in procs:
                 p.join(timeout=60)
                 if p.is_alive():  # pragma: no cover - a stuck worker: never leave it behind
@@ -453,7 +454,7 @@ class LocalPool:
                     p.join()
 
 
-def _ray_run(cfg_json: str, run_dir: str, threads: int, stop: StopToken) -> dict:
+def _ray_run(cfg_json: str, run_dir: str, threads: int) -> dict:
     """One run in a Ray task: checks the run directory is the driver's (shared storage), runs it and
     says where it ran (node id, host, GPUs Ray assigned)."""
     import ray
@@ -471,7 +472,7 @@ def _ray_run(cfg_json: str, run_dir: str, threads: int, stop: StopToken) -> dict
     import ccm_madrl
 
     return {
-        **run_one(cfg_json, run_dir, threads, stop),
+        **run_one(cfg_json, run_dir, threads),
         **where,
         "package": str(Path(ccm_madrl.__file__).parent),
     }
@@ -530,8 +531,6 @@ class RayTasks:
                 ray.shutdown()
 
     def _run(self, ray, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
-        stop.share(RayEvent.create(), poll_s=1.0)
-        task = stop.child(watch_parent=False)
         remote = ray.remote(**self.task_options())(_ray_run)
         queue_ = list(jobs)
         refs: dict = {}
@@ -540,7 +539,7 @@ class RayTasks:
         def submit() -> None:
             while queue_ and len(refs) < limit and not stop.requested:
                 rid, cfg_json, run_dir = queue_.pop(0)
-                refs[remote.remote(cfg_json, run_dir, self.threads, task)] = rid
+                refs[remote.remote(cfg_json, run_dir, self.threads)] = rid
 
         def wait_some(pending):
             return ray.wait(pending, num_returns=1, timeout=1.0)[0]
@@ -552,11 +551,19 @@ class RayTasks:
         submit()
         try:
             _drain(refs, wait_some, ray.get, finished, poll, stop, "ray task")
-        except KeyboardInterrupt:  # every task sees the event within a second, checkpoints and returns
-            stop.request()
+        except KeyboardInterrupt:
+            # ray.cancel interrupts a running task as a SIGINT would: it flags the run's stop token,
+            # the run checkpoints after its episode and ends 'interrupted'; a queued task never starts.
+            for ref in refs:
+                ray.cancel(ref)
             deadline = time.time() + 600
             while refs and time.time() < deadline:
-                _drain_once(refs, wait_some, ray.get, on_done, "ray task")
+                for ref in wait_some(list(refs)):
+                    rid = refs.pop(ref)
+                    try:
+                        on_done(rid, ray.get(ref))  # it finished before the cancel arrived
+                    except Exception:  # noqa: BLE001 - cancelled: the sweep records its run's state
+                        pass
             for ref in refs:
                 ray.cancel(ref, force=True)
             raise
