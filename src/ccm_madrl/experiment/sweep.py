@@ -234,11 +234,14 @@ Job = tuple[str, str, str]  # (run id, the run's config as JSON, its run directo
 
 
 class Backend(Protocol):
-    """Runs ``run_one(config_json, run_dir, threads, token)`` for every job somewhere, where
-    ``token`` is a child of the sweep's ``stop`` token (:mod:`.stop`); calls
+    """Runs ``run_one(config_json, run_dir, threads, token)`` for every job somewhere; ``token`` is
+    each run's stop token, a child of the sweep's ``stop`` (:meth:`StopToken.share` / ``child``) or
+    one the backend reaches by a signal (``ray.cancel``, ``scancel``). Calls
     ``on_done(run_id, result)`` as each finishes and ``poll()`` about once a second. Once ``stop``
-    is requested (a signal to the sweep), it requests it for every run (each checkpoints and comes
-    back ``interrupted``), collects what comes back and raises KeyboardInterrupt."""
+    is requested (a signal to the sweep), it stops every run (each checkpoints and comes back
+    ``interrupted``; queued runs do not start), collects what comes back and raises
+    KeyboardInterrupt. A backend only hands a job's config and directory to ``run_one``, so a job
+    may later stand for a group of runs without changing the protocol."""
 
     def run(
         self, jobs: list[Job], on_done: Callable[[str, dict], None], poll: Callable[[], None], stop: StopToken
@@ -348,6 +351,20 @@ def _drain(handles: dict, wait_some, result, on_done, poll, stop: StopToken, wha
             raise KeyboardInterrupt
         _drain_once(handles, wait_some, result, on_done, what)
         poll()
+
+
+def _after_stop(handles: dict, wait_some, result, on_done, timeout_s: float) -> None:
+    """After a stop: wait (up to ``timeout_s``) for the stopped runs to come back; a result is
+    recorded, a cancelled one is not (the sweep then records its run's state from its status)."""
+    deadline = time.time() + timeout_s
+    while handles and time.time() < deadline:
+        for h in wait_some(list(handles)):
+            rid = handles.pop(h)
+            try:
+                res = result(h)
+            except Exception:  # noqa: BLE001 - cancelled before it could return
+                continue
+            on_done(rid, res)
 
 
 def pool_worker(tasks, results, stop: StopToken, threads: int) -> None:
@@ -556,14 +573,7 @@ class RayTasks:
             # the run checkpoints after its episode and ends 'interrupted'; a queued task never starts.
             for ref in refs:
                 ray.cancel(ref)
-            deadline = time.time() + 600
-            while refs and time.time() < deadline:
-                for ref in wait_some(list(refs)):
-                    rid = refs.pop(ref)
-                    try:
-                        on_done(rid, ray.get(ref))  # it finished before the cancel arrived
-                    except Exception:  # noqa: BLE001 - cancelled: the sweep records its run's state
-                        pass
+            _after_stop(refs, wait_some, ray.get, on_done, 600.0)
             for ref in refs:
                 ray.cancel(ref, force=True)
             raise
@@ -630,9 +640,7 @@ class SlurmArray:
         except KeyboardInterrupt:  # scancel: SLURM sends SIGTERM, each run checkpoints and stops
             for h in list(subs):
                 h.cancel(check=False)
-            deadline = time.time() + 120
-            while subs and time.time() < deadline:
-                _drain_once(subs, wait_some, lambda h: h.result(), on_done, "slurm job")
+            _after_stop(subs, wait_some, lambda h: h.result(), on_done, 120.0)
             raise
 
 
