@@ -93,3 +93,20 @@ def test_bad_overrides_name_the_field_and_exit_2(argv, match, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--gpus-per-run", "1"], "--gpus-per-run: only for --backend ray or slurm"),
+        (["--backend", "ray", "--cpus-per-run", "0"], "--cpus-per-run: must be > 0"),
+        (["--backend", "slurm", "--gpus-per-run", "-1"], "--gpus-per-run: must be >= 0"),
+        (["--backend", "slurm", "--slurm-opt", "gres"], "--slurm-opt 'gres': expected KEY=VALUE"),
+        (["--backend", "slurm", "--slurm-time", "0"], "--slurm-time: minutes, must be >= 1"),
+    ],
+)
+def test_bad_backend_options_name_the_option_and_write_nothing(tmp_path, extra, match, capsys):
+    assert main(["sweep", SMOKE, "--out", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
+    assert not (tmp_path / "out").exists()

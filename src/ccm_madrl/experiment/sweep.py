@@ -288,16 +288,8 @@ class SweepPlan:
     workers_given: int | None = None  # --workers as given (ray: tasks in flight; slurm: array tasks at once)
 
 
-def plan_sweep(
-    runs: list,
-    sweep_dir: Path,
-    backend: str,
-    workers: int | None,
-    options: BackendOptions | None = None,
-) -> SweepPlan:
-    """Which runs are done, which to run, and with how many workers and threads. Run directories
-    are resolved to absolute paths here, on the driver: a Ray task or a SLURM job writes exactly
-    there whatever its node and working directory."""
+def check_options(backend: str, options: BackendOptions | None) -> BackendOptions:
+    """The backend exists and the options suit it (one line naming the option otherwise)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     options = options or BackendOptions()
@@ -315,6 +307,20 @@ def plan_sweep(
             raise ConfigError(
                 f"--{name.replace('_', '-')}: must be {'>' if name[0] == 'c' else '>='} 0 (got {v})"
             )
+    return options
+
+
+def plan_sweep(
+    runs: list,
+    sweep_dir: Path,
+    backend: str,
+    workers: int | None,
+    options: BackendOptions | None = None,
+) -> SweepPlan:
+    """Which runs are done, which to run, and with how many workers and threads. Run directories
+    are resolved to absolute paths here, on the driver: a Ray task or a SLURM job writes exactly
+    there whatever its node and working directory."""
+    options = check_options(backend, options)
     sd, done, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, [], workers
     for r in runs:
         rd = sd.run(r.id)
@@ -683,6 +689,7 @@ def run_sweep(
     (default: a new token, flagged by SIGINT / SIGTERM to this process) is the sweep's stop token:
     once requested every running run checkpoints and ends ``interrupted``, queued runs do not start,
     and KeyboardInterrupt is raised."""
+    check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
     if only is not None:
