@@ -46,7 +46,9 @@ def need_dir_or_new(path: str | Path | None, what: str) -> None:
 
 def _no_stray_arguments(args: argparse.Namespace) -> None:
     """Bare KEY=VALUE arguments were turned into --set by :func:`hydra_style`; what is left is not one."""
-    for tok in args.overrides or []:
+    config = getattr(args, "config", None)
+    stray = [config] if config and "=" in config and not Path(config).exists() else []
+    for tok in stray + list(args.overrides or []):
         raise UsageError(f"{tok!r}: expected KEY=VALUE with a dotted key, e.g. agent.actor_lr=0.01")
 
 
