@@ -103,6 +103,10 @@ def test_bad_overrides_name_the_field_and_exit_2(argv, match, capsys):
         (["--backend", "slurm", "--gpus-per-run", "-1"], "--gpus-per-run: must be >= 0"),
         (["--backend", "slurm", "--slurm-opt", "gres"], "--slurm-opt 'gres': expected KEY=VALUE"),
         (["--backend", "slurm", "--slurm-time", "0"], "--slurm-time: minutes, must be >= 1"),
+        (
+            ["--backend", "slurm", "--gpus-per-run", "0.5"],
+            "--gpus-per-run: whole numbers under --backend slurm",
+        ),
     ],
 )
 def test_bad_backend_options_name_the_option_and_write_nothing(tmp_path, extra, match, capsys):

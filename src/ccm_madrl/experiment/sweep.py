@@ -307,6 +307,13 @@ def check_options(backend: str, options: BackendOptions | None) -> BackendOption
             raise ConfigError(
                 f"--{name.replace('_', '-')}: must be {'>' if name[0] == 'c' else '>='} 0 (got {v})"
             )
+    if backend == "slurm":
+        for name in ("cpus_per_run", "gpus_per_run"):
+            v = getattr(options, name)
+            if v is not None and v != int(v):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: whole numbers under --backend slurm (got {v})"
+                )
     return options
 
 
