@@ -196,11 +196,11 @@ class InProcess:
     def __init__(self, plan, address):
         self.threads = plan.threads
 
-    def run(self, jobs, on_done, poll):
+    def run(self, jobs, on_done, poll, stop):
         from ccm_madrl.experiment.sweep import run_one
 
         for run_id, cfg_json, run_dir in jobs:
-            on_done(run_id, run_one(cfg_json, run_dir, self.threads))
+            on_done(run_id, run_one(cfg_json, run_dir, self.threads, stop))
             poll()
 
 

@@ -315,9 +315,7 @@ def test_pool_and_threads_follow_the_cpu_affinity(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {3}, raising=False)
-    monkeypatch.setattr(
-        sw, "_local_backend", lambda jobs, workers, threads, *a: seen.update(w=workers, t=threads)
-    )
+    monkeypatch.setattr(sw.LocalPool, "run", lambda self, *a: seen.update(w=self.workers, t=self.threads))
     run_sweep(SMOKE, tmp_path / "out", progress=False)
     assert seen == {"w": 1, "t": 1}
     monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)

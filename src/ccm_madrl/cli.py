@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import traceback
@@ -43,10 +44,19 @@ def need_dir_or_new(path: str | Path | None, what: str) -> None:
             raise UsageError(f"{what} {p}: {parent} is not a directory")
 
 
+def _no_stray_arguments(args: argparse.Namespace) -> None:
+    """Bare KEY=VALUE arguments were turned into --set by :func:`hydra_style`; what is left is not one."""
+    config = getattr(args, "config", None)
+    stray = [config] if config and "=" in config and not Path(config).exists() else []
+    for tok in stray + list(args.overrides or []):
+        raise UsageError(f"{tok!r}: expected KEY=VALUE with a dotted key, e.g. agent.actor_lr=0.01")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .experiment.config import load_config
     from .experiment.runner import train
 
+    _no_stray_arguments(args)
     overrides = list(args.set or [])
     if args.config is not None:
         need_file(args.config, "config")
@@ -80,11 +90,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiment.sweep import expand, load_sweep, run_sweep
 
+    _no_stray_arguments(args)
     changes = {"set_": args.set or [], "seeds": args.seeds, "axes": args.axis or [], "name": args.name}
     need_file(args.file, "sweep file")
     need_dir_or_new(args.out, "--out")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: must be >= 1 (got {args.workers})")
+    options = _backend_options(args)
     if args.dry_run:
         from .experiment.sweep import run_states
 
@@ -103,6 +115,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             workers=args.workers,
             address=args.address,
             progress=not args.no_progress,
+            options=options,
             **changes,
         )
     except KeyboardInterrupt:
@@ -115,6 +128,40 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + (" — see manifest.json for tracebacks" if res.failed else "")
     )
     return 0 if res.failed == 0 else 1
+
+
+def _backend_options(args: argparse.Namespace):
+    """``--cpus-per-run``, ``--gpus-per-run``, ``--ship-package``, ``--max-retries`` and the
+    ``--slurm-*`` options as :class:`BackendOptions` (only what was given)."""
+    from .experiment.config import parse_value
+    from .experiment.sweep import BackendOptions, SlurmOptions
+
+    slurm = {
+        "partition": args.slurm_partition,
+        "time_min": args.slurm_time,
+        "mem_gb": args.slurm_mem,
+        "account": args.slurm_account,
+        "qos": args.slurm_qos,
+        "constraint": args.slurm_constraint,
+        "cluster": args.slurm_cluster,
+    }
+    if args.slurm_time is not None and args.slurm_time < 1:
+        raise UsageError(f"--slurm-time: minutes, must be >= 1 (got {args.slurm_time})")
+    extra = {}
+    for item in args.slurm_opt or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--slurm-opt {item!r}: expected KEY=VALUE (an sbatch option without --)")
+        extra[key.strip()] = parse_value(value)
+    if args.max_retries < 0:
+        raise UsageError(f"--max-retries: must be >= 0 (got {args.max_retries})")
+    return BackendOptions(
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        ship_package=args.ship_package,
+        max_retries=args.max_retries,
+        slurm=SlurmOptions(**{k: v for k, v in slurm.items() if v is not None}, additional=extra),
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -187,6 +234,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+_MULTIRUN = ("-m", "--multirun")
+# options of `train` and `sweep` that take no value (every other option takes the next argument)
+_NO_VALUE = {"-h", "--help", "--no-progress", "--dry-run", "--ship-package", "--no-ship-package", *_MULTIRUN}
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``a,b`` -> ``['a', 'b']``; commas inside brackets, braces or quotes do not split."""
+    parts, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return [*parts, cur]
+
+
+def hydra_style(argv: list[str]) -> list[str]:
+    """Hydra's command-line habits for ``train`` and ``sweep``: a bare ``KEY=VALUE`` is
+    ``--set KEY=VALUE``; with ``-m`` / ``--multirun`` (sweep only), ``KEY=a,b`` is
+    ``--axis KEY=[a, b]`` (``seed=0,1,2`` is ``--seeds [0, 1, 2]``)."""
+    if not argv or argv[0] not in ("train", "sweep"):
+        return argv
+    multirun = any(a in _MULTIRUN for a in argv[1:])
+    if multirun and argv[0] == "train":
+        raise UsageError(
+            "-m/--multirun: train runs one config; for several, put it in a sweep file as `base:` and run "
+            "`ccm-madrl sweep FILE -m KEY=a,b`"
+        )
+    out, takes_value = [argv[0]], False
+    for a in argv[1:]:
+        if takes_value:
+            out.append(a)
+            takes_value = False
+        elif a in _MULTIRUN:
+            continue
+        elif a == "--":
+            out.append(a)
+        elif a.startswith("-"):
+            out.append(a)
+            takes_value = "=" not in a and a not in _NO_VALUE
+        elif _OVERRIDE.match(a):
+            key, _, value = a.partition("=")
+            values = [v.strip() for v in _split_top_level(value)] if multirun else [value]
+            if len(values) == 1:
+                out += ["--set", a]
+            elif not all(values):
+                raise UsageError(f"{key}: empty value in the multirun list {value!r}")
+            elif key == "seed":
+                out += ["--seeds", f"[{', '.join(values)}]"]
+            else:
+                out += ["--axis", f"{key}=[{', '.join(values)}]"]
+        else:
+            out.append(a)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -200,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. agent.actor_lr=0.1"
     )
     t.add_argument("--run-dir", help="output directory (default: runs/<name>-<config id>)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bare overrides: the same as --set")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -208,17 +322,54 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="sweep directory (default: sweeps/<name>)")
     s.add_argument(
         "--backend",
-        choices=["local", "ray"],
+        choices=["local", "ray", "slurm"],
         default="local",
-        help="local process pool (default) or Ray tasks",
+        help="local process pool (default), Ray tasks or a SLURM array job (submitit); docs/scaling.md",
     )
     s.add_argument(
         "--workers",
         type=int,
         help="local: parallel runs (default: the usable CPU cores); each run uses its config's `threads` "
-        "torch threads (default 1)",
+        "torch threads (default 1); ray: at most this many tasks at once (default: as resources allow); "
+        "slurm: array tasks at once",
     )
     s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
+    s.add_argument("--cpus-per-run", type=float, help="ray/slurm: CPUs each run asks for (default 1)")
+    s.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="ray/slurm: GPUs each run asks for (ray: a fraction shares a GPU; default 0); `device: auto` "
+        "then runs on the GPU assigned",
+    )
+    s.add_argument(
+        "--ship-package",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ray: send this package to every node (runtime_env py_modules); default: on with --address",
+    )
+    s.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="ray: times a task lost with its node runs again (it resumes)",
+    )
+    s.add_argument("--slurm-partition", help="slurm: partition")
+    s.add_argument("--slurm-time", type=int, help="slurm: time limit per array task, minutes (default 1440)")
+    s.add_argument("--slurm-mem", type=float, help="slurm: memory per array task, GB")
+    s.add_argument("--slurm-account", help="slurm: account")
+    s.add_argument("--slurm-qos", help="slurm: quality of service")
+    s.add_argument("--slurm-constraint", help="slurm: node constraint")
+    s.add_argument(
+        "--slurm-cluster",
+        choices=["slurm", "local"],
+        help="slurm: where the array runs (default: SLURM when sbatch is found, else local processes)",
+    )
+    s.add_argument(
+        "--slurm-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="slurm: any other sbatch option, e.g. gres=gpu:1",
+    )
     s.add_argument(
         "--set",
         action="append",
@@ -226,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a base-config field, e.g. training.episodes=300",
     )
     s.add_argument("--seeds", help="replace the seeds: a count (3) or a list ([0, 5])")
+    s.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="Hydra style: bare KEY=a,b arguments become axes (--axis KEY=[a, b]; seed=0,1 sets --seeds)",
+    )
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bare overrides: the same as --set")
     s.add_argument(
         "--axis",
         action="append",
@@ -275,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"  # one line, no source excerpt
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = hydra_style(argv)
+    except UsageError as err:
+        print(f"ccm-madrl {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

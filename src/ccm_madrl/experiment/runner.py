@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from ..provenance import collect, resolve_device
 from ..rundir import RunDir, effective_state, final_return  # noqa: F401 - effective_state: re-exported
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
+from .stop import StopToken
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
 # tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
@@ -70,32 +69,6 @@ class RunSummary:
     wall_time_s: float
 
 
-class _StopFlag:
-    """First SIGINT/SIGTERM: finish the episode, checkpoint, stop. Second SIGINT: abort now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):  # pragma: no cover - exercised via subprocess tests
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextmanager
-    def installed(self):
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        except ValueError:  # not the main thread (e.g. inside some workers): no graceful stop
-            self._old = {}
-        try:
-            yield self
-        finally:
-            for s, h in self._old.items():
-                signal.signal(s, h)
-
-
 class Trainer:
     """Runs (or resumes) one experiment into ``run_dir``."""
 
@@ -106,6 +79,7 @@ class Trainer:
         progress: bool = True,
         quiet: bool = False,
         callbacks: Callable[[Trainer], list[Callback]] = default_callbacks,
+        stop: StopToken | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -118,7 +92,7 @@ class Trainer:
         self.total = cfg.training.episodes
         self.rows: list[dict] = []
         self.episodes_done = 0
-        self.stop = _StopFlag()  # Ctrl-C / SIGTERM
+        self.stop = stop or StopToken()  # Ctrl-C / SIGTERM, or the sweep's stop (experiment/stop.py)
         self.early_stop = False  # a callback asked to stop
         self.device: torch.device | None = None
 
@@ -448,11 +422,18 @@ SEGMENT_KEYS = (
 
 
 def train(
-    cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, quiet: bool = False
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    quiet: bool = False,
+    stop: StopToken | None = None,
 ) -> RunSummary:
-    """Run (or resume) one experiment."""
-    if cfg.kind == "cross":  # another library's agent (experiment/cross.py)
+    """Run (or resume) one experiment; ``stop`` (default: this process's Ctrl-C / SIGTERM) ends it
+    after the current episode with a checkpoint, status 'interrupted' and KeyboardInterrupt."""
+    stop = stop or StopToken()
+    if cfg.kind == "cross":  # another library's agent (experiment/cross.py): it cannot poll the token
         from .cross import train_cross
 
-        return train_cross(cfg, run_dir, progress=progress, quiet=quiet)
-    return Trainer(cfg, run_dir, progress=progress, quiet=quiet).run()
+        with stop.installed(), stop.interrupting():
+            return train_cross(cfg, run_dir, progress=progress, quiet=quiet)
+    return Trainer(cfg, run_dir, progress=progress, quiet=quiet, stop=stop).run()

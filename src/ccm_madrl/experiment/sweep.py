@@ -26,17 +26,18 @@ import itertools
 import json
 import os
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..rundir import RunDir, SweepDir
+from ..rundir import SWEEP_FILE, RunDir, SweepDir, write_json
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -46,6 +47,7 @@ from .config import (
     load_yaml,
     parse_value,
 )
+from .stop import StopToken
 
 
 class SweepSpec(BaseModel):
@@ -56,6 +58,7 @@ class SweepSpec(BaseModel):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] | int = Field(default_factory=lambda: [0])
     description: str = ""
+    slurm: dict[str, Any] = Field(default_factory=dict, description="SlurmOptions fields (backend slurm)")
 
     @field_validator("axes")
     @classmethod
@@ -65,6 +68,15 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"axis {k!r} has no values")
             if k == "seed":
                 raise ValueError("use 'seeds:' rather than an axis named 'seed'")
+        return v
+
+    @field_validator("slurm")
+    @classmethod
+    def _slurm(cls, v: dict[str, Any]) -> dict[str, Any]:
+        known = SlurmOptions.__dataclass_fields__
+        for k in v:
+            if k not in known:
+                raise ValueError(f"slurm.{k}: unknown key; allowed: {', '.join(known)}")
         return v
 
     def seed_list(self) -> list[int]:
@@ -163,39 +175,35 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
-    """Train one run (in a worker process or Ray task); never raises: failures come back as data."""
+def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = None) -> dict:
+    """Train one run (in a worker process, a Ray task or a SLURM job); never raises: failures come
+    back as data. ``stop`` is the sweep's stop token (default: this process's own signals); a run it
+    stops checkpoints and comes back ``interrupted``; one it stops before the start comes back
+    ``queued`` (not started)."""
     import torch
 
     from .runner import train
 
-    global _ACTIVE
+    stop = stop or StopToken()
     t0 = time.time()
-    if _stopping():  # the sweep is gone or stopping: do not start another run
-        return {"status": "interrupted", "wall_time_s": 0.0}
-    _ACTIVE = True
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": t0}
+    if stop.requested:  # the sweep is gone or stopping: do not start another run
+        return {"status": "queued", "wall_time_s": 0.0}
     try:
         if threads > 0:
             torch.set_num_threads(threads)
         cfg = build_config(json.loads(cfg_json))
-        s = train(cfg, run_dir, progress=False, quiet=True)
-        return {
-            "status": "done",
-            "episodes_done": s.episodes_done,
-            "final_return": s.final_return,
-            "wall_time_s": time.time() - t0,
-        }
-    except KeyboardInterrupt:  # SIGINT / SIGTERM: the run checkpointed and can resume
-        return {"status": "interrupted", "wall_time_s": time.time() - t0}
+        s = train(cfg, run_dir, progress=False, quiet=True, stop=stop)
+        res = {"status": "done", "episodes_done": s.episodes_done, "final_return": s.final_return}
+    except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
+        res = {"status": "interrupted"}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
-        return {
+        res = {
             "status": "failed",
             "error": f"{type(err).__name__}: {err}",
             "traceback": traceback.format_exc(),
-            "wall_time_s": time.time() - t0,
         }
-    finally:
-        _ACTIVE = False
+    return {**res, **where, "wall_time_s": time.time() - t0}
 
 
 # ------------------------------------------------------------------------------- manifest
@@ -221,150 +229,50 @@ def run_states(sweep_dir: Path, ids: Iterable[str]) -> dict[str, str]:
     return {rid: sd.run(rid).state() for rid in ids}
 
 
-# ------------------------------------------------------------------------------- backends
-def _drain(
-    ids: dict, wait_some: Callable, result: Callable, on_done: Callable, poll: Callable, what: str
-) -> None:
-    """Collect results as runs finish: ``wait_some(pending) -> (done, pending)``; a handle whose
-    result raises (the worker or task itself died) is recorded as a failed run."""
-    pending = list(ids)
-    while pending:
-        done, pending = wait_some(pending)
-        for h in done:
-            try:
-                res = result(h)
-            except Exception as err:  # noqa: BLE001
-                res = {
-                    "status": "failed",
-                    "error": f"{what} died: {err}",
-                    "traceback": traceback.format_exc(),
-                }
-            on_done(ids[h], res)
-        poll()
-
-
-# State of a pool worker (set by _watch_parent): the sweep process, the sweep's stop event, whether a
-# run is in progress and whether this worker was told to stop.
-_PARENT: int | None = None
-_STOP = None
-_ACTIVE = False
-_TERMINATED = False
-
-
-def _orphaned() -> bool:
-    return _PARENT is not None and os.getppid() != _PARENT
-
-
-def _stopping() -> bool:
-    return _orphaned() or _TERMINATED or (_STOP is not None and _STOP.is_set())
-
-
-def _on_sigterm(signum, frame) -> None:
-    """A worker's SIGTERM outside a run's own handler: remember it (``run_one`` starts no new run) and
-    interrupt what is in progress; an idle worker stays alive so the pool can shut down cleanly."""
-    global _TERMINATED
-    _TERMINATED = True
-    if _ACTIVE:
-        raise KeyboardInterrupt
-
-
-def _watch_parent(parent: int, stop=None) -> None:
-    """Pool-worker initializer: once the sweep's ``stop`` event is set, stop this worker's run as a
-    SIGTERM would (it checkpoints after the current episode); once the sweep process is gone (e.g.
-    SIGKILL), do the same and leave. ``run_one`` starts no new run once the sweep is gone, its
-    ``stop`` event is set or this worker got a SIGTERM."""
-    import threading
-
-    global _PARENT, _STOP
-    _PARENT = parent
-    _STOP = stop
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-    def watch() -> None:
-        signalled = False
-        while not _orphaned():
-            if not signalled and _ACTIVE and _STOP is not None and _STOP.is_set():
-                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler: end the episode, checkpoint
-                signalled = True
-            time.sleep(0.2)
-        for _ in range(600):  # keep asking until the run has stopped (checkpointed); then leave
-            if not _ACTIVE:
-                os._exit(1)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _local_backend(
-    jobs: list[tuple[str, str, str]], workers: int, threads: int, on_done: Callable, poll: Callable
-) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(), stop)
-    ) as pool:
-        futs = {pool.submit(run_one, cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
-
-        def wait_some(pending):
-            done, rest = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            return done, list(rest)
-
-        try:
-            _drain(futs, wait_some, lambda f: f.result(), on_done, poll, "worker process")
-        except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
-            # Runs already handed to a worker's queue see the event and do not start. A SIGTERM sent
-            # to the sweep alone reaches no worker (Ctrl-C reaches the whole group): each worker
-            # watches the event and stops its running run, which ends its episode and checkpoints.
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
-def _ray_backend(
-    jobs: list[tuple[str, str, str]], address: str | None, threads: int, on_done: Callable, poll: Callable
-) -> None:
-    try:
-        import ray
-    except ImportError as err:
-        raise ConfigError("backend 'ray' needs Ray: pip install 'ccm_madrl[ray]'") from err
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        started = True
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
-        refs = {remote.remote(cfg_json, run_dir, threads): rid for rid, cfg_json, run_dir in jobs}
-        try:
-            _drain(
-                refs, lambda p: ray.wait(p, num_returns=1, timeout=1.0), ray.get, on_done, poll, "ray task"
-            )
-        except KeyboardInterrupt:  # Ray raises KeyboardInterrupt in running tasks: they checkpoint
-            for ref in refs:
-                ray.cancel(ref)
-            ray.wait(list(refs), num_returns=len(refs), timeout=60.0)
-            raise
-    finally:
-        if started:
-            ray.shutdown()
-
-
 # ------------------------------------------------------------------------------ plan and backends
-Job = tuple[str, str, str]  # (run id, the run's config as JSON, its run directory)
+Job = tuple[str, str, str]  # (run id, the run's config as JSON, its run directory: an absolute path)
 
 
 class Backend(Protocol):
-    """Runs ``run_one(config_json, run_dir, threads)`` for every job somewhere; calls
-    ``on_done(run_id, result)`` as each finishes and ``poll()`` about once a second; on
-    KeyboardInterrupt stops its running runs (each checkpoints) and re-raises."""
+    """Runs ``run_one(config_json, run_dir, threads, token)`` for every job somewhere; ``token`` is
+    each run's stop token, a child of the sweep's ``stop`` (:meth:`StopToken.share` / ``child``) or
+    one the backend reaches by a signal (``ray.cancel``, ``scancel``). Calls
+    ``on_done(run_id, result)`` as each finishes and ``poll()`` about once a second. Once ``stop``
+    is requested (a signal to the sweep), it stops every run (each checkpoints and comes back
+    ``interrupted``; queued runs do not start), collects what comes back and raises
+    KeyboardInterrupt. A backend only hands a job's config and directory to ``run_one``, so a job
+    may later stand for a group of runs without changing the protocol."""
 
     def run(
-        self, jobs: list[Job], on_done: Callable[[str, dict], None], poll: Callable[[], None]
+        self, jobs: list[Job], on_done: Callable[[str, dict], None], poll: Callable[[], None], stop: StopToken
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """SLURM job settings (``--slurm-*`` options, or a ``slurm:`` block in the sweep file)."""
+
+    partition: str | None = None
+    time_min: int = 24 * 60  # the job's time limit
+    mem_gb: float | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = None  # at most this many array tasks at once (default: --workers)
+    cluster: str | None = None  # None: SLURM when sbatch is found, else local processes; or "local"
+    additional: dict = field(default_factory=dict)  # any other sbatch option (key without --)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a backend runs each job: resources per run (Ray task / SLURM array task) and where the
+    package comes from. ``None``: the backend's default."""
+
+    cpus_per_run: float | None = None  # Ray: num_cpus per task (default 1); SLURM: cpus_per_task
+    gpus_per_run: float | None = None  # Ray: num_gpus per task (fractions share a GPU); SLURM: gpus
+    ship_package: bool | None = None  # Ray: runtime_env py_modules; None = when --address is given
+    max_retries: int = 3  # Ray: a task lost with its node or worker is run again (it resumes)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 
 @dataclass(frozen=True)
@@ -375,13 +283,52 @@ class SweepPlan:
     jobs: list[Job]  # the runs to (re)start or resume, in order
     workers: int
     threads: int  # torch threads per worker (the runs' own config sets their threads)
+    options: BackendOptions = field(default_factory=BackendOptions)
+    sweep_dir: Path | None = None  # absolute
+    workers_given: int | None = None  # --workers as given (ray: tasks in flight; slurm: array tasks at once)
 
 
-def plan_sweep(runs: list, sweep_dir: Path, backend: str, workers: int | None) -> SweepPlan:
-    """Which runs are done, which to run, and with how many workers and threads."""
+def check_options(backend: str, options: BackendOptions | None) -> BackendOptions:
+    """The backend exists and the options suit it (one line naming the option otherwise)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    sd, done, jobs = SweepDir(sweep_dir), {}, []
+    options = options or BackendOptions()
+    if backend == "local":
+        for name in ("cpus_per_run", "gpus_per_run"):
+            if getattr(options, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag}: only for --backend ray or slurm (the local pool: --workers, and each "
+                    "config's `threads` and `device`)"
+                )
+    for name in ("cpus_per_run", "gpus_per_run"):
+        v = getattr(options, name)
+        if v is not None and (v < 0 or (name == "cpus_per_run" and v == 0)):
+            raise ConfigError(
+                f"--{name.replace('_', '-')}: must be {'>' if name[0] == 'c' else '>='} 0 (got {v})"
+            )
+    if backend == "slurm":
+        for name in ("cpus_per_run", "gpus_per_run"):
+            v = getattr(options, name)
+            if v is not None and v != int(v):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: whole numbers under --backend slurm (got {v})"
+                )
+    return options
+
+
+def plan_sweep(
+    runs: list,
+    sweep_dir: Path,
+    backend: str,
+    workers: int | None,
+    options: BackendOptions | None = None,
+) -> SweepPlan:
+    """Which runs are done, which to run, and with how many workers and threads. Run directories
+    are resolved to absolute paths here, on the driver: a Ray task or a SLURM job writes exactly
+    there whatever its node and working directory."""
+    options = check_options(backend, options)
+    sd, done, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, [], workers
     for r in runs:
         rd = sd.run(r.id)
         if rd.is_done(r.id):
@@ -390,36 +337,333 @@ def plan_sweep(runs: list, sweep_dir: Path, backend: str, workers: int | None) -
             jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
     cores = usable_cores()
     workers = max(1, min(workers or cores, len(jobs) or 1))
-    threads = max(1, cores // workers) if backend == "local" else 1
-    return SweepPlan(done, jobs, workers, threads)
+    if backend == "local":
+        threads = max(1, cores // workers)
+    else:
+        threads = max(1, int(options.cpus_per_run or 1))
+    return SweepPlan(done, jobs, workers, threads, options, sd.path, workers_given)
+
+
+def _drain_once(handles: dict, wait_some: Callable, result: Callable, on_done: Callable, what: str) -> None:
+    """Collect the results that are ready: ``wait_some(handles) -> done handles`` (waits about a
+    second at most); a handle whose result raises (its worker, task or job died) is recorded as a
+    failed run."""
+    for h in wait_some(list(handles)):
+        try:
+            res = result(h)
+        except Exception as err:  # noqa: BLE001
+            res = {"status": "failed", "error": f"{what} died: {err}", "traceback": traceback.format_exc()}
+        on_done(handles.pop(h), res)
+
+
+def _drain(handles: dict, wait_some, result, on_done, poll, stop: StopToken, what: str) -> None:
+    """Collect every result (see :func:`_drain_once`), calling ``poll()`` in between; raises
+    KeyboardInterrupt once ``stop`` is requested."""
+    while handles:
+        if stop.requested:
+            raise KeyboardInterrupt
+        _drain_once(handles, wait_some, result, on_done, what)
+        poll()
+
+
+def _after_stop(handles: dict, wait_some, result, on_done, timeout_s: float) -> None:
+    """After a stop: wait (up to ``timeout_s``) for the stopped runs to come back; a result is
+    recorded, a cancelled one is not (the sweep then records its run's state from its status)."""
+    deadline = time.time() + timeout_s
+    while handles and time.time() < deadline:
+        for h in wait_some(list(handles)):
+            rid = handles.pop(h)
+            try:
+                res = result(h)
+            except Exception:  # noqa: BLE001 - cancelled before it could return
+                continue
+            on_done(rid, res)
+
+
+def pool_worker(tasks, results, stop: StopToken, threads: int) -> None:
+    """A local pool worker process: runs jobs from ``tasks`` until a ``None``, its stop token is
+    requested (the sweep stopped or is gone, or this worker got SIGINT / SIGTERM) or the queue is
+    empty; reports ``("start", run id, pid)`` and ``("done", run id, result)`` on ``results``."""
+    import queue
+
+    try:
+        with stop.installed():
+            while not stop.requested:
+                try:
+                    job = tasks.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if job is None:
+                    break
+                rid, cfg_json, run_dir = job
+                results.put(("start", rid, os.getpid()))
+                results.put(("done", rid, run_one(cfg_json, run_dir, threads, stop)))
+    except KeyboardInterrupt:  # a second Ctrl-C while idle: leave
+        pass
 
 
 @dataclass
 class LocalPool:
-    """A process pool on this machine (spawned workers)."""
+    """A pool of ``workers`` spawned processes on this machine. Each worker holds a child of the
+    sweep's stop token (the sweep's ``multiprocessing`` event, and the sweep's pid: a worker whose
+    sweep is gone stops too); a worker that dies mid-run is replaced and its run recorded as failed."""
 
     workers: int
     threads: int
 
-    def run(self, jobs: list[Job], on_done: Callable, poll: Callable) -> None:
-        _local_backend(jobs, self.workers, self.threads, on_done, poll)
+    def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
+        import multiprocessing as mp
+        import queue
+
+        ctx = mp.get_context("spawn")
+        stop.share(ctx.Event())
+        tasks, results = ctx.Queue(), ctx.Queue()
+        for job in jobs:
+            tasks.put(job)
+        n = min(self.workers, len(jobs))
+        for _ in range(n):
+            tasks.put(None)
+
+        def start():
+            p = ctx.Process(target=pool_worker, args=(tasks, results, stop.child(), self.threads))
+            p.start()
+            return p
+
+        procs = [start() for _ in range(n)]
+        left = {rid for rid, _, _ in jobs}
+        holding: dict[int, str] = {}  # worker pid -> the run it is on
+        dead_since: dict[int, float] = {}
+
+        def collect(timeout: float) -> None:
+            try:
+                kind, rid, payload = results.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if kind == "start":
+                holding[payload] = rid
+            elif rid in left:
+                left.discard(rid)
+                for pid in [p for p, r in holding.items() if r == rid]:
+                    del holding[pid]
+                on_done(rid, payload)
+
+        def reap() -> None:
+            """A worker killed mid-run (exit code not 0): once nothing more can come from it, its
+            run failed; a new worker takes its place."""
+            for p in list(procs):
+                if p.exitcode in (None, 0) or p.pid not in holding:
+                    continue
+                if time.time() - dead_since.setdefault(p.pid, time.time()) < 2.0:
+                    continue
+                rid = holding.pop(p.pid)
+                procs.remove(p)
+                left.discard(rid)
+                on_done(rid, {"status": "failed", "error": f"worker process died (exit code {p.exitcode})"})
+                if left and not stop.requested:
+                    procs.append(start())
+
+        try:
+            while left:
+                if stop.requested:
+                    raise KeyboardInterrupt
+                collect(1.0)
+                reap()
+                poll()
+        except KeyboardInterrupt:  # queued runs never start; running ones checkpoint and stop
+            stop.request()
+            while any(p.is_alive() for p in procs) or not results.empty():
+                collect(0.5)
+            raise
+        finally:
+            if any(p.is_alive() for p in procs):  # normally every worker has left already
+                stop.event.set()
+            for p in procs:
+                p.join(timeout=60)
+                if p.is_alive():  # pragma: no cover - a stuck worker: never leave it behind
+                    p.kill()
+                    p.join()
+
+
+def _ray_run(cfg_json: str, run_dir: str, threads: int) -> dict:
+    """One run in a Ray task: checks the run directory is the driver's (shared storage), runs it and
+    says where it ran (node id, host, GPUs Ray assigned)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    where = {"node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+    sweep_file = Path(run_dir).parent.parent / SWEEP_FILE
+    if not sweep_file.exists():
+        return {
+            "status": "failed",
+            "error": f"{sweep_file} is not visible on node {socket.gethostname()}: the ray backend needs the "
+            "sweep directory on a filesystem shared by every node at the same path (docs/scaling.md)",
+            **where,
+        }
+    import ccm_madrl
+
+    return {
+        **run_one(cfg_json, run_dir, threads),
+        **where,
+        "package": str(Path(ccm_madrl.__file__).parent),
+    }
 
 
 @dataclass
 class RayTasks:
-    """One Ray task per run (a local Ray instance, or the cluster at ``address``)."""
+    """One Ray task per run, on a local Ray instance or the cluster at ``address``. Each task asks
+    for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES`` to the
+    GPUs it assigned, so ``device: auto`` runs on them, and on the CPU when none is asked for); at
+    most ``workers`` tasks are in flight when given; a task lost with its node is run again
+    (``max_retries``) and resumes from its checkpoint. Runs write to their (absolute) run
+    directories, so every node must see the sweep directory at the same path."""
 
     address: str | None
     threads: int = 1
+    workers: int | None = None
+    options: BackendOptions = field(default_factory=BackendOptions)
 
-    def run(self, jobs: list[Job], on_done: Callable, poll: Callable) -> None:
-        _ray_backend(jobs, self.address, self.threads, on_done, poll)
+    def task_options(self) -> dict:
+        """The resource requests and retries of each run's task (``ray.remote`` options)."""
+        o = self.options
+        return {
+            "num_cpus": o.cpus_per_run if o.cpus_per_run is not None else 1,
+            "num_gpus": o.gpus_per_run or 0,
+            "max_retries": o.max_retries,
+            "retry_exceptions": False,
+        }
+
+    def runtime_env(self) -> dict | None:
+        """The job's ``runtime_env`` (given to ``ray.init``; Ray uploads a directory only at the job
+        level): with ``ship_package`` every node imports this package's code, uploaded once per
+        content hash. An already initialised Ray session keeps its own runtime_env."""
+        o = self.options
+        ship = o.ship_package if o.ship_package is not None else self.address not in (None, "local")
+        if not ship:
+            return None
+        import ccm_madrl
+
+        return {"py_modules": [str(Path(ccm_madrl.__file__).parent)]}
+
+    def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise ConfigError("backend 'ray' needs Ray: pip install 'ccm_madrl[ray]'") from err
+        started = False
+        if not ray.is_initialized():
+            env = self.runtime_env()
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, runtime_env=env)
+            started = True
+        try:
+            self._run(ray, jobs, on_done, poll, stop)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _run(self, ray, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
+        remote = ray.remote(**self.task_options())(_ray_run)
+        queue_ = list(jobs)
+        refs: dict = {}
+        limit = self.workers or len(jobs)
+
+        def submit() -> None:
+            while queue_ and len(refs) < limit and not stop.requested:
+                rid, cfg_json, run_dir = queue_.pop(0)
+                refs[remote.remote(cfg_json, run_dir, self.threads)] = rid
+
+        def wait_some(pending):
+            return ray.wait(pending, num_returns=1, timeout=1.0)[0]
+
+        def finished(rid: str, res: dict) -> None:
+            on_done(rid, res)
+            submit()
+
+        submit()
+        try:
+            _drain(refs, wait_some, ray.get, finished, poll, stop, "ray task")
+        except KeyboardInterrupt:
+            # ray.cancel interrupts a running task as a SIGINT would: it flags the run's stop token,
+            # the run checkpoints after its episode and ends 'interrupted'; a queued task never starts.
+            for ref in refs:
+                ray.cancel(ref)
+            _after_stop(refs, wait_some, ray.get, on_done, 600.0)
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+@dataclass
+class SlurmArray:
+    """One SLURM array job per sweep submission (submitit), one array task per run. Re-running the
+    sweep re-submits what is not done: finished runs are skipped, interrupted ones resume from their
+    checkpoints. ``slurm.cluster: local`` runs the array as local processes (submitit's
+    LocalExecutor): the same code path without a cluster."""
+
+    folder: Path
+    threads: int = 1
+    workers: int | None = None
+    options: BackendOptions = field(default_factory=BackendOptions)
+
+    def executor(self):
+        try:
+            import submitit
+        except ImportError as err:
+            raise ConfigError("backend 'slurm' needs submitit: pip install 'ccm_madrl[slurm]'") from err
+        s, o = self.options.slurm, self.options
+        ex = submitit.AutoExecutor(folder=self.folder, cluster=s.cluster)
+        params = {
+            "timeout_min": s.time_min,
+            "cpus_per_task": int(o.cpus_per_run or 1),
+            "tasks_per_node": 1,
+            "nodes": 1,
+            "slurm_array_parallelism": s.array_parallelism or self.workers or 256,
+        }
+        if o.gpus_per_run:
+            params["gpus_per_node"] = int(o.gpus_per_run)
+        if ex.cluster == "slurm":
+            extra = {"partition": s.partition, "account": s.account, "qos": s.qos, "constraint": s.constraint}
+            params.update({f"slurm_{k}": v for k, v in extra.items() if v is not None})
+            if s.mem_gb is not None:
+                params["mem_gb"] = s.mem_gb
+            if s.additional:
+                params["slurm_additional_parameters"] = dict(s.additional)
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
+        ex = self.executor()
+        with ex.batch():
+            # SLURM sends SIGUSR2 before the time limit (submitit asks for it): the run checkpoints
+            token = StopToken(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGUSR2))
+            handles = [
+                ex.submit(run_one, cfg_json, run_dir, self.threads, token) for _, cfg_json, run_dir in jobs
+            ]
+        subs = {h: rid for h, (rid, _, _) in zip(handles, jobs)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / "jobs.json", {rid: h.job_id for h, rid in subs.items()})
+
+        def wait_some(pending):
+            done = [h for h in pending if h.done()]
+            if not done:
+                time.sleep(1.0)
+            return done
+
+        try:
+            _drain(subs, wait_some, lambda h: h.result(), on_done, poll, stop, "slurm job")
+        except KeyboardInterrupt:  # scancel: SLURM sends SIGTERM, each run checkpoints and stops
+            for h in list(subs):
+                h.cancel(check=False)
+            _after_stop(subs, wait_some, lambda h: h.result(), on_done, 120.0)
+            raise
 
 
 # backend name -> factory(plan, address) -> Backend
 BACKENDS: dict[str, Callable[[SweepPlan, str | None], Backend]] = {
     "local": lambda plan, address: LocalPool(plan.workers, plan.threads),
-    "ray": lambda plan, address: RayTasks(address, plan.threads),
+    "ray": lambda plan, address: RayTasks(address, plan.threads, plan.workers_given, plan.options),
+    "slurm": lambda plan, address: SlurmArray(
+        plan.sweep_dir / "slurm", plan.threads, plan.workers_given, plan.options
+    ),
 }
 
 
@@ -444,9 +688,15 @@ def run_sweep(
     seeds: str | None = None,
     axes: Iterable[str] = (),
     name: str | None = None,
+    options: BackendOptions | None = None,
+    stop: StopToken | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
-    ``set_``, ``seeds``, ``axes`` and ``name``."""
+    ``set_``, ``seeds``, ``axes`` and ``name``, :class:`BackendOptions` for ``options``. ``stop``
+    (default: a new token, flagged by SIGINT / SIGTERM to this process) is the sweep's stop token:
+    once requested every running run checkpoints and ends ``interrupted``, queued runs do not start,
+    and KeyboardInterrupt is raised."""
+    check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
     if only is not None:
@@ -460,7 +710,11 @@ def run_sweep(
     resolved = spec.model_dump()
     resolved["base"] = base
     sd.sweep_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    plan = plan_sweep(runs, sweep_dir, backend, workers)
+    options = options or BackendOptions()
+    if spec.slurm:  # the sweep file's slurm: block, under the options given on the command line
+        given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}
+        options = replace(options, slurm=SlurmOptions(**{**spec.slurm, **given}))
+    plan = plan_sweep(runs, sweep_dir, backend, workers, options)
     man = Manifest(sweep_dir)
     for r in runs:
         man.update(
@@ -485,6 +739,8 @@ def run_sweep(
 
     def on_done(rid: str, res: dict) -> None:
         res = dict(res)
+        if res["status"] == "queued":  # stopped before it started
+            return
         counts[res["status"]] += 1
         man.update(rid, **res)
         man.save(spec.name)
@@ -493,20 +749,14 @@ def run_sweep(
     def poll() -> None:
         bar.episodes(episodes_now())
 
-    def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C
-        raise KeyboardInterrupt
-
+    stop = stop or StopToken()
     try:
-        old_term = signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread
-        old_term = None
-    try:
-        with bar:
+        with bar, stop.installed():
             if jobs:
                 for rid, _, _ in jobs:
                     man.update(rid, status="queued")
                 man.save(spec.name)
-                BACKENDS[backend](plan, address).run(jobs, on_done, poll)
+                BACKENDS[backend](plan, address).run(jobs, on_done, poll, stop)
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
@@ -515,9 +765,6 @@ def run_sweep(
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
         man.save(spec.name)
         raise
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
     return SweepResult(sweep_dir, len(runs), counts["done"] + skipped, counts["failed"], skipped)
 
 

@@ -1,0 +1,45 @@
+"""The stop token shared by sweeps and runs (``experiment/stop.py``)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from ccm_madrl.experiment.stop import StopToken
+
+
+def test_request_reaches_every_holder_of_the_event_but_a_signal_only_its_own():
+    root = StopToken().share(mp.get_context("spawn").Event())
+    a, b = root.child(watch_parent=False), root.child(watch_parent=False)  # tokens of this process
+    with a.installed():
+        os.kill(os.getpid(), signal.SIGTERM)  # a signal flags the token installed here only
+        assert a.requested and not b.requested and not root.requested
+    root.request()
+    assert b.requested and root.child(watch_parent=False).requested
+
+
+def test_a_child_stops_once_its_parent_is_gone():
+    orphan = StopToken(parent_pid=os.getppid() + 10_000_000)  # no such parent: it is gone
+    assert orphan.requested
+    assert not StopToken(parent_pid=os.getppid()).requested
+
+
+def test_second_sigint_aborts_at_once():
+    token = StopToken()
+    with token.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        assert token.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+
+
+def test_interrupting_stops_code_that_cannot_poll():
+    token = StopToken()
+    with pytest.raises(KeyboardInterrupt), token.interrupting(every_s=0.05):
+        token.request()
+        time.sleep(5.0)  # another library's loop: interrupted long before this ends
