@@ -269,6 +269,10 @@ def test_stop_events_from_rows():
     assert st.loc[("actors", 2), "grad_zero"] == 3 and st.loc[("actors", 0), "grad_zero"] == 1
     assert run["all_actors_grad_zero"] == 3 and run["actors_grad_zero_frac"] == 1.0
     assert np.isnan(st.loc[("critic", 0), "grad_zero"])
+    # a run with no trained episode (every measured row has steps == 0): no stop events, no error
+    untrained = run_stops(df.assign(steps=0))
+    assert np.isnan(untrained["all_actors_grad_zero"]) and np.isnan(untrained["critic_stop_exact"])
+    assert list(agent_stops(df.iloc[:0]).columns) == list(agent_stops(df).columns)
 
 
 def test_attach_errors():

@@ -30,20 +30,24 @@ def _stop_for_good(episodes: np.ndarray, stopped: np.ndarray) -> float:
     return float(episodes[moving[-1] + 1] if len(moving) else episodes[0])
 
 
+AGENT_STOP_COLUMNS = [
+    "role",
+    "agent",
+    "is_actor",
+    "first_stop_exact",
+    "stop_exact",
+    "first_stop_thr",
+    "stop_thr",
+    "grad_zero",
+]
+
+
 def agent_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
-    """One row per (role, agent): first_stop_exact, stop_exact, first_stop_thr, stop_thr."""
+    """One row per (role, agent): first_stop_exact, stop_exact, first_stop_thr, stop_thr, grad_zero.
+
+    Always has these columns, also for a run with no trained episode yet."""
     if agents.empty:
-        return pd.DataFrame(
-            columns=[
-                "role",
-                "agent",
-                "is_actor",
-                "first_stop_exact",
-                "stop_exact",
-                "first_stop_thr",
-                "stop_thr",
-            ]
-        )
+        return pd.DataFrame(columns=AGENT_STOP_COLUMNS)
     df = agents[agents["steps"] > 0].sort_values("episode")
     out = []
     for (role, agent), g in df.groupby(["role", "agent"], sort=True):
@@ -64,7 +68,7 @@ def agent_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
                 else float("nan"),
             }
         )
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=AGENT_STOP_COLUMNS)
 
 
 def _latest_if_all(col: pd.Series) -> float:
