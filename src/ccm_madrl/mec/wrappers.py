@@ -25,6 +25,7 @@ from pettingzoo import ParallelEnv
 from .config import MECConfig
 from .env import MECEnv
 
+
 # master rule -> (acceptance order, what happens to rejected proposers); the rules of the MADDPG
 # benchmarks (agents/benchmarks.py): ``maddpg`` is the vanilla benchmark (proposals beyond the limits
 # punished, accepted by offload time), each heuristic order accepts in its order and punishes the rest
