@@ -50,10 +50,11 @@ QUANTILES = (0, 10, 50, 90, 100)
 HIST_QUANTITIES = ("grad_norm", "max_abs_change", "frac_sat_exact")
 
 
-def _needs(package: str, field: str) -> None:
+def _needs(package: str) -> None:
+    """The error pydantic reports under the field's name (``logging.wandb: ...``)."""
     if importlib.util.find_spec(package) is None:
         raise ValueError(
-            f"{field}: needs the {package} package, which is not installed (pip install 'ccm-madrl[loggers]')"
+            f"needs the {package} package, which is not installed (pip install 'ccm-madrl[loggers]')"
         )
 
 
@@ -93,14 +94,14 @@ class LoggingConfig(BaseModel):
     @classmethod
     def _wandb_installed(cls, v):
         if v is not None:
-            _needs("wandb", "logging.wandb")
+            _needs("wandb")
         return v
 
     @field_validator("mlflow")
     @classmethod
     def _mlflow_installed(cls, v):
         if v is not None:
-            _needs("mlflow", "logging.mlflow")
+            _needs("mlflow")
         return v
 
 
