@@ -164,11 +164,11 @@ def wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    return tmp_path / "wandb"
+    return tmp_path / "wandb"  # the config's dir too: W&B keeps its first settings per process
 
 
 def test_wandb_offline_run_files_hold_config_provenance_metrics_histograms(tmp_path, wandb_offline):
-    cfg = build_config(with_logging({"wandb": {"project": "p"}}))
+    cfg = build_config(with_logging({"wandb": {"project": "p", "mode": "offline", "dir": str(tmp_path)}}))
     Trainer(cfg, tmp_path / "r", progress=False, quiet=True).run()
     (run_dir,) = wandb_offline.glob(f"offline-run-*-{cfg.id()}")  # the W&B run id: the config id
     run_rec, config, history = read_wandb_run(next(run_dir.glob("*.wandb")))
@@ -184,7 +184,7 @@ def test_wandb_offline_run_files_hold_config_provenance_metrics_histograms(tmp_p
 
 
 def test_wandb_a_resumed_run_continues_the_same_wandb_run(tmp_path, wandb_offline):
-    cfg = build_config(with_logging({"wandb": {"project": "p"}}))
+    cfg = build_config(with_logging({"wandb": {"project": "p", "mode": "offline", "dir": str(tmp_path)}}))
     interrupted_after_two_episodes(cfg, tmp_path / "r")
     time.sleep(1.1)  # W&B names an offline run's directory by the second it starts
     Trainer(cfg, tmp_path / "r", progress=False, quiet=True).run()

@@ -90,18 +90,11 @@ class LoggingConfig(BaseModel):
     wandb: WandbConfig | None = Field(None, description="Weights & Biases (extra 'loggers')")
     mlflow: MLflowConfig | None = Field(None, description="MLflow (extra 'loggers')")
 
-    @field_validator("wandb")
+    @field_validator("wandb", "mlflow")
     @classmethod
-    def _wandb_installed(cls, v):
+    def _installed(cls, v, info):
         if v is not None:
-            _needs("wandb")
-        return v
-
-    @field_validator("mlflow")
-    @classmethod
-    def _mlflow_installed(cls, v):
-        if v is not None:
-            _needs("mlflow")
+            _needs(info.field_name)  # the package is named like the field
         return v
 
 

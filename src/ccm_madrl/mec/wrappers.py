@@ -91,6 +91,12 @@ class MECParallelEnv(ParallelEnv):
         return self._obs_dict(obs), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
+        self._check_actions(actions)
+        x = np.array([actions[a]["x"] for a in self.possible_agents], dtype=np.float64)
+        fr = np.array([actions[a]["fractions"] for a in self.possible_agents], dtype=np.float64)
+        return self._step_hybrid(_hybrid(x, fr))
+
+    def _check_actions(self, actions: dict[str, Any]) -> None:
         if not self.agents:
             raise RuntimeError("step: the episode is over; call reset()")
         missing = [a for a in self.agents if a not in actions]
@@ -98,9 +104,6 @@ class MECParallelEnv(ParallelEnv):
             raise ValueError(
                 f"actions: missing an action for {missing[:3]}{'...' if len(missing) > 3 else ''}"
             )
-        x = np.array([actions[a]["x"] for a in self.possible_agents], dtype=np.float64)
-        fr = np.array([actions[a]["fractions"] for a in self.possible_agents], dtype=np.float64)
-        return self._step_hybrid(_hybrid(x, fr))
 
     def _step_hybrid(self, hybrid: np.ndarray):
         obs, reward, done, info = self._env.step(hybrid)
@@ -174,13 +177,7 @@ class MECBoxParallelEnv(MECParallelEnv):
         return obs, {a: dict(info) for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
-        if not self.agents:
-            raise RuntimeError("step: the episode is over; call reset()")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(
-                f"actions: missing an action for {missing[:3]}{'...' if len(missing) > 3 else ''}"
-            )
+        self._check_actions(actions)
         u = np.stack([np.asarray(actions[a], dtype=np.float64).reshape(-1) for a in self.possible_agents])
         if u.shape != (self.cfg.n_agents, 3):
             raise ValueError(f"actions: each agent's action must have shape (3,), got {u.shape[1:]}")
