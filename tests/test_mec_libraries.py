@@ -155,3 +155,35 @@ def test_the_benchmarl_task_has_the_state_and_the_yaml_defaults():
         MECTask.OFFLOADING.get_task({"n_agents": 0})
     with pytest.raises(ValueError, match=r"master_rule: unknown rule 'x'"):
         MECTask.OFFLOADING.get_task({"master_rule": "x"})
+
+
+@pytest.mark.cross
+def test_the_benchmark_command_writes_its_tables_and_skips_finished_runs(tmp_path, capsys):
+    pytest.importorskip("benchmarl")
+    import json
+
+    import pandas as pd
+
+    from ccm_madrl.integrations.mec_benchmark import main
+
+    out = tmp_path / "out"
+    argv = [
+        "--out", str(out), "--work", str(tmp_path / "work"), "--frames", "20", "--n-agents", "3",
+        "--max-steps", "5", "--eval-episodes", "4", "--seeds", "0", "1",
+        "--methods", "all_local", "rule:maddpg", "maddpg", "benchmarl_mappo",
+        "--on-policy-frames-per-batch", "10", "--on-policy-minibatch", "5",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and set(runs["method"]) == {"all_local", "rule:maddpg", "maddpg", "benchmarl_mappo"}
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert summary.loc["maddpg", "seeds"] == 2
+    # a non-learning policy gives the same return whatever the seed
+    assert runs[runs.method == "all_local"]["eval_return"].nunique() == 1
+    bench = json.loads((out / "benchmark.json").read_text())
+    assert bench["settings"]["frames"] == 20 and "commit" in bench["provenance"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    capsys.readouterr()
+    assert main(argv) == 0  # everything finished with these settings: nothing runs again
+    assert "seed" not in capsys.readouterr().out.split("method")[0]
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}

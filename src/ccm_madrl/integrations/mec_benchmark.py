@@ -32,7 +32,13 @@ from ..mec.config import MECConfig
 from ..mec.env import MECEnv, record_episodes
 from ..mec.wrappers import apply_master_rule
 
-HEURISTIC_METHODS = ("all_local", "random_selection", "greedy_deadline", "rule:offloadtimefirst+local")
+HEURISTIC_METHODS = (
+    "all_local",
+    "random_selection",
+    "greedy_deadline",
+    "rule:offloadtimefirst+local",
+    "rule:maddpg",
+)
 PACKAGE_METHODS = ("ccm_madrl", "maddpg")
 BENCHMARL_METHODS = ("benchmarl_maddpg", "benchmarl_masac", "benchmarl_mappo", "benchmarl_ippo")
 METHODS = (*HEURISTIC_METHODS, *PACKAGE_METHODS, *BENCHMARL_METHODS)
