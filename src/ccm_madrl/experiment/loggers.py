@@ -117,7 +117,8 @@ def episode_scalars(row: dict) -> dict[str, float]:
 def monitor_distributions(trainer: Trainer, episode: int) -> dict[str, np.ndarray]:
     """What the monitor measured in ``episode``, as distributions: per role, the agents' values of
     :data:`HIST_QUANTITIES`, and the role's last output pre-activations. Empty when the monitor is
-    off or did not measure this episode."""
+    off or did not measure this episode. It reads the monitor's rows not yet written to Parquet, so a
+    logger must come before ``Checkpointing`` in the callback list (as in ``default_callbacks``)."""
     from .callbacks import MonitorCallback
 
     mon = next((cb.monitor for cb in trainer.callbacks if isinstance(cb, MonitorCallback)), None)
@@ -181,7 +182,6 @@ class WandbCallback(_LoggerCallback):
             dir=c.dir,
             tags=list(c.tags) or None,
             config=trainer.cfg.model_dump(mode="json"),
-            reinit="create_new",
         )
         self.run.config.update({"provenance": self.provenance(trainer)}, allow_val_change=True)
         # the episode is the x axis: a resumed run re-logs the episodes after its checkpoint
@@ -214,6 +214,20 @@ class WandbCallback(_LoggerCallback):
 CONFIG_ID_TAG = "ccm_madrl.config_id"
 
 
+def _experiment_id(client, name: str) -> str:
+    """The MLflow experiment ``name``, created if absent (another run of the sweep may create it at
+    the same moment)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
+
+
 class MLflowCallback(_LoggerCallback):
     """MLflow: one MLflow run per config id (found by tag ``ccm_madrl.config_id``), in the experiment
     named by ``experiment`` or the config's name. Uses ``MlflowClient`` (no global active run)."""
@@ -227,8 +241,7 @@ class MLflowCallback(_LoggerCallback):
 
         self.client = client = MlflowClient(tracking_uri=self.cfg.tracking_uri)
         name = self.cfg.experiment or trainer.cfg.name
-        exp = client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+        exp_id = _experiment_id(client, name)
         cid = trainer.cfg.id()
         found = client.search_runs([exp_id], filter_string=f"tags.`{CONFIG_ID_TAG}` = '{cid}'", max_results=1)
         prov = self.provenance(trainer)
