@@ -180,6 +180,7 @@ def test_the_benchmark_command_writes_its_tables_and_skips_finished_runs(tmp_pat
     assert summary.loc["maddpg", "seeds"] == 2
     # a non-learning policy gives the same return whatever the seed
     assert runs[runs.method == "all_local"]["eval_return"].nunique() == 1
+    assert "| maddpg |" in (out / "summary.md").read_text()
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["settings"]["frames"] == 20 and "commit" in bench["provenance"]
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}

@@ -9,10 +9,17 @@ devices, greedy / deterministic actions).
         --frames 3000 --n-agents 20 --seeds 0 1 2
 
 trains in ``--work`` (default ``runs/benchmarl-bench``) and writes to ``--out``
-``runs/<method>-s<seed>.json`` per finished run (a re-run skips them, so an interrupted
-benchmark resumes), then ``runs.csv`` (one row per run), ``summary.csv`` (mean and std over seeds per
-method) and ``benchmark.json`` (settings, provenance, the summary). One frame is one environment step
-of all N clients (BenchMARL's frame); a package learner trains for ``frames / max_steps`` episodes.
+``runs/<method>-s<seed>.json`` per finished run (a re-run with the same settings skips them, so an
+interrupted benchmark resumes and several processes may share the seeds), then ``runs.csv`` (one
+row per run), ``summary.csv`` (mean and std over seeds per method), ``summary.md`` (the same as a
+Markdown table) and ``benchmark.json`` (settings, provenance, the summary). One frame is one
+environment step of all N clients (BenchMARL's frame); a package learner trains for
+``frames / max_steps`` episodes. Budget per algorithm: BenchMARL's off-policy algorithms collect
+``--off-policy-frames-per-batch`` frames per iteration and take BenchMARL's default number of
+optimiser steps per frame (1000 per 6000); the on-policy ones collect
+``--on-policy-frames-per-batch`` and pass over each batch 3 times in minibatches of
+``--on-policy-minibatch`` (BenchMARL's default: 45 x 400 of 6000); everything else is BenchMARL's
+default config of the algorithm, its MLP and its experiment.
 """
 
 from __future__ import annotations
@@ -156,6 +163,22 @@ def summarise(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs.reset_index(drop=True), summary
 
 
+def markdown_table(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table: mean (std over seeds) and each seed's return."""
+    lines = [
+        "| method | eval return, mean over seeds (std) | per seed | training s per run (mean) |",
+        "|---|---|---|---|",
+    ]
+    for _, row in summary.iterrows():
+        per = runs[runs["method"] == row["method"]]
+        seeds = ", ".join(f"{r.eval_return:.2f} (s{r.seed})" for r in per.itertuples())
+        std = f" ({row['eval_return_std_over_seeds']:.2f})" if row["seeds"] > 1 else ""
+        lines.append(
+            f"| {row['method']} | {row['eval_return_mean']:.2f}{std} | {seeds} | {row['train_seconds_mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ccm_madrl.integrations.mec_benchmark", description=__doc__)
     p.add_argument("--out", default="benchmarks/results/benchmarl")
@@ -202,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, summary = summarise([r for r in records if r.get("settings") == settings])
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(markdown_table(runs, summary))
     write(
         out / "benchmark.json",
         {
