@@ -147,7 +147,9 @@ def run_method(method: str, seed: int, args: argparse.Namespace, work: Path) -> 
 
 
 def summarise(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("returns", "settings")} for r in records])
+    runs = pd.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("returns", "settings", "provenance")} for r in records]
+    )
     order = {m: i for i, m in enumerate(METHODS)}
     runs = runs.sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c)
     summary = (
@@ -215,7 +217,14 @@ def main(argv: list[str] | None = None) -> int:
             path = out / "runs" / f"{method.replace(':', '_')}-s{seed}.json"
             if path.exists() and json.loads(path.read_text()).get("settings") == settings:
                 continue  # finished with these settings
-            rec = {**run_method(method, seed, args, work), "settings": settings}
+            prov = collect()
+            rec = {
+                **run_method(method, seed, args, work),
+                "settings": settings,
+                "provenance": {
+                    k: prov.get(k) for k in ("commit", "dirty", "version", "hostname", "time_utc")
+                },
+            }
             write(path, rec)
             print(
                 f"{method} seed {seed}: eval return {rec['eval_return']:.2f} ({rec['train_seconds']:.0f} s)"
