@@ -183,8 +183,8 @@ def test_the_benchmark_command_writes_its_tables_and_skips_finished_runs(tmp_pat
     assert "| maddpg |" in (out / "summary.md").read_text()
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["settings"]["frames"] == 20 and "commit" in bench["provenance"]
-    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
     capsys.readouterr()
     assert main(argv) == 0  # everything finished with these settings: nothing runs again
     assert "seed" not in capsys.readouterr().out.split("method")[0]
-    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}

@@ -9,7 +9,7 @@ devices, greedy / deterministic actions).
         --frames 3000 --n-agents 20 --seeds 0 1 2
 
 trains in ``--work`` (default ``runs/benchmarl-bench``) and writes to ``--out``
-``runs/<method>-s<seed>.json`` per finished run (a re-run with the same settings skips them, so an
+``records/<method>-s<seed>.json`` per finished run (a re-run with the same settings skips them, so an
 interrupted benchmark resumes and several processes may share the seeds), then ``runs.csv`` (one
 row per run), ``summary.csv`` (mean and std over seeds per method), ``summary.md`` (the same as a
 Markdown table) and ``benchmark.json`` (settings, provenance, the summary). One frame is one
@@ -209,12 +209,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     out = Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "records").mkdir(parents=True, exist_ok=True)
     work = Path(args.work)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "work", "methods", "seeds")}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every method's first seeds
         for method in args.methods:
-            path = out / "runs" / f"{method.replace(':', '_')}-s{seed}.json"
+            path = out / "records" / f"{method.replace(':', '_')}-s{seed}.json"
             if path.exists() and json.loads(path.read_text()).get("settings") == settings:
                 continue  # finished with these settings
             prov = collect()
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{method} seed {seed}: eval return {rec['eval_return']:.2f} ({rec['train_seconds']:.0f} s)"
             )
             sys.stdout.flush()
-    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     runs, summary = summarise([r for r in records if r.get("settings") == settings])
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
