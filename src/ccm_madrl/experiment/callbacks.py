@@ -215,7 +215,7 @@ class Checkpointing(Callback):
 
 def default_callbacks(trainer: Trainer) -> list[Callback]:
     """The callbacks ``trainer.cfg`` asks for, in their order: monitor, TensorBoard, progress,
-    checkpoints."""
+    loggers (W&B, MLflow), checkpoints."""
     cfg, cbs = trainer.cfg, []
     if cfg.monitor.enabled and trainer.learner.monitorable:
         cbs.append(MonitorCallback(trainer.learner, cfg, trainer.run_dir))
@@ -225,5 +225,8 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
     if trainer.progress and not trainer.quiet:
         bar = ProgressBar if sys.stdout.isatty() else ProgressLines
         cbs.append(bar(cfg.training.episodes, trainer.run_dir.name))
+    from .loggers import logger_callbacks  # W&B / MLflow, when cfg.logging enables them
+
+    cbs.extend(logger_callbacks(trainer))
     cbs.append(Checkpointing(cfg.training.checkpoint_every))
     return cbs

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..agents.config import AgentConfig, nest_flat_keys
 from ..mec.config import MECConfig
 from .cross import CrossConfig
+from .loggers import LoggingConfig
 
 
 class ConfigError(ValueError):
@@ -117,6 +118,9 @@ class ExperimentConfig(BaseModel):
         "mec", description="mec: CCM-MADRL on the MEC system; cross: another library's agent (section cross)"
     )
     cross: CrossConfig | None = Field(None, description="kind cross: library, algo, env, budget, lrs")
+    logging: LoggingConfig = Field(
+        LoggingConfig(), description="W&B / MLflow loggers (experiment/loggers.py); not part of the id"
+    )
 
     @model_validator(mode="after")
     def _kind(self) -> ExperimentConfig:
@@ -152,10 +156,11 @@ class ExperimentConfig(BaseModel):
         return data
 
     def id(self) -> str:
-        """Stable id derived from the resolved config (name excluded; the agent's options under their
-        flat names of 0.1: ``AgentConfig.id_fields``)."""
+        """Stable id derived from the resolved config (name and logging excluded; the agent's options
+        under their flat names of 0.1: ``AgentConfig.id_fields``)."""
         d = self.model_dump(mode="json")
         d.pop("name", None)
+        d.pop("logging", None)  # where a run is logged does not change what it computes
         d["agent"] = self.agent.id_fields()
         for key in ID_NEUTRAL_AT_DEFAULT:  # one rule: see ID_NEUTRAL_AT_DEFAULT
             if key in d and d[key] == type(self).model_fields[key].default:

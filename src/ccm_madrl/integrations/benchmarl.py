@@ -1,4 +1,16 @@
-"""The monitor inside BenchMARL: a callback for MADDPG, IDDPG and MASAC (one role per agent group).
+"""BenchMARL: the MEC system as a BenchMARL task (:class:`MECTask`), and the monitor inside BenchMARL,
+a callback for MADDPG, IDDPG and MASAC (one role per agent group).
+
+The task (``MECTask.OFFLOADING``, YAML ``conf/mec_offloading.yaml`` next to this module) wraps
+``ccm_madrl.mec.wrappers.parallel_env(action="box")`` in TorchRL's ``PettingZooWrapper`` with the
+joint state (one group ``client`` of N agents, continuous actions ``Box(-1, 1, (3,))``, the master rule
+of the config applied inside the step), so that BenchMARL's own algorithms train on it::
+
+    from ccm_madrl.integrations.benchmarl import MECTask
+    task = MECTask.OFFLOADING.get_from_yaml()          # or .get_task({"n_agents": 10, ...})
+    Experiment(task=task, algorithm_config=MappoConfig.get_from_yaml(), ...).run()
+
+:func:`make_mec_experiment` builds such an experiment with BenchMARL's defaults and a frame budget.
 
 ::
 
@@ -24,11 +36,16 @@ that ended in the batch, over the group's agents) and one per evaluation (``eval
 
 from __future__ import annotations
 
+import copy
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
+from benchmarl.environments.common import Task
+from benchmarl.environments.pettingzoo.common import PettingZooClass
 from benchmarl.experiment.callback import Callback
 
 from ..rundir import RunDir
@@ -152,30 +169,39 @@ class MonitorCallback(Callback):
         return pd.DataFrame(self.metrics)
 
 
-def make_experiment(c, seed: int, save_folder: str | Path, callbacks: list):
-    """A BenchMARL experiment from a :class:`ccm_madrl.experiment.cross.CrossConfig` (library
-    defaults for everything it does not set; no logger; evaluation every ``eval_every`` frames)."""
-    from benchmarl.algorithms import IddpgConfig, MaddpgConfig, MasacConfig
-    from benchmarl.environments import VmasTask
-    from benchmarl.experiment import Experiment, ExperimentConfig
-    from benchmarl.models.mlp import MlpConfig
+def _experiment_config(max_frames: int, eval_every: int, eval_episodes: int, save_folder):
+    """BenchMARL's default experiment config with a frame budget, no logger, no checkpoints, no
+    rendering, evaluation every ``eval_every`` frames (0: none)."""
+    from benchmarl.experiment import ExperimentConfig
 
     ec = ExperimentConfig.get_from_yaml()
-    ec.max_n_frames = c.total_steps
-    ec.off_policy_collected_frames_per_batch = c.frames_per_batch
-    ec.off_policy_n_envs_per_worker = c.n_envs
-    ec.off_policy_n_optimizer_steps = c.optimizer_steps
-    ec.lr = c.resolved_critic_lr()
+    ec.max_n_frames = max_frames
     ec.loggers = []
-    ec.create_json = bool(c.eval_every)
-    ec.evaluation = bool(c.eval_every)
-    ec.evaluation_interval = c.eval_every or ec.evaluation_interval
-    ec.evaluation_episodes = c.eval_episodes
+    ec.create_json = bool(eval_every)
+    ec.evaluation = bool(eval_every)
+    ec.evaluation_interval = eval_every or ec.evaluation_interval
+    ec.evaluation_episodes = eval_episodes
     ec.checkpoint_at_end = False
     ec.checkpoint_interval = 0
     ec.render = False
     Path(save_folder).mkdir(parents=True, exist_ok=True)
     ec.save_folder = str(save_folder)
+    return ec
+
+
+def make_experiment(c, seed: int, save_folder: str | Path, callbacks: list):
+    """A BenchMARL experiment from a :class:`ccm_madrl.experiment.cross.CrossConfig` (library
+    defaults for everything it does not set; no logger; evaluation every ``eval_every`` frames)."""
+    from benchmarl.algorithms import IddpgConfig, MaddpgConfig, MasacConfig
+    from benchmarl.environments import VmasTask
+    from benchmarl.experiment import Experiment
+    from benchmarl.models.mlp import MlpConfig
+
+    ec = _experiment_config(c.total_steps, c.eval_every, c.eval_episodes, save_folder)
+    ec.off_policy_collected_frames_per_batch = c.frames_per_batch
+    ec.off_policy_n_envs_per_worker = c.n_envs
+    ec.off_policy_n_optimizer_steps = c.optimizer_steps
+    ec.lr = c.resolved_critic_lr()
     name = c.env.split("/", 1)[1].upper()
     try:
         task = VmasTask[name].get_from_yaml()
@@ -194,3 +220,182 @@ def make_experiment(c, seed: int, save_folder: str | Path, callbacks: list):
         config=ec,
         callbacks=callbacks,
     )
+
+
+# ---------------------------------------------------------------------------------- the MEC task
+TASK_KEYS = ("master_rule", "rng_mode", "env_seed")  # the task's own keys; the rest is MECConfig
+
+
+def task_env(config: dict, device="cpu", seed: int | None = None):
+    """The TorchRL environment of a task config: ``PettingZooWrapper`` over the Box-action
+    PettingZoo view, with the joint state as ``"state"``."""
+    from torchrl.envs import PettingZooWrapper
+
+    from ..mec.config import MECConfig
+    from ..mec.wrappers import parallel_env
+
+    config = dict(config)
+    own = {k: config.pop(k) for k in TASK_KEYS if k in config}
+    pz = parallel_env(MECConfig(**config), action="box", **own)
+    return PettingZooWrapper(pz, return_state=True, device=device, seed=seed, categorical_actions=False)
+
+
+class MECTaskClass(PettingZooClass):
+    """BenchMARL's ``TaskClass`` of the MEC system: continuous actions only, with a state (the joint
+    state the master critic uses), episodes of ``max_steps`` steps ended by time limit. The specs are
+    the PettingZoo environments' (observation, info, state, action) as BenchMARL's own PettingZoo
+    tasks build them."""
+
+    def get_env_fun(self, num_envs: int, continuous_actions: bool, seed: int | None, device):
+        if not continuous_actions:
+            raise ValueError("mec/offloading: only continuous actions (Box(-1, 1, (3,)) per client)")
+        config = copy.deepcopy(self.config)
+        return lambda: task_env(config, device=device, seed=seed)
+
+    def supports_continuous_actions(self) -> bool:
+        return True
+
+    def supports_discrete_actions(self) -> bool:
+        return False
+
+    def has_state(self) -> bool:
+        return True
+
+    def has_render(self, env) -> bool:
+        return False
+
+    def max_steps(self, env) -> int:
+        from ..mec.config import MECConfig
+
+        return MECConfig(**{k: v for k, v in self.config.items() if k not in TASK_KEYS}).max_steps
+
+    @staticmethod
+    def env_name() -> str:
+        return "mec"
+
+
+class MECTask(Task):
+    """The MEC tasks for BenchMARL (one: ``OFFLOADING``)."""
+
+    OFFLOADING = None
+
+    @staticmethod
+    def associated_class():
+        return MECTaskClass
+
+    def get_from_yaml(self, path: str | Path | None = None) -> MECTaskClass:
+        """The task with the config in ``path`` (default: the packaged ``conf/mec_offloading.yaml``),
+        validated: an unknown key or a bad value raises ValueError naming it."""
+        if path is None:
+            text = resources.files(__package__).joinpath("conf", "mec_offloading.yaml").read_text()
+        else:
+            text = Path(path).read_text()
+        return self.get_task(yaml.safe_load(text) or {})
+
+    def get_task(self, config: dict | None = None) -> MECTaskClass:
+        if config is None:
+            return self.get_from_yaml()
+        return self.associated_class()(name=self.name, config=check_task_config(config))
+
+
+def check_task_config(config: dict) -> dict:
+    """The task config with its defaults filled in; ValueError naming a bad field."""
+    from ..mec.config import MECConfig
+    from ..mec.rng import check_rng_mode
+    from ..mec.wrappers import MASTER_RULES
+
+    full = {"master_rule": "maddpg", "rng_mode": "reference", "env_seed": 37, **config}
+    if full["master_rule"] not in MASTER_RULES:
+        raise ValueError(
+            f"master_rule: unknown rule {full['master_rule']!r}; allowed: {', '.join(MASTER_RULES)}"
+        )
+    check_rng_mode(full["rng_mode"])
+    if not isinstance(full["env_seed"], int) or full["env_seed"] < 0:
+        raise ValueError(f"env_seed: must be an integer >= 0, got {full['env_seed']!r}")
+    MECConfig(**{k: v for k, v in full.items() if k not in TASK_KEYS})  # names a bad field
+    return full
+
+
+MEC_ALGORITHMS = ("maddpg", "masac", "ippo", "mappo", "iddpg", "isac")
+
+
+def make_mec_experiment(
+    algo: str,
+    task: MECTaskClass,
+    seed: int,
+    save_folder: str | Path,
+    max_frames: int,
+    frames_per_batch: int,
+    n_envs: int = 1,
+    optimizer_steps: int | None = None,
+    minibatch_iters: int | None = None,
+    minibatch_size: int | None = None,
+    train_batch_size: int | None = None,
+    callbacks: list | None = None,
+):
+    """A BenchMARL experiment of algorithm ``algo`` (its own YAML config, BenchMARL's MLP for policy
+    and critic, BenchMARL's default experiment settings) on ``task``, with a budget of ``max_frames``
+    environment steps collected ``frames_per_batch`` at a time from ``n_envs`` environments; the
+    on-policy (``minibatch_*``) and off-policy (``optimizer_steps``, ``train_batch_size``) update
+    sizes left at None keep BenchMARL's defaults. No logger, no evaluation inside BenchMARL
+    (:func:`evaluate_policy` evaluates on the package's fixed episodes)."""
+    from benchmarl.algorithms import (
+        IddpgConfig,
+        IppoConfig,
+        IsacConfig,
+        MaddpgConfig,
+        MappoConfig,
+        MasacConfig,
+    )
+    from benchmarl.experiment import Experiment
+    from benchmarl.models.mlp import MlpConfig
+
+    configs = {
+        "maddpg": MaddpgConfig,
+        "masac": MasacConfig,
+        "ippo": IppoConfig,
+        "mappo": MappoConfig,
+        "iddpg": IddpgConfig,
+        "isac": IsacConfig,
+    }
+    if algo not in configs:
+        raise ValueError(f"algo: unknown BenchMARL algorithm {algo!r}; allowed: {', '.join(configs)}")
+    ec = _experiment_config(max_frames, 0, 0, save_folder)
+    ec.on_policy_collected_frames_per_batch = ec.off_policy_collected_frames_per_batch = frames_per_batch
+    ec.on_policy_n_envs_per_worker = ec.off_policy_n_envs_per_worker = n_envs
+    for field, value in (
+        ("off_policy_n_optimizer_steps", optimizer_steps),
+        ("off_policy_train_batch_size", train_batch_size),
+        ("on_policy_n_minibatch_iters", minibatch_iters),
+        ("on_policy_minibatch_size", minibatch_size),
+    ):
+        if value is not None:
+            setattr(ec, field, value)
+    return Experiment(
+        task=task,
+        algorithm_config=configs[algo].get_from_yaml(),
+        model_config=MlpConfig.get_from_yaml(),
+        critic_model_config=MlpConfig.get_from_yaml(),
+        seed=seed,
+        config=ec,
+        callbacks=callbacks or [],
+    )
+
+
+def policy_fn(experiment, group: str = "client"):
+    """The experiment's policy as ``u = f(states)``: (E, N, 7) float64 -> actor outputs (E, N, 3) in
+    [-1, 1], deterministic (BenchMARL's evaluation mode)."""
+    from tensordict import TensorDict
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    policy = experiment.policy
+
+    @torch.no_grad()
+    def act(states: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(states, dtype=torch.float32)
+        td = TensorDict({group: TensorDict({"observation": obs}, batch_size=obs.shape[:2])}, obs.shape[:1])
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            out = policy(td)
+        return out.get((group, "action")).double().numpy()
+
+    return act
