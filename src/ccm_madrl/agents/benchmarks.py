@@ -56,7 +56,7 @@ class MADDPGLearner(OffPolicyActorCritic):
     def td_target(self, reward: torch.Tensor, next_states: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """y = scale * r + gamma * Q'(S', U'(S')) * (1 - done)."""
         q2 = self.critic_target(next_states, self.actors_target(next_states))
-        return self.reward_signal(reward) + self.cfg.gamma * q2 * (1.0 - done)
+        return self.reward_signal(reward) + self.gamma * q2 * (1.0 - done)
 
     def critic_rows(
         self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor

@@ -68,6 +68,20 @@ class OffPolicyActorCritic:
         self.schedule = UPDATE_SCHEDULES[cfg.actor_update]
         self.regulariser = ACTOR_REGULARISERS[cfg.actor_reg]
         self.reward_transform = REWARD_SIGNALS[cfg.reward_norm]
+        self._read_scalars(cfg)
+
+    def _read_scalars(self, cfg: AgentConfig) -> None:
+        """The scalar hyper-parameters the loss reads (the only place it reads the config; a pack of
+        runs replaces the per-run ones by one value per run, :mod:`ccm_madrl.agents.pack`)."""
+        self.gamma = cfg.gamma
+        self.batch_size = cfg.batch_size
+        self.reward_scale = cfg.reward_scale
+        self.actor_lr, self.critic_lr = cfg.actor_lr, cfg.critic_lr
+        self.actor_grad_clip, self.critic_grad_clip = cfg.actor_grad_clip, cfg.critic_grad_clip
+        self.actor_reg_coef = cfg.actor_reg_coef
+        self.joint_next = cfg.actor_joint_states == "next"
+        self.epsilon_schedule = (cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay)
+        self.diverged_hint = f"optimizer {cfg.optimizer!r}, critic_lr {cfg.critic_lr:g}, actor_lr {cfg.actor_lr:g}"
 
     def transition_layout(self) -> dict[str, tuple[int, ...]]:
         """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""
@@ -111,9 +125,8 @@ class OffPolicyActorCritic:
         return self.actors(self._t(states)).double().cpu().numpy()
 
     def epsilon(self, episode: int, n_episodes: int) -> float:
-        decay = self.cfg.epsilon_decay or n_episodes
-        c = self.cfg
-        return c.epsilon_end + (c.epsilon_start - c.epsilon_end) * np.exp(-1.0 * episode / decay)
+        start, end, decay = self.epsilon_schedule
+        return end + (start - end) * np.exp(-1.0 * episode / (decay or n_episodes))
 
     def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
         """One acting step for E environments (greedy when ``explore`` is False)."""
@@ -148,7 +161,7 @@ class OffPolicyActorCritic:
     def reward_signal(self, reward: torch.Tensor) -> torch.Tensor:
         """The reward as used in the TD target: transformed (``reward_norm``) and scaled (published:
         the raw reward, scale 1)."""
-        return self.cfg.reward_scale * self.reward_transform(reward, self.reward_stats)
+        return self.reward_scale * self.reward_transform(reward, self.reward_stats)
 
     @torch.no_grad()
     def transition_errors(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -173,7 +186,7 @@ class OffPolicyActorCritic:
 
     def train(self) -> dict:
         """Sample a prioritised batch, take one training step, update the batch's priorities."""
-        batch, leaves, weights = self.replay.sample(self.cfg.batch_size, self.rng.replay)
+        batch, leaves, weights = self.replay.sample(self.batch_size, self.rng.replay)
         stats = self.train_step(batch, weights)
         self.replay.update(leaves, stats.pop("errors"))
         stats["batch_reward_abs"] = float(batch["reward"].abs().mean())
@@ -189,38 +202,61 @@ class OffPolicyActorCritic:
         w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         s, sel = batch["states"], batch["selected"]
         stats = self._critic_step(batch, w)
-        js = batch["next_states"] if self.cfg.actor_joint_states == "next" else s
+        js = batch["next_states"] if self.joint_next else s
         agents = self.schedule(self.n_agents, self.actors.shared)
         actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
-        stats["actor_loss"] = float(np.mean(actor_losses))
+        stats["actor_loss"] = self._value(torch.as_tensor(np.mean(actor_losses, axis=0)))
         return stats
+
+    # The reductions of the loss, over the samples of a batch (``sample``: the sample of each row;
+    # None: one row per sample). One run: a mean (0-d); a pack: one mean per run, (R,).
+    def _mean(self, x: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+        return x.mean()
+
+    @staticmethod
+    def _value(t: torch.Tensor):
+        """A loss statistic as the metrics take it: a float (a pack: one per run)."""
+        return float(t.detach())
+
+    def _check_finite(self, loss_value) -> None:
+        """One run stops with a clear error when its critic loss is not finite (a pack marks the
+        run as diverged instead, and the others go on)."""
+        if not np.isfinite(loss_value):
+            raise FloatingPointError(
+                f"critic loss is {loss_value}: training diverged ({self.diverged_hint}); try smaller "
+                "learning rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+            )
+
+    def _critic_update(self, critic_loss: torch.Tensor) -> dict:
+        """Backward, clip (``critic_grad_clip``), one optimiser step."""
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        stats: dict = {}
+        if self.critic_grad_clip is not None:
+            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.critic_grad_clip)
+            stats["critic_grad_norm_preclip"] = float(pre)
+        self.critic_opt.step()
+        return stats
+
+    def _agents(self, agent: int | None):
+        """The optimiser's index of actor ``agent`` (a pack: agent ``agent`` of every run)."""
+        return agent
 
     def _critic_step(self, batch: dict[str, torch.Tensor], w: torch.Tensor) -> dict:
         """The weighted squared TD error over the critic's rows, one optimiser step, the target copy."""
         y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
         q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
         wr, yr = w[rb], y[rb]
-        critic_loss = ((q * wr - yr * wr) ** 2).mean()
-        loss_value = float(critic_loss.detach())
-        if not np.isfinite(loss_value):
-            raise FloatingPointError(
-                f"critic loss is {loss_value}: training diverged (optimizer {self.cfg.optimizer!r}, "
-                f"critic_lr {self.cfg.critic_lr:g}, actor_lr {self.cfg.actor_lr:g}); try smaller learning "
-                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
-            )
+        critic_loss = self._mean((q * wr - yr * wr) ** 2, rb)
+        loss_value = self._value(critic_loss)
+        self._check_finite(loss_value)
         errors = self._errors(q, yr, rb, y.shape[0])
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        stats: dict = {}
-        if self.cfg.critic_grad_clip is not None:
-            pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.critic_grad_clip)
-            stats["critic_grad_norm_preclip"] = float(pre)
-        self.critic_opt.step()
+        stats = self._critic_update(critic_loss)
         hard_update(self.critic_target, self.critic)
         stats.update(
             critic_loss=loss_value,
-            q_mean=float(q.detach().mean()),
-            target_mean=float(y.mean()),
+            q_mean=self._value(self._mean(q.detach(), rb)),
+            target_mean=self._value(self._mean(y)),
             errors=errors,
         )
         return stats
@@ -236,9 +272,9 @@ class OffPolicyActorCritic:
         """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
         ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
         the next joint states); the actions, the own states and own actions stay those of ``states``."""
-        return -(
+        return -self._mean(
             self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
-        ).mean()
+        )
 
     def _actor_step(
         self,
@@ -249,21 +285,20 @@ class OffPolicyActorCritic:
         joint_states: torch.Tensor | None = None,
     ) -> float:
         """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser."""
-        cfg = self.cfg
-        u, extra = self.regulariser(self.actors, states, cfg.actor_reg_coef, self.torch_gen)
+        u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
         loss = self.actor_objective(states, u, w, selected, joint_states) + extra
-        grads = list(torch.autograd.grad(loss, self.actor_params))
-        if cfg.actor_grad_clip is not None:
-            clip_per_agent_(grads, cfg.actor_grad_clip)
-        self.actor_opt.step(grads, agent=agent)
-        hard_update(self.actors_target, self.actors, agent)
-        return float(loss.detach())
+        grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
+        if self.actor_grad_clip is not None:
+            clip_per_agent_(grads, self.actor_grad_clip)
+        self.actor_opt.step(grads, agent=self._agents(agent))
+        hard_update(self.actors_target, self.actors, self._agents(agent))
+        return self._value(loss)
 
     # ------------------------------------------------------------------ monitor, description, state
     def attach_monitor(self, monitor) -> None:
         """Attach the gradient-flow monitor to this learner's networks (targets are not watched)."""
-        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.cfg.actor_lr)
-        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.cfg.critic_lr)
+        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.actor_lr)
+        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.critic_lr)
 
     def describe(self) -> dict:
         """Its networks: per role, the layer sizes, the parameter count (one actor's, and all), the
