@@ -1,0 +1,348 @@
+"""Packed training: R compatible runs (:func:`pack_key`) trained as one program
+(:mod:`ccm_madrl.agents.pack`), each written to its own run directory in exactly the format of a
+run trained alone (config.yaml, metrics.parquet, monitor/, status.json, provenance.json with a
+``pack`` field naming the pack's members, checkpoints in the single-run format).
+
+Each run is a :class:`PackMember`, a :class:`~ccm_madrl.experiment.runner.Trainer` whose own
+build, resume, checkpoint, status and provenance code is used as is; only the episode loop is the
+pack's: the R training environments are one batch of R environments (each with its run's task
+stream), the evaluation one batch of R x E environments, acting and training one packed learner.
+
+- Resume: each run resumes from its own checkpoint; runs whose checkpoints stand at different
+  episodes are trained as separate packs (one after the other).
+- Failure isolation: a run whose critic loss or priority errors stop being finite is marked failed
+  (status.json, with the error) and dropped from its pack; the others go on unchanged.
+- A run that is done is skipped; a run whose callback asks to stop leaves the pack after its
+  checkpoint.
+- ``metrics.parquet``'s times of a run in a pack are its share of the pack's time (pack time / R).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..agents import make_learner
+from ..agents.pack import PER_RUN_FIELDS, make_pack
+from ..mec.env import EpisodeTable, MECEnv, StreamTasks
+from ..provenance import resolve_device
+from .callbacks import Callback, MonitorCallback, default_callbacks
+from .config import ExperimentConfig
+from .runner import RunSummary, Trainer, _StopFlag, final_return
+
+# top-level fields that may differ between the runs of a pack (with PER_RUN_FIELDS of agent)
+PER_RUN_TOP = ("name", "seed")
+
+EVAL_FIELDS = (
+    "eval_return",
+    "eval_return_std",
+    "eval_constraint_frac",
+    "eval_energy_penalty_frac",
+    "eval_time_penalty_frac",
+)
+
+
+def pack_key(cfg: ExperimentConfig) -> str:
+    """What must be equal for runs to share a pack: the config without its per-run fields."""
+    d = cfg.model_dump(mode="json")
+    for k in PER_RUN_TOP:
+        d.pop(k, None)
+    for k in PER_RUN_FIELDS:
+        d["agent"].pop(k, None)
+    import json
+
+    return json.dumps(d, sort_keys=True)
+
+
+def packable(cfg: ExperimentConfig) -> str | None:
+    """Why this run cannot be trained in a pack (None: it can)."""
+    if cfg.kind != "mec":
+        return f"kind {cfg.kind!r}"
+    if cfg.agent.actor_reg == "entropy":
+        return "stochastic actors (actor_reg: entropy)"
+    from ..agents.config import BASELINES
+
+    if cfg.agent.algorithm in BASELINES or ":" in cfg.agent.algorithm:
+        return f"algorithm {cfg.agent.algorithm!r} is not an off-policy actor-critic"
+    return None
+
+
+class PackMember(Trainer):
+    """One run of a pack: a Trainer whose learner is its slice of the pack."""
+
+    pack = None
+    index = 0
+
+    def checkpoint(self) -> None:
+        self.pack._get(self.index)  # the run's single-run learner holds its slice
+        super().checkpoint()
+
+    def build(self) -> None:
+        """The run's streams, its own training environment (construction draws and the first reset,
+        as alone), its single-run learner; then resume."""
+        self._build()
+        self.start, self.rows = self._resume()
+        self.episodes_done = self.start
+
+
+def _member_callbacks(trainer: Trainer) -> list[Callback]:
+    """The defaults minus the progress display; the monitor watches the run's slice of the pack."""
+    cbs = [cb for cb in default_callbacks(trainer) if not isinstance(cb, MonitorCallback)]
+    return cbs
+
+
+class PackTrainer:
+    """Trains the runs ``cfgs`` (compatible: same :func:`pack_key`) into ``run_dirs`` as packs."""
+
+    def __init__(self, cfgs: Sequence[ExperimentConfig], run_dirs: Sequence[str | Path], quiet: bool = True):
+        if len(cfgs) != len(run_dirs) or not cfgs:
+            raise ValueError("pack: need one run directory per config, and at least one run")
+        keys = {pack_key(c) for c in cfgs}
+        if len(keys) > 1:
+            raise ValueError("pack: the runs differ in more than " + ", ".join((*PER_RUN_TOP, *PER_RUN_FIELDS)))
+        for c in cfgs:
+            why = packable(c)
+            if why:
+                raise ValueError(f"pack: run {c.name!r} cannot be packed: {why}")
+        self.cfgs, self.run_dirs, self.quiet = list(cfgs), [Path(d) for d in run_dirs], quiet
+        self.stop = _StopFlag()
+        self.summaries: dict[Path, RunSummary] = {}
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> list[RunSummary]:
+        import torch
+
+        cfg0 = self.cfgs[0]
+        device = resolve_device(cfg0.device)
+        members = []
+        for cfg, d in zip(self.cfgs, self.run_dirs):
+            m = PackMember(cfg, d, progress=False, quiet=True, callbacks=_member_callbacks)
+            m.device = device
+            m.stop = self.stop
+            d.mkdir(parents=True, exist_ok=True)
+            m._check_run_dir()
+            if m.rd.is_done(cfg.id()):
+                df = m.rd.metrics()
+                self.summaries[d] = RunSummary(d, "done", len(df), final_return(df), 0.0)
+                continue
+            m.rd.write_config(cfg.to_yaml())
+            members.append(m)
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(cfg0.threads)
+        try:
+            for m in members:
+                try:
+                    m.build()
+                except Exception:
+                    m._status("failed", 0, error=traceback.format_exc())
+                    raise
+            by_start: dict[int, list[PackMember]] = {}
+            for m in members:
+                by_start.setdefault(m.start, []).append(m)
+            with self.stop.installed():
+                for start in sorted(by_start):
+                    self._train_pack(by_start[start], start)
+        finally:
+            torch.set_num_threads(threads_before)
+        return [self.summaries[d] for d in self.run_dirs if d in self.summaries]
+
+    def _provenance(self, members: list[PackMember], start: int) -> None:
+        names = [m.run_dir.name for m in members]
+        for m in members:
+            m._write_provenance(start)
+            prov = m.rd.provenance()
+            prov["pack"] = {"size": len(members), "members": names, "index": names.index(m.run_dir.name)}
+            if prov.get("segments"):
+                prov["segments"][-1]["pack"] = prov["pack"]
+            m.rd.write_provenance(prov)
+
+    def _train_pack(self, members: list[PackMember], start: int) -> None:
+        self._provenance(members, start)
+        self.members = members
+        self._rebuild()
+        self._envs(members)
+        t_start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            for m in members:
+                m._status("running", start)
+                stack.enter_context(m.live.beating())
+                for cb in m.callbacks:
+                    cb.on_run_start(m, start)
+            try:
+                self._loop(start)
+            except KeyboardInterrupt:
+                raise
+            except Exception:
+                for m in self.members:
+                    m._status("failed", m.episodes_done, error=traceback.format_exc())
+                raise
+            finally:
+                for m in members:
+                    for cb in m.callbacks:
+                        cb.close()
+        for m in self.members:
+            self._finish(m, t_start)
+
+    def _finish(self, m: PackMember, t_start: float) -> None:
+        end: dict = {}
+        for cb in m.callbacks:
+            end.update(cb.on_run_end(m))
+        ep = m.episodes_done
+        m._status("done", ep, early_stopped=ep < m.total, stops=end.get("stops"))
+        df = m.rd.metrics() if not m.rows else __import__("pandas").DataFrame(m.rows)
+        self.summaries[m.run_dir] = RunSummary(m.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
+
+    def _rebuild(self) -> None:
+        """(Re)make the packed learner from the members' single-run learners."""
+        self.pack = make_pack([m.learner for m in self.members])
+        for i, m in enumerate(self.members):
+            m.pack, m.index = self.pack, i
+
+    def _envs(self, members: list[PackMember]) -> None:
+        """One training environment batch (each run's task stream) and one evaluation batch."""
+        m0 = members[0]
+        cfg = m0.cfg
+        self.env = MECEnv(cfg.env, len(members), cfg.rng_mode, cfg.env_seed, devices=m0.env.devices)
+        self.env.source = StreamTasks([m.env.source.streams[0] for m in members], len(members))
+        self.eval_table = None
+        if m0.eval_table is not None:
+            t = m0.eval_table
+            r = len(members)
+            self.eval_table = EpisodeTable(np.tile(t.tasks, (r, 1, 1, 1)), np.tile(t.harvest, (r, 1, 1)), t.final_stream_state)
+            self.eval_env = MECEnv(cfg.env, r * t.tasks.shape[0], cfg.rng_mode, cfg.env_seed, devices=m0.env.devices)
+
+    def _drop(self, keep: list[int]) -> None:
+        """Keep these members (indices into the current pack), rebuild the pack and environments."""
+        for i in keep:
+            self.pack._get(i)
+        self.members = [self.members[i] for i in keep]
+        if not self.members:
+            return
+        self._rebuild()
+        self._envs(self.members)
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, start: int) -> None:
+        ep = start
+        total = self.members[0].total
+        while self.members and ep < total:
+            for m in self.members:
+                m._call("on_episode_start", ep)
+            rows = self.episode(ep)
+            failed = [i for i in range(len(self.members)) if self.pack.diverged[i]]
+            keep = []
+            for i, (m, row) in enumerate(zip(self.members, rows)):
+                if i in failed:
+                    m._status("failed", m.episodes_done, error=self._diverged_error(m))
+                    self.summaries[m.run_dir] = RunSummary(m.run_dir, "failed", m.episodes_done, np.nan, 0.0)
+                    for cb in m.callbacks:
+                        cb.close()
+                    continue
+                row["time_monitor_s"] = 0.0
+                m.rows.append(row)
+                m.episodes_done = ep + 1
+                for cb in m.callbacks:
+                    m.early_stop = not cb.on_episode_end(m, row) or m.early_stop
+                if m.early_stop and ep + 1 < total:
+                    self._finish(m, time.perf_counter())
+                    continue
+                keep.append(i)
+            if self.stop.requested:
+                for i in keep:
+                    self.members[i]._status("interrupted", self.members[i].episodes_done)
+                raise KeyboardInterrupt
+            if len(keep) < len(self.members):
+                self._drop(keep)
+            ep += 1
+
+    def _diverged_error(self, m: PackMember) -> str:
+        return (
+            f"FloatingPointError: training diverged in a pack (critic loss or priority errors not finite; "
+            f"{m.learner.diverged_hint}); the run was dropped from its pack, the others went on"
+        )
+
+    def evaluate(self) -> list[dict]:
+        env, r = self.eval_env, len(self.members)
+        obs = env.reset(table=self.eval_table)
+        t_max = self.members[0].cfg.env.max_steps
+        acc = np.zeros((4, env.num_envs))
+        for _ in range(t_max):
+            act = self.pack.act(obs, explore=False)
+            obs, rew, _, info = env.step(act.hybrid)
+            acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
+        for m in self.members:
+            m.rng.after_evaluation(self.eval_table.final_stream_state)
+        ret, exc, pe, pt = (a.reshape(r, -1) for a in acc)
+        return [
+            {
+                "eval_return": float(ret[i].mean()),
+                "eval_return_std": float(ret[i].std()),
+                "eval_constraint_frac": float((exc[i] / t_max).mean()),
+                "eval_energy_penalty_frac": float((pe[i] / t_max).mean()),
+                "eval_time_penalty_frac": float((pt[i] / t_max).mean()),
+            }
+            for i in range(r)
+        ]
+
+    def episode(self, ep: int) -> list[dict]:
+        """One episode of every run of the pack (the single-run episode, batched over runs)."""
+        cfg, pack, env, r = self.members[0].cfg, self.pack, self.env, len(self.members)
+        t0 = time.perf_counter()
+        ebt = cfg.agent.episodes_before_train
+        state = env.reset()
+        if ep >= ebt and self.eval_table is not None:
+            rows = [{"episode": ep, **e} for e in self.evaluate()]
+        else:
+            rows = [{"episode": ep, **dict.fromkeys(EVAL_FIELDS, np.nan)} for _ in range(r)]
+        t_eval = time.perf_counter()
+        eps = pack.epsilon(ep, cfg.training.episodes)
+        t_max = cfg.env.max_steps
+        buf = {k: np.zeros((r, t_max, *shape)) for k, shape in pack.transition_layout().items()}
+        acc = np.zeros((4, r))
+        for t in range(t_max):
+            act = pack.act(state, explore=True, epsilon=eps)
+            nxt, rew, done, info = env.step(act.hybrid)
+            buf["states"][:, t] = state
+            buf["actions"][:, t] = act.actor
+            buf["selected"][:, t] = act.selected
+            buf["reward"][:, t] = rew
+            buf["next_states"][:, t] = nxt
+            buf["done"][:, t] = float(done)
+            acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
+            state = nxt
+        pack.observe(buf)
+        t_act = time.perf_counter()
+        stats = pack.train() if ep + 1 > ebt else [{} for _ in range(r)]
+        t_train = time.perf_counter()
+        sizes = pack.replay_size
+        for i, row in enumerate(rows):
+            st = stats[i]
+            row.update(
+                train_return=float(acc[0, i]),
+                train_constraint_frac=acc[1, i] / t_max,
+                train_energy_penalty_frac=acc[2, i] / t_max,
+                train_time_penalty_frac=acc[3, i] / t_max,
+                epsilon=float(eps[i]),
+                trained=bool(st),
+                critic_loss=st.get("critic_loss", np.nan),
+                actor_loss=st.get("actor_loss", np.nan),
+                q_mean=st.get("q_mean", np.nan),
+                target_mean=st.get("target_mean", np.nan),
+                batch_reward_abs=st.get("batch_reward_abs", np.nan),
+                replay_size=sizes[i],
+                time_eval_s=(t_eval - t0) / r,
+                time_act_s=(t_act - t_eval) / r,
+                time_train_s=(t_train - t_act) / r,
+                time_episode_s=(t_train - t0) / r,
+            )
+        return rows
+
+
+def train_pack(cfgs: Sequence[ExperimentConfig], run_dirs: Sequence[str | Path], quiet: bool = True) -> list[RunSummary]:
+    """Train (or resume) these runs as packs; one summary per run directory."""
+    return PackTrainer(cfgs, run_dirs, quiet=quiet).run()

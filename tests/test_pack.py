@@ -1,0 +1,137 @@
+"""Packed runs: R runs trained as one program give each run's trajectory alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ccm_madrl.agents import make_learner
+from ccm_madrl.agents.pack import make_pack
+from ccm_madrl.experiment import Trainer, build_config
+from ccm_madrl.experiment.pack import PackTrainer, pack_key
+from ccm_madrl.mec.rng import RunRNG
+
+SMALL = {
+    "env": {"n_agents": 12, "max_steps": 4},
+    "agent": {"batch_size": 16, "critic_hidden": [64, 32]},
+    "training": {"episodes": 20, "eval_episodes": 3, "checkpoint_every": 5, "tensorboard": False},
+    "monitor": {"enabled": False},
+}
+LRS = [(1e-4, 1e-3), (1e-3, 1e-2), (1e-2, 1e-3), (3e-4, 3e-3)]
+
+
+def configs(update="simultaneous", rng_mode="reference", episodes=20, **agent) -> list:
+    out = []
+    for seed, (a, c) in enumerate(LRS):
+        d = json.loads(json.dumps(SMALL))
+        d["agent"].update(actor_update=update, actor_lr=a, critic_lr=c, **agent)
+        d["training"]["episodes"] = episodes
+        d.update(seed=seed, rng_mode=rng_mode, name=f"r{seed}")
+        out.append(build_config(d))
+    return out
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+
+# returns to 1e-6 relative; the losses drift further apart with the learning rate over 20 episodes
+# (floating-point summation order of per-run means), so they are held to 1e-4
+COLUMNS = {"eval_return": 1e-6, "train_return": 1e-6, "critic_loss": 1e-4, "actor_loss": 1e-4, "q_mean": 1e-4}
+
+
+@pytest.mark.parametrize(
+    "update,rng_mode",
+    [("simultaneous", "reference"), ("sequential", "reference"), ("simultaneous", "independent")],
+)
+def test_a_pack_gives_each_run_its_trajectory_alone(tmp_path, update, rng_mode):
+    """4 runs (different seeds and learning rates) in one pack: every run's metrics over 20 episodes
+    equal those of the same run trained alone (selections identical: the constraint fractions and
+    returns agree), to 1e-6 relative."""
+    cfgs = configs(update, rng_mode)
+    PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    for c in cfgs:
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        assert len(a) == len(p) == 20
+        np.testing.assert_array_equal(a["trained"], p["trained"])
+        np.testing.assert_array_equal(a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1))
+        for col, tol in COLUMNS.items():
+            x, y = a[col].to_numpy(), p[col].to_numpy()
+            assert np.array_equal(np.isnan(x), np.isnan(y)), col
+            ok = ~np.isnan(x)
+            assert rel(x[ok], y[ok]) < tol, (c.name, col, rel(x[ok], y[ok]))
+
+
+def _learners(cfgs):
+    return [make_learner(c, RunRNG(c.rng_mode, c.seed, c.env_seed), "cpu") for c in cfgs]
+
+
+@pytest.mark.parametrize(
+    "update,algorithm,sharing",
+    [
+        ("simultaneous", "ccm_madrl", "independent"),
+        ("sequential", "ccm_madrl", "independent"),
+        ("sequential", "ccm_madrl", "shared"),
+        ("sequential", "maddpg", "independent"),
+    ],
+)
+def test_the_first_training_step_equals_each_run_alone(update, algorithm, sharing):
+    """Same replay contents, one training step: weights, targets, optimiser states, statistics and
+    priorities of every run in the pack equal the run alone to 1e-6 relative (gradients: the first
+    step's weight change is lr-scaled Adam of them, so equal weights after it mean equal gradients;
+    the gradients themselves are compared through the monitor-free hook below)."""
+    cfgs = configs(update, actor_sharing=sharing, algorithm=algorithm)
+    alone, pack = _learners(cfgs), make_pack(_learners(cfgs))
+    grads = {"alone": [], "pack": []}
+    for i, a in enumerate(alone):
+        a.actor_opt.register_step_pre_hook(lambda o, g, ag, i=i: grads["alone"].append((i, ag, [x.clone() for x in g])))
+    pack.actor_opt.register_step_pre_hook(lambda o, g, ag: grads["pack"].append((ag, [x.clone() for x in g])))
+    rs = np.random.default_rng(0)
+    layout = alone[0].transition_layout()
+    for _ in range(3):
+        tr = {k: rs.normal(size=(4, 4, *shape)) for k, shape in layout.items()}
+        tr["selected"] = (rs.random((4, 4, 12)) < 0.3).astype(float)
+        tr["done"][:] = 0.0
+        for i, a in enumerate(alone):
+            a.observe({k: v[i] for k, v in tr.items()})
+        pack.observe(tr)
+    st_alone = [a.train() for a in alone]
+    st_pack = pack.train()
+    k = pack.actors.nets_per_run
+    for i, a in enumerate(alone):
+        sd_a, sd_p = a.state_dict(), pack.run_state_dict(i)
+        for key in ("actors", "critic", "actors_target", "critic_target"):
+            for name, v in sd_a[key].items():
+                if v is not None:
+                    assert rel(v, sd_p[key][name]) < 1e-6, (i, key, name)
+        for name in ("m", "v"):
+            for x, y in zip(sd_a["actor_opt"][name], sd_p["actor_opt"][name]):
+                assert rel(x, y) < 1e-6, (i, name)
+        np.testing.assert_allclose(sd_a["replay"]["tree"], sd_p["replay"]["tree"], rtol=1e-6)
+        for key in ("critic_loss", "actor_loss", "q_mean", "target_mean", "batch_reward_abs"):
+            assert rel(st_alone[i][key], st_pack[i][key]) < 1e-6, (i, key)
+        mine = [g for j, _, g in grads["alone"] if j == i]
+        assert len(mine) == len(grads["pack"])
+        for ga, (_, gp) in zip(mine, grads["pack"]):
+            for x, y in zip(ga, gp):
+                assert rel(x, y[i * k : (i + 1) * k]) < 1e-6
+    # the run's checkpoint format is the single-run format: a learner alone loads it
+    fresh = _learners(cfgs[:1])[0]
+    fresh.load_state_dict(pack.run_state_dict(0))
+    assert rel(fresh.critic.fc1.weight.detach(), alone[0].critic.fc1.weight.detach()) < 1e-6
+
+
+def test_pack_key_groups_runs_that_differ_only_in_per_run_scalars():
+    a, b, c, d = configs()
+    assert pack_key(a) == pack_key(b) == pack_key(d)
+    other = build_config({**json.loads(json.dumps(SMALL)), "agent": {**SMALL["agent"], "gamma": 0.9}})
+    assert pack_key(other) != pack_key(a)
+    with pytest.raises(ValueError, match="differ"):
+        PackTrainer([a, other], ["x", "y"])
