@@ -135,3 +135,67 @@ def test_pack_key_groups_runs_that_differ_only_in_per_run_scalars():
     assert pack_key(other) != pack_key(a)
     with pytest.raises(ValueError, match="differ"):
         PackTrainer([a, other], ["x", "y"])
+
+
+def test_the_golden_vectors_hold_for_a_run_inside_a_pack(agent_golden):
+    """The published golden step (N = 50, batch 64, sequential) for run 1 of a pack of 4 (the others:
+    other seeds and learning rates, on the same batch): its weights after the step equal the lone
+    learner's (which passes the golden check, test_agent_golden.py) and the golden's own."""
+    from ccm_madrl.agents import AgentConfig, CCMLearner
+    from ccm_madrl.mec import MECConfig
+
+    with np.load(agent_golden) as z:
+        d = {k: z[k] for k in z.files}
+    seed = int(d["torch_seed"])
+
+    def golden_learner(actor_lr=1e-4, critic_lr=1e-3, torch_seed=seed):
+        cfg = AgentConfig(actor_lr=actor_lr, critic_lr=critic_lr, actor_update="sequential")
+        return CCMLearner(MECConfig(), cfg, RunRNG("reference", torch_seed, 37))
+
+    def load_init(lr):
+        for i in range(50):
+            lr.actors.load_agent_state_dict(i, {p: d[f"init/actor{i}.{p}"] for p in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")})
+        lr.critic.load_state_dict({p: torch.as_tensor(d[f"init/critic.{p}"]) for p in lr.critic.state_dict()})
+        lr.actors_target.load_state_dict(lr.actors.state_dict())
+        lr.critic_target.load_state_dict(lr.critic.state_dict())
+        return lr
+
+    alone = load_init(golden_learner())
+    members = [golden_learner(1e-3, 1e-2, 5), load_init(golden_learner()), golden_learner(1e-2, 1e-4, 6), golden_learner(3e-4, 3e-3, 7)]
+    pack = make_pack(members)
+    stack = lambda name: torch.tensor(np.stack([d[f"batch/{name}/{b}"] for b in range(64)]), dtype=torch.float32)  # noqa: E731
+    rewards = stack("rewards")
+    batch = {
+        "states": stack("states"),
+        "actions": stack("actor_actions"),
+        "selected": stack("critic_actions"),
+        "reward": rewards[:, 0] if rewards.ndim == 2 else rewards,
+        "next_states": stack("next_states"),
+        "done": stack("dones").reshape(64),
+    }
+    w = d["batch/is_weights"]
+    g_alone, g_pack = {}, {}
+    alone.critic_opt.register_step_pre_hook(
+        lambda o, a, k: g_alone.update({n: p.grad.clone() for n, p in alone.critic.named_parameters()})
+    )
+    pack.critic_opt.register_step_pre_hook(
+        lambda o, g, a: g_pack.update({n: x[1].clone() for (n, _), x in zip(pack.critic.named_parameters(), g)})
+    )
+    st_alone = alone.train_step(batch, w)
+    st_pack = pack.train_step({k: v.repeat(4, *([1] * (v.dim() - 1))) for k, v in batch.items()}, np.tile(w, 4))
+    np.testing.assert_allclose(st_pack["errors"][64:128], st_alone["errors"], rtol=1e-6)
+    np.testing.assert_allclose(st_pack["errors"][64:128], d["priority_errors"], rtol=1e-4)
+    sd = pack.run_state_dict(1)
+    from ccm_madrl.parity import AFTER_ATOL, TINY_GRAD
+
+    for name, v in alone.state_dict()["critic"].items():
+        g = g_alone[name]
+        assert rel(g, g_pack[name].reshape(g.shape)) < 1e-5, name
+        # Adam's first step is lr * sign(g) for all but tiny gradients: compare the weights where the
+        # gradient is not tiny (the golden check's own rule)
+        diff = (v - sd["critic"][name]).abs()
+        assert not ((diff > AFTER_ATOL) & (g.abs() >= TINY_GRAD)).any(), name
+    for name, v in alone.state_dict()["actors"].items():
+        assert rel(v, sd["actors"][name]) < 1e-6, name
+    got = pack.runs[1].actors.agent_state_dict(49)["fc1.weight"].numpy()
+    np.testing.assert_allclose(got, d["after/actor49.fc1.weight"], rtol=1e-4, atol=1e-6)
