@@ -199,3 +199,65 @@ def test_the_golden_vectors_hold_for_a_run_inside_a_pack(agent_golden):
         assert rel(v, sd["actors"][name]) < 1e-6, name
     got = pack.runs[1].actors.agent_state_dict(49)["fc1.weight"].numpy()
     np.testing.assert_allclose(got, d["after/actor49.fc1.weight"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_killed_pack_resumes_each_run_from_its_checkpoint(tmp_path, monkeypatch):
+    """A pack that dies after episode 12 (checkpoints every 5) resumes each run from episode 10 and
+    ends with the metrics of an uninterrupted pack, bit for bit; a run already done is skipped."""
+    cfgs = configs("sequential", episodes=16)
+    dirs = lambda root: [tmp_path / root / c.name for c in cfgs]  # noqa: E731
+    PackTrainer(cfgs, dirs("whole")).run()
+    real = PackTrainer.episode
+
+    def dying(self, ep):
+        if ep == 12:
+            raise RuntimeError("killed")
+        return real(self, ep)
+
+    monkeypatch.setattr(PackTrainer, "episode", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        PackTrainer(cfgs, dirs("cut")).run()
+    for d in dirs("cut"):
+        st = json.loads((d / "status.json").read_text())
+        assert st["state"] == "failed" and st["episodes_done"] == 12
+    monkeypatch.setattr(PackTrainer, "episode", real)
+    summaries = PackTrainer(cfgs, dirs("cut")).run()
+    assert [s.episodes_done for s in summaries] == [16] * 4
+    for a, b in zip(dirs("whole"), dirs("cut")):
+        x, y = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
+        cols = [c for c in x.columns if not c.startswith("time_")]
+        pd.testing.assert_frame_equal(x[cols], y[cols])
+        prov = json.loads((b / "provenance.json").read_text())
+        assert prov["pack"]["size"] == 4 and prov["pack"]["members"] == [c.name for c in cfgs]
+        assert [s["resumed_from_episode"] for s in prov["segments"]] == [0, 10]
+    again = PackTrainer(cfgs, dirs("cut")).run()  # everything done: skipped
+    assert all(s.wall_time_s == 0.0 for s in again)
+
+
+def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
+    """NaN forced into run 2's critic at episode 5: run 2 is marked failed, the other three finish
+    with the trajectories they have alone."""
+    cfgs = configs("simultaneous", episodes=12)
+    real = PackTrainer.episode
+
+    def poisoned(self, ep):
+        if ep == 5:
+            i = [m.cfg.name for m in self.members].index("r2")
+            with torch.no_grad():
+                self.pack.critic.fc2.weight[i] = float("nan")
+        return real(self, ep)
+
+    monkeypatch.setattr(PackTrainer, "episode", poisoned)
+    summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    assert [s.state for s in summaries] == ["done", "done", "failed", "done"]
+    st = json.loads((tmp_path / "pack" / "r2" / "status.json").read_text())
+    assert st["state"] == "failed" and "diverged" in st["error"] and st["episodes_done"] == 5
+    for c in cfgs:
+        if c.name == "r2":
+            continue
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        assert len(p) == 12
+        assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
+        assert json.loads((tmp_path / "pack" / c.name / "status.json").read_text())["state"] == "done"
