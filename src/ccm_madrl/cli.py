@@ -172,6 +172,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     need_dir_or_new(args.out, "--out")
     kw = {}
+    if args.which == "agent" and args.pack:  # packs of R runs (experiment/pack.py)
+        kw = {"packs": tuple(args.pack), "episodes": args.episodes if args.episodes != 30 else 8}
+        if args.update:
+            kw["updates"] = tuple(args.update)
+        kw["monitors"] = (bool(args.monitor),)
+        name = f"pack_{'_'.join(map(str, args.pack))}" + ("_monitor" if args.monitor else "")
+        res = run("pack", args.out, name=name, **kw)
+        print(jsonio.dumps(res))
+        return 0
     if args.which == "agent":
         kw = {"episodes": args.episodes, "monitor": args.monitor}
         if args.steps:
@@ -263,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--update", nargs="*", choices=["simultaneous", "sequential"], help="agent: update orders")
     b.add_argument("--monitor", action="store_true", help="agent: with the gradient-flow monitor on")
+    b.add_argument(
+        "--pack",
+        type=int,
+        nargs="+",
+        metavar="R",
+        help="agent: packs of R runs trained as one program (e.g. 1 4 16; with --monitor: monitor on), "
+        "ms per run-episode at 10 steps (default --episodes 8)",
+    )
     b.set_defaults(func=cmd_bench)
     return p
 
