@@ -261,3 +261,36 @@ def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
         assert len(p) == 12
         assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
         assert json.loads((tmp_path / "pack" / c.name / "status.json").read_text())["state"] == "done"
+
+
+def test_the_monitor_of_a_run_in_a_pack_writes_what_it_writes_alone(tmp_path):
+    """Monitor on: each run's monitor/ parts and its metrics' monitor columns equal the run alone
+    (actor rows to 1e-5 relative; the critic's rows too, except its hidden-layer dormant fractions,
+    which a pack takes over padded rows)."""
+    from ccm_madrl.monitor.integration import read_agents
+
+    cfgs = [build_config({**c.model_dump(mode="json"), "monitor": {"enabled": True}}) for c in configs(episodes=8)]
+    PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    for c in cfgs[:2]:
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = read_agents(tmp_path / "alone" / c.name / "monitor")
+        p = read_agents(tmp_path / "pack" / c.name / "monitor")
+        assert len(a) == len(p) > 0
+        assert list(a.columns) == list(p.columns)
+        assert (tmp_path / "pack" / c.name / "monitor" / "summary.json").exists()
+        for col in a.columns:
+            if a[col].dtype == object:
+                continue
+            if col.startswith("dormant."):  # the critic's: over its padded rows in a pack
+                x, y = a[col][a["role"] == "actors"], p[col][p["role"] == "actors"]
+                np.testing.assert_allclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-5)
+                continue
+            x, y = a[col].to_numpy(dtype=float), p[col].to_numpy(dtype=float)
+            ok = ~np.isnan(x)
+            assert np.array_equal(ok, ~np.isnan(y)), col
+            if ok.any():
+                assert np.allclose(x[ok], y[ok], rtol=1e-5, atol=1e-6), col
+        ma = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        mp = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        assert list(ma.columns) == list(mp.columns)
+        np.testing.assert_allclose(ma["actor_grad_norm"], mp["actor_grad_norm"], rtol=1e-5)

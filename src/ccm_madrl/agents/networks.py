@@ -357,14 +357,19 @@ class PackedActor(BatchedActor):
 def grouped_rows(x: torch.Tensor, run: torch.Tensor, runs: int, fn) -> torch.Tensor:
     """Apply ``fn`` (a batched map (R, L, d) -> (R, L, k), run r's weights on slice r) to rows ``x``
     (M, d) of the runs ``run`` (M,): the rows are padded into one (R, L, d) batch (L the most rows of
-    one run; padding rows are zeros and dropped), so all runs' rows are one batched matmul."""
+    one run), so all runs' rows are one batched matmul. A run's padding rows repeat its first row
+    (so that a unit active on none of its rows stays inactive on the batch; a run without rows pads
+    with zeros) and their outputs are dropped."""
     m = x.shape[0]
     counts = torch.bincount(run, minlength=runs)
     width = int(counts.max()) if m else 0
     order = torch.argsort(run, stable=True)
     rs = run[order]
-    pos = torch.arange(m, device=x.device) - (torch.cumsum(counts, 0) - counts)[rs]
-    padded = x.new_zeros((runs, width, *x.shape[1:]))
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(m, device=x.device) - starts[rs]
+    first = x[order[starts.clamp(max=max(m - 1, 0))]] if m else x.new_zeros((runs, *x.shape[1:]))
+    first = first * (counts > 0).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    padded = first.unsqueeze(1).expand(runs, width, *x.shape[1:]).clone()
     padded = padded.index_put((rs, pos), x[order])
     out = fn(padded)
     res = out.new_empty((m, *out.shape[2:]))

@@ -264,6 +264,26 @@ class PackMixin:
             out.append(row)
         return out
 
+    def attach_monitor(self, monitor) -> None:
+        """Watch the pack's networks: R x N actors and R critics, each reported per agent (split per
+        run by :func:`split_monitor_rows`). The critic's hidden-layer statistics of the rows a run's
+        loss picks (``critic_rows``) are taken over the padded batch of all runs' rows (padding rows
+        of a run with fewer rows count as samples), the one difference from a run alone."""
+        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True)
+        monitor.attach("critic", self.critic, optimizer=self.critic_opt, per_agent=True, actor=False)
+
+    def split_monitor_rows(self, rows: list[dict] | None) -> list[list[dict] | None]:
+        """The monitor's rows of the pack as each run's rows alone (agents renumbered, its lr)."""
+        if rows is None:
+            return [None] * self.n_runs
+        k = self.actors.nets_per_run
+        out: list[list[dict]] = [[] for _ in range(self.n_runs)]
+        for row in rows:
+            actor = row["role"] == "actors"
+            r, a = divmod(row["agent"], k) if actor else (row["agent"], 0)
+            out[r].append({**row, "agent": a, "lr": float((self.actor_lr if actor else self.critic_lr)[r])})
+        return out
+
     def describe(self) -> dict:
         return self.runs[0].describe()
 

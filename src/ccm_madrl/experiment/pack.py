@@ -90,9 +90,43 @@ class PackMember(Trainer):
         self.episodes_done = self.start
 
 
+class _NoNetworks:
+    def attach_monitor(self, monitor) -> None:  # the pack's monitor watches the networks
+        pass
+
+
+class PackRunMonitor(MonitorCallback):
+    """A run's monitor in a pack: the pack's one :class:`GradientFlowMonitor` measures every run's
+    networks; the run's rows (its slice) are handed to this run's writer (``take``), which writes its
+    ``monitor/`` exactly as alone and keeps its own stop streak."""
+
+    def __init__(self, cfg, run_dir):
+        from ..monitor.integration import monitor_for
+
+        self.monitor = monitor_for(_NoNetworks(), cfg, run_dir)
+        self.threshold = cfg.monitor.stop_threshold
+
+    def on_episode_start(self, trainer, episode: int) -> None:
+        pass
+
+    def on_episode_end(self, trainer, row: dict) -> bool:
+        return not self.monitor.should_stop()
+
+    def take(self, episode: int, rows: list[dict] | None, row: dict) -> None:
+        mon = self.monitor.mon
+        if rows is not None and row.get("trained"):
+            actors = [r for r in rows if r["is_actor"]]
+            if actors and all(r["steps"] > 0 for r in actors):
+                stopped = all(r["max_abs_change"] < self.threshold for r in actors)
+                mon.all_actors_stopped_streak = mon.all_actors_stopped_streak + 1 if stopped else 0
+        row.update(self.monitor.take(episode, rows, row))
+
+
 def _member_callbacks(trainer: Trainer) -> list[Callback]:
-    """The defaults minus the progress display; the monitor watches the run's slice of the pack."""
+    """The defaults, with the run's monitor writer in place of a monitor of its own."""
     cbs = [cb for cb in default_callbacks(trainer) if not isinstance(cb, MonitorCallback)]
+    if trainer.cfg.monitor.enabled:
+        cbs.insert(0, PackRunMonitor(trainer.cfg, trainer.run_dir))
     return cbs
 
 
@@ -202,6 +236,13 @@ class PackTrainer:
         self.pack = make_pack([m.learner for m in self.members])
         for i, m in enumerate(self.members):
             m.pack, m.index = self.pack, i
+        mc = self.members[0].cfg.monitor
+        self.monitor = None
+        if mc.enabled:
+            from ..monitor.core import GradientFlowMonitor
+
+            self.monitor = GradientFlowMonitor(mc.interval, mc.stop_threshold)
+            self.pack.attach_monitor(self.monitor)
 
     def _envs(self, members: list[PackMember]) -> None:
         """One training environment batch (each run's task stream) and one evaluation batch."""
@@ -233,7 +274,18 @@ class PackTrainer:
         while self.members and ep < total:
             for m in self.members:
                 m._call("on_episode_start", ep)
+            t0 = time.perf_counter()
+            if self.monitor is not None:
+                self.monitor.start_episode(ep)
+            t_mon = time.perf_counter() - t0
             rows = self.episode(ep)
+            if self.monitor is not None:
+                t0 = time.perf_counter()
+                measured = self.pack.split_monitor_rows(self.monitor.end_episode(ep))
+                for m, row, mine in zip(self.members, rows, measured):
+                    if not self.pack.diverged[m.index]:
+                        m.callbacks[0].take(ep, mine, row)
+                t_mon = (t_mon + time.perf_counter() - t0) / len(self.members)
             failed = [i for i in range(len(self.members)) if self.pack.diverged[i]]
             keep = []
             for i, (m, row) in enumerate(zip(self.members, rows)):
@@ -243,7 +295,7 @@ class PackTrainer:
                     for cb in m.callbacks:
                         cb.close()
                     continue
-                row["time_monitor_s"] = 0.0
+                row["time_monitor_s"] = t_mon if self.monitor is not None else 0.0
                 m.rows.append(row)
                 m.episodes_done = ep + 1
                 for cb in m.callbacks:
