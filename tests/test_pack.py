@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from ccm_madrl.agents import make_learner
 from ccm_madrl.agents.pack import make_pack
@@ -294,3 +295,30 @@ def test_the_monitor_of_a_run_in_a_pack_writes_what_it_writes_alone(tmp_path):
         mp = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
         assert list(ma.columns) == list(mp.columns)
         np.testing.assert_allclose(ma["actor_grad_norm"], mp["actor_grad_norm"], rtol=1e-5)
+
+
+def test_a_sweep_with_pack_writes_one_run_directory_per_run(tmp_path):
+    """``ccm-madrl sweep FILE --pack 3``: 4 compatible runs (2 learning rates x 2 seeds) become packs
+    of 3 and 1; the manifest and run directories are those of an unpacked sweep, and the runs'
+    returns equal those of the runs trained alone; a bad --pack is one line and exit 2."""
+    from ccm_madrl.cli import main
+    from ccm_madrl.store import find_runs
+
+    base = json.loads(json.dumps(SMALL))
+    base["training"]["episodes"] = 6
+    spec = {"name": "pk", "base": base, "axes": {"agent.actor_lr": [1e-3, 1e-2]}, "seeds": 2}
+    f = tmp_path / "s.yaml"
+    f.write_text(json.dumps(spec))
+    assert main(["sweep", str(f), "--out", str(tmp_path / "packed"), "--pack", "3", "--workers", "1", "--no-progress"]) == 0
+    man = json.loads((tmp_path / "packed" / "manifest.json").read_text())
+    assert [r["status"] for r in man["runs"]] == ["done"] * 4
+    provs = [json.loads((tmp_path / "packed" / r["run_dir"] / "provenance.json").read_text()) for r in man["runs"]]
+    assert sorted(p.get("pack", {}).get("size", 1) for p in provs) == [1, 3, 3, 3]
+    for r in man["runs"]:
+        cfg = build_config(yaml.safe_load((tmp_path / "packed" / r["run_dir"] / "config.yaml").read_text()))
+        Trainer(cfg, tmp_path / "plain" / r["id"], progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "plain" / r["id"] / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "packed" / r["run_dir"] / "metrics.parquet")
+        assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
+    assert len(find_runs([tmp_path / "packed"])) == 4
+    assert main(["sweep", str(f), "--out", str(tmp_path / "packed"), "--pack", "-1"]) == 2

@@ -398,3 +398,83 @@ class PackTrainer:
 def train_pack(cfgs: Sequence[ExperimentConfig], run_dirs: Sequence[str | Path], quiet: bool = True) -> list[RunSummary]:
     """Train (or resume) these runs as packs; one summary per run directory."""
     return PackTrainer(cfgs, run_dirs, quiet=quiet).run()
+
+
+# ------------------------------------------------------------------------------ sweeps
+CPU_MAX_PACK = 16  # runs per pack on a CPU: beyond this the batched matmuls stop gaining
+CUDA_MAX_PACK = 160  # on a GPU: the whole table1_s10 grid
+MEMORY_FRACTION = 0.5  # of the memory available now, for the packs of all workers together
+
+
+def run_bytes(cfg: ExperimentConfig) -> int:
+    """Memory of one run in a pack, estimated: its replay buffer (float32 transitions), its networks
+    and optimiser states (x4: weights, target, two Adam moments), its evaluation table."""
+    n, a = cfg.env.n_agents, cfg.agent
+    transition = n * 7 * 2 + n * 3 + n + 2
+    actor = n * (7 * a.actor_hidden[0] + a.actor_hidden[0] * a.actor_hidden[1] + a.actor_hidden[1] * 3)
+    critic = (n * 10 + 10) * a.critic_hidden[0] + a.critic_hidden[0] * a.critic_hidden[1] + a.critic_hidden[1]
+    table = cfg.training.eval_episodes * (cfg.env.max_steps + 1) * n * 4 * 8
+    return 4 * a.replay_capacity * transition + 4 * 4 * (actor + critic) + table
+
+
+def default_pack_size(cfg: ExperimentConfig, workers: int = 1) -> int:
+    """Runs per pack when ``--pack`` names no number: at most 16 on a CPU (160 on a GPU), and no
+    more than fit in half the memory available now (split over ``workers``)."""
+    import os
+
+    from ..provenance import resolve_device
+
+    cap = CUDA_MAX_PACK if resolve_device(cfg.device).type == "cuda" else CPU_MAX_PACK
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return cap
+    return max(1, min(cap, int(MEMORY_FRACTION * avail / workers // run_bytes(cfg))))
+
+
+def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dict[str, list[str]]]:
+    """Group a sweep's jobs ``(run id, config JSON, run dir)`` into packs of at most ``size``
+    compatible runs (``size`` 0 or None: :func:`default_pack_size`). A pack job is
+    ``("pack:<first id>+<k>", JSON list of configs, JSON list of run dirs)``; runs that cannot be
+    packed stay single jobs. Returns the jobs and each pack job's member run ids."""
+    import json
+
+    from .config import build_config
+
+    groups: dict[str, list] = {}
+    out, members = [], {}
+    for job in jobs:
+        cfg = build_config(json.loads(job[1]))
+        if packable(cfg):
+            out.append(job)
+        else:
+            groups.setdefault(pack_key(cfg), []).append((job, cfg))
+    for group in groups.values():
+        r = size or default_pack_size(group[0][1], workers)
+        for i in range(0, len(group), r):
+            chunk = [job for job, _ in group[i : i + r]]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+                continue
+            rid = f"pack:{chunk[0][0]}+{len(chunk) - 1}"
+            members[rid] = [j[0] for j in chunk]
+            out.append((rid, json.dumps([json.loads(j[1]) for j in chunk]), json.dumps([j[2] for j in chunk])))
+    return out, members
+
+
+def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float) -> dict:
+    """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
+    failed run (diverged) does not fail the others."""
+    from .config import build_config
+
+    summaries = train_pack([build_config(c) for c in cfgs], run_dirs)
+    res = {}
+    for s in summaries:
+        st = s.run_dir / "status.json"
+        r = {"status": s.state, "episodes_done": s.episodes_done, "wall_time_s": time.time() - t0}
+        if s.state == "failed":
+            r["error"] = __import__("json").loads(st.read_text()).get("error", "diverged")[-400:]
+        else:
+            r["final_return"] = s.final_return
+        res[s.run_dir.name] = r
+    return {"status": "done", "pack": res, "wall_time_s": time.time() - t0}

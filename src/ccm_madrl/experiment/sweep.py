@@ -177,7 +177,12 @@ def run_one(cfg_json: str, run_dir: str, threads: int) -> dict:
     try:
         if threads > 0:
             torch.set_num_threads(threads)
-        cfg = build_config(json.loads(cfg_json))
+        data = json.loads(cfg_json)
+        if isinstance(data, list):  # a pack job: several runs as one program (experiment/pack.py)
+            from .pack import run_pack_job
+
+            return run_pack_job(data, json.loads(run_dir), t0)
+        cfg = build_config(data)
         s = train(cfg, run_dir, progress=False, quiet=True)
         return {
             "status": "done",
@@ -444,9 +449,11 @@ def run_sweep(
     seeds: str | None = None,
     axes: Iterable[str] = (),
     name: str | None = None,
+    pack: int | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
-    ``set_``, ``seeds``, ``axes`` and ``name``."""
+    ``set_``, ``seeds``, ``axes`` and ``name``. ``pack``: train compatible runs in packs of at most
+    this many (0: chosen from memory and device; ``experiment/pack.py``), one run directory each."""
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
     if only is not None:
@@ -483,8 +490,18 @@ def run_sweep(
 
     bar = _SweepProgress(progress, spec.name, len(runs), skipped, total_eps, episodes_now())
 
+    backend_jobs, members = jobs, {}
+    if pack is not None:  # whole packs are the backend's jobs; results come back per member run
+        from .pack import pack_jobs
+
+        backend_jobs, members = pack_jobs(jobs, pack, plan.workers)
+
     def on_done(rid: str, res: dict) -> None:
-        res = dict(res)
+        if rid in members:
+            for m in members[rid]:
+                on_done(m, res.get("pack", {}).get(m, res))
+            return
+        res = {k: v for k, v in res.items() if k != "pack"}
         counts[res["status"]] += 1
         man.update(rid, **res)
         man.save(spec.name)
@@ -506,7 +523,7 @@ def run_sweep(
                 for rid, _, _ in jobs:
                     man.update(rid, status="queued")
                 man.save(spec.name)
-                BACKENDS[backend](plan, address).run(jobs, on_done, poll)
+                BACKENDS[backend](plan, address).run(backend_jobs, on_done, poll)
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
