@@ -62,7 +62,9 @@ def test_a_pack_gives_each_run_its_trajectory_alone(tmp_path, update, rng_mode):
         p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
         assert len(a) == len(p) == 20
         np.testing.assert_array_equal(a["trained"], p["trained"])
-        np.testing.assert_array_equal(a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1))
+        np.testing.assert_array_equal(
+            a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1)
+        )
         for col, tol in COLUMNS.items():
             x, y = a[col].to_numpy(), p[col].to_numpy()
             assert np.array_equal(np.isnan(x), np.isnan(y)), col
@@ -92,7 +94,9 @@ def test_the_first_training_step_equals_each_run_alone(update, algorithm, sharin
     alone, pack = _learners(cfgs), make_pack(_learners(cfgs))
     grads = {"alone": [], "pack": []}
     for i, a in enumerate(alone):
-        a.actor_opt.register_step_pre_hook(lambda o, g, ag, i=i: grads["alone"].append((i, ag, [x.clone() for x in g])))
+        a.actor_opt.register_step_pre_hook(
+            lambda o, g, ag, i=i: grads["alone"].append((i, ag, [x.clone() for x in g]))
+        )
     pack.actor_opt.register_step_pre_hook(lambda o, g, ag: grads["pack"].append((ag, [x.clone() for x in g])))
     rs = np.random.default_rng(0)
     layout = alone[0].transition_layout()
@@ -155,16 +159,29 @@ def test_the_golden_vectors_hold_for_a_run_inside_a_pack(agent_golden):
 
     def load_init(lr):
         for i in range(50):
-            lr.actors.load_agent_state_dict(i, {p: d[f"init/actor{i}.{p}"] for p in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")})
+            lr.actors.load_agent_state_dict(
+                i,
+                {
+                    p: d[f"init/actor{i}.{p}"]
+                    for p in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+                },
+            )
         lr.critic.load_state_dict({p: torch.as_tensor(d[f"init/critic.{p}"]) for p in lr.critic.state_dict()})
         lr.actors_target.load_state_dict(lr.actors.state_dict())
         lr.critic_target.load_state_dict(lr.critic.state_dict())
         return lr
 
     alone = load_init(golden_learner())
-    members = [golden_learner(1e-3, 1e-2, 5), load_init(golden_learner()), golden_learner(1e-2, 1e-4, 6), golden_learner(3e-4, 3e-3, 7)]
+    members = [
+        golden_learner(1e-3, 1e-2, 5),
+        load_init(golden_learner()),
+        golden_learner(1e-2, 1e-4, 6),
+        golden_learner(3e-4, 3e-3, 7),
+    ]
     pack = make_pack(members)
-    stack = lambda name: torch.tensor(np.stack([d[f"batch/{name}/{b}"] for b in range(64)]), dtype=torch.float32)  # noqa: E731
+    stack = lambda name: torch.tensor(
+        np.stack([d[f"batch/{name}/{b}"] for b in range(64)]), dtype=torch.float32
+    )  # noqa: E731
     rewards = stack("rewards")
     batch = {
         "states": stack("states"),
@@ -180,10 +197,14 @@ def test_the_golden_vectors_hold_for_a_run_inside_a_pack(agent_golden):
         lambda o, a, k: g_alone.update({n: p.grad.clone() for n, p in alone.critic.named_parameters()})
     )
     pack.critic_opt.register_step_pre_hook(
-        lambda o, g, a: g_pack.update({n: x[1].clone() for (n, _), x in zip(pack.critic.named_parameters(), g)})
+        lambda o, g, a: g_pack.update(
+            {n: x[1].clone() for (n, _), x in zip(pack.critic.named_parameters(), g)}
+        )
     )
     st_alone = alone.train_step(batch, w)
-    st_pack = pack.train_step({k: v.repeat(4, *([1] * (v.dim() - 1))) for k, v in batch.items()}, np.tile(w, 4))
+    st_pack = pack.train_step(
+        {k: v.repeat(4, *([1] * (v.dim() - 1))) for k, v in batch.items()}, np.tile(w, 4)
+    )
     np.testing.assert_allclose(st_pack["errors"][64:128], st_alone["errors"], rtol=1e-6)
     np.testing.assert_allclose(st_pack["errors"][64:128], d["priority_errors"], rtol=1e-4)
     sd = pack.run_state_dict(1)
@@ -270,7 +291,9 @@ def test_the_monitor_of_a_run_in_a_pack_writes_what_it_writes_alone(tmp_path):
     which a pack takes over padded rows)."""
     from ccm_madrl.monitor.integration import read_agents
 
-    cfgs = [build_config({**c.model_dump(mode="json"), "monitor": {"enabled": True}}) for c in configs(episodes=8)]
+    cfgs = [
+        build_config({**c.model_dump(mode="json"), "monitor": {"enabled": True}}) for c in configs(episodes=8)
+    ]
     PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
     for c in cfgs[:2]:
         Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
@@ -309,10 +332,27 @@ def test_a_sweep_with_pack_writes_one_run_directory_per_run(tmp_path):
     spec = {"name": "pk", "base": base, "axes": {"agent.actor_lr": [1e-3, 1e-2]}, "seeds": 2}
     f = tmp_path / "s.yaml"
     f.write_text(json.dumps(spec))
-    assert main(["sweep", str(f), "--out", str(tmp_path / "packed"), "--pack", "3", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(f),
+                "--out",
+                str(tmp_path / "packed"),
+                "--pack",
+                "3",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     man = json.loads((tmp_path / "packed" / "manifest.json").read_text())
     assert [r["status"] for r in man["runs"]] == ["done"] * 4
-    provs = [json.loads((tmp_path / "packed" / r["run_dir"] / "provenance.json").read_text()) for r in man["runs"]]
+    provs = [
+        json.loads((tmp_path / "packed" / r["run_dir"] / "provenance.json").read_text()) for r in man["runs"]
+    ]
     assert sorted(p.get("pack", {}).get("size", 1) for p in provs) == [1, 3, 3, 3]
     for r in man["runs"]:
         cfg = build_config(yaml.safe_load((tmp_path / "packed" / r["run_dir"] / "config.yaml").read_text()))

@@ -243,7 +243,12 @@ def bench_pack(
 
     grid = [1e-4, 1e-3, 1e-2, 1e-1]
     peak = matmul_peak_gflops()
-    out: dict = {"matmul_peak_gflops": peak, "episodes_per_run": episodes, "eval_episodes": eval_episodes, "results": []}
+    out: dict = {
+        "matmul_peak_gflops": peak,
+        "episodes_per_run": episodes,
+        "eval_episodes": eval_episodes,
+        "results": [],
+    }
     for upd in updates:
         for mon in monitors:
             for r in packs:
@@ -254,7 +259,11 @@ def bench_pack(
                             "seed": i,
                             "threads": torch.get_num_threads(),
                             "env": {"max_steps": steps},
-                            "agent": {"actor_update": upd, "actor_lr": grid[i % 4], "critic_lr": grid[(i // 4) % 4]},
+                            "agent": {
+                                "actor_update": upd,
+                                "actor_lr": grid[i % 4],
+                                "critic_lr": grid[(i // 4) % 4],
+                            },
                             "training": {
                                 "episodes": episodes,
                                 "eval_episodes": eval_episodes,
@@ -365,7 +374,9 @@ def run(which: str, out_dir: str | Path | None, name: str | None = None, **kw) -
     fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor, "pack": bench_pack}[which]
     cmd = f"ccm-madrl bench {which}"
     if which == "pack":
-        cmd = f"ccm-madrl bench agent --pack {' '.join(map(str, kw['packs']))}" + (" --monitor" if kw["monitors"][0] else "")
+        cmd = f"ccm-madrl bench agent --pack {' '.join(map(str, kw['packs']))}" + (
+            " --monitor" if kw["monitors"][0] else ""
+        )
     res = {"benchmark": which, "machine": machine(), "command": cmd, "options": kw, **fn(**kw)}
     if out_dir:
         p = Path(out_dir)

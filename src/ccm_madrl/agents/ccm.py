@@ -137,7 +137,9 @@ class CCMLearner(OffPolicyActorCritic):
         cand = self.candidates(u, selected)
         arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
-        own = self.critic.own(states[b, arg], u[b, arg])  # one row per sample: the winner's row only: the max's gradient path
+        own = self.critic.own(
+            states[b, arg], u[b, arg]
+        )  # one row per sample: the winner's row only: the max's gradient path
         return self.critic.head(torch.where(cand.any(dim=1, keepdim=True), joint + own, joint))
 
     @torch.no_grad()

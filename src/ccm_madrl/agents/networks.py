@@ -277,7 +277,9 @@ class MasterCritic(nn.Module):
     def _scale(self, states: torch.Tensor) -> torch.Tensor:
         return states if self.in_lo is None else (states - self.in_lo) / self.in_span
 
-    def joint(self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+    def joint(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """First-layer pre-activation of the joint part incl. bias: (B, N, s), (B, N, a) -> (B, H1).
         ``sample`` (here and in ``own``/``head``): the sample index of each row, which a pack of
         critics (:class:`PackedCritic`) needs to find each row's run; one critic ignores it."""
@@ -285,7 +287,9 @@ class MasterCritic(nn.Module):
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return F.linear(x, self.fc1.weight[:, : self.joint_dim], self.fc1.bias)
 
-    def own(self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+    def own(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """First-layer contribution of the scored agent: (..., s), (..., a) -> (..., H1)."""
         return F.linear(
             torch.cat([self._scale(states), actions], dim=-1), self.fc1.weight[:, self.joint_dim :]
@@ -403,16 +407,23 @@ class PackedCritic(nn.Module):
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sample) -> torch.Tensor:
         """x (M, ..., d) with M = R * P run-major (sample None) or rows of the samples ``sample``."""
+
         def fn(xr: torch.Tensor) -> torch.Tensor:
             flat = xr.reshape(self.runs, -1, xr.shape[-1])
-            out = torch.bmm(flat, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
+            out = (
+                torch.bmm(flat, w.transpose(1, 2))
+                if b is None
+                else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
+            )
             return out.reshape(*xr.shape[:-1], w.shape[1])
 
         if sample is None:
             return fn(x.reshape(self.runs, -1, *x.shape[1:])).reshape(*x.shape[:-1], w.shape[1])
         return grouped_rows(x, self._runs_of(sample), self.runs, fn)
 
-    def joint(self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+    def joint(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b = states.shape[0]
         if sample is None:
             if b % self.runs:
@@ -421,7 +432,9 @@ class PackedCritic(nn.Module):
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return self._linear(x, self.fc1.weight[:, :, : self.joint_dim], self.fc1.bias, sample)
 
-    def own(self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+    def own(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = torch.cat([self._scale(states), actions], dim=-1)
         return self._linear(x, self.fc1.weight[:, :, self.joint_dim :], None, sample)
 

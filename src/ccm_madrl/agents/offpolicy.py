@@ -81,7 +81,9 @@ class OffPolicyActorCritic:
         self.actor_reg_coef = cfg.actor_reg_coef
         self.joint_next = cfg.actor_joint_states == "next"
         self.epsilon_schedule = (cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay)
-        self.diverged_hint = f"optimizer {cfg.optimizer!r}, critic_lr {cfg.critic_lr:g}, actor_lr {cfg.actor_lr:g}"
+        self.diverged_hint = (
+            f"optimizer {cfg.optimizer!r}, critic_lr {cfg.critic_lr:g}, actor_lr {cfg.actor_lr:g}"
+        )
 
     def transition_layout(self) -> dict[str, tuple[int, ...]]:
         """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""

@@ -112,7 +112,9 @@ class BatchedOptimizer:
             else:
                 p_.add_(g_, alpha=-lr)
 
-    def _update_per_agent(self, idx: int | slice | torch.Tensor, grads: Sequence[torch.Tensor], step: int) -> None:
+    def _update_per_agent(
+        self, idx: int | slice | torch.Tensor, grads: Sequence[torch.Tensor], step: int
+    ) -> None:
         """The same update with one learning rate per agent (a tensor broadcast over each agent's
         slice; ``p - (s * m) / d`` is ``addcdiv``'s arithmetic with value ``-s``). A tensor ``idx``
         gathers the agents' slices and writes them back."""

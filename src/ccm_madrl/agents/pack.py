@@ -92,7 +92,9 @@ class PackMixin:
             np.repeat([s.actor_opt.lr for s in singles], k),
             lr_scales=s0.actor_opt.lr_scales,
         )
-        self.critic_opt = BatchedOptimizer(list(self.critic.parameters()), kind, [s.critic_lr for s in singles])
+        self.critic_opt = BatchedOptimizer(
+            list(self.critic.parameters()), kind, [s.critic_lr for s in singles]
+        )
         # the per-run scalars (what _read_scalars reads for one run)
         dev = self.device
         self.actor_lr = np.array([s.actor_lr for s in singles])
@@ -218,7 +220,9 @@ class PackMixin:
         if explore:
             for i, s in enumerate(self.runs):
                 blk = u[i * e : (i + 1) * e]
-                u[i * e : (i + 1) * e] = np.clip(blk + standard_normal(s.rng.noise, blk.shape) * eps[i], -1, 1)
+                u[i * e : (i + 1) * e] = np.clip(
+                    blk + standard_normal(s.rng.noise, blk.shape) * eps[i], -1, 1
+                )
         self.critic.per = e
         sel, exceeded = self.select(states, u, explore, np.repeat(eps, e))
         return Action(actor=u, selected=sel, hybrid=hybrid_action(sel, u), exceeded=exceeded)
@@ -243,7 +247,9 @@ class PackMixin:
         for i, s in enumerate(self.runs):
             self.diverged[i] |= not np.isfinite(errors[i * t : (i + 1) * t]).all()
             if not self.diverged[i]:
-                s.replay.add(errors[i * t : (i + 1) * t], **{k: v[i * t : (i + 1) * t] for k, v in batch.items()})
+                s.replay.add(
+                    errors[i * t : (i + 1) * t], **{k: v[i * t : (i + 1) * t] for k, v in batch.items()}
+                )
 
     def train(self) -> list[dict]:
         """One training step of every run: per-run prioritised batches, one packed step, per-run
@@ -260,7 +266,9 @@ class PackMixin:
             if not self.diverged[i]:
                 s.replay.update(samples[i][1], errors[i * b : (i + 1) * b])
             row = {key: float(np.asarray(v).reshape(-1)[i]) for key, v in stats.items()}
-            row.update(batch_reward_abs=float(raw[i]), batch_reward_used_abs=float(used[i]), beta=s.replay.beta)
+            row.update(
+                batch_reward_abs=float(raw[i]), batch_reward_used_abs=float(used[i]), beta=s.replay.beta
+            )
             out.append(row)
         return out
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..agents import make_learner
 from ..agents.pack import PER_RUN_FIELDS, make_pack
 from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..provenance import resolve_device
@@ -138,7 +137,9 @@ class PackTrainer:
             raise ValueError("pack: need one run directory per config, and at least one run")
         keys = {pack_key(c) for c in cfgs}
         if len(keys) > 1:
-            raise ValueError("pack: the runs differ in more than " + ", ".join((*PER_RUN_TOP, *PER_RUN_FIELDS)))
+            raise ValueError(
+                "pack: the runs differ in more than " + ", ".join((*PER_RUN_TOP, *PER_RUN_FIELDS))
+            )
         for c in cfgs:
             why = packable(c)
             if why:
@@ -229,7 +230,9 @@ class PackTrainer:
         ep = m.episodes_done
         m._status("done", ep, early_stopped=ep < m.total, stops=end.get("stops"))
         df = m.rd.metrics() if not m.rows else __import__("pandas").DataFrame(m.rows)
-        self.summaries[m.run_dir] = RunSummary(m.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
+        self.summaries[m.run_dir] = RunSummary(
+            m.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start
+        )
 
     def _rebuild(self) -> None:
         """(Re)make the packed learner from the members' single-run learners."""
@@ -254,8 +257,12 @@ class PackTrainer:
         if m0.eval_table is not None:
             t = m0.eval_table
             r = len(members)
-            self.eval_table = EpisodeTable(np.tile(t.tasks, (r, 1, 1, 1)), np.tile(t.harvest, (r, 1, 1)), t.final_stream_state)
-            self.eval_env = MECEnv(cfg.env, r * t.tasks.shape[0], cfg.rng_mode, cfg.env_seed, devices=m0.env.devices)
+            self.eval_table = EpisodeTable(
+                np.tile(t.tasks, (r, 1, 1, 1)), np.tile(t.harvest, (r, 1, 1)), t.final_stream_state
+            )
+            self.eval_env = MECEnv(
+                cfg.env, r * t.tasks.shape[0], cfg.rng_mode, cfg.env_seed, devices=m0.env.devices
+            )
 
     def _drop(self, keep: list[int]) -> None:
         """Keep these members (indices into the current pack), rebuild the pack and environments."""
@@ -395,7 +402,9 @@ class PackTrainer:
         return rows
 
 
-def train_pack(cfgs: Sequence[ExperimentConfig], run_dirs: Sequence[str | Path], quiet: bool = True) -> list[RunSummary]:
+def train_pack(
+    cfgs: Sequence[ExperimentConfig], run_dirs: Sequence[str | Path], quiet: bool = True
+) -> list[RunSummary]:
     """Train (or resume) these runs as packs; one summary per run directory."""
     return PackTrainer(cfgs, run_dirs, quiet=quiet).run()
 
@@ -458,7 +467,9 @@ def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dic
                 continue
             rid = f"pack:{chunk[0][0]}+{len(chunk) - 1}"
             members[rid] = [j[0] for j in chunk]
-            out.append((rid, json.dumps([json.loads(j[1]) for j in chunk]), json.dumps([j[2] for j in chunk])))
+            out.append(
+                (rid, json.dumps([json.loads(j[1]) for j in chunk]), json.dumps([j[2] for j in chunk]))
+            )
     return out, members
 
 
