@@ -362,3 +362,30 @@ def test_a_sweep_with_pack_writes_one_run_directory_per_run(tmp_path):
         assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
     assert len(find_runs([tmp_path / "packed"])) == 4
     assert main(["sweep", str(f), "--out", str(tmp_path / "packed"), "--pack", "-1"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("update", ["simultaneous", "sequential"])
+def test_a_pack_at_the_published_size_gives_each_run_its_trajectory_alone(tmp_path, update):
+    """N = 50, batch 64, 10 steps, 50 evaluation episodes (the published setting), 4 runs with
+    different seeds and learning rates, 20 episodes: evaluation returns equal alone to 1e-6."""
+    cfgs = []
+    for seed, (a, c) in enumerate(LRS):
+        d = {
+            "seed": seed,
+            "name": f"r{seed}",
+            "agent": {"actor_update": update, "actor_lr": a, "critic_lr": c},
+            "training": {"episodes": 20, "tensorboard": False, "checkpoint_every": 10},
+            "monitor": {"enabled": False},
+        }
+        cfgs.append(build_config(d))
+    PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    for c in cfgs:
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        np.testing.assert_array_equal(
+            a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1)
+        )
+        assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
+        assert rel(a["train_return"], p["train_return"]) < 1e-6

@@ -361,23 +361,28 @@ class PackedActor(BatchedActor):
 def grouped_rows(x: torch.Tensor, run: torch.Tensor, runs: int, fn) -> torch.Tensor:
     """Apply ``fn`` (a batched map (R, L, d) -> (R, L, k), run r's weights on slice r) to rows ``x``
     (M, d) of the runs ``run`` (M,): the rows are padded into one (R, L, d) batch (L the most rows of
-    one run), so all runs' rows are one batched matmul. A run's padding rows repeat its first row
-    (so that a unit active on none of its rows stays inactive on the batch; a run without rows pads
-    with zeros) and their outputs are dropped."""
+    one run), so all runs' rows are one batched matmul. In a pass with gradients (the monitor's) a
+    run's padding rows repeat its first row, so that a unit active on none of its rows stays inactive
+    on the batch; otherwise (and for a run without rows) they are zeros. Their outputs are dropped."""
     m = x.shape[0]
     counts = torch.bincount(run, minlength=runs)
     width = int(counts.max()) if m else 0
-    order = torch.argsort(run, stable=True)
-    rs = run[order]
     starts = torch.cumsum(counts, 0) - counts
+    ordered = m == 0 or bool((run[1:] >= run[:-1]).all())  # rows picked by nonzero() come sorted
+    order = None if ordered else torch.argsort(run, stable=True)
+    rs = run if ordered else run[order]
+    xs = x if ordered else x[order]
     pos = torch.arange(m, device=x.device) - starts[rs]
-    first = x[order[starts.clamp(max=max(m - 1, 0))]] if m else x.new_zeros((runs, *x.shape[1:]))
-    first = first * (counts > 0).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-    padded = first.unsqueeze(1).expand(runs, width, *x.shape[1:]).clone()
-    padded = padded.index_put((rs, pos), x[order])
-    out = fn(padded)
-    res = out.new_empty((m, *out.shape[2:]))
-    return res.index_put((order,), out[rs, pos])
+    padded = x.new_zeros((runs, width, *x.shape[1:]))
+    padded[rs, pos] = xs
+    pad = torch.arange(width, device=x.device) >= counts[:, None]  # (R, L) padding positions
+    if m and torch.is_grad_enabled() and bool(pad.any()):  # what the monitor sees: a training pass
+        first = xs[starts.clamp(max=m - 1)] * (counts > 0).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        padded = torch.where(pad.reshape(runs, width, *([1] * (x.dim() - 1))), first.unsqueeze(1), padded)
+    out = fn(padded)[rs, pos]
+    if ordered:
+        return out
+    return out.new_empty(out.shape).index_put((order,), out)
 
 
 class PackedCritic(nn.Module):
