@@ -143,6 +143,29 @@ def matmul_peak_gflops(n: int = 2048, repeat: int = 10) -> float:
     return 2 * n**3 / min(ts) / 1e9
 
 
+def _agent_header(episodes: int, eval_episodes: int) -> dict:
+    return {
+        "matmul_peak_gflops": matmul_peak_gflops(),
+        "episodes_per_run": episodes,
+        "eval_episodes": eval_episodes,
+        "results": [],
+    }
+
+
+def _step_flops(step, args: tuple, repeat: int) -> tuple[int, float]:
+    """FLOPs of one call ``step(*args)`` (matmul-type ops, forward and backward) and its best time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step(*args)
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        step(*args)
+        ts.append(time.perf_counter() - t)
+    return fc.get_total_flops(), min(ts)
+
+
 def bench_agent(
     steps: tuple[int, ...] = (10, 100),
     updates: tuple[str, ...] = ("simultaneous", "sequential"),
@@ -154,18 +177,11 @@ def bench_agent(
     of one training step and the fraction of the measured matmul peak it reaches."""
     import tempfile
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     from .experiment.config import build_config
     from .experiment.runner import Trainer
 
-    peak = matmul_peak_gflops()
-    out: dict = {
-        "matmul_peak_gflops": peak,
-        "episodes_per_run": episodes,
-        "eval_episodes": eval_episodes,
-        "results": [],
-    }
+    out = _agent_header(episodes, eval_episodes)
+    peak = out["matmul_peak_gflops"]
     for t_max in steps:
         for upd in updates:
             n_ep = episodes if (upd == "simultaneous" or t_max == 10) else max(8, episodes // 3)
@@ -192,15 +208,7 @@ def bench_agent(
                 steady = df[df["trained"]].iloc[2:]
                 learner = tr.learner
                 batch, leaves, w = learner.replay.sample(learner.cfg.batch_size, np.random.default_rng(0))
-                with FlopCounterMode(display=False) as fc:
-                    learner.train_step(batch, w)
-                flops = fc.get_total_flops()
-                ts = []
-                for _ in range(3 if upd == "sequential" else 10):
-                    t = time.perf_counter()
-                    learner.train_step(batch, w)
-                    ts.append(time.perf_counter() - t)
-                t_step = min(ts)
+                flops, t_step = _step_flops(learner.train_step, (batch, w), 3 if upd == "sequential" else 10)
             out["results"].append(
                 {
                     "steps_per_episode": t_max,
@@ -236,19 +244,13 @@ def bench_pack(
     import tempfile
 
     import pandas as pd
-    from torch.utils.flop_counter import FlopCounterMode
 
     from .experiment.config import build_config
     from .experiment.pack import PackTrainer
 
     grid = [1e-4, 1e-3, 1e-2, 1e-1]
-    peak = matmul_peak_gflops()
-    out: dict = {
-        "matmul_peak_gflops": peak,
-        "episodes_per_run": episodes,
-        "eval_episodes": eval_episodes,
-        "results": [],
-    }
+    out = _agent_header(episodes, eval_episodes)
+    peak = out["matmul_peak_gflops"]
     for upd in updates:
         for mon in monitors:
             for r in packs:
@@ -286,15 +288,7 @@ def bench_pack(
                 samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
                 batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
                 w = np.concatenate([x for _, _, x in samples])
-                with FlopCounterMode(display=False) as fc:
-                    pack.train_step(batch, w)
-                flops = fc.get_total_flops()
-                ts = []
-                for _ in range(3):
-                    t = time.perf_counter()
-                    pack.train_step(batch, w)
-                    ts.append(time.perf_counter() - t)
-                t_step = min(ts)
+                flops, t_step = _step_flops(pack.train_step, (batch, w), 3)
                 mon_ms = 1e3 * float(steady["time_monitor_s"].median()) if mon else 0.0
                 out["results"].append(
                     {

@@ -41,12 +41,7 @@ class OffPolicyActorCritic:
         self.n_agents = n = env_cfg.n_agents
         self.limit = env_cfg.selection_limit
         self.actors, self.critic = self._build_networks()
-        self.actors.to(self.device)
-        self.critic.to(self.device)
-        self.actors_target = copy.deepcopy(self.actors)
-        self.critic_target = copy.deepcopy(self.critic)
-        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
-            p.requires_grad_(False)
+        self._place_networks()
         self.actor_params = list(self.actors.parameters())
         names = [nm for nm, _ in self.actors.named_parameters()]
         output_block = ("fc3.", "norm.")
@@ -94,6 +89,15 @@ class OffPolicyActorCritic:
         return len(self.replay)
 
     # ------------------------------------------------------------------ construction
+    def _place_networks(self) -> None:
+        """Move the networks to the device and make their (frozen) target copies."""
+        self.actors.to(self.device)
+        self.critic.to(self.device)
+        self.actors_target = copy.deepcopy(self.actors)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
+            p.requires_grad_(False)
+
     def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:
         """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
         init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""

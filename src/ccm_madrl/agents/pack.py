@@ -21,8 +21,6 @@ compiled sum-tree walk per run), reward statistics.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
@@ -77,12 +75,7 @@ class PackMixin:
         )
         self.actors.in_lo, self.actors.in_span = a0.in_lo, a0.in_span
         self.critic = PackedCritic(r, s0.critic)
-        self.actors.to(self.device)
-        self.critic.to(self.device)
-        self.actors_target = copy.deepcopy(self.actors)
-        self.critic_target = copy.deepcopy(self.critic)
-        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
-            p.requires_grad_(False)
+        self._place_networks()
         k = self.actors.nets_per_run
         self.actor_params = list(self.actors.parameters())
         kind = s0.actor_opt.kind
