@@ -389,3 +389,22 @@ def test_a_pack_at_the_published_size_gives_each_run_its_trajectory_alone(tmp_pa
         )
         assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
         assert rel(a["train_return"], p["train_return"]) < 1e-6
+
+
+def test_pack_jobs_group_compatible_runs_and_leave_the_others_single():
+    """Runs that differ only in seed / per-run scalars share packs of at most R; a run with another
+    gamma gets its own group, a baseline stays a single job; the default R is within 1..16 on a CPU."""
+    from ccm_madrl.experiment.pack import CPU_MAX_PACK, default_pack_size, pack_jobs
+
+    cfgs = configs() + configs(update="sequential")[:1]
+    base = build_config(
+        {**json.loads(json.dumps(SMALL)), "agent": {**SMALL["agent"], "algorithm": "all_local"}}
+    )
+    jobs = [(c.id(), c.model_dump_json(), f"runs/{c.id()}") for c in [*cfgs, base]]
+    out, members = pack_jobs(jobs, 3)
+    assert sorted(len(m) for m in members.values()) == [3]
+    singles = [j for j in out if not j[0].startswith("pack:")]
+    assert {j[0] for j in singles} == {cfgs[3].id(), cfgs[4].id(), base.id()}
+    packed = next(j for j in out if j[0].startswith("pack:"))
+    assert json.loads(packed[2]) == [f"runs/{c.id()}" for c in cfgs[:3]]
+    assert 1 <= default_pack_size(cfgs[0]) <= CPU_MAX_PACK
