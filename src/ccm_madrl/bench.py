@@ -240,7 +240,8 @@ def bench_pack(
     cycling over the 4 x 4 grid of ``configs/paper/table1_s10.yaml``): the pack's episode time / R,
     median over its trained episodes after the first two; FLOPs of one packed training step and the
     fraction of the measured matmul peak it reaches (best of 3 repeats on a replay batch); R = 1 is
-    the single run through the same engine."""
+    the single run through the same engine. Monitor on: ``monitor.interval = 2``; the row's times are
+    those of the measured episodes, its overhead (measured episode + bookkeeping) / unmeasured - 1."""
     import tempfile
 
     import pandas as pd
@@ -272,7 +273,9 @@ def bench_pack(
                                 "tensorboard": False,
                                 "checkpoint_every": 10**6,
                             },
-                            "monitor": {"enabled": mon},
+                            # monitor on: measured every other episode, so that measured and
+                            # unmeasured episodes alternate under the same machine load
+                            "monitor": {"enabled": mon, "interval": 2},
                         }
                     )
                     for i in range(r)
@@ -289,7 +292,13 @@ def bench_pack(
                 batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
                 w = np.concatenate([x for _, _, x in samples])
                 flops, t_step = _step_flops(pack.train_step, (batch, w), 3)
-                mon_ms = 1e3 * float(steady["time_monitor_s"].median()) if mon else 0.0
+                mon_ms, overhead = 0.0, None
+                if mon:
+                    on, off = steady[steady["episode"] % 2 == 0], steady[steady["episode"] % 2 == 1]
+                    mon_ms = 1e3 * float(on["time_monitor_s"].median())
+                    t_on = float(on["time_episode_s"].median()) + mon_ms / 1e3
+                    overhead = t_on / float(off["time_episode_s"].median()) - 1
+                    steady = on
                 out["results"].append(
                     {
                         "runs_per_pack": r,
@@ -298,6 +307,7 @@ def bench_pack(
                         "episodes_measured": len(steady),
                         "run_episode_ms_median": 1e3 * float(steady["time_episode_s"].median()) + mon_ms,
                         "monitor_ms_per_run_episode": mon_ms,
+                        "monitor_overhead_fraction": overhead,
                         "eval_ms_per_run": 1e3 * float(steady["time_eval_s"].median()),
                         "act_ms_per_run": 1e3 * float(steady["time_act_s"].median()),
                         "train_step_ms_per_run": 1e3 * float(steady["time_train_s"].median()),
