@@ -143,6 +143,29 @@ def matmul_peak_gflops(n: int = 2048, repeat: int = 10) -> float:
     return 2 * n**3 / min(ts) / 1e9
 
 
+def _agent_header(episodes: int, eval_episodes: int) -> dict:
+    return {
+        "matmul_peak_gflops": matmul_peak_gflops(),
+        "episodes_per_run": episodes,
+        "eval_episodes": eval_episodes,
+        "results": [],
+    }
+
+
+def _step_flops(step, args: tuple, repeat: int) -> tuple[int, float]:
+    """FLOPs of one call ``step(*args)`` (matmul-type ops, forward and backward) and its best time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step(*args)
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        step(*args)
+        ts.append(time.perf_counter() - t)
+    return fc.get_total_flops(), min(ts)
+
+
 def bench_agent(
     steps: tuple[int, ...] = (10, 100),
     updates: tuple[str, ...] = ("simultaneous", "sequential"),
@@ -154,18 +177,11 @@ def bench_agent(
     of one training step and the fraction of the measured matmul peak it reaches."""
     import tempfile
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     from .experiment.config import build_config
     from .experiment.runner import Trainer
 
-    peak = matmul_peak_gflops()
-    out: dict = {
-        "matmul_peak_gflops": peak,
-        "episodes_per_run": episodes,
-        "eval_episodes": eval_episodes,
-        "results": [],
-    }
+    out = _agent_header(episodes, eval_episodes)
+    peak = out["matmul_peak_gflops"]
     for t_max in steps:
         for upd in updates:
             n_ep = episodes if (upd == "simultaneous" or t_max == 10) else max(8, episodes // 3)
@@ -192,15 +208,7 @@ def bench_agent(
                 steady = df[df["trained"]].iloc[2:]
                 learner = tr.learner
                 batch, leaves, w = learner.replay.sample(learner.batch_size, np.random.default_rng(0))
-                with FlopCounterMode(display=False) as fc:
-                    learner.train_step(batch, w)
-                flops = fc.get_total_flops()
-                ts = []
-                for _ in range(3 if upd == "sequential" else 10):
-                    t = time.perf_counter()
-                    learner.train_step(batch, w)
-                    ts.append(time.perf_counter() - t)
-                t_step = min(ts)
+                flops, t_step = _step_flops(learner.train_step, (batch, w), 3 if upd == "sequential" else 10)
             out["results"].append(
                 {
                     "steps_per_episode": t_max,
@@ -216,6 +224,101 @@ def bench_agent(
                     "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
                 }
             )
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def bench_pack(
+    packs: tuple[int, ...] = (1, 4, 16),
+    updates: tuple[str, ...] = ("simultaneous", "sequential"),
+    monitors: tuple[bool, ...] = (False, True),
+    episodes: int = 8,
+    eval_episodes: int = 50,
+    steps: int = 10,
+) -> dict:
+    """Milliseconds per run-episode of packs of R runs (seeds 0..R-1, actor / critic learning rates
+    cycling over the 4 x 4 grid of ``configs/paper/table1_s10.yaml``): the pack's episode time / R,
+    median over its trained episodes after the first two; FLOPs of one packed training step and the
+    fraction of the measured matmul peak it reaches (best of 3 repeats on a replay batch); R = 1 is
+    the single run through the same engine. Monitor on: ``monitor.interval = 2``; the row's times are
+    those of the measured episodes, its overhead (measured episode + bookkeeping) / unmeasured - 1."""
+    import tempfile
+
+    import pandas as pd
+
+    from .experiment.config import build_config
+    from .experiment.pack import PackTrainer
+
+    grid = [1e-4, 1e-3, 1e-2, 1e-1]
+    out = _agent_header(episodes, eval_episodes)
+    peak = out["matmul_peak_gflops"]
+    for upd in updates:
+        for mon in monitors:
+            for r in packs:
+                cfgs = [
+                    build_config(
+                        {
+                            "name": f"r{i}",
+                            "seed": i,
+                            "threads": torch.get_num_threads(),
+                            "env": {"max_steps": steps},
+                            "agent": {
+                                "actor_update": upd,
+                                "actor_lr": grid[i % 4],
+                                "critic_lr": grid[(i // 4) % 4],
+                            },
+                            "training": {
+                                "episodes": episodes,
+                                "eval_episodes": eval_episodes,
+                                "tensorboard": False,
+                                "checkpoint_every": 10**6,
+                            },
+                            # monitor on: measured every other episode, so that measured and
+                            # unmeasured episodes alternate under the same machine load
+                            "monitor": {"enabled": mon, "interval": 2},
+                        }
+                    )
+                    for i in range(r)
+                ]
+                t0 = time.perf_counter()
+                with tempfile.TemporaryDirectory() as d:
+                    tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
+                    tr.run()
+                    wall = time.perf_counter() - t0
+                    df = pd.read_parquet(Path(d) / "r0" / "metrics.parquet")
+                steady = df[df["trained"]].iloc[2:]
+                pack = tr.pack
+                samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
+                batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
+                w = np.concatenate([x for _, _, x in samples])
+                flops, t_step = _step_flops(pack.train_step, (batch, w), 3)
+                mon_ms, overhead = 0.0, None
+                if mon:
+                    on, off = steady[steady["episode"] % 2 == 0], steady[steady["episode"] % 2 == 1]
+                    mon_ms = 1e3 * float(on["time_monitor_s"].median())
+                    t_on = float(on["time_episode_s"].median()) + mon_ms / 1e3
+                    overhead = t_on / float(off["time_episode_s"].median()) - 1
+                    steady = on
+                out["results"].append(
+                    {
+                        "runs_per_pack": r,
+                        "actor_update": upd,
+                        "monitor": mon,
+                        "episodes_measured": len(steady),
+                        "run_episode_ms_median": 1e3 * float(steady["time_episode_s"].median()) + mon_ms,
+                        "monitor_ms_per_run_episode": mon_ms,
+                        "monitor_overhead_fraction": overhead,
+                        "eval_ms_per_run": 1e3 * float(steady["time_eval_s"].median()),
+                        "act_ms_per_run": 1e3 * float(steady["time_act_s"].median()),
+                        "train_step_ms_per_run": 1e3 * float(steady["time_train_s"].median()),
+                        "pack_train_step_gflop": flops / 1e9,
+                        "train_step_gflops_achieved": flops / t_step / 1e9,
+                        "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+                        "wall_s_incl_startup": wall,
+                        "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    }
+                )
+                print(jsonio.dumps(out["results"][-1]), flush=True)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -271,11 +374,16 @@ def bench_monitor(
     return out
 
 
-def run(which: str, out_dir: str | Path | None, **kw) -> dict:
-    fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor}[which]
-    res = {"benchmark": which, "machine": machine(), "command": f"ccm-madrl bench {which}", **fn(**kw)}
+def run(which: str, out_dir: str | Path | None, name: str | None = None, **kw) -> dict:
+    fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor, "pack": bench_pack}[which]
+    cmd = f"ccm-madrl bench {which}"
+    if which == "pack":
+        cmd = f"ccm-madrl bench agent --pack {' '.join(map(str, kw['packs']))}" + (
+            " --monitor" if kw["monitors"][0] else ""
+        )
+    res = {"benchmark": which, "machine": machine(), "command": cmd, "options": kw, **fn(**kw)}
     if out_dir:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)
-        (p / f"{which}.json").write_text(jsonio.dumps(res))
+        (p / f"{name or which}.json").write_text(jsonio.dumps(res))
     return res

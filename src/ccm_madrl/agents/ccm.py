@@ -45,16 +45,21 @@ class CCMLearner(OffPolicyActorCritic):
 
     # ------------------------------------------------------------------ acting: the master
     @torch.no_grad()
-    def q_candidates(self, states: np.ndarray, u: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Q of the candidate agents (bool (G, N)) in G environments; -inf elsewhere."""
+    def q_candidates(
+        self, states: np.ndarray, u: np.ndarray, candidates: np.ndarray, envs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Q of the candidate agents (bool (G, N)) in G environments (``envs``: their indices in the
+        batch); -inf elsewhere."""
         s, a = self._t(states), self._t(u)
-        joint = self.critic.joint(s, a)
+        env_t = None if envs is None else torch.as_tensor(envs, device=self.device)
+        joint = self.critic.joint(s, a, env_t)
         g_idx, j_idx = np.nonzero(candidates)
         q = np.full(candidates.shape, -np.inf)
         if g_idx.size:
             gi, ji = torch.as_tensor(g_idx, device=self.device), torch.as_tensor(j_idx, device=self.device)
-            rows = joint[gi] + self.critic.own(s[gi, ji], a[gi, ji])
-            q[g_idx, j_idx] = self.critic.head(rows).double().cpu().numpy()
+            at = None if env_t is None else env_t[gi]
+            rows = joint[gi] + self.critic.own(s[gi, ji], a[gi, ji], at)
+            q[g_idx, j_idx] = self.critic.head(rows, at).double().cpu().numpy()
         return q
 
     def select(
@@ -63,8 +68,9 @@ class CCMLearner(OffPolicyActorCritic):
         """The master's decision x (E, N) and whether the limits were exceeded (E,)."""
 
         def q_fn(envs: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-            return self.q_candidates(states[envs], u[envs], candidates)
+            return self.q_candidates(states[envs], u[envs], candidates, envs)
 
+        coin, subset = self.explore_streams(len(states))
         return master_select(
             u,
             states[..., 3],
@@ -73,9 +79,13 @@ class CCMLearner(OffPolicyActorCritic):
             q_fn,
             explore=explore,
             epsilon=epsilon,
-            coin=self.rng.explore,
-            subset=self.rng.explore_subset,
+            coin=coin,
+            subset=subset,
         )
+
+    def explore_streams(self, n_envs: int):
+        """The exploration coin's and random subset's streams (a pack: one per environment)."""
+        return self.rng.explore, self.rng.explore_subset
 
     # ------------------------------------------------------------------ the loss
     def _max_over_proposers(
@@ -88,11 +98,11 @@ class CCMLearner(OffPolicyActorCritic):
             bi, ji = prop.nonzero(as_tuple=True)
             qmat = torch.full((b, n), -torch.inf, device=joint.device)
             if bi.numel():
-                qmat[bi, ji] = critic.head(joint[bi] + own[bi, ji])
+                qmat[bi, ji] = critic.head(joint[bi] + own[bi, ji], bi)
             qmax, arg = qmat.max(dim=1)
             none = ~prop.any(dim=1)
             if none.any():
-                qmax[none] = critic.head(joint[none])
+                qmax[none] = critic.head(joint[none], none.nonzero(as_tuple=True)[0])
                 arg[none] = -1
         return qmax, arg
 
@@ -114,8 +124,9 @@ class CCMLearner(OffPolicyActorCritic):
         sel = selected > 0.5
         bi, ii = sel.nonzero(as_tuple=True)
         none = (~sel.any(dim=1)).nonzero(as_tuple=True)[0]
-        rows = torch.cat([joint[bi] + self.critic.own(states[bi, ii], actions[bi, ii]), joint[none]])
-        return self.critic.head(rows), torch.cat([bi, none])
+        rows = torch.cat([joint[bi] + self.critic.own(states[bi, ii], actions[bi, ii], bi), joint[none]])
+        rb = torch.cat([bi, none])
+        return self.critic.head(rows, rb), rb
 
     def actor_q(
         self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
@@ -126,7 +137,9 @@ class CCMLearner(OffPolicyActorCritic):
         cand = self.candidates(u, selected)
         arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
-        own = self.critic.own(states[b, arg], u[b, arg])  # the winner's row only: the max's gradient path
+        own = self.critic.own(
+            states[b, arg], u[b, arg]
+        )  # one row per sample: the winner's row only: the max's gradient path
         return self.critic.head(torch.where(cand.any(dim=1, keepdim=True), joint + own, joint))
 
     @torch.no_grad()
@@ -137,5 +150,5 @@ class CCMLearner(OffPolicyActorCritic):
         bi, ji = cand.nonzero(as_tuple=True)
         q = torch.full(cand.shape, -torch.inf, device=joint.device)
         if bi.numel():
-            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji]))
+            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji], bi), bi)
         return q

@@ -279,19 +279,25 @@ class MasterCritic(nn.Module):
     def _scale(self, states: torch.Tensor) -> torch.Tensor:
         return states if self.in_lo is None else (states - self.in_lo) / self.in_span
 
-    def joint(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """First-layer pre-activation of the joint part incl. bias: (B, N, s), (B, N, a) -> (B, H1)."""
+    def joint(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """First-layer pre-activation of the joint part incl. bias: (B, N, s), (B, N, a) -> (B, H1).
+        ``sample`` (here and in ``own``/``head``): the sample index of each row, which a pack of
+        critics (:class:`PackedCritic`) needs to find each row's run; one critic ignores it."""
         b = states.shape[0]
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return F.linear(x, self.fc1.weight[:, : self.joint_dim], self.fc1.bias)
 
-    def own(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def own(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """First-layer contribution of the scored agent: (..., s), (..., a) -> (..., H1)."""
         return F.linear(
             torch.cat([self._scale(states), actions], dim=-1), self.fc1.weight[:, self.joint_dim :]
         )
 
-    def head(self, h1_pre: torch.Tensor) -> torch.Tensor:
+    def head(self, h1_pre: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
         """From the first layer's pre-activation to Q: (..., H1) -> (...)."""
         return self.fc3(self.act2(self.fc2(self.act1(h1_pre)))).squeeze(-1)
 
@@ -304,6 +310,151 @@ class MasterCritic(nn.Module):
     ) -> torch.Tensor:
         """Q for each sample: states (B, N, s), actions (B, N, a), own_* (B, s)/(B, a) or None for
         the fake agent (per-agent critic) -> (B,)."""
+        h = self.joint(states, actions)
+        if self.per_agent and own_state is not None:
+            h = h + self.own(own_state, own_action)
+        return self.head(h)
+
+
+class PackedActor(BatchedActor):
+    """The actors of R runs as ONE batched module: R x N independent actors (R networks when each
+    run shares one network among its N agents). Batches are run-major: ``(R * P, N, state_dim)``
+    holds run 0's P samples, then run 1's, ...; inside, agent-major ``(R * N, P, features)`` (shared:
+    ``(R, P * N, features)``), so each network computes exactly the rows it computes alone."""
+
+    def __init__(self, runs: int, n_agents: int, **kw):
+        shared = kw.get("shared", False)
+        super().__init__(n_agents if shared else runs * n_agents, **kw)
+        self.runs, self.n_agents = runs, n_agents
+        self.n_nets = runs if shared else runs * n_agents
+        if shared:  # one network per run
+            for layer in (self.fc1, self.fc2, self.fc3):
+                w, b = layer.weight, layer.bias
+                layer.weight = nn.Parameter(w.detach().repeat(runs, 1, 1))
+                layer.bias = nn.Parameter(b.detach().repeat(runs, 1))
+                layer.n = runs
+            if self.norm is not None:
+                self.norm.weight = nn.Parameter(self.norm.weight.detach().repeat(runs, 1))
+                self.norm.bias = nn.Parameter(self.norm.bias.detach().repeat(runs, 1))
+
+    @property
+    def nets_per_run(self) -> int:
+        return self.n_nets // self.runs
+
+    def _agent_major(self, states: torch.Tensor) -> torch.Tensor:
+        if self.in_lo is not None:
+            states = (states - self.in_lo) / self.in_span
+        r, n, d = self.runs, self.n_agents, self.state_dim
+        x = states.reshape(r, -1, n, d)
+        if self.shared:
+            return x.reshape(r, -1, d)
+        return x.transpose(1, 2).reshape(r * n, -1, d)
+
+    def _batch_major(self, t: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        r, n, k = self.runs, self.n_agents, t.shape[-1]
+        if self.shared:
+            return t.reshape(*lead, n, k)
+        return t.reshape(r, n, -1, k).transpose(1, 2).reshape(*lead, n, k)
+
+    def sample(self, states, generator=None):  # noqa: D102
+        raise NotImplementedError("a pack of runs does not support stochastic actors (actor_reg: entropy)")
+
+
+def grouped_rows(x: torch.Tensor, run: torch.Tensor, runs: int, fn) -> torch.Tensor:
+    """Apply ``fn`` (a batched map (R, L, d) -> (R, L, k), run r's weights on slice r) to rows ``x``
+    (M, d) of the runs ``run`` (M,): the rows are padded into one (R, L, d) batch (L the most rows of
+    one run), so all runs' rows are one batched matmul. In a pass with gradients (the monitor's) a
+    run's padding rows repeat its first row, so that a unit active on none of its rows stays inactive
+    on the batch; otherwise (and for a run without rows) they are zeros. Their outputs are dropped."""
+    m = x.shape[0]
+    counts = torch.bincount(run, minlength=runs)
+    width = int(counts.max()) if m else 0
+    starts = torch.cumsum(counts, 0) - counts
+    ordered = m == 0 or bool((run[1:] >= run[:-1]).all())  # rows picked by nonzero() come sorted
+    order = None if ordered else torch.argsort(run, stable=True)
+    rs = run if ordered else run[order]
+    xs = x if ordered else x[order]
+    pos = torch.arange(m, device=x.device) - starts[rs]
+    padded = x.new_zeros((runs, width, *x.shape[1:]))
+    padded[rs, pos] = xs
+    pad = torch.arange(width, device=x.device) >= counts[:, None]  # (R, L) padding positions
+    if m and torch.is_grad_enabled() and bool(pad.any()):  # what the monitor sees: a training pass
+        first = xs[starts.clamp(max=m - 1)] * (counts > 0).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        padded = torch.where(pad.reshape(runs, width, *([1] * (x.dim() - 1))), first.unsqueeze(1), padded)
+    out = fn(padded)[rs, pos]
+    if ordered:
+        return out
+    return out.new_empty(out.shape).index_put((order,), out)
+
+
+class PackedCritic(nn.Module):
+    """The master critics of R runs as ONE module: every layer a :class:`BatchedLinear` over the runs
+    (run r's critic is slice r of every parameter, in :class:`MasterCritic`'s layout). Batches are
+    run-major with the same number P of samples per run (``joint`` learns P from the batch it sees);
+    rows picked from them carry their sample index (``sample``), whose run is ``sample // P``."""
+
+    def __init__(self, runs: int, critic: MasterCritic):
+        super().__init__()
+        self.runs = runs
+        self.n_agents, self.state_dim, self.action_dim = critic.n_agents, critic.state_dim, critic.action_dim
+        self.per_agent, self.joint_dim, self.hidden = critic.per_agent, critic.joint_dim, critic.hidden
+        self.fc1 = BatchedLinear(runs, critic.fc1.in_features, self.hidden[0])
+        self.act1 = nn.ReLU()
+        self.fc2 = BatchedLinear(runs, self.hidden[0], self.hidden[1])
+        self.act2 = nn.ReLU()
+        self.fc3 = BatchedLinear(runs, self.hidden[1], 1)
+        self.register_buffer("in_lo", critic.in_lo)
+        self.register_buffer("in_span", critic.in_span)
+        self.per = 1  # samples per run of the current batch (set by joint, or by the learner)
+
+    _scale = MasterCritic._scale
+
+    def _runs_of(self, sample: torch.Tensor) -> torch.Tensor:
+        return torch.div(sample, self.per, rounding_mode="floor")
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sample) -> torch.Tensor:
+        """x (M, ..., d) with M = R * P run-major (sample None) or rows of the samples ``sample``."""
+
+        def fn(xr: torch.Tensor) -> torch.Tensor:
+            flat = xr.reshape(self.runs, -1, xr.shape[-1])
+            out = (
+                torch.bmm(flat, w.transpose(1, 2))
+                if b is None
+                else torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2))
+            )
+            return out.reshape(*xr.shape[:-1], w.shape[1])
+
+        if sample is None:
+            return fn(x.reshape(self.runs, -1, *x.shape[1:])).reshape(*x.shape[:-1], w.shape[1])
+        return grouped_rows(x, self._runs_of(sample), self.runs, fn)
+
+    def joint(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b = states.shape[0]
+        if sample is None:
+            if b % self.runs:
+                raise ValueError(f"a pack of {self.runs} critics needs a run-major batch, got {b} samples")
+            self.per = b // self.runs
+        x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
+        return self._linear(x, self.fc1.weight[:, :, : self.joint_dim], self.fc1.bias, sample)
+
+    def own(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = torch.cat([self._scale(states), actions], dim=-1)
+        return self._linear(x, self.fc1.weight[:, :, self.joint_dim :], None, sample)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:  # (R, L, H1) -> (R, L)
+        return self.fc3(self.act2(self.fc2(self.act1(h)))).squeeze(-1)
+
+    def head(self, h1_pre: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+        if sample is None:
+            lead = h1_pre.shape[:-1]
+            return self._head(h1_pre.reshape(self.runs, -1, h1_pre.shape[-1])).reshape(lead)
+        return grouped_rows(h1_pre, self._runs_of(sample), self.runs, self._head)
+
+    def forward(self, states, actions, own_state=None, own_action=None) -> torch.Tensor:
         h = self.joint(states, actions)
         if self.per_agent and own_state is not None:
             h = h + self.own(own_state, own_action)

@@ -48,12 +48,7 @@ class OffPolicyActorCritic:
         self.n_agents = n = env_cfg.n_agents
         self.limit = env_cfg.selection_limit
         self.actors, self.critic = self._build_networks()
-        self.actors.to(self.device)
-        self.critic.to(self.device)
-        self.actors_target = copy.deepcopy(self.actors)
-        self.critic_target = copy.deepcopy(self.critic)
-        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
-            p.requires_grad_(False)
+        self._place_networks()
         self.actor_params = list(self.actors.parameters())
         names = [nm for nm, _ in self.actors.named_parameters()]
         output_block = ("fc3.", "norm.")
@@ -75,15 +70,26 @@ class OffPolicyActorCritic:
             beta0=r.per_beta0,
             beta_increment=r.per_beta_increment,
         )
-        # what the training step uses, read from the config here only
-        mit = cfg.mitigations
-        self.gamma, self.batch_size, self.exploration = cfg.gamma, cfg.replay.batch_size, cfg.exploration
-        self.reward_scale, self.actor_reg_coef = mit.reward_scale, mit.actor_reg_coef
-        self.actor_grad_clip, self.critic_grad_clip = mit.actor_grad_clip, mit.critic_grad_clip
         self.schedule = UPDATE_SCHEDULES[cfg.variant.actor_update]
         self.joint_states_field = JOINT_STATES[cfg.variant.actor_joint_states]
-        self.regulariser = ACTOR_REGULARISERS[mit.actor_reg]
-        self.reward_transform = REWARD_SIGNALS[mit.reward_norm]
+        self.regulariser = ACTOR_REGULARISERS[cfg.mitigations.actor_reg]
+        self.reward_transform = REWARD_SIGNALS[cfg.mitigations.reward_norm]
+        self._read_scalars(cfg)
+
+    def _read_scalars(self, cfg: AgentConfig) -> None:
+        """The scalar hyper-parameters the loss reads (the only place it reads the config; a pack of
+        runs replaces the per-run ones by one value per run, :mod:`ccm_madrl.agents.pack`)."""
+        mit, ex = cfg.mitigations, cfg.exploration
+        self.gamma = cfg.gamma
+        self.batch_size = cfg.replay.batch_size
+        self.reward_scale = mit.reward_scale
+        self.actor_lr, self.critic_lr = cfg.actor_lr, cfg.critic_lr
+        self.actor_grad_clip, self.critic_grad_clip = mit.actor_grad_clip, mit.critic_grad_clip
+        self.actor_reg_coef = mit.actor_reg_coef
+        self.epsilon_schedule = (ex.epsilon_start, ex.epsilon_end, ex.epsilon_decay)
+        self.diverged_hint = (
+            f"optimizer {cfg.optimizer!r}, critic_lr {cfg.critic_lr:g}, actor_lr {cfg.actor_lr:g}"
+        )
 
     def transition_layout(self) -> dict[str, tuple[int, ...]]:
         """What ``observe`` takes: name -> shape of one step (the trainer adds the time dimension)."""
@@ -94,6 +100,15 @@ class OffPolicyActorCritic:
         return len(self.replay)
 
     # ------------------------------------------------------------------ construction
+    def _place_networks(self) -> None:
+        """Move the networks to the device and make their (frozen) target copies."""
+        self.actors.to(self.device)
+        self.critic.to(self.device)
+        self.actors_target = copy.deepcopy(self.actors)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in [*self.actors_target.parameters(), *self.critic_target.parameters()]:
+            p.requires_grad_(False)
+
     def _build_networks(self) -> tuple[BatchedActor, MasterCritic]:
         """Published initialisation: with the torch seed set, actors 0..N-1 (fc1, fc2, fc3 default
         init, then fc3 re-drawn from U(-3e-3, 3e-3)) and then the critic, from one torch stream."""
@@ -127,9 +142,8 @@ class OffPolicyActorCritic:
         return self.actors(self._t(states)).double().cpu().numpy()
 
     def epsilon(self, episode: int, n_episodes: int) -> float:
-        c = self.exploration
-        decay = c.epsilon_decay or n_episodes
-        return c.epsilon_end + (c.epsilon_start - c.epsilon_end) * np.exp(-1.0 * episode / decay)
+        start, end, decay = self.epsilon_schedule
+        return end + (start - end) * np.exp(-1.0 * episode / (decay or n_episodes))
 
     def act(self, states: np.ndarray, explore: bool = False, epsilon: float = 0.0) -> Action:
         """One acting step for E environments (greedy when ``explore`` is False)."""
@@ -208,23 +222,30 @@ class OffPolicyActorCritic:
         js = batch[self.joint_states_field]
         agents = self.schedule(self.n_agents, self.actors.shared)
         actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
-        stats["actor_loss"] = float(np.mean(actor_losses))
+        stats["actor_loss"] = self._value(torch.as_tensor(np.mean(actor_losses, axis=0)))
         return stats
 
-    def _critic_step(self, batch: dict[str, torch.Tensor], w: torch.Tensor) -> dict:
-        """The weighted squared TD error over the critic's rows, one optimiser step, the target copy."""
-        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
-        q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
-        wr, yr = w[rb], y[rb]
-        critic_loss = ((q * wr - yr * wr) ** 2).mean()
-        loss_value = float(critic_loss.detach())
+    # The reductions of the loss, over the samples of a batch (``sample``: the sample of each row;
+    # None: one row per sample). One run: a mean (0-d); a pack: one mean per run, (R,).
+    def _mean(self, x: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+        return x.mean()
+
+    @staticmethod
+    def _value(t: torch.Tensor):
+        """A loss statistic as the metrics take it: a float (a pack: one per run)."""
+        return float(t.detach())
+
+    def _check_finite(self, loss_value) -> None:
+        """One run stops with a clear error when its critic loss is not finite (a pack marks the
+        run as diverged instead, and the others go on)."""
         if not np.isfinite(loss_value):
             raise FloatingPointError(
-                f"critic loss is {loss_value}: training diverged (optimizer {self.cfg.optimizer!r}, "
-                f"critic_lr {self.cfg.critic_lr:g}, actor_lr {self.cfg.actor_lr:g}); try smaller learning "
-                "rates or agent.mitigations (critic_grad_clip, input_norm, reward_scale)"
+                f"critic loss is {loss_value}: training diverged ({self.diverged_hint}); try smaller "
+                "learning rates or agent.mitigations (critic_grad_clip, input_norm, reward_scale)"
             )
-        errors = self._errors(q, yr, rb, y.shape[0])
+
+    def _critic_update(self, critic_loss: torch.Tensor) -> dict:
+        """Backward, clip (``critic_grad_clip``), one optimiser step."""
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         stats: dict = {}
@@ -232,11 +253,27 @@ class OffPolicyActorCritic:
             pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.critic_grad_clip)
             stats["critic_grad_norm_preclip"] = float(pre)
         self.critic_opt.step()
+        return stats
+
+    def _agents(self, agent: int | None):
+        """The optimiser's index of actor ``agent`` (a pack: agent ``agent`` of every run)."""
+        return agent
+
+    def _critic_step(self, batch: dict[str, torch.Tensor], w: torch.Tensor) -> dict:
+        """The weighted squared TD error over the critic's rows, one optimiser step, the target copy."""
+        y = self.td_target(batch["reward"], batch["next_states"], batch["done"])
+        q, rb = self.critic_rows(batch["states"], batch["actions"], batch["selected"])
+        wr, yr = w[rb], y[rb]
+        critic_loss = self._mean((q * wr - yr * wr) ** 2, rb)
+        loss_value = self._value(critic_loss)
+        self._check_finite(loss_value)
+        errors = self._errors(q, yr, rb, y.shape[0])
+        stats = self._critic_update(critic_loss)
         hard_update(self.critic_target, self.critic)
         stats.update(
             critic_loss=loss_value,
-            q_mean=float(q.detach().mean()),
-            target_mean=float(y.mean()),
+            q_mean=self._value(self._mean(q.detach(), rb)),
+            target_mean=self._value(self._mean(y)),
             errors=errors,
         )
         return stats
@@ -252,9 +289,9 @@ class OffPolicyActorCritic:
         """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
         ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
         the next joint states); the actions, the own states and own actions stay those of ``states``."""
-        return -(
+        return -self._mean(
             self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
-        ).mean()
+        )
 
     def _actor_step(
         self,
@@ -267,18 +304,18 @@ class OffPolicyActorCritic:
         """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser."""
         u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
         loss = self.actor_objective(states, u, w, selected, joint_states) + extra
-        grads = list(torch.autograd.grad(loss, self.actor_params))
+        grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
         if self.actor_grad_clip is not None:
             clip_per_agent_(grads, self.actor_grad_clip)
-        self.actor_opt.step(grads, agent=agent)
-        hard_update(self.actors_target, self.actors, agent)
-        return float(loss.detach())
+        self.actor_opt.step(grads, agent=self._agents(agent))
+        hard_update(self.actors_target, self.actors, self._agents(agent))
+        return self._value(loss)
 
     # ------------------------------------------------------------------ monitor, description, state
     def attach_monitor(self, monitor) -> None:
         """Attach the gradient-flow monitor to this learner's networks (targets are not watched)."""
-        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.cfg.actor_lr)
-        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.cfg.critic_lr)
+        monitor.attach("actors", self.actors, optimizer=self.actor_opt, per_agent=True, lr=self.actor_lr)
+        monitor.attach("critic", self.critic, optimizer=self.critic_opt, lr=self.critic_lr)
 
     def describe(self) -> dict:
         """Its networks: per role, the layer sizes, the parameter count (one actor's, and all), the

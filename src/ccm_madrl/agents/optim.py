@@ -4,7 +4,10 @@ Every parameter tensor has the agent in dimension 0. Each agent keeps its own op
 (moments and step count), so the N actors remain independent learners exactly as with N separate
 ``torch.optim`` optimisers; the arithmetic is that of PyTorch's single-tensor implementations
 (``torch.optim.Adam`` / ``RMSprop`` / ``SGD`` with default options), operation by operation.
-``step(grads, agent=i)`` updates only agent ``i`` (the published sequential actor update).
+``step(grads, agent=i)`` updates only agent ``i`` (the published sequential actor update); ``agent``
+may also be a tensor of indices (a pack steps agent ``i`` of every run at once). ``lr`` may be one
+learning rate per agent (a pack of runs with different learning rates): the arithmetic per agent is
+then that of its own scalar learning rate.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class BatchedOptimizer:
         self,
         params: Sequence[torch.nn.Parameter],
         kind: str = "adam",
-        lr: float = 1e-4,
+        lr: float | Sequence[float] = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         alpha: float = 0.99,
@@ -82,7 +85,13 @@ class BatchedOptimizer:
         self.n = self.params[0].shape[0]
         if any(p.shape[0] != self.n for p in self.params):
             raise ValueError("params: every parameter must have the agent in dimension 0")
-        self.kind, self.lr, self.betas, self.eps, self.alpha = kind, float(lr), betas, eps, alpha
+        per_agent_lr = np.ndim(lr) > 0
+        if per_agent_lr and np.shape(lr) != (self.n,):
+            raise ValueError(f"lr: need one learning rate per agent ({self.n}), got shape {np.shape(lr)}")
+        # one lr per agent (float64, as the scalar path computes in Python floats) or None
+        self.lr_vec = np.asarray(lr, dtype=np.float64).copy() if per_agent_lr else None
+        self.lr = float(np.asarray(lr).ravel()[0]) if per_agent_lr else float(lr)
+        self.kind, self.betas, self.eps, self.alpha = kind, betas, eps, alpha
         self.lr_scales = [1.0] * len(self.params) if lr_scales is None else [float(s) for s in lr_scales]
         if len(self.lr_scales) != len(self.params):
             raise ValueError("lr_scales: need one scale per parameter")
@@ -98,10 +107,19 @@ class BatchedOptimizer:
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor], agent: int | None = None) -> None:
+    def step(self, grads: Sequence[torch.Tensor], agent: int | torch.Tensor | None = None) -> None:
         """Apply one update. ``grads`` match ``params`` (full stacked shapes)."""
         for h in self._pre_hooks:
             h(self, grads, agent)
+        if isinstance(agent, torch.Tensor):  # several agents, each one step (a pack's agent i of every run)
+            idx = agent.cpu().numpy()
+            self.steps[idx] += 1
+            if (self.steps[idx] == self.steps[idx[0]]).all():
+                self._update(agent.to(self.params[0].device), grads, int(self.steps[idx[0]]))
+            else:
+                for i in idx.tolist():
+                    self._update(i, grads, int(self.steps[i]))
+            return
         if agent is None:
             self.steps += 1
             if (self.steps == self.steps[0]).all():
@@ -115,11 +133,49 @@ class BatchedOptimizer:
             self.steps[agent] += 1
             self._update(agent, grads, int(self.steps[agent]))
 
-    def _update(self, idx: int | slice, grads: Sequence[torch.Tensor], step: int) -> None:
+    def _update(self, idx: int | slice | torch.Tensor, grads: Sequence[torch.Tensor], step: int) -> None:
+        if self.lr_vec is not None or isinstance(idx, torch.Tensor):
+            return self._update_per_agent(idx, grads, step)
         for k, (p, g) in enumerate(zip(self.params, grads)):
             m = self.m[k][idx] if self.m else None
             v = self.v[k][idx] if self.v else None
             self.rule.update(self, p.data[idx], g[idx], m, v, self.lr * self.lr_scales[k], step)
+
+    def _update_per_agent(
+        self, idx: int | slice | torch.Tensor, grads: Sequence[torch.Tensor], step: int
+    ) -> None:
+        """The same update with one learning rate per agent (a tensor broadcast over each agent's
+        slice; ``p - (s * m) / d`` is ``addcdiv``'s arithmetic with value ``-s``). A tensor ``idx``
+        gathers the agents' slices and writes them back."""
+        gather = isinstance(idx, torch.Tensor)
+        n_idx = self.n if isinstance(idx, slice) else (len(idx) if gather else 1)
+        rows = np.arange(self.n)[idx.cpu().numpy() if gather else idx]
+        lr_all = self.lr_vec if self.lr_vec is not None else np.full(self.n, self.lr)
+        beta1, beta2 = self.betas
+        for k, (p, g) in enumerate(zip(self.params, grads)):
+            lr = lr_all[rows] * self.lr_scales[k]  # float64, as the scalar path
+            shape = (n_idx, *([1] * (p.dim() - 1))) if np.ndim(rows) else ()
+            p_, g_ = p.data[idx], g[idx]
+            if self.kind == "adam":
+                m, v = self.m[k][idx], self.v[k][idx]
+                m.lerp_(g_, 1 - beta1)
+                v.mul_(beta2).addcmul_(g_, g_, value=1 - beta2)
+                step_size = torch.as_tensor(lr / (1 - beta1**step), dtype=p.dtype, device=p.device)
+                denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+                p_.sub_(step_size.reshape(shape) * m / denom)
+                if gather:
+                    self.m[k][idx], self.v[k][idx] = m, v
+            elif self.kind == "rmsprop":
+                v = self.v[k][idx]
+                v.mul_(self.alpha).addcmul_(g_, g_, value=1 - self.alpha)
+                lr_t = torch.as_tensor(lr, dtype=p.dtype, device=p.device).reshape(shape)
+                p_.sub_(lr_t * g_ / v.sqrt().add_(self.eps))
+                if gather:
+                    self.v[k][idx] = v
+            else:
+                p_.addcmul_(g_, -torch.as_tensor(lr, dtype=p.dtype, device=p.device).reshape(shape))
+            if gather:
+                p.data[idx] = p_
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -105,16 +105,17 @@ def master_select(
     s_e: float,
     q_fn: QFunction,
     explore: bool = False,
-    epsilon: float = 0.0,
-    coin: Stream | None = None,
-    subset: IndexStream | None = None,
+    epsilon: float | np.ndarray = 0.0,
+    coin: Stream | list[Stream] | None = None,
+    subset: IndexStream | list[IndexStream] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The master's decision for E environments.
 
     ``u`` (E, N, 3): actor outputs (after exploration noise in training); ``size`` (E, N).
     ``q_fn(envs, candidates)`` returns Q (len(envs), N) for the candidate agents (bool mask) of those
     environments, -inf elsewhere. Returns (selected 0/1 (E, N), exceeded (E,)).
-    The exploration coin ``coin`` is drawn once per exceeded environment, in order.
+    The exploration coin ``coin`` is drawn once per exceeded environment, in order. ``epsilon``,
+    ``coin`` and ``subset`` may also be given per environment (an array, lists): a pack of runs.
     """
     u0 = u[..., 0]
     prop, exceeded = proposals_exceed(u0, size, limit, s_e)
@@ -123,9 +124,11 @@ def master_select(
     if envs.size == 0:
         return sel, exceeded
     greedy = []
+    per_env = isinstance(coin, list)
     for e in envs:
-        if explore and scalar_uniform01(coin) <= epsilon:
-            sel[e] = explore_select(size[e], limit, s_e, subset)
+        eps = epsilon[e] if np.ndim(epsilon) else epsilon
+        if explore and scalar_uniform01(coin[e] if per_env else coin) <= eps:
+            sel[e] = explore_select(size[e], limit, s_e, subset[e] if per_env else subset)
         else:
             greedy.append(e)
     if greedy:

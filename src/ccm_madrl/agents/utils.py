@@ -64,5 +64,7 @@ def hard_update(target: torch.nn.Module, source: torch.nn.Module, agent: int | N
         for t, s in zip(target.parameters(), source.parameters()):
             if agent is None:
                 t.copy_(s)
+            elif isinstance(agent, torch.Tensor):  # several agents (a pack: agent i of every run)
+                t[agent] = s[agent]
             else:
                 t[agent].copy_(s[agent])

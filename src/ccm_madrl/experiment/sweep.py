@@ -192,7 +192,12 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
     try:
         if threads > 0:
             torch.set_num_threads(threads)
-        cfg = build_config(json.loads(cfg_json))
+        data = json.loads(cfg_json)
+        if isinstance(data, list):  # a pack job: several runs as one program (experiment/pack.py)
+            from .pack import run_pack_job
+
+            return {**run_pack_job(data, json.loads(run_dir), t0, stop=stop), **where}
+        cfg = build_config(data)
         s = train(cfg, run_dir, progress=False, quiet=True, stop=stop)
         res = {"status": "done", "episodes_done": s.episodes_done, "final_return": s.final_return}
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
@@ -491,7 +496,8 @@ def _ray_run(cfg_json: str, run_dir: str, threads: int) -> dict:
 
     ctx = ray.get_runtime_context()
     where = {"node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
-    sweep_file = Path(run_dir).parent.parent / SWEEP_FILE
+    first = json.loads(run_dir)[0] if run_dir.startswith("[") else run_dir  # a pack job: its run dirs
+    sweep_file = Path(first).parent.parent / SWEEP_FILE
     if not sweep_file.exists():
         return {
             "status": "failed",
@@ -690,12 +696,14 @@ def run_sweep(
     name: str | None = None,
     options: BackendOptions | None = None,
     stop: StopToken | None = None,
+    pack: int | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
     ``set_``, ``seeds``, ``axes`` and ``name``, :class:`BackendOptions` for ``options``. ``stop``
     (default: a new token, flagged by SIGINT / SIGTERM to this process) is the sweep's stop token:
     once requested every running run checkpoints and ends ``interrupted``, queued runs do not start,
-    and KeyboardInterrupt is raised."""
+    and KeyboardInterrupt is raised. ``pack``: train compatible runs in packs of at most this many
+    (0: chosen from memory and device; ``experiment/pack.py``), one run directory each."""
     check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
@@ -737,8 +745,18 @@ def run_sweep(
 
     bar = _SweepProgress(progress, spec.name, len(runs), skipped, total_eps, episodes_now())
 
+    backend_jobs, members = jobs, {}
+    if pack is not None:  # whole packs are the backend's jobs; results come back per member run
+        from .pack import pack_jobs
+
+        backend_jobs, members = pack_jobs(jobs, pack, plan.workers)
+
     def on_done(rid: str, res: dict) -> None:
-        res = dict(res)
+        if rid in members:
+            for m in members[rid]:
+                on_done(m, res.get("pack", {}).get(m, res))
+            return
+        res = {k: v for k, v in res.items() if k != "pack"}
         if res["status"] == "queued":  # stopped before it started
             return
         counts[res["status"]] += 1
@@ -756,7 +774,7 @@ def run_sweep(
                 for rid, _, _ in jobs:
                     man.update(rid, status="queued")
                 man.save(spec.name)
-                BACKENDS[backend](plan, address).run(jobs, on_done, poll, stop)
+                BACKENDS[backend](plan, address).run(backend_jobs, on_done, poll, stop)
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:

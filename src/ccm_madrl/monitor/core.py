@@ -289,6 +289,8 @@ class GradientFlowMonitor:
     def _agent_index(self, r: _Role, agents: int | None) -> torch.Tensor:
         if not r.per_agent:
             return torch.zeros(1, dtype=torch.long)
+        if isinstance(agents, torch.Tensor):  # several agents stepping at once (a pack of runs)
+            return agents.cpu()
         return torch.arange(r.n_agents) if agents is None else torch.tensor([agents])
 
     def _per_agent(self, r: _Role, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

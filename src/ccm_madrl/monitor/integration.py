@@ -72,7 +72,10 @@ class RunMonitor:
         self.mon.start_episode(episode)
 
     def end_episode(self, episode: int, row: dict, learner) -> dict:
-        rows = self.mon.end_episode(episode)
+        return self.take(episode, self.mon.end_episode(episode), row)
+
+    def take(self, episode: int, rows: list[dict] | None, row: dict) -> dict:
+        """Keep an episode's measured rows (None: not measured) and return its summary columns."""
         if rows is None or not row.get("trained"):
             return {}
         reward_abs = float(row.get("batch_reward_abs", np.nan))
