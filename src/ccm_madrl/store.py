@@ -190,6 +190,12 @@ class Store:
     def stops(self) -> pd.DataFrame:
         return self._per_run(self._stops_of)
 
+    @property
+    def baselines(self) -> pd.DataFrame:
+        """The non-learning baselines' returns: computed when a sweep is archived
+        (``ccm_madrl.archive``); empty for run directories."""
+        return pd.DataFrame()
+
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """One of :data:`TABLES` over all runs, only ``columns`` (plus ``run_id``) when given."""
         if name not in TABLES:
