@@ -137,8 +137,12 @@ def baseline_return(key: dict, algorithm: str) -> dict:
             "seed": key["seed"],
             "env": key["env"],
             "agent": {"algorithm": algorithm},
-            "training": {"episodes": BASELINE_EPISODES, "eval_episodes": key["eval_episodes"],
-                         "tensorboard": False, "checkpoint_every": BASELINE_EPISODES},  # fmt: skip
+            "training": {
+                "episodes": BASELINE_EPISODES,
+                "eval_episodes": key["eval_episodes"],
+                "tensorboard": False,
+                "checkpoint_every": BASELINE_EPISODES,
+            },  # fmt: skip
             "monitor": {"enabled": False},
         }
     )
@@ -183,13 +187,17 @@ def archive_sweep(
         run = RunDir(rd)
         cfg = store.config(rd)
         tables["configs"].append(
-            pd.DataFrame([{
-                "run_id": run_id,
-                "config_yaml": yaml.safe_dump(cfg, sort_keys=False),
-                "provenance_json": json.dumps(run.provenance()),
-                "learner_json": json.dumps(run.learner()),
-                "status_json": json.dumps(run.status()),
-            }])  # fmt: skip
+            pd.DataFrame(
+                [
+                    {
+                        "run_id": run_id,
+                        "config_yaml": yaml.safe_dump(cfg, sort_keys=False),
+                        "provenance_json": json.dumps(run.provenance()),
+                        "learner_json": json.dumps(run.learner()),
+                        "status_json": json.dumps(run.status()),
+                    }
+                ]
+            )  # fmt: skip
         )
         summary = store._summary_of(rd, None)
         m = run.metrics()
@@ -220,9 +228,13 @@ def archive_sweep(
         "archived_with": {"version": __version__, **_commit()},
         "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",
-        "history": [*index.get("history", []),
-                    {"time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "added": sorted(new["run_id"])}],  # fmt: skip
+        "history": [
+            *index.get("history", []),
+            {
+                "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "added": sorted(new["run_id"]),
+            },
+        ],  # fmt: skip
     }
     write_json(out / INDEX, entry)
     return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
@@ -284,7 +296,9 @@ class ArchiveStore:
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A table over all archives; only ``columns`` (plus ``run_id``) when given."""
         if name not in (*RUN_TABLES, "baselines"):
-            raise ValueError(f"table: unknown table {name!r}; allowed: {', '.join((*RUN_TABLES, 'baselines'))}")
+            raise ValueError(
+                f"table: unknown table {name!r}; allowed: {', '.join((*RUN_TABLES, 'baselines'))}"
+            )
         cols = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
         if name == "baselines" and cols:
             cols.remove("run_id")
@@ -295,7 +309,7 @@ class ArchiveStore:
     @cached_property
     def runs(self) -> pd.DataFrame:
         r = self.table("runs")
-        for c in r.columns[r.dtypes == object]:  # lists come back as arrays: tuples, as live
+        for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
             r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
         return r
 

@@ -245,7 +245,9 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
             value=[f"{r['poi']:.2f}" + (f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if np.isfinite(r["ci_low"]) else "")
                    + f", δ = {r['cliffs_delta']:+.2f}; {r['verdict']}" for r in poi.to_dict("records")],
         ).pivot_table(index=cells, columns="comparison", values="value", aggfunc="first", sort=True)  # fmt: skip
-        i_txt = i_txt.merge(p_txt.add_prefix("P(better than ").add_suffix(")").reset_index(), on=cells, how="left")
+        i_txt = i_txt.merge(
+            p_txt.add_prefix("P(better than ").add_suffix(")").reset_index(), on=cells, how="left"
+        )
     lr_txt = (
         lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "statistic", "p", "p_holm", "verdict"])
         .round({"statistic": 3, "p": 4, "p_holm": 4}) if len(lr) else lr

@@ -494,7 +494,13 @@ def km_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
                         label=f"client lr {clr:g} ({int(e.sum())}/{len(e)})")  # fmt: skip
                 cens = d[~e]
                 if len(cens):
-                    ax.plot(cens, kmf.survival_function_at_times(cens).to_numpy(), "|", color=_color(clrs, clr), ms=8)
+                    ax.plot(
+                        cens,
+                        kmf.survival_function_at_times(cens).to_numpy(),
+                        "|",
+                        color=_color(clrs, clr),
+                        ms=8,
+                    )
             ax.set(title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}: {stats.EVENTS[event]}", 44),
                    xlabel="episode", ylabel="fraction of runs not yet stopped", ylim=(-0.02, 1.02))  # fmt: skip
             ax.legend()
