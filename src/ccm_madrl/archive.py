@@ -45,7 +45,7 @@ BASELINES = ("all_local", "random_selection")  # compared with in the statistics
 BASELINE_EPISODES = 101  # 100 evaluations (the first episode has none): the final-return window
 # metrics columns kept exactly (float64: a return must compare exactly with the all-local
 # -35.0295...); every other float is rounded to MANTISSA_BITS significant bits (relative error
-# <= 2**-13 = 1.2e-4) and stored as float32 (gradient-norm quantiles: float64, for their range)
+# <= 2**-13 = 1.2e-4) and stored as float32 (gradient norms: float64, for their range)
 EXACT = {"eval_return", "eval_return_std", "train_return"}
 MANTISSA_BITS = 12
 # metrics columns rebuilt on load from monitor_summary (``monitor.compact.metrics_from_summary``)
@@ -70,19 +70,21 @@ def round_mantissa(x: np.ndarray, bits: int = MANTISSA_BITS) -> np.ndarray:
         return x
     u = x.view(itype)
     r = ((u + itype(1 << (drop - 1))) & ~itype((1 << drop) - 1)).astype(itype).view(x.dtype)
-    return np.where(np.isfinite(x), r, x)
+    # non-finite values, and subnormals that would round to zero, stay as they are
+    return np.where(np.isfinite(x) & ((r != 0) | (x == 0)), r, x)
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
     """The archive's storage types: floats rounded (:func:`round_mantissa`) and float32, except
-    :data:`EXACT` columns and the gradient-norm quantiles (float64, rounded); ints as int32."""
+    :data:`EXACT` columns and gradient norms (float64, rounded: they span 1e-45..1e4, and a tiny
+    norm must not become an exact 0); ints as int32."""
     out = df.copy()
     for c in out.columns:
         col = out[c]
         if c in EXACT or c == "run_id":
             continue
         if col.dtype == np.float64:
-            if c.startswith("grad_norm_") and not c.endswith("_mean"):
+            if c.startswith(("grad_norm", "actor_grad_norm", "critic_grad_norm", "grad_ratio")):
                 out[c] = round_mantissa(col.to_numpy())
             else:
                 out[c] = round_mantissa(col.to_numpy().astype("float32"))
