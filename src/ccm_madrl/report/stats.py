@@ -294,3 +294,30 @@ def fmt_iqm(row) -> str:
         return "n/a"
     ci = f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]" if np.isfinite(row["ci_low"]) else ""
     return f"{row['iqm']:.1f}{ci} (n = {row['n']})"
+
+
+def corrected_table1(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 with survival statistics, one row per cell: Kaplan-Meier medians [95% CI] of the
+    all-actors stop, the first actor's stop (both |dw| < threshold), the episode from which every
+    actor's gradient is exactly 0 and the critic's stop; the IQM final return [95% CI]; the
+    fraction of seeds in which all actors stopped. Numeric columns beside the formatted ones."""
+    rows = []
+    for key, g in runs.groupby(CELL, sort=True):
+        row = dict(zip(CELL, key))
+        row["runs"] = len(g)
+        for event, label in (("all_actors_stop_thr", "all actors stop"), ("first_actor_stop_thr", "first actor stop"),
+                             ("all_actors_grad_zero", "gradient exactly 0"), ("critic_stop_thr", "critic stop")):  # fmt: skip
+            km = km_median(*survival_data(g, event))
+            row[label] = fmt_km(km)
+            row[f"{event}_median"], row[f"{event}_events"] = km["median"], km["events"]
+        q = iqm_ci(g["final_return"].to_numpy(float))
+        row["IQM final return"] = fmt_iqm(q)
+        row["final_return_iqm"], row["final_return_ci_low"], row["final_return_ci_high"] = (
+            q["iqm"],
+            q["ci_low"],
+            q["ci_high"],
+        )
+        k = int(g["all_actors_stop_thr"].notna().sum()) if "all_actors_stop_thr" in g else 0
+        row["seeds all stopped"] = f"{k}/{len(g)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
