@@ -24,6 +24,14 @@ from ccm_madrl.store import Store, load
 ARCHIVE = Path(__file__).parent / "data" / "archive_tiny"
 
 
+@pytest.fixture(autouse=True)
+def _stats_extra(request):
+    """The statistics need the ``stats`` extra; the other tests here do not."""
+    if request.node.name.startswith(("test_kaplan", "test_iqm", "test_holm", "test_report_rebuilds")):
+        for lib in ("lifelines", "rliable", "statsmodels"):
+            pytest.importorskip(lib)
+
+
 # ----------------------------------------------------------------------------- statistics by hand
 def test_kaplan_meier_equals_the_product_limit_worked_by_hand():
     # episodes 2, 3, 3 (censored), 5, 8 (censored): at risk 5, 4, -, 2 -> S = 4/5, 4/5 * 3/4, 3/5 * 1/2
