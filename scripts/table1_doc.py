@@ -136,13 +136,14 @@ def main() -> None:
         verdict_data[name] = (store, runs)
         seeds = sorted(int(s) for s in runs["cfg.seed"].unique()) if len(runs) else []
         parts += [f"## {name}: {LABEL.get(name, name)}\n",
-                  f"Archive `{path}` ({idx.get('runs_archived', 0)} runs; its source held {idx.get('finished_in_source', 0)} "
-                  f"finished of {idx.get('runs_in_source', 0)} started or planned runs when archived, "
-                  f"{idx.get('updated_utc', '?')}; seeds {seeds}). The full grid is 16 cells x 10 seeds = 160 runs. "
+                  f"Archive `{path}` ({idx.get('runs_archived', 0)} finished runs archived; when archived, "
+                  f"{idx.get('updated_utc', '?')}, its sweep had {idx.get('runs_in_source', 0)} runs started of the "
+                  f"{idx.get('runs_planned', '?')} in its manifest; seeds archived {seeds}). The full grid is 16 cells x "
+                  "10 seeds = 160 runs. "
                   "Cells without a finished run read n/a. Each entry: Kaplan-Meier median episode [95% CI] (runs with "
                   "the event / runs); 'never (0/n by episode E)': no run had it by its last episode E.\n",
                   md(table)]  # fmt: skip
-        poi = poi_table(store, runs)
+        poi = poi_table(store, runs) if len(runs) else pd.DataFrame()
         if len(poi):
             parts += ["Final return against the baselines: P(a run of the cell beats a run of the baseline) "
                       "[bootstrap CI]; baselines: `baselines.parquet` of the archive (all-local, random selection: "

@@ -4,7 +4,8 @@
 says done) of a sweep directory and writes, for the whole sweep, one file per table
 (``docs/run_store.md``, "The archive")::
 
-    archive.json             format, sweep name, source, runs archived, how and when (provenance)
+    archive.json             format, sweep name, source, runs archived / finished / started /
+                             planned (the manifest's), how and when (provenance)
     runs.parquet             one row per run: the store's run table (config fields, provenance,
                              final return, untrained return, run-level stop events)
     configs.parquet          one row per run: resolved config (YAML), provenance, learner
@@ -36,7 +37,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .rundir import RunDir, read_json, read_parquet, write_json
+from .rundir import RunDir, SweepDir, read_json, read_parquet, write_json
 
 FORMAT = 1
 INDEX = "archive.json"
@@ -227,6 +228,7 @@ def archive_sweep(
         "runs_archived": len(have) + len(new),
         "finished_in_source": len(done),
         "runs_in_source": len(runs),
+        "runs_planned": len(SweepDir(sweep_dir).manifest().get("runs", [])) or len(runs),
         "archived_with": {"version": __version__, **_commit()},
         "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",
