@@ -223,11 +223,17 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                        f"(n = {len(r)} runs at client lr 1e-2 and 1e-1)")  # fmt: skip
         else:
             txt.append(f"{label}: no archived run at client lr >= 1e-2 yet")
-    lines.append("**5.1 At client lr 1e-2 and 1e-1 the actors stop within ~5 episodes.** Verdict: **contradicted for the "
-                 "weights, sharpened for the gradient** (independent actors): in `docs/findings.md` (baseline table, n = 2 "
-                 "per cell, 300 episodes) every actor's gradient is exactly 0 from episode 2-16 but the weights stop "
-                 "(|dw| < 1e-8) only at 147-160 (Adam's momentum decaying). Archived: " + "; ".join(txt) + ". Shared-actor "
-                 "code at these learning rates: not measured yet.\n")  # fmt: skip
+    if len(hi_g):  # archived runs decide; the older screen otherwise
+        med = stats.km_median(*stats.survival_data(hi_g, "all_actors_stop_thr"))["median"]
+        v51 = "holds" if med <= 10 else f"contradicted (KM median {med:.0f}, n = {len(hi_g)})"
+    else:
+        v51 = ("contradicted for the weights, sharpened for the gradient (older data, n = 2 per cell: "
+               "`docs/findings.md`)")  # fmt: skip
+    lines.append(f"**5.1 At client lr 1e-2 and 1e-1 the actors stop within ~5 episodes.** Verdict for independent actors: "
+                 f"**{v51}**. In `docs/findings.md` (baseline table, n = 2 per cell, 300 episodes, simultaneous update) "
+                 "every actor's gradient is exactly 0 from episode 2-16 but the weights stop (|dw| < 1e-8) only at "
+                 "147-160 (Adam's momentum decaying). Archived: " + "; ".join(txt) + ". Shared-actor code at these "
+                 "learning rates: " + ("see the archived numbers" if len(hi_p) else "not measured yet") + ".\n")  # fmt: skip
 
     # 5.2 lr 1e-3 stops at ~200 / ~500
     txt = []
@@ -252,20 +258,33 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                        f"(per run: {', '.join(f'{v:.2f}' for v in r['final_return'])})")  # fmt: skip
         else:
             txt.append(f"{label}: no archived run yet")
+    lo_all = pd.concat([cell_runs(g, 1e-4), cell_runs(p, 1e-4)]) if len(g) or len(p) else pd.DataFrame()
+    if len(lo_all):
+        k = int(lo_all["all_actors_stop_thr"].notna().sum())
+        stop_part = (f"the no-stop part holds (0 of {len(lo_all)} archived runs stopped)" if k == 0
+                     else f"the no-stop part is contradicted ({k} of {len(lo_all)} archived runs stopped)")  # fmt: skip
+    else:
+        stop_part = "the no-stop part is not measured yet"
+    lp = cell_runs(p, 1e-4)
+    near = int((lp["final_return"] > -45).sum()) if len(lp) else 0
+    ret_part = ("the return holds only for the shared-actor code, and there only in some seeds" if near or not len(lp)
+                else f"the return is not reproduced by the archived shared-actor runs (0 of {len(lp)} above -45)")  # fmt: skip
     lines.append("**5.3 At client lr 1e-4 the actors never stop within 2000 episodes and the policy reaches -34 "
-                 "(master lr 1e-3) / -40 (1e-4).** Verdict: **the no-stop part holds at the n below; the return holds only "
-                 "for the shared-actor code**: with independent actors the final returns are far below -34 ("
-                 + ind_old + "); with the shared actor " + shared_old + ". Archived: " + "; ".join(txt) + ". No learned policy beats the all-local heuristic: "
-                 "see the probability-of-improvement tables above.\n")  # fmt: skip
+                 f"(master lr 1e-3) / -40 (1e-4).** Verdict: **{stop_part}; {ret_part}**: with independent actors "
+                 "the final returns are far below -34 (" + ind_old + "); with the shared actor " + shared_old
+                 + ". Archived: " + "; ".join(txt) + ". Whether a learned policy beats the all-local heuristic: the "
+                 "probability-of-improvement tables above.\n")  # fmt: skip
 
     # 5.4 the critic never stops
-    txt = []
+    txt, k_all, n_all = [], 0, 0
     for label, r in (("independent actors", g), ("shared actor", p)):
         if len(r):
             k = int(r["critic_stop_thr"].notna().sum()) if "critic_stop_thr" in r else 0
+            k_all, n_all = k_all + k, n_all + len(r)
             txt.append(f"{label}: critic stopped in {k} of {len(r)} runs")
-    lines.append("**5.4 The master critic never stops.** Verdict: **holds** at the n below (and in every sweep of "
-                 "`docs/findings.md`): " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
+    v54 = ("holds in the older data (every sweep of `docs/findings.md`, n = 2 per cell); no archived run yet" if not n_all
+           else f"holds (0 of {n_all} archived runs)" if k_all == 0 else f"contradicted ({k_all} of {n_all} archived runs)")  # fmt: skip
+    lines.append(f"**5.4 The master critic never stops.** Verdict: **{v54}**. " + "; ".join(txt) + "\n")
 
     # 5.5 gradient asymmetry 4-8 orders of magnitude
     txt, inside = [], []
@@ -295,8 +314,12 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "contradicted for Adam**: reward scaling by 0.1 and 0.01 and gradient clipping leave the stop episodes "
                  "unchanged (`docs/findings.md`, n = 2 per cell), and saturation is reached at every learning rate. "
                  "Archived: " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
-    lines.append("Not in `results/` yet: every cell with client lr >= 1e-3 of both grids, seeds 1-9 of all cells; "
-                 "the two sweeps continue (`ccm-madrl sweep configs/paper/table1_s10.yaml` and `ccm-madrl sweep "
+    missing = []
+    for name, (_, r) in data.items():
+        have = {(c, m) for c, m in zip(r["client_lr"], r["master_lr"])} if len(r) else set()
+        missing.append(f"{name}: {16 - len(have)} of 16 cells without a finished run, "
+                       f"{160 - len(r)} of the 160 runs of the full grid")  # fmt: skip
+    lines.append("Not in `results/` yet: " + "; ".join(missing) + ". The two sweeps continue (`ccm-madrl sweep configs/paper/table1_s10.yaml` and `ccm-madrl sweep "
                  "configs/paper/table1_s10.yaml --set published_code=44fba1b --name table1_s10_published`, each resumes "
                  "where it stopped), and `ccm-madrl archive` adds their finished runs.\n")  # fmt: skip
     return lines
