@@ -249,8 +249,8 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
             p_txt.add_prefix("P(better than ").add_suffix(")").reset_index(), on=cells, how="left"
         )
     lr_txt = (
-        lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "statistic", "p", "p_holm", "verdict"])
-        .round({"statistic": 3, "p": 4, "p_holm": 4}) if len(lr) else lr
+        lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "median_a", "median_b", "stopped_a", "stopped_b", "statistic", "p", "p_holm", "verdict"])
+        .round({"statistic": 3, "p": 4, "p_holm": 4, "stopped_a": 2, "stopped_b": 2}) if len(lr) else lr
     )  # fmt: skip
     return [
         ("Statistics: stop episodes as survival data (Kaplan-Meier median [95% CI])", _md_table(s_txt),

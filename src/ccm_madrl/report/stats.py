@@ -11,7 +11,8 @@ over the runs that happened to stop is biased. Per cell:
   last episode), its median with a 95% CI (``lifelines.utils.median_survival_times`` on the
   pointwise exponential-Greenwood band); "not reached" when fewer than half the runs stopped;
 - log-rank tests between cells (``lifelines.statistics.logrank_test``), Holm-corrected over the
-  family of comparisons a table makes (``statsmodels`` ``multipletests``).
+  family of comparisons a table makes (``statsmodels`` ``multipletests``), with the two KM medians
+  and the fractions of runs with the event as the effect size.
 
 Final returns (mean of the last 100 evaluations), per cell, with ``rliable``:
 
@@ -248,8 +249,12 @@ def logrank_table(runs: pd.DataFrame, event: str = "all_actors_stop_thr") -> pd.
                 levels = sorted(h[vary].unique())
                 for a, b in zip(levels, levels[1:]):
                     ga, gb = h[h[vary] == a], h[h[vary] == b]
+                    ka, kb = km_median(*survival_data(ga, event)), km_median(*survival_data(gb, event))
+                    # effect size: the KM medians and the fractions of runs with the event, side by side
                     rows.append({"sweep": sweep, "algorithm": algo, "steps": steps, "event": event,
                                  "compared": vary, fixed: fv, "a": a, "b": b, "n_a": len(ga), "n_b": len(gb),
+                                 "median_a": ka["median"], "median_b": kb["median"],
+                                 "stopped_a": ka["events"] / len(ga), "stopped_b": kb["events"] / len(gb),
                                  **logrank(ga, gb, event)})  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
