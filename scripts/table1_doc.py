@@ -143,6 +143,11 @@ def main() -> None:
                   "Cells without a finished run read n/a. Each entry: Kaplan-Meier median episode [95% CI] (runs with "
                   "the event / runs); 'never (0/n by episode E)': no run had it by its last episode E.\n",
                   md(table)]  # fmt: skip
+        if "archive_note" in runs and (runs["archive_note"].fillna("") != "").any():
+            noted = runs[runs["archive_note"].fillna("") != ""]
+            parts.append("Archived although marked failed (`ccm-madrl archive --include-complete-failed`: every episode "
+                         "was trained and recorded; the failure came after the last one): "
+                         + "; ".join(f"`{r}` ({n})" for r, n in zip(noted["run_id"], noted["archive_note"])) + ".\n")  # fmt: skip
         poi = poi_table(store, runs) if len(runs) else pd.DataFrame()
         if len(poi):
             parts += ["Final return against the baselines: P(a run of the cell beats a run of the baseline) "

@@ -173,6 +173,16 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     res = archive_sweep(tmp_path / "sw", out, baselines=False)
     assert len(res["added"]) == 1 and res["archived"] == 3
     assert len(json.loads((out / "archive.json").read_text())["history"]) == 2
+    # a run marked failed after its last episode is archived only on request, with a note
+    st = json.loads((rd / "status.json").read_text())
+    (rd / "status.json").write_text(
+        json.dumps({**st, "state": "failed", "error": "Traceback\nOSError: disk full"})
+    )
+    assert rd.name not in archive_sweep(tmp_path / "sw", tmp_path / "a2", baselines=False)["added"]
+    res = archive_sweep(tmp_path / "sw", tmp_path / "a3", baselines=False, include_complete_failed=True)
+    assert rd.name in res["added"]
+    note = load(tmp_path / "a3").runs.set_index("run_id").at[rd.name, "archive_note"]
+    assert note == "failed after its last episode: OSError: disk full"
 
 
 def test_round_mantissa_keeps_zeros_and_relative_precision():

@@ -162,10 +162,31 @@ def baseline_return(key: dict, algorithm: str) -> dict:
     }
 
 
+def complete_but_failed(runs: pd.DataFrame, store) -> pd.Series:
+    """Runs whose status is ``failed`` although every episode was trained and recorded (the failure
+    came after the last episode, e.g. while writing the run's summary): their metrics and monitor
+    rows are complete."""
+    if runs.empty:
+        return pd.Series(dtype=bool)
+    planned = runs["cfg.training.episodes"] if "cfg.training.episodes" in runs else runs["episodes_done"] + 1
+    complete = (runs["status"] == "failed") & (runs["episodes_done"] >= planned)
+    for i in runs.index[complete]:
+        m = RunDir(runs.at[i, "run_dir"]).metrics(["episode"])
+        complete[i] = len(m) >= planned[i]
+    return complete
+
+
 def archive_sweep(
-    sweep_dir: str | Path, out: str | Path, baselines: bool = True, command: str | None = None
+    sweep_dir: str | Path,
+    out: str | Path,
+    baselines: bool = True,
+    command: str | None = None,
+    include_complete_failed: bool = False,
 ) -> dict:
-    """Archive the finished runs of ``sweep_dir`` into ``out`` (module docstring). Returns
+    """Archive the finished runs of ``sweep_dir`` into ``out`` (module docstring); with
+    ``include_complete_failed`` also the runs of :func:`complete_but_failed`, archived with status
+    ``done`` and ``archive_note`` naming the failure (their original status is kept in
+    ``configs.status_json``). Returns
     {"added": [...run ids], "archived": n, "finished": n, "runs_in_sweep": n, "bytes": {...}}."""
     from .store import Store
 
@@ -176,7 +197,16 @@ def archive_sweep(
     old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
     have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
     store = Store([sweep_dir])
-    runs = store.runs
+    runs = store.runs.copy()
+    runs["archive_note"] = ""
+    if include_complete_failed:
+        late = complete_but_failed(runs, store)
+        for i in runs.index[late]:
+            err = (RunDir(runs.at[i, "run_dir"]).status().get("error") or "").strip().splitlines()
+            runs.at[i, "archive_note"] = "failed after its last episode: " + (
+                err[-1] if err else "no error recorded"
+            )
+            runs.at[i, "status"] = "done"
     done = runs[runs["status"] == "done"]
     new = done[~done["run_id"].isin(have)]
     index = read_json(out / INDEX)
@@ -229,6 +259,9 @@ def archive_sweep(
         "finished_in_source": len(done),
         "runs_in_source": len(runs),
         "runs_planned": len(SweepDir(sweep_dir).manifest().get("runs", [])) or len(runs),
+        "complete_but_failed": sorted(
+            {*index.get("complete_but_failed", []), *new.loc[new["archive_note"] != "", "run_id"]}
+        ),
         "archived_with": {"version": __version__, **_commit()},
         "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",

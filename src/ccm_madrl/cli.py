@@ -148,7 +148,11 @@ def cmd_archive(args: argparse.Namespace) -> int:
         args.sweep,
         args.out,
         baselines=not args.no_baselines,
-        command=" ".join(["ccm-madrl archive", args.sweep, "--out", args.out]),
+        command=" ".join(
+            ["ccm-madrl archive", args.sweep, "--out", args.out]
+            + (["--include-complete-failed"] if args.include_complete_failed else [])
+        ),
+        include_complete_failed=args.include_complete_failed,
     )
     _console().print(
         f"archive: {args.out} — {len(res['added'])} run(s) added, {res['archived']} archived, "
@@ -270,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("sweep", help="sweep directory (read only)")
     a.add_argument("--out", required=True, help="archive directory (created or extended)")
     a.add_argument("--no-baselines", action="store_true", help="skip the non-learning baselines' runs")
+    a.add_argument(
+        "--include-complete-failed",
+        action="store_true",
+        help="also archive runs marked failed after their last episode (all episodes recorded), with a note",
+    )
     a.set_defaults(func=cmd_archive)
 
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
