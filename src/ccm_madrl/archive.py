@@ -378,7 +378,13 @@ class ArchiveStore:
 
     @cached_property
     def baselines(self) -> pd.DataFrame:
-        return self.table("baselines")
+        """The baselines of every archive, with its sweep's name (``sweep``)."""
+        frames = [
+            read_parquet(p / "baselines.parquet").assign(sweep=self.index[p].get("sweep", p.name))
+            for p in self.paths
+        ]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def descriptions(self) -> list[tuple[dict, dict]]:
         c = self.table("configs", ["config_yaml", "learner_json"])

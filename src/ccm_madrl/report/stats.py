@@ -268,17 +268,17 @@ def returns_table(runs: pd.DataFrame, baselines: pd.DataFrame) -> tuple[pd.DataF
     """(IQM per cell, probability of improvement per cell and baseline, Holm over each sweep's
     family)."""
     iqms, pois = [], []
-    base = (
-        {b: g["final_return"].to_numpy(float) for b, g in baselines.groupby("baseline")}
-        if len(baselines)
-        else {}
-    )
     for key, g in runs.groupby(CELL, sort=True):
         cell = dict(zip(CELL, key))
         x = g["final_return"].to_numpy(float)
         iqms.append({**cell, **iqm_ci(x), "mean": float(np.nanmean(x)) if len(x) else math.nan,
                      "median": float(np.nanmedian(x)) if len(x) else math.nan})  # fmt: skip
-        comparisons = dict(base)
+        b = baselines
+        if len(b) and "sweep" in b:  # each archive's baselines (its own environment) for its runs
+            b = b[b["sweep"].isin(set(g.get("sweep_dir", g["sweep"])))]
+        comparisons = (
+            {name: h["final_return"].to_numpy(float) for name, h in b.groupby("baseline")} if len(b) else {}
+        )
         if "untrained_return" in g:
             comparisons["untrained"] = g["untrained_return"].to_numpy(float)
         for name, y in comparisons.items():
