@@ -64,7 +64,10 @@ def independent_table1(sweep_dir):
         cfg = yaml.safe_load((rd / "config.yaml").read_text())
         m = pd.read_parquet(rd / "metrics.parquet")
         final = m["eval_return"].dropna().tail(100).mean()
-        parts = sorted((rd / "monitor" / "agents").glob("*.parquet"))
+        # a finished run's parts are compacted into monitor/agents.parquet (monitor.compact)
+        parts = sorted((rd / "monitor").glob("agents.parquet")) + sorted(
+            (rd / "monitor" / "agents").glob("*.parquet")
+        )
         mon = pd.concat([pd.read_parquet(p) for p in parts])
         actors = mon[mon["role"] == "actors"].sort_values("episode")
         stops = []

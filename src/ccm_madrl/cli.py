@@ -188,6 +188,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .archive import archive_sweep
+
+    need_dir_or_new(args.out, "--out")
+    if not Path(args.sweep).is_dir():
+        raise UsageError(f"SWEEP_DIR {args.sweep}: no such directory")
+    res = archive_sweep(
+        args.sweep,
+        args.out,
+        baselines=not args.no_baselines,
+        command=" ".join(
+            ["ccm-madrl archive", args.sweep, "--out", args.out]
+            + (["--include-complete-failed"] if args.include_complete_failed else [])
+        ),
+        include_complete_failed=args.include_complete_failed,
+    )
+    _console().print(
+        f"archive: {args.out} — {len(res['added'])} run(s) added, {res['archived']} archived, "
+        f"{res['finished']} of {res['runs_in_sweep']} finished in {args.sweep}; "
+        f"{sum(res['bytes'].values()) / 1024:.0f} KiB ({res['bytes_per_run'] / 1024:.0f} KiB per run)"
+    )
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -422,6 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dirs", nargs="+", help="sweep or run directories (several: compared side by side)")
     r.add_argument("--out", help="output directory (default: reports/<names>)")
     r.set_defaults(func=cmd_report)
+
+    a = sub.add_parser(
+        "archive", help="compact a sweep's finished runs into a committable archive (results/<sweep>/)"
+    )
+    a.add_argument("sweep", help="sweep directory (read only)")
+    a.add_argument("--out", required=True, help="archive directory (created or extended)")
+    a.add_argument("--no-baselines", action="store_true", help="skip the non-learning baselines' runs")
+    a.add_argument(
+        "--include-complete-failed",
+        action="store_true",
+        help="also archive runs marked failed after their last episode (all episodes recorded), with a note",
+    )
+    a.set_defaults(func=cmd_archive)
 
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
     q.add_argument(

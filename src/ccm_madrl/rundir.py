@@ -71,17 +71,27 @@ def write_json(path: Path, obj) -> None:
     jsonio.write(path, obj)
 
 
-def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    """A DataFrame as Parquet, atomically (temporary file, rename)."""
+def write_parquet(path: Path, df: pd.DataFrame, **kwargs) -> None:
+    """A DataFrame as Parquet, atomically (temporary file, rename); ``kwargs`` go to ``to_parquet``
+    (e.g. ``compression="zstd"``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
+    df.to_parquet(tmp, index=False, **kwargs)
     os.replace(tmp, path)
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    """A Parquet file, or an empty DataFrame when it is absent."""
-    return pd.read_parquet(path) if Path(path).exists() else pd.DataFrame()
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file (only ``columns``, those of them it has, when given), or an empty DataFrame
+    when it is absent."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame()
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        have = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in have]
+    return pd.read_parquet(path, columns=columns)
 
 
 # ------------------------------------------------------------------------------ definitions
@@ -197,8 +207,8 @@ class RunDir:
         st = self.status()
         return st.get("state") == "done" and st.get("config_id") == config_id
 
-    def metrics(self) -> pd.DataFrame:
-        return read_parquet(self.metrics_path)
+    def metrics(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return read_parquet(self.metrics_path, columns)
 
     def write_metrics(self, df: pd.DataFrame) -> None:
         write_parquet(self.metrics_path, df)

@@ -22,9 +22,10 @@ import pandas as pd
 import yaml
 
 from .agents.config import nest_flat_keys
-from .monitor.integration import read_agents
-from .monitor.stops import agent_stops, run_stops
-from .rundir import RunDir, SweepDir, effective_state, final_return
+from .monitor import compact
+from .monitor.integration import SUMMARY, read_agents
+from .monitor.stops import agent_stops, run_stops_of
+from .rundir import RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -76,7 +77,44 @@ def find_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
     return found
 
 
+# the metrics columns the run table needs (final return, constraint rate, untrained return)
+RUN_METRICS = ["episode", "eval_return", "eval_constraint_frac", "trained"]
+PROVENANCE_FIELDS = ("version", "commit", "dirty", "device", "device_name", "torch", "rng_mode",
+                     "actor_update", "seed", "hostname")  # fmt: skip
+TABLES = ("metrics", "monitor", "monitor_summary", "stops")
+
+
+def untrained_return(m: pd.DataFrame) -> float:
+    """The first evaluation before any training step (the untrained policy's return), else NaN."""
+    if "eval_return" not in m or m.empty:
+        return float("nan")
+    m = m.sort_values("episode") if "episode" in m else m
+    trained = m["trained"].fillna(False).astype(bool) if "trained" in m else pd.Series(False, index=m.index)
+    before = ~trained.cumsum().shift(1, fill_value=0).astype(bool)  # no training step yet
+    ev = m.loc[before, "eval_return"].dropna()
+    return float(ev.iloc[0]) if len(ev) else float("nan")
+
+
+def first_actor_stops(stops: pd.DataFrame) -> dict:
+    """Run-level: the episode the first actor stopped for good (min over actors of ``stop_exact`` /
+    ``stop_thr`` / ``grad_zero``; NaN when none did)."""
+    out = {}
+    a = stops[stops["is_actor"].astype(bool)] if len(stops) else stops
+    for col in ("stop_exact", "stop_thr", "grad_zero"):
+        out[f"first_actor_{col}"] = (
+            float(a[col].min()) if len(a) and col in a and a[col].notna().any() else np.nan
+        )
+    return out
+
+
+def _nan(v):
+    return np.nan if v is None else v
+
+
 class Store:
+    """Runs read from sweep and run directories (see the module docstring). Every table is built
+    once, on first use; :meth:`table` reads selected columns only."""
+
     def __init__(self, paths: str | Path | Iterable[str | Path]):
         if isinstance(paths, (str, Path)):
             paths = [paths]
@@ -89,60 +127,89 @@ class Store:
                 stacklevel=2,
             )
         self._configs: dict[Path, dict] = {}
-        self._monitors: dict[Path, pd.DataFrame] = {}
+        self._stops: dict[Path, pd.DataFrame] = {}
+
+    @property
+    def sweep_names(self) -> list[str]:
+        """The sweeps' own names, in the order given."""
+        return list(dict.fromkeys(s for s, _ in self.run_dirs))
 
     @cached_property
     def runs(self) -> pd.DataFrame:
         rows = []
         for sweep, rd in self.run_dirs:
+            run = RunDir(rd)
             cfg = self.config(rd)
             row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
-            status = RunDir(rd).status()
+            status = run.status()
             row["status"] = effective_state(status) if status else "unknown"
             row["heartbeat"] = status.get("heartbeat")
             row["episodes_done"] = status.get("episodes_done", 0)
             row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items()})
-            prov = RunDir(rd).provenance()
-            for k in (
-                "version",
-                "commit",
-                "dirty",
-                "device",
-                "device_name",
-                "torch",
-                "rng_mode",
-                "actor_update",
-                "seed",
-                "hostname",
-            ):
-                row[f"prov.{k}"] = prov.get(k)
-            m = self._metrics_of(rd)
+            prov = run.provenance()
+            row.update({f"prov.{k}": prov.get(k) for k in PROVENANCE_FIELDS})
+            m = run.metrics(RUN_METRICS)
             row["final_return"] = final_return(m)
             row["final_constraint_frac"] = (
                 final_return(m, column="eval_constraint_frac") if np.isfinite(row["final_return"]) else np.nan
             )
-            agents = self._monitor_of(rd)
-            row.update(run_stops(agents, self._threshold(rd)) if len(agents) else {})
+            row["untrained_return"] = untrained_return(m)
+            row.update(self._run_stops(rd, status))
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def _run_stops(self, rd: Path, status: dict) -> dict:
+        """Run-level stop events: a finished run's summary (status.json, else monitor/summary.json),
+        else computed from its monitor rows; plus the first actor's stop from the per-agent stops."""
+        summary = status.get("stops") if status.get("state") == "done" else None
+        if not isinstance(summary, dict) and status.get("state") == "done":
+            summary = read_json(RunDir(rd).monitor_dir / SUMMARY) or None
+        stops = self._stops_of(rd)
+        if isinstance(summary, dict) and summary:
+            out = {k: _nan(v) for k, v in summary.items()}
+        elif len(stops):
+            out = run_stops_of(stops, self._threshold(rd))
+        else:
+            return {}
+        return {**out, **first_actor_stops(stops)} if len(stops) else out
+
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        return self._per_run(self._metrics_of)
+        return self.table("metrics")
 
     @cached_property
     def monitor(self) -> pd.DataFrame:
-        return self._per_run(self._monitor_of)
+        return self.table("monitor")
+
+    @cached_property
+    def monitor_summary(self) -> pd.DataFrame:
+        """One row per (run, measured episode, role): aggregates over the agents
+        (``monitor.compact.aggregate_agents``)."""
+        return self.table("monitor_summary")
 
     @cached_property
     def stops(self) -> pd.DataFrame:
-        return self._per_run(
-            lambda rd: (
-                agent_stops(self._monitor_of(rd), self._threshold(rd))
-                if len(self._monitor_of(rd))
-                else pd.DataFrame()
-            )
-        )
+        return self._per_run(self._stops_of)
+
+    @property
+    def baselines(self) -> pd.DataFrame:
+        """The non-learning baselines' returns: computed when a sweep is archived
+        (``ccm_madrl.archive``); empty for run directories."""
+        return pd.DataFrame()
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One of :data:`TABLES` over all runs, only ``columns`` (plus ``run_id``) when given."""
+        if name not in TABLES:
+            raise ValueError(f"table: unknown table {name!r}; allowed: {', '.join(TABLES)}")
+        if name == "stops":
+            st = self.stops
+            return st[[c for c in st.columns if c in (columns or st.columns) or c == "run_id"]]
+        read = {
+            "metrics": lambda rd: RunDir(rd).metrics(columns),
+            "monitor": lambda rd: read_agents(RunDir(rd).monitor_dir, columns),
+            "monitor_summary": lambda rd: self._summary_of(rd, columns),
+        }[name]
+        return self._per_run(read)
 
     def _per_run(self, fn) -> pd.DataFrame:
         frames = [f.assign(run_id=rd.name) for _, rd in self.run_dirs if len(f := fn(rd))]
@@ -157,18 +224,34 @@ class Store:
             self._configs[rd] = cfg
         return self._configs[rd]
 
+    def descriptions(self) -> list[tuple[dict, dict]]:
+        """(resolved config, learner description) of every run, in order."""
+        return [(self.config(rd), RunDir(rd).learner()) for _, rd in self.run_dirs]
+
     def _threshold(self, rd: Path) -> float:
         return self.config(rd).get("monitor", {}).get("stop_threshold", 1e-8)
 
-    @staticmethod
-    def _metrics_of(rd: Path) -> pd.DataFrame:
-        return RunDir(rd).metrics()
-
-    def _monitor_of(self, rd: Path) -> pd.DataFrame:
-        if rd not in self._monitors:
+    def _stops_of(self, rd: Path) -> pd.DataFrame:
+        """Per-agent stop events: the compacted monitor's, else computed from the monitor rows."""
+        if rd not in self._stops:
             mdir = RunDir(rd).monitor_dir
-            self._monitors[rd] = read_agents(mdir) if mdir.is_dir() else pd.DataFrame()
-        return self._monitors[rd]
+            if (mdir / compact.STOPS).exists():
+                self._stops[rd] = read_parquet(mdir / compact.STOPS)
+            else:
+                a = read_agents(mdir, STOP_COLUMNS) if mdir.is_dir() else pd.DataFrame()
+                self._stops[rd] = agent_stops(a, self._threshold(rd)) if len(a) else pd.DataFrame()
+        return self._stops[rd]
+
+    def _summary_of(self, rd: Path, columns: list[str] | None) -> pd.DataFrame:
+        mdir = RunDir(rd).monitor_dir
+        if (mdir / compact.EPISODES).exists():
+            return read_parquet(mdir / compact.EPISODES, columns and ["episode", "role", *columns])
+        a = read_agents(mdir) if mdir.is_dir() else pd.DataFrame()
+        s = compact.aggregate_agents(a, self._threshold(rd)) if len(a) else pd.DataFrame()
+        return s[[c for c in s.columns if c in ("episode", "role", *columns)]] if columns and len(s) else s
+
+
+STOP_COLUMNS = ["episode", "role", "agent", "is_actor", "steps", "changed", "max_abs_change", "grad_norm"]
 
 
 def _config_id(rd: Path) -> str:
@@ -212,6 +295,15 @@ def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.D
     return [f for i, f in enumerate(found) if i in keep], pd.DataFrame(dropped, columns=cols)
 
 
-def load(paths: str | Path | Iterable[str | Path]) -> Store:
-    """Open one or more sweep or run directories."""
+def load(paths: str | Path | Iterable[str | Path]):
+    """Open one or more sweep or run directories, or one or more archives (``ccm_madrl.archive``:
+    directories holding ``archive.json``); both give the same tables."""
+    from .archive import ArchiveStore, is_archive
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    kinds = {is_archive(p) for p in paths}
+    if kinds == {True}:
+        return ArchiveStore(paths)
+    if True in kinds:
+        raise ValueError("store: give either archives or sweep/run directories, not both")
     return Store(paths)

@@ -23,11 +23,18 @@ PART = re.compile(r"part-(\d+)-(\d+)\.parquet$")
 SUMMARY = "summary.json"
 
 
-def read_agents(monitor_dir: str | Path) -> pd.DataFrame:
-    parts = sorted((Path(monitor_dir) / "agents").glob("part-*.parquet"))
-    if not parts:
+def read_agents(monitor_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every per-agent row: the compacted ``agents.parquet`` of a finished run and any parts
+    (``monitor.compact``); only ``columns`` (those present) when given."""
+    from ..rundir import read_parquet
+
+    d = Path(monitor_dir)
+    files = ([d / "agents.parquet"] if (d / "agents.parquet").exists() else []) + sorted(
+        (d / "agents").glob("part-*.parquet")
+    )
+    if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return pd.concat([read_parquet(p, columns) for p in files], ignore_index=True)
 
 
 def write_part(monitor_dir: str | Path, rows: list[dict]) -> None:
@@ -113,8 +120,13 @@ class RunMonitor:
         self.pending = []
 
     def finish(self) -> dict:
+        """Write the last part and the summary, then compact the parts (``monitor.compact``)."""
+        from .compact import compact_monitor
+
         self.flush()
-        return write_summary(self.dir, self.cfg.monitor.stop_threshold)
+        stops = write_summary(self.dir, self.cfg.monitor.stop_threshold)
+        compact_monitor(self.dir, self.cfg.monitor.stop_threshold)
+        return stops
 
     def state_dict(self) -> dict:
         return self.mon.state_dict()

@@ -78,7 +78,11 @@ def _latest_if_all(col: pd.Series) -> float:
 
 def run_stops(agents: pd.DataFrame, threshold: float = 1e-8) -> dict:
     """Run-level stop events (see the module docstring)."""
-    st = agent_stops(agents, threshold)
+    return run_stops_of(agent_stops(agents, threshold), threshold)
+
+
+def run_stops_of(st: pd.DataFrame, threshold: float = 1e-8) -> dict:
+    """Run-level stop events from the per-agent ones (:func:`agent_stops`)."""
     actors = st[st["is_actor"].astype(bool)]
     others = st[~st["is_actor"].astype(bool)]
     nan = float("nan")

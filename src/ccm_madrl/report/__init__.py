@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..store import Store
+from ..store import load
 from . import figures as figs
 from .tables import algorithm_table, runs_frame, table1, table2
 
@@ -33,6 +34,8 @@ class ReportResult:
 
 
 CAPTIONS = {
+    "km_curves": "Kaplan-Meier estimates per cell: the fraction of runs in which the event has not happened by each episode; runs in which it never happened are censored at their last episode (tick marks). Counts: runs with the event / runs.",
+    "performance_profiles": "Performance profiles: the fraction of a cell's runs whose final return exceeds tau; vertical lines: the non-learning baselines' returns (median over their seeds).",
     "stop_heatmap": "Stopping episode of all actors per grid cell (top: exact criterion; bottom: thresholded); 'never' when no seed stopped, 'n/a' when the cell has no finished run, (k/n) when only k of n seeds stopped.",
     "agent_stop_distribution": "Per-agent stopping episodes: the fraction of all agents (of all runs with that client lr) stopped by each episode.",
     "learning_curves": "Evaluation return over episodes per cell, with the all-actors stopping episode marked.",
@@ -52,13 +55,13 @@ def _md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(no rows)_\n"
     cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _provenance(store: Store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
+def _provenance(store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
     rows = [("command", command), ("runs", f"{len(runs)} ({(runs['status'] == 'done').sum()} finished)")]
     for col, label in (
         ("prov.version", "package versions"),
@@ -84,7 +87,7 @@ def _provenance(store: Store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
 def build_report(paths, out_dir: str | Path | None = None, command: str | None = None) -> ReportResult:
     """Build the report of one or more sweep (or run) directories."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    store = Store(paths)
+    store = load(paths)
     out = Path(out_dir) if out_dir else Path("reports") / "-".join(Path(p).name for p in paths)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     all_runs = runs_frame(store)
@@ -99,7 +102,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     )
 
     # the sweeps' own names (manifest / sweep.yaml), not the folders'
-    sweeps = ", ".join(dict.fromkeys(s for s, _ in store.run_dirs))
+    sweeps = ", ".join(store.sweep_names)
     res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=sweeps)
     t1_num, t1_txt = table1(store)
     at_num, at_txt = algorithm_table(store)
@@ -112,6 +115,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
         "provenance": prov,
         "excluded_runs": excluded,
     }
+    stat_sections = _statistics(runs, store, res)
     for name, df in res.tables.items():
         df.to_csv(out / "tables" / f"{name}.csv", index=False)
     res.figures, res.skipped = figs.make_all(runs, store, out / "figures")
@@ -122,6 +126,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
          "'never' when none. Final return: mean of the last 100 evaluations, mean ± 95% CI (Student t) over seeds."),
         ("Table 2: architectures (computed from the instantiated networks)", _md_table(t2), ""),
     ]  # fmt: skip
+    sections += stat_sections
     if len(at_txt) and runs["algorithm"].nunique() > 1:
         sections.append(("Algorithms: final return and constraint violations", _md_table(at_txt),
                          "Constraint violation: fraction of evaluation steps whose proposals exceeded the server's limits (mean of the last 100 evaluations)."))  # fmt: skip
@@ -152,7 +157,8 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     sections.append(("Provenance", _md_table(prov), ""))
 
     md = [f"# Report: {sweeps}\n", f"Command: `{command}`\n"]
-    for title, body, note in sections[:2]:
+    n_head = 2 + len(stat_sections)
+    for title, body, note in sections[:n_head]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     md.append("## Figures\n")
     for name, p in res.figures.items():
@@ -161,10 +167,10 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
             f"![{name}](figures/{p.name})\n",
             CAPTIONS.get(name, "") + f" ([PDF](figures/{p.stem}.pdf))\n",
         ]
-    for title, body, note in sections[2:]:
+    for title, body, note in sections[n_head:]:
         md += [f"## {title}\n", body, note + "\n" if note else ""]
     (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(sweeps, command, sections, res.figures))
+    (out / "report.html").write_text(_html(sweeps, command, sections, res.figures, n_head))
     return res
 
 
@@ -173,7 +179,7 @@ table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px soli
 th{background:#f0f0f0}img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}code{background:#f4f4f4}"""
 
 
-def _html(title: str, command: str, sections, figures: dict[str, Path]) -> str:
+def _html(title: str, command: str, sections, figures: dict[str, Path], n_head: int = 2) -> str:
     def table_html(md: str) -> str:
         lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
         if len(lines) < 2:
@@ -186,7 +192,7 @@ def _html(title: str, command: str, sections, figures: dict[str, Path]) -> str:
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ccm_madrl report: {html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>Report: {html.escape(title)}</h1>", f"<p>Command: <code>{html.escape(command)}</code></p>"]  # fmt: skip
-    for title, body, note in sections[:2]:
+    for title, body, note in sections[:n_head]:
         parts += [
             f"<h2>{html.escape(title)}</h2>",
             table_html(body),
@@ -198,7 +204,7 @@ def _html(title: str, command: str, sections, figures: dict[str, Path]) -> str:
         parts.append(
             f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>"
         )
-    for title, body, note in sections[2:]:
+    for title, body, note in sections[n_head:]:
         parts += [
             f"<h2>{html.escape(title)}</h2>",
             table_html(body),
@@ -206,6 +212,60 @@ def _html(title: str, command: str, sections, figures: dict[str, Path]) -> str:
         ]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str, str, str]]:
+    """The statistics sections (``report.stats``): survival of the stop events, log-rank tests,
+    IQM and probability of improvement; their tables join ``res.tables``. Without the ``stats``
+    extra, one section saying so."""
+    try:
+        from . import stats
+    except ImportError as err:  # pragma: no cover - the stats extra is part of the CI install
+        return [("Statistics", f"_(not computed: needs the stats extra; {err})_\n", "")]
+    if runs.empty:
+        return []
+    try:
+        surv = stats.survival_table(runs)
+        lr = stats.logrank_table(runs)
+        iq, poi = stats.returns_table(runs, store.baselines)
+    except ImportError as err:
+        return [("Statistics", f"_(not computed: needs the stats extra: {err.name} is not installed)_\n", "")]
+    res.tables.update(survival=surv, logrank=lr, returns_iqm=iq, probability_of_improvement=poi)
+    for name in ("survival", "logrank", "returns_iqm", "probability_of_improvement"):
+        res.tables[name].to_csv(res.out_dir / "tables" / f"{name}.csv", index=False)
+    cells = stats.CELL
+    s_txt = surv.assign(value=[stats.fmt_km(r) for r in surv.to_dict("records")])
+    s_txt = s_txt.pivot_table(index=cells, columns="label", values="value", aggfunc="first", sort=True)
+    s_txt = s_txt[[v for v in stats.EVENTS.values() if v in s_txt.columns]].reset_index()
+    i_txt = iq.assign(**{"final return IQM [95% CI]": [stats.fmt_iqm(r) for r in iq.to_dict("records")]})
+    i_txt = i_txt[cells + ["final return IQM [95% CI]"]]
+    if len(poi):
+        p_txt = poi.assign(
+            comparison=poi["baseline"].map(lambda b: stats.BASELINE_LABELS.get(b, b)),
+            value=[f"{r['poi']:.2f}" + (f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if np.isfinite(r["ci_low"]) else "")
+                   + f", δ = {r['cliffs_delta']:+.2f}; {r['verdict']}" for r in poi.to_dict("records")],
+        ).pivot_table(index=cells, columns="comparison", values="value", aggfunc="first", sort=True)  # fmt: skip
+        i_txt = i_txt.merge(
+            p_txt.add_prefix("P(better than ").add_suffix(")").reset_index(), on=cells, how="left"
+        )
+    lr_txt = (
+        lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "median_a", "median_b", "stopped_a", "stopped_b", "statistic", "p", "p_holm", "verdict"])
+        .round({"statistic": 3, "p": 4, "p_holm": 4, "stopped_a": 2, "stopped_b": 2}) if len(lr) else lr
+    )  # fmt: skip
+    return [
+        ("Statistics: stop episodes as survival data (Kaplan-Meier median [95% CI])", _md_table(s_txt),
+         "Runs in which an event did not happen are censored at their last episode. 'not reached': fewer than half "
+         "the runs had the event, so the median is not estimable; the CI bound ∞ means not bounded within the runs. "
+         "Method: docs/report.md, 'Statistics'; numbers: tables/survival.csv."),
+        ("Statistics: log-rank tests between adjacent learning rates (all actors stopped, |dw| < threshold)", _md_table(lr_txt),
+         "One family per sweep (every adjacent client-lr pair at each master lr and master-lr pair at each client lr), "
+         "Holm-corrected; 'not detected at n = a vs b' where the adjusted p is >= 0.05. tables/logrank.csv."),
+        ("Statistics: final return (IQM, probability of improvement over the baselines)", _md_table(i_txt),
+         "IQM: mean of the middle 50% of the runs' final returns, 95% stratified-bootstrap CI (rliable, 2000 "
+         "replications, seed 0). P(better than ...): probability that a run of the cell beats a run of the baseline "
+         "[bootstrap CI], δ: Cliff's delta (2P - 1); better / worse: two-sided Mann-Whitney, Holm over the sweep's comparisons. "
+         "tables/returns_iqm.csv, tables/probability_of_improvement.csv."),
+    ]  # fmt: skip
 
 
 def main_command(argv: list[str]) -> str:

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..monitor.core import summarize  # noqa: E402
+from ..monitor.compact import metrics_from_summary  # noqa: E402
 from .tables import mean_ci  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -215,18 +215,14 @@ def _by_client_lr(
 def _unit_metrics(store) -> pd.DataFrame:
     """The per-episode monitor summaries of the metrics table; for runs whose metrics do not hold
     them (``kind: cross`` runs: their metrics rows are the library's episodes and evaluations) they
-    are computed from the monitor's rows, one per measured unit (its ``episode``)."""
+    are rebuilt from the monitor's per-(unit, role) aggregates (its ``episode`` is the unit)."""
     m = store.metrics
     have = set(m.loc[m["actor_grad_norm"].notna(), "run_id"]) if "actor_grad_norm" in m else set()
-    mon = store.monitor
-    if mon.empty:
+    summ = store.monitor_summary
+    if summ.empty:
         return m
-    mon = mon[~mon["run_id"].isin(have)]
-    rows = [
-        {"run_id": rid, "episode": ep, **summarize(g.to_dict("records"))}
-        for (rid, ep), g in mon.groupby(["run_id", "episode"], sort=True)
-    ]
-    return pd.concat([m, pd.DataFrame(rows)], ignore_index=True) if rows else m
+    rest = metrics_from_summary(summ[~summ["run_id"].isin(have)])
+    return pd.concat([m, rest], ignore_index=True) if len(rest) else m
 
 
 def grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
@@ -240,11 +236,11 @@ def saturation_over_time(runs: pd.DataFrame, store, out: Path) -> Path | None:
 
 
 def layer_grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    mon = store.monitor
+    mon = store.monitor_summary
     if mon.empty:
         return None
     mon = mon[mon["run_id"].isin(runs["run_id"])]
-    layers = sorted(c for c in mon.columns if c.startswith("grad_norm."))
+    layers = sorted(c for c in mon.columns if c.startswith("grad_norm.") and c.endswith("_mean"))
     if not layers:
         return None
     roles = sorted(mon["role"].unique())
@@ -264,7 +260,7 @@ def layer_grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
                         per.index,
                         per[layer].clip(lower=1e-12),
                         color=OKABE_ITO[k % 8],
-                        label=layer.split(".", 1)[1],
+                        label=layer[len("grad_norm.") : -len("_mean")],
                     )
             ax.set_yscale("log")
             ax.set(title=f"{role}, client lr {clr:g}", xlabel="episode")
@@ -274,10 +270,10 @@ def layer_grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
 
 
 def preactivations(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    mon = store.monitor
-    if mon.empty or "z_mean" not in mon:
+    mon = store.monitor_summary
+    if mon.empty or "z_mean_mean" not in mon:
         return None
-    a = mon[(mon["is_actor"]) & mon["run_id"].isin(runs["run_id"])]
+    a = mon[mon["is_actor"].astype(bool) & mon["run_id"].isin(runs["run_id"])]
     if a.empty:
         return None
     clrs = sorted(runs["client_lr"].unique())
@@ -288,8 +284,8 @@ def preactivations(runs: pd.DataFrame, store, out: Path) -> Path | None:
             a[a["run_id"].isin(ids)]
             .groupby("episode")
             .agg(
-                z_mean=("z_mean", "mean"),
-                z_std=("z_std", "mean"),
+                z_mean=("z_mean_mean", "mean"),
+                z_std=("z_std_mean", "mean"),
                 z_min=("z_min", "min"),
                 z_max=("z_max", "max"),
             )
@@ -477,8 +473,74 @@ def algorithm_comparison(runs: pd.DataFrame, store, out: Path) -> Path | None:
     return _save(fig, out, "algorithm_comparison", _describe(runs))
 
 
+def km_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    """Kaplan-Meier curves of the all-actors stop (|dw| < threshold) and of the actors' gradient
+    reaching exactly 0, per cell: one panel per (sweep, master lr, event), a line per client lr."""
+    from . import stats
+
+    events = ["all_actors_stop_thr", "all_actors_grad_zero"]
+    groups = list(runs.groupby(["sweep", "steps", "master_lr"]))
+    fig, axes = plt.subplots(len(events), len(groups), figsize=(3.6 * len(groups), 3.2 * len(events)),
+                             squeeze=False)  # fmt: skip
+    for col, ((sweep, steps, mlr), g) in enumerate(groups):
+        clrs = sorted(g["client_lr"].unique())
+        for row, event in enumerate(events):
+            ax = axes[row, col]
+            for clr, cell in g.groupby("client_lr"):
+                d, e = stats.survival_data(cell, event)
+                kmf = stats.kaplan_meier(d, e)
+                sf = kmf.survival_function_.iloc[:, 0]
+                ax.step(sf.index, sf.to_numpy(), where="post", color=_color(clrs, clr),
+                        label=f"client lr {clr:g} ({int(e.sum())}/{len(e)})")  # fmt: skip
+                cens = d[~e]
+                if len(cens):
+                    ax.plot(
+                        cens,
+                        kmf.survival_function_at_times(cens).to_numpy(),
+                        "|",
+                        color=_color(clrs, clr),
+                        ms=8,
+                    )
+            ax.set(title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}: {stats.EVENTS[event]}", 44),
+                   xlabel="episode", ylabel="fraction of runs not yet stopped", ylim=(-0.02, 1.02))  # fmt: skip
+            ax.legend()
+    fig.suptitle("Kaplan-Meier: runs not yet stopped (| = censored: never stopped within the run)")
+    return _save(fig, out, "km_curves", _describe(runs))
+
+
+def performance_profiles(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    """Fraction of runs whose final return exceeds tau, per client lr (one panel per sweep and
+    master lr), with the baselines' returns marked."""
+    from . import stats
+
+    groups = list(runs.groupby(["sweep", "steps", "master_lr"]))
+    base = store.baselines
+    lo = min(runs["final_return"].min(), base["final_return"].min() if len(base) else np.inf)
+    hi = max(runs["final_return"].max(), base["final_return"].max() if len(base) else -np.inf)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        return None
+    taus = np.linspace(lo - 1, hi + 1, 200)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups), 3.4), squeeze=False)
+    for col, ((sweep, steps, mlr), g) in enumerate(groups):
+        ax = axes[0, col]
+        clrs = sorted(g["client_lr"].unique())
+        scores = {clr: cell["final_return"].dropna().to_numpy() for clr, cell in g.groupby("client_lr")}
+        for clr, prof in stats.performance_profile(scores, taus).items():
+            ax.plot(taus, prof, color=_color(clrs, clr), label=f"client lr {clr:g} ({len(scores[clr])} runs)")
+        for k, (name, b) in enumerate(base.groupby("baseline") if len(base) else []):
+            ax.axvline(float(np.median(b["final_return"])), color="0.3", ls=[":", "--"][k % 2], lw=1,
+                       label=stats.BASELINE_LABELS.get(name, name))  # fmt: skip
+        ax.set(title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}", 40), xlabel="final return tau",
+               ylabel="fraction of runs with return > tau", ylim=(-0.02, 1.02))  # fmt: skip
+        ax.legend()
+    fig.suptitle("Performance profiles of the final return (rliable score distributions)")
+    return _save(fig, out, "performance_profiles", _describe(runs))
+
+
 FIGURES = [
     stop_heatmap,
+    km_curves,
+    performance_profiles,
     agent_stop_distribution,
     learning_curves,
     grad_norms,
@@ -501,7 +563,11 @@ def make_all(runs: pd.DataFrame, store, out: Path) -> tuple[dict[str, Path], dic
             if runs.empty:
                 skipped[fn.__name__] = "no finished runs"
                 continue
-            p = fn(runs, store, out)
+            try:
+                p = fn(runs, store, out)
+            except ImportError as err:  # km_curves, performance_profiles: the `stats` extra
+                skipped[fn.__name__] = f"needs the stats extra ({err.name} is not installed)"
+                continue
             if p is None:
                 skipped[fn.__name__] = (
                     "the data it needs are absent (monitor off, no stops, or a single sweep/algorithm)"

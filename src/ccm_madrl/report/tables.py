@@ -164,11 +164,10 @@ def table2(store) -> pd.DataFrame:
     description each run wrote (``learner.json``); runs from before 0.2.0 have their networks
     instantiated instead."""
     from ..experiment.config import build_config
-    from ..rundir import RunDir
 
     rows, seen = [], set()
-    for _, rd in store.run_dirs:
-        cfg = build_config(store.config(rd))
+    for raw, learner in store.descriptions():
+        cfg = build_config(raw)
         if cfg.kind == "cross":  # another library's networks (its defaults; docs/cross_domain.md)
             continue
         a = cfg.agent
@@ -189,7 +188,7 @@ def table2(store) -> pd.DataFrame:
         if key in seen:
             continue
         seen.add(key)
-        desc = RunDir(rd).learner() or _describe(cfg)
+        desc = learner or _describe(cfg)
         if "actors" not in desc:
             rows.append({"algorithm": a.algorithm, "role": "fixed policy (no networks)", "inputs": "-", "hidden": "-", "output": "-",
                          "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip

@@ -1,0 +1,398 @@
+"""The archive: a sweep's finished runs, compacted to a few Parquet tables small enough to commit.
+
+``ccm-madrl archive SWEEP_DIR --out results/<sweep>/`` reads the finished runs (``status.json``
+says done) of a sweep directory and writes, for the whole sweep, one file per table
+(``docs/run_store.md``, "The archive")::
+
+    archive.json             format, sweep name, source, runs archived / finished / started /
+                             planned (the manifest's), how and when (provenance)
+    runs.parquet             one row per run: the store's run table (config fields, provenance,
+                             final return, untrained return, run-level stop events)
+    configs.parquet          one row per run: resolved config (YAML), provenance, learner
+                             description and status (JSON text)
+    metrics.parquet          one row per (run, episode): every metrics column
+    monitor_summary.parquet  one row per (run, measured episode, role): aggregates over agents
+    stops.parquet            one row per (run, role, agent): stop events
+    baselines.parquet        one row per (baseline, seed): the non-learning baselines' final
+                             return on the same environment and evaluation episodes
+
+Re-running is idempotent: runs already archived are kept as they are, newly finished ones are
+added (nothing is rewritten when there are none). :class:`ArchiveStore` (and
+``ccm_madrl.store.load`` on an archive directory) gives the same tables as the live store, so
+``ccm-madrl report results/<sweep>`` rebuilds every table and figure from the archive alone.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import __version__
+from .rundir import RunDir, SweepDir, read_json, read_parquet, write_json
+
+FORMAT = 1
+INDEX = "archive.json"
+RUN_TABLES = ("runs", "configs", "metrics", "monitor_summary", "stops")
+BASELINES = ("all_local", "random_selection")  # compared with in the statistics (report/stats.py)
+BASELINE_EPISODES = 101  # 100 evaluations (the first episode has none): the final-return window
+# metrics columns kept exactly (float64: a return must compare exactly with the all-local
+# -35.0295...); every other float is rounded to MANTISSA_BITS significant bits (relative error
+# <= 2**-13 = 1.2e-4) and stored as float32 (gradient norms: float64, for their range)
+EXACT = {"eval_return", "eval_return_std", "train_return"}
+MANTISSA_BITS = 12
+# metrics columns rebuilt on load from monitor_summary (``monitor.compact.metrics_from_summary``)
+# and the config, so not stored twice
+DERIVED_METRICS = ("actors_changed", "actor_max_abs_change", "actor_grad_norm", "actor_sat_exact_frac",
+                   "actor_out_gt09_frac", "actor_z_absmax", "actor_frac_flowing", "actor_frac_saturated",
+                   "actor_frac_dead", "actor_frac_no_path", "critic_changed", "critic_max_abs_change",
+                   "critic_grad_norm", "grad_ratio", "effective_actor_lr", "effective_critic_lr")  # fmt: skip
+
+
+def is_archive(path: str | Path) -> bool:
+    return (Path(path) / INDEX).exists()
+
+
+def round_mantissa(x: np.ndarray, bits: int = MANTISSA_BITS) -> np.ndarray:
+    """Floats rounded (to nearest) to ``bits`` significant mantissa bits; zeros, NaN and infinities
+    unchanged, and a non-zero value never becomes zero."""
+    x = np.asarray(x)
+    itype, total = (np.uint32, 23) if x.dtype == np.float32 else (np.uint64, 52)
+    drop = total - bits
+    if drop <= 0:
+        return x
+    u = x.view(itype)
+    r = ((u + itype(1 << (drop - 1))) & ~itype((1 << drop) - 1)).astype(itype).view(x.dtype)
+    # non-finite values, and subnormals that would round to zero, stay as they are
+    return np.where(np.isfinite(x) & ((r != 0) | (x == 0)), r, x)
+
+
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    """The archive's storage types: floats rounded (:func:`round_mantissa`) and float32, except
+    :data:`EXACT` columns and gradient norms (float64, rounded: they span 1e-45..1e4, and a tiny
+    norm must not become an exact 0); ints as int32."""
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if c in EXACT or c == "run_id":
+            continue
+        if col.dtype == np.float64:
+            if c.startswith(("grad_norm", "actor_grad_norm", "critic_grad_norm", "grad_ratio")):
+                out[c] = round_mantissa(col.to_numpy())
+            else:
+                out[c] = round_mantissa(col.to_numpy().astype("float32"))
+        elif col.dtype == np.float32:
+            out[c] = round_mantissa(col.to_numpy())
+        elif col.dtype == np.int64 and (len(col) == 0 or col.abs().max() < 2**31):
+            out[c] = col.astype("int32")
+        elif col.dtype == object and c == "critic_changed":  # True / False / None
+            out[c] = col.astype("boolean")
+    return out
+
+
+def write_table(path: Path, df: pd.DataFrame) -> None:
+    """Parquet, atomically: zstd, byte-stream-split encoding for float columns (noisy floats
+    compress ~30% better), dictionary encoding for the others; without the pandas and Arrow schema
+    copies in the footer (~15 KB for a wide table; the Parquet types suffice here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    floats = [f.name for f in t.schema if pa.types.is_floating(f.type)]
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(t, tmp, compression="zstd", compression_level=9, use_byte_stream_split=floats or False,
+                   use_dictionary=[f.name for f in t.schema if f.name not in floats],
+                   store_schema=False)  # fmt: skip
+    tmp.replace(path)
+
+
+def _baseline_key(cfg: dict) -> dict:
+    """What a baseline's return depends on: the environment, the RNG setting, the evaluation
+    episodes and the seed."""
+    return {
+        "rng_mode": cfg.get("rng_mode"),
+        "env_seed": cfg.get("env_seed"),
+        "seed": cfg.get("seed"),
+        "env": cfg.get("env"),
+        "eval_episodes": cfg.get("training", {}).get("eval_episodes"),
+    }
+
+
+def baseline_return(key: dict, algorithm: str) -> dict:
+    """Run the non-learning ``algorithm`` for :data:`BASELINE_EPISODES` episodes on the setting
+    ``key`` (:func:`_baseline_key`) and return its final and untrained return."""
+    from .experiment.config import build_config
+    from .experiment.runner import Trainer
+    from .store import untrained_return
+
+    cfg = build_config(
+        {
+            "rng_mode": key["rng_mode"],
+            "env_seed": key["env_seed"],
+            "seed": key["seed"],
+            "env": key["env"],
+            "agent": {"algorithm": algorithm},
+            "training": {
+                "episodes": BASELINE_EPISODES,
+                "eval_episodes": key["eval_episodes"],
+                "tensorboard": False,
+                "checkpoint_every": BASELINE_EPISODES,
+            },  # fmt: skip
+            "monitor": {"enabled": False},
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="ccm-madrl-baseline-") as d:
+        res = Trainer(cfg, d, progress=False, quiet=True).run()
+        m = RunDir(d).metrics()
+    return {
+        "baseline": algorithm,
+        "seed": key["seed"],
+        "final_return": float(res.final_return),
+        "untrained_return": untrained_return(m),
+        "episodes": BASELINE_EPISODES,
+        "setting": json.dumps(key, sort_keys=True),
+    }
+
+
+def complete_but_failed(runs: pd.DataFrame, store) -> pd.Series:
+    """Runs whose status is ``failed`` although every episode was trained and recorded (the failure
+    came after the last episode, e.g. while writing the run's summary): their metrics and monitor
+    rows are complete."""
+    if runs.empty:
+        return pd.Series(dtype=bool)
+    planned = runs["cfg.training.episodes"] if "cfg.training.episodes" in runs else runs["episodes_done"] + 1
+    complete = (runs["status"] == "failed") & (runs["episodes_done"] >= planned)
+    for i in runs.index[complete]:
+        m = RunDir(runs.at[i, "run_dir"]).metrics(["episode"])
+        complete[i] = len(m) >= planned[i]
+    return complete
+
+
+def archive_sweep(
+    sweep_dir: str | Path,
+    out: str | Path,
+    baselines: bool = True,
+    command: str | None = None,
+    include_complete_failed: bool = False,
+) -> dict:
+    """Archive the finished runs of ``sweep_dir`` into ``out`` (module docstring); with
+    ``include_complete_failed`` also the runs of :func:`complete_but_failed`, archived with status
+    ``done`` and ``archive_note`` naming the failure (their original status is kept in
+    ``configs.status_json``). Returns
+    {"added": [...run ids], "archived": n, "finished": n, "runs_in_sweep": n, "bytes": {...}}."""
+    from .store import Store
+
+    sweep_dir, out = Path(sweep_dir), Path(out)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"archive: no such sweep directory: {sweep_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
+    have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
+    store = Store([sweep_dir])
+    runs = store.runs.copy()
+    runs["archive_note"] = ""
+    if include_complete_failed:
+        late = complete_but_failed(runs, store)
+        for i in runs.index[late]:
+            err = (RunDir(runs.at[i, "run_dir"]).status().get("error") or "").strip().splitlines()
+            runs.at[i, "archive_note"] = "failed after its last episode: " + (
+                err[-1] if err else "no error recorded"
+            )
+            runs.at[i, "status"] = "done"
+    done = runs[runs["status"] == "done"]
+    new = done[~done["run_id"].isin(have)]
+    index = read_json(out / INDEX)
+    if new.empty and index:
+        return _result(out, [], len(have), len(done), len(runs))
+    dirs = {rd.name: rd for _, rd in store.run_dirs}
+    tables: dict[str, list[pd.DataFrame]] = {t: [old[t]] if len(old[t]) else [] for t in RUN_TABLES}
+    tables["runs"].append(new.drop(columns=["heartbeat"]))
+    for run_id in new["run_id"]:
+        rd = dirs[run_id]
+        run = RunDir(rd)
+        cfg = store.config(rd)
+        tables["configs"].append(
+            pd.DataFrame(
+                [
+                    {
+                        "run_id": run_id,
+                        "config_yaml": yaml.safe_dump(cfg, sort_keys=False),
+                        "provenance_json": json.dumps(run.provenance()),
+                        "learner_json": json.dumps(run.learner()),
+                        "status_json": json.dumps(run.status()),
+                    }
+                ]
+            )  # fmt: skip
+        )
+        summary = store._summary_of(rd, None)
+        m = run.metrics()
+        if len(summary):
+            tables["monitor_summary"].append(_compact(summary).assign(run_id=run_id))
+            m = m.drop(columns=[c for c in DERIVED_METRICS if c in m])
+        tables["metrics"].append(_compact(m).assign(run_id=run_id))
+        stops = store._stops_of(rd)
+        if len(stops):
+            tables["stops"].append(stops.assign(run_id=run_id))
+    for name, frames in tables.items():
+        if not frames:
+            continue
+        df = pd.concat(frames, ignore_index=True)
+        keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
+        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+        df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
+        write_table(out / f"{name}.parquet", df)
+    if baselines:
+        _add_baselines(out, old["baselines"], [store.config(dirs[r]) for r in new["run_id"]])
+    entry = {
+        "format": FORMAT,
+        "sweep": store.sweep_names[0] if store.sweep_names else sweep_dir.name,
+        "source": str(sweep_dir),
+        "runs_archived": len(have) + len(new),
+        "finished_in_source": len(done),
+        "runs_in_source": len(runs),
+        "runs_planned": len(SweepDir(sweep_dir).manifest().get("runs", [])) or len(runs),
+        "complete_but_failed": sorted(
+            {*index.get("complete_but_failed", []), *new.loc[new["archive_note"] != "", "run_id"]}
+        ),
+        "archived_with": {"version": __version__, **_commit()},
+        "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",
+        "history": [
+            *index.get("history", []),
+            {
+                "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "added": sorted(new["run_id"]),
+            },
+        ],  # fmt: skip
+    }
+    write_json(out / INDEX, entry)
+    return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
+
+
+def _commit() -> dict:
+    from .provenance import source_commit
+
+    return source_commit()
+
+
+def _add_baselines(out: Path, old: pd.DataFrame, cfgs: list[dict]) -> None:
+    """The baselines for every (setting, seed) of the new runs not yet in the archive."""
+    rows = [old] if len(old) else []
+    seen = set(zip(old["baseline"], old["setting"])) if len(old) else set()
+    for cfg in cfgs:
+        key = _baseline_key(cfg)
+        setting = json.dumps(key, sort_keys=True)
+        for algo in BASELINES:
+            if (algo, setting) not in seen:
+                seen.add((algo, setting))
+                rows.append(pd.DataFrame([baseline_return(key, algo)]))
+    if rows:
+        df = pd.concat(rows, ignore_index=True).sort_values(["baseline", "seed", "setting"], kind="stable")
+        write_table(out / "baselines.parquet", df.reset_index(drop=True))
+
+
+def _result(out: Path, added: list[str], archived: int, finished: int, total: int) -> dict:
+    sizes = {p.name: p.stat().st_size for p in sorted(out.glob("*.parquet"))}
+    return {
+        "added": added,
+        "archived": archived,
+        "finished": finished,
+        "runs_in_sweep": total,
+        "bytes": sizes,
+        "bytes_per_run": sum(sizes.values()) / archived if archived else float("nan"),
+    }
+
+
+class ArchiveStore:
+    """The store's tables (``runs``, ``metrics``, ``monitor_summary``, ``stops``) read from one or
+    more archives; plus ``baselines``. Per-agent monitor rows are not archived (``monitor`` is
+    empty): the report's figures use ``monitor_summary``."""
+
+    def __init__(self, paths: str | Path | Iterable[str | Path]):
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        self.paths = [Path(p) for p in paths]
+        for p in self.paths:
+            if not is_archive(p):
+                raise FileNotFoundError(f"archive: {p} holds no {INDEX} (not an archive)")
+        self.index = {p: read_json(p / INDEX) for p in self.paths}
+        self.duplicates = pd.DataFrame(columns=["config_id", "kept", "dropped"])
+        self.monitor = pd.DataFrame()
+
+    @property
+    def sweep_names(self) -> list[str]:
+        return list(dict.fromkeys(self.runs["sweep"])) if len(self.runs) else []
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A table over all archives; only ``columns`` (plus ``run_id``) when given."""
+        if name not in (*RUN_TABLES, "baselines"):
+            raise ValueError(
+                f"table: unknown table {name!r}; allowed: {', '.join((*RUN_TABLES, 'baselines'))}"
+            )
+        cols = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
+        if name == "baselines" and cols:
+            cols.remove("run_id")
+        frames = [read_parquet(p / f"{name}.parquet", cols) for p in self.paths]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        r = self.table("runs")
+        for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
+            r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
+        return r
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """The metrics, with the monitor columns rebuilt from ``monitor_summary`` (and the
+        effective learning rates from the config): the live store's columns."""
+        from .monitor.compact import metrics_from_summary
+
+        m = self.table("metrics")
+        if m.empty or self.monitor_summary.empty:
+            return m
+        derived = metrics_from_summary(self.monitor_summary)
+        m = m.merge(derived, on=["run_id", "episode"], how="left")
+        r = self.runs.set_index("run_id")
+        for role, col in (("actor", "cfg.agent.actor_lr"), ("critic", "cfg.agent.critic_lr")):
+            if col in r and "batch_reward_abs" in m:
+                lr = m["run_id"].map(r[col]).astype(float)
+                m[f"effective_{role}_lr"] = (lr * m["batch_reward_abs"]).where(m["actor_grad_norm"].notna())
+        return m
+
+    @cached_property
+    def monitor_summary(self) -> pd.DataFrame:
+        return self.table("monitor_summary")
+
+    @cached_property
+    def stops(self) -> pd.DataFrame:
+        return self.table("stops")
+
+    @cached_property
+    def baselines(self) -> pd.DataFrame:
+        """The baselines of every archive, with its sweep's name (``sweep``)."""
+        frames = [
+            read_parquet(p / "baselines.parquet").assign(sweep=self.index[p].get("sweep", p.name))
+            for p in self.paths
+        ]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def descriptions(self) -> list[tuple[dict, dict]]:
+        c = self.table("configs", ["config_yaml", "learner_json"])
+        return [(yaml.safe_load(y), json.loads(j)) for y, j in zip(c["config_yaml"], c["learner_json"])]
+
+
+def main_archive(sweep_dir: str, out: str, baselines: bool = True) -> dict:
+    t0 = time.perf_counter()
+    res = archive_sweep(sweep_dir, out, baselines=baselines)
+    res["seconds"] = time.perf_counter() - t0
+    return res

@@ -1,0 +1,328 @@
+"""The report's statistics (``docs/report.md``, "Statistics"): stop episodes as survival data and
+final returns as the reliable-RL literature summarises them. Needs the ``stats`` extra
+(``lifelines``, ``rliable``).
+
+Stop episodes (per run: ``all_actors_stop_thr`` etc., ``monitor.stops``) are time-to-event data: a
+run whose actors never stop is *censored* at its last episode (it might stop later), so a mean
+over the runs that happened to stop is biased. Per cell:
+
+- Kaplan-Meier estimate of the fraction of runs not yet stopped at each episode
+  (``lifelines.KaplanMeierFitter``, product-limit; censored runs leave the risk set after their
+  last episode), its median with a 95% CI (``lifelines.utils.median_survival_times`` on the
+  pointwise exponential-Greenwood band); "not reached" when fewer than half the runs stopped;
+- log-rank tests between cells (``lifelines.statistics.logrank_test``), Holm-corrected over the
+  family of comparisons a table makes (``statsmodels`` ``multipletests``), with the two KM medians
+  and the fractions of runs with the event as the effect size.
+
+Final returns (mean of the last 100 evaluations), per cell, with ``rliable``:
+
+- interquartile mean (IQM: ``scipy.stats.trim_mean(x, 0.25)``, the mean of the middle 50% of the
+  runs) with a 95% stratified-bootstrap percentile CI (one task: a bootstrap over runs);
+- probability of improvement P(X > Y) of the cell's runs over a baseline's (Mann-Whitney U / (n_x
+  n_y); ties count 1/2) with a bootstrap CI, its two-sided Mann-Whitney p-value and Cliff's delta
+  2 P - 1 as the effect size, against the all-local heuristic, random selection (both: runs of the
+  non-learning baselines on the same environment, ``ccm_madrl.archive``) and the untrained policy
+  (the runs' own first evaluation);
+- performance profiles: the fraction of runs whose return exceeds tau, over tau.
+
+Wording: a comparison whose Holm-adjusted p-value is >= 0.05 is reported as "not detected at n =
+a vs b", never as "no difference"; a detected one as "detected" (log-rank) or "better" / "worse"
+(returns: two-sided Mann-Whitney, the direction from P(X > Y)).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+ALPHA = 0.05
+REPS = 2000  # bootstrap replications
+SEED = 0  # the bootstrap's random state: the report is reproducible
+# the run-level events analysed as survival data: column -> label
+EVENTS = {
+    "all_actors_stop_thr": "all actors stopped (|dw| < threshold)",
+    "first_actor_stop_thr": "first actor stopped (|dw| < threshold)",
+    "all_actors_stop_exact": "all actors stopped (exact)",
+    "all_actors_grad_zero": "all actors' gradient exactly 0",
+    "critic_stop_thr": "critic stopped (|dw| < threshold)",
+}
+BASELINE_LABELS = {
+    "all_local": "all-local heuristic",
+    "random_selection": "random selection",
+    "untrained": "untrained policy",
+}
+
+
+def survival_data(runs: pd.DataFrame, event: str) -> tuple[np.ndarray, np.ndarray]:
+    """(durations, observed) of ``event`` per run: the event's episode, or the run's last episode
+    (``episodes_done - 1``) when it did not happen (censored)."""
+    last = runs["episodes_done"].to_numpy(dtype=float) - 1
+    ev = runs[event].to_numpy(dtype=float) if event in runs else np.full(len(runs), np.nan)
+    observed = np.isfinite(ev)
+    return np.where(observed, ev, last), observed
+
+
+def kaplan_meier(durations, observed):
+    from lifelines import KaplanMeierFitter
+
+    return KaplanMeierFitter(alpha=ALPHA).fit(np.asarray(durations, float), np.asarray(observed, bool))
+
+
+def km_median(durations, observed) -> dict:
+    """The Kaplan-Meier median (inf: not reached) with its 95% CI, and the counts."""
+    from lifelines.utils import median_survival_times
+
+    durations, observed = np.asarray(durations, float), np.asarray(observed, bool)
+    n, k = len(durations), int(observed.sum())
+    if n == 0:
+        return {"n": 0, "events": 0, "median": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    kmf = kaplan_meier(durations, observed)
+    ci = median_survival_times(kmf.confidence_interval_)
+    return {
+        "n": n,
+        "events": k,
+        "censored_at": float(durations[~observed].max()) if k < n else math.nan,
+        "median": float(kmf.median_survival_time_),
+        "ci_low": float(ci.iloc[0, 0]),
+        "ci_high": float(ci.iloc[0, 1]),
+    }
+
+
+def fmt_km(row: dict) -> str:
+    """'median [CI low, high] (k/n)'; 'not reached (k/n stopped by episode E)' when fewer than half
+    stopped; 'never (0/n by episode E)'."""
+    n, k = row["n"], row["events"]
+    if n == 0:
+        return "n/a"
+    if k == 0:
+        return f"never (0/{n} by episode {row['censored_at']:.0f})"
+    if not np.isfinite(row["median"]):
+        return f"not reached ({k}/{n} stopped by episode {row['censored_at']:.0f})"
+
+    def f(v):
+        return "∞" if not np.isfinite(v) else f"{v:.0f}"
+
+    ci = f" [{f(row['ci_low'])}, {f(row['ci_high'])}]" if n > 1 else ""
+    return f"{row['median']:.0f}{ci} ({k}/{n})"
+
+
+def logrank(runs_a: pd.DataFrame, runs_b: pd.DataFrame, event: str) -> dict:
+    from lifelines.statistics import logrank_test
+
+    da, ea = survival_data(runs_a, event)
+    db, eb = survival_data(runs_b, event)
+    if len(da) == 0 or len(db) == 0 or (ea.sum() + eb.sum()) == 0:
+        return {"statistic": math.nan, "p": math.nan}
+    r = logrank_test(da, db, ea, eb)
+    return {"statistic": float(r.test_statistic), "p": float(r.p_value)}
+
+
+def holm(p: pd.Series) -> pd.Series:
+    """Holm-adjusted p-values over the finite entries (NaN stays NaN)."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = pd.Series(np.nan, index=p.index, dtype=float)
+    ok = p.notna()
+    if ok.any():
+        out[ok] = multipletests(p[ok].to_numpy(float), alpha=ALPHA, method="holm")[1]
+    return out
+
+
+def verdict(p_holm: float, n_a: int, n_b: int, direction: str = "detected") -> str:
+    """'<direction> (Holm p = ...)' when the adjusted p is below 0.05, else 'not detected at n =
+    a vs b (...)'."""
+    if not np.isfinite(p_holm):
+        return f"not testable at n = {n_a} vs {n_b}"
+    if p_holm < ALPHA:
+        return f"{direction} (Holm p = {p_holm:.2g})"
+    return f"not detected at n = {n_a} vs {n_b} (Holm p = {p_holm:.2g})"
+
+
+# ----------------------------------------------------------------------------- returns (rliable)
+def iqm(x) -> float:
+    from rliable import metrics
+
+    x = np.asarray(x, float)
+    return float(metrics.aggregate_iqm(x.reshape(-1, 1))) if len(x) else math.nan
+
+
+def iqm_ci(x, reps: int = REPS) -> dict:
+    """IQM of the runs' scores with a 95% stratified-bootstrap CI (rliable; NaN CI for n < 2)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    x = np.asarray([v for v in x if np.isfinite(v)], float)
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "iqm": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    if n < 2 or np.all(x == x[0]):
+        return {
+            "n": n,
+            "iqm": iqm(x),
+            "ci_low": math.nan if n < 2 else x[0],
+            "ci_high": math.nan if n < 2 else x[0],
+        }
+    with warnings.catch_warnings():  # arch: "random_state is deprecated" (rliable passes one)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        point, ci = rly.get_interval_estimates(
+            {"x": x.reshape(-1, 1)},
+            lambda s: np.array([metrics.aggregate_iqm(s)]),
+            reps=reps,
+            random_state=np.random.RandomState(SEED),
+        )
+    return {
+        "n": n,
+        "iqm": float(point["x"][0]),
+        "ci_low": float(ci["x"][0, 0]),
+        "ci_high": float(ci["x"][1, 0]),
+    }
+
+
+def probability_of_improvement(x, y, reps: int = REPS) -> dict:
+    """P(X > Y) (rliable), its bootstrap CI, the two-sided Mann-Whitney p-value and Cliff's delta."""
+    from rliable import library as rly
+    from rliable import metrics
+    from scipy.stats import mannwhitneyu
+
+    x = np.asarray([v for v in x if np.isfinite(v)], float)
+    y = np.asarray([v for v in y if np.isfinite(v)], float)
+    if len(x) == 0 or len(y) == 0:
+        return {
+            "poi": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "p": math.nan,
+            "cliffs_delta": math.nan,
+        }
+    poi = float(metrics.probability_of_improvement(x.reshape(-1, 1), y.reshape(-1, 1)))
+    lo = hi = math.nan
+    if len(x) > 1 and len(y) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _, ci = rly.get_interval_estimates(
+                {"xy": [x.reshape(-1, 1), y.reshape(-1, 1)]},
+                lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+                reps=reps,
+                random_state=np.random.RandomState(SEED),
+            )
+        lo, hi = float(ci["xy"][0, 0]), float(ci["xy"][1, 0])
+    p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue) if not np.array_equal(x, y) else 1.0
+    return {"poi": poi, "ci_low": lo, "ci_high": hi, "p": p, "cliffs_delta": 2 * poi - 1}
+
+
+def performance_profile(scores: dict[str, np.ndarray], taus: np.ndarray) -> dict[str, np.ndarray]:
+    """The fraction of runs with a score above each tau (rliable's score distribution)."""
+    from rliable import library as rly
+
+    profiles, _ = rly.create_performance_profile(
+        {k: np.asarray(v, float).reshape(-1, 1) for k, v in scores.items() if len(v)}, taus, reps=1
+    )
+    return profiles
+
+
+# ----------------------------------------------------------------------------- report tables
+CELL = ["sweep", "algorithm", "client_lr", "master_lr", "steps"]
+
+
+def survival_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, event): n, events, KM median and its CI."""
+    rows = []
+    for key, g in runs.groupby(CELL, sort=True):
+        for event, label in EVENTS.items():
+            d, e = survival_data(g, event)
+            rows.append({**dict(zip(CELL, key)), "event": event, "label": label, **km_median(d, e)})
+    return pd.DataFrame(rows)
+
+
+def logrank_table(runs: pd.DataFrame, event: str = "all_actors_stop_thr") -> pd.DataFrame:
+    """Log-rank tests of adjacent learning rates: client lr at each master lr, and master lr at
+    each client lr (one family per sweep and table, Holm-corrected)."""
+    rows = []
+    for (sweep, algo, steps), g in runs.groupby(["sweep", "algorithm", "steps"], sort=True):
+        for vary, fixed in (("client_lr", "master_lr"), ("master_lr", "client_lr")):
+            for fv, h in g.groupby(fixed, sort=True):
+                levels = sorted(h[vary].unique())
+                for a, b in zip(levels, levels[1:]):
+                    ga, gb = h[h[vary] == a], h[h[vary] == b]
+                    ka, kb = km_median(*survival_data(ga, event)), km_median(*survival_data(gb, event))
+                    # effect size: the KM medians and the fractions of runs with the event, side by side
+                    rows.append({"sweep": sweep, "algorithm": algo, "steps": steps, "event": event,
+                                 "compared": vary, fixed: fv, "a": a, "b": b, "n_a": len(ga), "n_b": len(gb),
+                                 "median_a": ka["median"], "median_b": kb["median"],
+                                 "stopped_a": ka["events"] / len(ga), "stopped_b": kb["events"] / len(gb),
+                                 **logrank(ga, gb, event)})  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["p_holm"] = df.groupby(["sweep", "algorithm", "steps"], group_keys=False)["p"].apply(holm)
+    df["verdict"] = [verdict(p, a, b) for p, a, b in zip(df["p_holm"], df["n_a"], df["n_b"])]
+    return df
+
+
+def returns_table(runs: pd.DataFrame, baselines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(IQM per cell, probability of improvement per cell and baseline, Holm over each sweep's
+    family)."""
+    iqms, pois = [], []
+    for key, g in runs.groupby(CELL, sort=True):
+        cell = dict(zip(CELL, key))
+        x = g["final_return"].to_numpy(float)
+        iqms.append({**cell, **iqm_ci(x), "mean": float(np.nanmean(x)) if len(x) else math.nan,
+                     "median": float(np.nanmedian(x)) if len(x) else math.nan})  # fmt: skip
+        b = baselines
+        if len(b) and "sweep" in b:  # each archive's baselines (its own environment) for its runs
+            b = b[b["sweep"].isin(set(g.get("sweep_dir", g["sweep"])))]
+        comparisons = (
+            {name: h["final_return"].to_numpy(float) for name, h in b.groupby("baseline")} if len(b) else {}
+        )
+        if "untrained_return" in g:
+            comparisons["untrained"] = g["untrained_return"].to_numpy(float)
+        for name, y in comparisons.items():
+            pois.append({**cell, "baseline": name, "n": int(np.isfinite(x).sum()), "n_baseline": int(np.isfinite(y).sum()),
+                         "baseline_iqm": iqm(y[np.isfinite(y)]), **probability_of_improvement(x, y)})  # fmt: skip
+    poi = pd.DataFrame(pois)
+    if len(poi):
+        poi["p_holm"] = poi.groupby(["sweep", "algorithm", "steps"], group_keys=False)["p"].apply(holm)
+        poi["verdict"] = [
+            verdict(p, a, b, "better" if q > 0.5 else "worse")
+            for p, a, b, q in zip(poi["p_holm"], poi["n"], poi["n_baseline"], poi["poi"])
+        ]
+    return pd.DataFrame(iqms), poi
+
+
+def fmt_iqm(row) -> str:
+    if row["n"] == 0:
+        return "n/a"
+    ci = f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]" if np.isfinite(row["ci_low"]) else ""
+    return f"{row['iqm']:.1f}{ci} (n = {row['n']})"
+
+
+def corrected_table1(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 with survival statistics, one row per cell: Kaplan-Meier medians [95% CI] of the
+    all-actors stop, the first actor's stop (both |dw| < threshold), the episode from which every
+    actor's gradient is exactly 0 and the critic's stop; the IQM final return [95% CI]; the
+    fraction of seeds in which all actors stopped. Numeric columns beside the formatted ones."""
+    rows = []
+    for key, g in runs.groupby(CELL, sort=True):
+        row = dict(zip(CELL, key))
+        row["runs"] = len(g)
+        for event, label in (("all_actors_stop_thr", "all actors stop"), ("first_actor_stop_thr", "first actor stop"),
+                             ("all_actors_grad_zero", "gradient exactly 0"), ("critic_stop_thr", "critic stop")):  # fmt: skip
+            km = km_median(*survival_data(g, event))
+            row[label] = fmt_km(km)
+            row[f"{event}_median"], row[f"{event}_events"] = km["median"], km["events"]
+        q = iqm_ci(g["final_return"].to_numpy(float))
+        row["IQM final return"] = fmt_iqm(q)
+        row["final_return_iqm"], row["final_return_ci_low"], row["final_return_ci_high"] = (
+            q["iqm"],
+            q["ci_low"],
+            q["ci_high"],
+        )
+        k = int(g["all_actors_stop_thr"].notna().sum()) if "all_actors_stop_thr" in g else 0
+        row["seeds all stopped"] = f"{k}/{len(g)}"
+        rows.append(row)
+    return pd.DataFrame(rows)

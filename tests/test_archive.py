@@ -1,0 +1,203 @@
+"""The archive (``ccm-madrl archive``), the report rebuilt from it offline, the live store's
+compacted monitor files, and the report's statistics checked against hand computations."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ccm_madrl.archive import ArchiveStore, archive_sweep, round_mantissa
+from ccm_madrl.cli import main
+from ccm_madrl.experiment.sweep import run_sweep
+from ccm_madrl.monitor.integration import read_agents
+from ccm_madrl.monitor.stops import agent_stops
+from ccm_madrl.report import build_report, stats
+from ccm_madrl.store import Store, load
+
+ARCHIVE = Path(__file__).parent / "data" / "archive_tiny"
+
+
+@pytest.fixture(autouse=True)
+def _stats_extra(request):
+    """The statistics need the ``stats`` extra; the other tests here do not."""
+    if request.node.name.startswith(("test_kaplan", "test_iqm", "test_holm", "test_report_rebuilds")):
+        for lib in ("lifelines", "rliable", "statsmodels"):
+            pytest.importorskip(lib)
+
+
+# ----------------------------------------------------------------------------- statistics by hand
+def test_kaplan_meier_equals_the_product_limit_worked_by_hand():
+    # episodes 2, 3, 3 (censored), 5, 8 (censored): at risk 5, 4, -, 2 -> S = 4/5, 4/5 * 3/4, 3/5 * 1/2
+    d, e = [2, 3, 3, 5, 8], [1, 1, 0, 1, 0]
+    sf = stats.kaplan_meier(d, e).survival_function_.iloc[:, 0]
+    assert sf.loc[2.0] == pytest.approx(0.8)
+    assert sf.loc[3.0] == pytest.approx(0.6)
+    assert sf.loc[5.0] == pytest.approx(0.3)
+    m = stats.km_median(d, e)
+    assert (m["n"], m["events"], m["median"], m["censored_at"]) == (5, 3, 5.0, 8.0)  # S(5) = 0.3 <= 0.5 first
+    # fewer than half stopped: the median is not reached, and the table says so
+    m = stats.km_median([4, 9, 9, 9], [1, 0, 0, 0])
+    assert math.isinf(m["median"]) and stats.fmt_km(m) == "not reached (1/4 stopped by episode 9)"
+    assert stats.fmt_km(stats.km_median([9, 9], [0, 0])) == "never (0/2 by episode 9)"
+
+
+def test_iqm_is_the_mean_of_the_middle_half_and_poi_counts_pairs():
+    x = np.array([-200.0, -10.0, -50.0, -40.0, -30.0, -35.0, -90.0, 5.0])
+    middle = np.sort(x)[2:6]  # 8 runs: drop 2 at each end
+    r = stats.iqm_ci(x, reps=500)
+    assert r["iqm"] == pytest.approx(middle.mean()) and r["n"] == 8
+    assert r["ci_low"] <= r["iqm"] <= r["ci_high"]
+    # P(X > Y): pairs (1,2) no, (3,2) yes, (4,2) yes, ties 1/2 -> 2/3 ; with a tie: (2,2) counts 1/2
+    p = stats.probability_of_improvement([1.0, 3.0, 4.0], [2.0], reps=200)
+    assert p["poi"] == pytest.approx(2 / 3) and p["cliffs_delta"] == pytest.approx(1 / 3)
+    assert stats.probability_of_improvement([2.0, 3.0], [2.0, 1.0])["poi"] == pytest.approx(
+        (0.5 + 1 + 1 + 1) / 4
+    )
+
+
+def test_holm_and_the_wording():
+    p = pd.Series([0.01, 0.04, 0.03, np.nan])
+    adj = stats.holm(p)  # sorted 0.01*3, 0.03*2, 0.04*1 -> monotone: 0.03, 0.06, 0.06
+    assert adj.iloc[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adj.iloc[3])
+    assert stats.verdict(0.06, 3, 4) == "not detected at n = 3 vs 4 (Holm p = 0.06)"
+    assert stats.verdict(0.03, 3, 4, "worse") == "worse (Holm p = 0.03)"
+
+
+# ----------------------------------------------------------------------------- report from the archive
+def km_median_by_hand(durations, observed) -> float:
+    """The product-limit estimate's median, computed here without lifelines."""
+    d, e = np.asarray(durations, float), np.asarray(observed, bool)
+    s = 1.0
+    for t in np.unique(d[e]):
+        s *= 1 - (e & (d == t)).sum() / (d >= t).sum()
+        if s <= 0.5:
+            return float(t)
+    return math.inf
+
+
+@pytest.fixture(scope="module")
+def archived_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("arep")
+    return build_report([ARCHIVE], out / "rep")
+
+
+def test_report_rebuilds_from_the_committed_archive_alone(archived_report):
+    res = archived_report
+    assert {"stop_heatmap", "km_curves", "performance_profiles", "learning_curves", "grad_norms",
+            "layer_grad_norms", "preactivations", "saturation_over_time"} <= set(res.figures)  # fmt: skip
+    runs = pd.read_parquet(ARCHIVE / "runs.parquet")
+    t1 = res.tables["table1"]
+    assert t1["seeds"].sum() == len(runs) == 8
+    # Kaplan-Meier medians and IQMs of the report equal a computation straight from runs.parquet
+    surv = res.tables["survival"]
+    iq = res.tables["returns_iqm"]
+    for lr, g in runs.groupby("cfg.agent.actor_lr"):
+        for event in ("all_actors_stop_thr", "critic_stop_thr", "all_actors_grad_zero"):
+            ev = g[event].to_numpy(float)
+            d = np.where(np.isfinite(ev), ev, g["episodes_done"] - 1)
+            row = surv[(surv["client_lr"] == lr) & (surv["event"] == event)].iloc[0]
+            assert row["median"] == km_median_by_hand(d, np.isfinite(ev)), (lr, event)
+            assert row["events"] == np.isfinite(ev).sum()
+        x = np.sort(g["final_return"].to_numpy())
+        assert iq.loc[iq["client_lr"] == lr, "iqm"].item() == pytest.approx(x[1:3].mean())  # 4 runs: middle 2
+    # probability of improvement over the all-local baseline: counted pairs
+    poi = res.tables["probability_of_improvement"]
+    base = pd.read_parquet(ARCHIVE / "baselines.parquet")
+    y = base.loc[base["baseline"] == "all_local", "final_return"].to_numpy()
+    for lr, g in runs.groupby("cfg.agent.actor_lr"):
+        x = g["final_return"].to_numpy()
+        by_hand = ((x[:, None] > y[None]).sum() + 0.5 * (x[:, None] == y[None]).sum()) / (len(x) * len(y))
+        got = poi[(poi["client_lr"] == lr) & (poi["baseline"] == "all_local")]["poi"].item()
+        assert got == pytest.approx(by_hand)
+    md = (res.out_dir / "report.md").read_text()
+    assert "Kaplan-Meier" in md and "not detected at n = 4 vs 4" in md or "detected" in md
+
+
+def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
+    f = tmp_path / "s.yaml"
+    spec = yaml.safe_load((ARCHIVE.parent / "archive_tiny_sweep.yaml").read_text())
+    spec["base"]["training"]["episodes"] = 5
+    spec["axes"] = {"agent.actor_lr": [1e-4, 1e-1]}
+    spec["seeds"] = 1
+    f.write_text(yaml.safe_dump(spec))
+    run_sweep(f, tmp_path / "sw", workers=1, progress=False)
+    # a finished run's monitor is compacted: one file per table, no parts
+    rd = next((tmp_path / "sw" / "runs").iterdir())
+    assert sorted(p.name for p in (rd / "monitor").iterdir()) == [
+        "agents.parquet", "episodes.parquet", "stops.parquet", "summary.json"]  # fmt: skip
+    live = Store([tmp_path / "sw"])
+    assert set(live.table("metrics", ["eval_return"]).columns) == {"eval_return", "run_id"}
+    # stop events from the summary equal those recomputed from the per-agent rows
+    agents = read_agents(rd / "monitor")
+    thr = spec["base"]["monitor"]["stop_threshold"]
+    pd.testing.assert_frame_equal(live._stops_of(rd), agent_stops(agents, thr), check_dtype=False)
+
+    out = tmp_path / "arch"
+    res = archive_sweep(tmp_path / "sw", out, baselines=False)
+    assert len(res["added"]) == 2 and res["bytes_per_run"] < 300_000
+    arch = load(out)
+    assert isinstance(arch, ArchiveStore)
+    a = arch.metrics.set_index(["run_id", "episode"]).sort_index()
+    m = live.metrics.set_index(["run_id", "episode"]).sort_index()
+    assert set(a.columns) == set(m.columns)
+    for c in m.columns:
+        x = pd.to_numeric(m[c], errors="coerce").astype(float).to_numpy()
+        y = pd.to_numeric(a[c], errors="coerce").astype(float).to_numpy()
+        np.testing.assert_allclose(y, x, rtol=2.5e-4, atol=0, equal_nan=True, err_msg=c)
+    np.testing.assert_array_equal(a["eval_return"], m["eval_return"])  # exact
+    r_live = live.runs.set_index("run_id").sort_index()
+    r_arch = arch.runs.set_index("run_id").sort_index()
+    for c in (
+        "final_return",
+        "untrained_return",
+        "all_actors_stop_thr",
+        "first_actor_stop_thr",
+        "cfg.agent.architecture.actor_hidden",
+    ):
+        assert r_arch[c].astype(str).tolist() == r_live[c].astype(str).tolist(), c
+    # idempotent: nothing new, nothing rewritten
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert archive_sweep(tmp_path / "sw", out, baselines=False)["added"] == []
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a newly finished run is added, the others kept
+    spec["axes"] = {"agent.actor_lr": [1e-4, 1e-1, 1e-2]}
+    f.write_text(yaml.safe_dump(spec))
+    run_sweep(f, tmp_path / "sw", workers=1, progress=False)
+    res = archive_sweep(tmp_path / "sw", out, baselines=False)
+    assert len(res["added"]) == 1 and res["archived"] == 3
+    assert len(json.loads((out / "archive.json").read_text())["history"]) == 2
+    # a run marked failed after its last episode is archived only on request, with a note
+    st = json.loads((rd / "status.json").read_text())
+    (rd / "status.json").write_text(
+        json.dumps({**st, "state": "failed", "error": "Traceback\nOSError: disk full"})
+    )
+    assert rd.name not in archive_sweep(tmp_path / "sw", tmp_path / "a2", baselines=False)["added"]
+    res = archive_sweep(tmp_path / "sw", tmp_path / "a3", baselines=False, include_complete_failed=True)
+    assert rd.name in res["added"]
+    note = load(tmp_path / "a3").runs.set_index("run_id").at[rd.name, "archive_note"]
+    assert note == "failed after its last episode: OSError: disk full"
+
+
+def test_round_mantissa_keeps_zeros_and_relative_precision():
+    x = np.array([0.0, 1e-42, -3.14159, 1e30, np.nan, np.inf], dtype=np.float32)
+    r = round_mantissa(x)
+    assert r[0] == 0 and r[1] != 0 and np.isnan(r[4]) and np.isinf(r[5])
+    assert abs(r[2] / x[2] - 1) <= 2**-13
+    y = np.array([7.123456789e-40, 12.5], dtype=np.float64)
+    assert np.all(np.abs(round_mantissa(y) / y - 1) <= 2**-13)
+
+
+def test_cli_archive_and_report(tmp_path, capsys):
+    arch = tmp_path / "a"
+    shutil.copytree(ARCHIVE, arch)
+    assert main(["report", str(arch), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "tables" / "survival.csv").exists()
+    assert main(["archive", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "SWEEP_DIR" in capsys.readouterr().err
