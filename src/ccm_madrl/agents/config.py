@@ -79,6 +79,12 @@ class AgentConfig(BaseModel):
         "repository's first commit 44fba1b, in CCM-MADRL and in the MADDPG benchmarks); the actions U, the "
         "own state s_j and own action u_j always come from the current states",
     )
+    argmax_row_skip: bool = Field(
+        True,
+        description="actor loss's maximum over candidate rows in the sequential order: skip the rows whose "
+        "Q provably cannot be the maximum (a Lipschitz bound of the change since their last exact value, "
+        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass",
+    )
     actor_hidden: tuple[int, int] = (64, 32)
     critic_hidden: tuple[int, int] = (512, 128)
     activation: Literal["tanh", "softsign", "hardtanh", "scaled_sigmoid"] = "tanh"
