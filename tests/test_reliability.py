@@ -128,7 +128,15 @@ def test_one_id_rule_keeps_the_ids_of_earlier_runs():
 
     base = build_config(load_yaml(Path(__file__).parents[1] / "configs" / "base.yaml"))
     assert base.id() == "193b3308d17d"
-    assert set(ID_NEUTRAL_AT_DEFAULT) == {"threads", "kind", "cross"}
+    assert set(ID_NEUTRAL_AT_DEFAULT) == {
+        "threads",
+        "kind",
+        "cross",
+        "training.eval_every",
+        "agent.argmax_row_skip",
+    }
+    assert build_config({}, ["training.eval_every=5"]).id() != build_config({}).id()
+    assert build_config({}, ["agent.argmax_row_skip=false"]).id() != build_config({}).id()
     assert build_config({}, ["threads=2"]).id() != build_config({}).id()
     cross = {"library": "sb3", "algo": "td3", "env": "Pendulum-v1", "total_steps": 10, "actor_lr": 1e-3}
     assert build_config({"kind": "cross", "cross": cross}).id() != build_config({}).id()
