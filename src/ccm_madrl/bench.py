@@ -143,15 +143,84 @@ def matmul_peak_gflops(n: int = 2048, repeat: int = 10) -> float:
     return 2 * n**3 / min(ts) / 1e9
 
 
+def _restoring(learner):
+    """A function (skip) -> (seconds, argmax rows, rows evaluated) of one training step on a fixed
+    batch from the learner's current state, restored before every call."""
+    import copy
+
+    state = copy.deepcopy(learner.state_dict())
+    batch, _, w = learner.replay.sample(learner.cfg.batch_size, np.random.default_rng(0))
+
+    def step(skip: bool) -> tuple[float, int, int]:
+        learner.load_state_dict(copy.deepcopy(state))  # optimiser loads alias their source
+        learner.argmax_row_skip = skip
+        before = list(learner.argmax_rows)
+        t = time.perf_counter()
+        learner.train_step(batch, w)
+        dt = time.perf_counter() - t
+        return dt, learner.argmax_rows[0] - before[0], learner.argmax_rows[1] - before[1]
+
+    return step
+
+
+def argmax_floor(learner, rows: int, actor_steps: int) -> float:
+    """FLOPs of the actor loss's gradient-free maximum: ``rows`` candidate rows (own part, hidden
+    and output layer of the critic's head) and one joint first-layer product per actor step."""
+    c = learner.critic
+    h1, h2 = c.hidden
+    own = c.fc1.in_features - c.joint_dim
+    per_row = 2 * own * h1 + h1 + 2 * h1 * h2 + 2 * h2
+    return rows * per_row + actor_steps * 2 * learner.cfg.batch_size * c.joint_dim * h1
+
+
+def sequential_step_profile(learner, peak_gflops: float, rounds: int = 3) -> dict:
+    """The sequential training step on one replay batch with the bounded row skipping off and on
+    (alternating, ``rounds`` each, the minimum), its FLOPs and the FLOP floor of the maximum."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = _restoring(learner)
+    out: dict = {}
+    for skip in (False, True):
+        with FlopCounterMode(display=False) as fc:
+            _, rows, evaluated = step(skip)
+        out[skip] = {"gflop": fc.get_total_flops() / 1e9, "rows": rows, "evaluated": evaluated, "ts": []}
+    for _ in range(rounds):
+        for skip in (False, True):
+            out[skip]["ts"].append(step(skip)[0])
+    n_steps = len(learner.schedule(learner.n_agents, learner.actors.shared))
+    floor = argmax_floor(learner, out[False]["rows"], n_steps) / 1e9
+    floor_skip = argmax_floor(learner, out[True]["evaluated"], n_steps) / 1e9
+    full, skip = min(out[False]["ts"]), min(out[True]["ts"])
+    learner.argmax_row_skip = learner.cfg.argmax_row_skip
+    return {
+        "train_step_ms_full_pass": 1e3 * full,
+        "train_step_ms_row_skip": 1e3 * skip,
+        "train_step_gflop_full_pass": out[False]["gflop"],
+        "train_step_gflop_row_skip": out[True]["gflop"],
+        "argmax_rows": out[False]["rows"],
+        "argmax_rows_evaluated_row_skip": out[True]["evaluated"],
+        "argmax_floor_gflop": floor,
+        "argmax_floor_ms_at_peak": 1e3 * floor / peak_gflops,
+        "argmax_floor_gflop_row_skip": floor_skip,
+        "argmax_floor_ms_at_peak_row_skip": 1e3 * floor_skip / peak_gflops,
+        "full_pass_ms_over_floor_ms": full / (floor / peak_gflops),
+    }
+
+
 def bench_agent(
     steps: tuple[int, ...] = (10, 100),
     updates: tuple[str, ...] = ("simultaneous", "sequential"),
     episodes: int = 30,
     eval_episodes: int = 50,
     monitor: bool = False,
+    published: tuple[str, ...] = (),
+    published_episodes: int = 3,
 ) -> dict:
     """Wall time per training episode (evaluation + acting + one training step) of real runs, FLOPs
-    of one training step and the fraction of the measured matmul peak it reaches."""
+    of one training step and the fraction of the measured matmul peak it reaches; for the sequential
+    order also the step with the row skipping off and on and the FLOP floor of its maximum
+    (:func:`sequential_step_profile`). ``published``: local checkouts of the published repository,
+    timed in the same run (:func:`bench_published`) and compared per training episode (10 steps)."""
     import tempfile
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -201,11 +270,13 @@ def bench_agent(
                     learner.train_step(batch, w)
                     ts.append(time.perf_counter() - t)
                 t_step = min(ts)
+                extra = sequential_step_profile(learner, peak) if upd == "sequential" else {}
             out["results"].append(
                 {
                     "steps_per_episode": t_max,
                     "actor_update": upd,
                     "monitor": monitor,
+                    "argmax_row_skip": cfg.agent.argmax_row_skip,
                     "episodes_measured": len(steady),
                     "episode_ms_median": 1e3 * float(steady["time_episode_s"].median()),
                     "eval_ms_median": 1e3 * float(steady["time_eval_s"].median()),
@@ -214,9 +285,96 @@ def bench_agent(
                     "train_step_gflop": flops / 1e9,
                     "train_step_gflops_achieved": flops / t_step / 1e9,
                     "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+                    **extra,
                 }
             )
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if published:
+        ours = {r["actor_update"]: r for r in out["results"] if r["steps_per_episode"] == 10}
+        out["published"] = []
+        for path in published:
+            res = bench_published(path, published_episodes)
+            if "skipped" in res:
+                print(f"published code: skipped: {res['skipped']}", flush=True)
+            else:
+                for upd, r in ours.items():
+                    res[f"episode_ratio_vs_{upd}"] = res["episode_ms_median"] / r["episode_ms_median"]
+            out["published"].append(res)
+    return out
+
+
+def bench_argmax(
+    lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
+    episodes: int = 300,
+    eval_every: int = 25,
+    seed: int = 0,
+) -> dict:
+    """The bounded row skipping over real runs (published sequential order, N = 50, 10 steps), one
+    per actor learning rate: the fraction of the maximum's candidate rows skipped in every training
+    step, the training step's time in the run, and at the end the step on one replay batch with the
+    skipping off and on (:func:`sequential_step_profile`). Evaluation every ``eval_every`` episodes
+    (it does not touch the learner; in reference mode it changes the training stream)."""
+    import tempfile
+
+    from .experiment.callbacks import Callback
+    from .experiment.config import build_config
+    from .experiment.runner import Trainer
+
+    class Rows(Callback):
+        def __init__(self, learner):
+            self.learner, self.last, self.per_episode = learner, [0, 0], []
+
+        def on_episode_end(self, trainer, row) -> bool:
+            now = list(self.learner.argmax_rows)
+            rows, ev = now[0] - self.last[0], now[1] - self.last[1]
+            self.last = now
+            if rows:
+                self.per_episode.append((row["episode"], rows, ev, row["time_train_s"]))
+            return True
+
+    peak = matmul_peak_gflops()
+    out: dict = {"matmul_peak_gflops": peak, "episodes": episodes, "eval_every": eval_every, "results": []}
+    for lr in lrs:
+        cfg = build_config(
+            {
+                "seed": seed,
+                "threads": torch.get_num_threads(),
+                "agent": {"actor_lr": lr},
+                "training": {
+                    "episodes": episodes,
+                    "eval_every": eval_every,
+                    "tensorboard": False,
+                    "checkpoint_every": 10**6,
+                },
+                "monitor": {"enabled": False},
+            }
+        )
+        rec: list = []
+
+        def callbacks(trainer, rec=rec):
+            rec.append(Rows(trainer.learner))
+            return rec[:]
+
+        with tempfile.TemporaryDirectory() as d:
+            tr = Trainer(cfg, Path(d) / "run", progress=False, quiet=True, callbacks=callbacks)
+            summary = tr.run()
+            prof = sequential_step_profile(tr.learner, peak)
+        per = np.array(rec[0].per_episode, dtype=float)
+        frac = 1 - per[:, 2] / per[:, 1]
+        quarters = np.array_split(frac, 4)
+        out["results"].append(
+            {
+                "actor_lr": lr,
+                "training_steps": len(per),
+                "rows_skipped_fraction": float(1 - per[:, 2].sum() / per[:, 1].sum()),
+                "rows_skipped_fraction_by_quarter": [float(q.mean()) for q in quarters],
+                "rows_skipped_fraction_min": float(frac.min()),
+                "rows_per_training_step_median": float(np.median(per[:, 1])),
+                "train_step_ms_median_in_run": 1e3 * float(np.median(per[:, 3])),
+                "final_return": summary.final_return,
+                **prof,
+            }
+        )
     return out
 
 
@@ -272,10 +430,116 @@ def bench_monitor(
 
 
 def run(which: str, out_dir: str | Path | None, **kw) -> dict:
-    fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor}[which]
+    fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor, "argmax": bench_argmax}[which]
     res = {"benchmark": which, "machine": machine(), "command": f"ccm-madrl bench {which}", **fn(**kw)}
     if out_dir:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)
         (p / f"{which}.json").write_text(jsonio.dumps(res))
     return res
+
+
+# ------------------------------------------------------------------------------ the published code
+PUBLISHED_SUBDIR = "s10lre4e3CCM_MADRL_MEC"  # the 10-step experiment of TesfayZ/CCM_MADRL_MEC
+
+# Runs in a fresh interpreter inside a scratch directory (the published code writes its CSV files
+# relative to the working directory): imports the published modules from CODE, builds the env and
+# the agent as its run.py does (N = 50, env seed 37, episodes_before_train 1, 50 evaluation
+# episodes), wraps its evaluate() and train() with timers and runs its own interact() loop.
+_PUBLISHED_WORKER = r"""
+import json, os, sys, time
+import numpy as np, torch
+code, episodes, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+if not hasattr(np, "long"):  # NumPy 2 removed the alias its utils.py names (dtype "long" only)
+    np.long = np.int64
+for d in ("results", "Server_constraints", "Energy_constraints", "Time_constraints", "AtTraining"):
+    os.makedirs(os.path.join("CSV", d), exist_ok=True)
+sys.path.insert(0, code)
+import mec_env, CCM_MADRL
+env = mec_env.MecEnv(n_agents=50, env_seed=37)
+env_eval = mec_env.MecEnv(n_agents=50, env_seed=37)
+agent = CCM_MADRL.CCM_MADDPG(
+    InfdexofResult="0", env=env, env_eval=env_eval, n_agents=env.n_agents, state_dim=env.state_size,
+    action_dim=env.action_size, action_lower_bound=env.action_lower_bound,
+    action_higher_bound=env.action_higher_bound, episodes_before_train=1, epsilon_decay=2000,
+)
+times = {"evaluate": [], "train": [], "episode": []}
+def timed(name, fn):
+    def run(*a, **k):
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        times[name].append(time.perf_counter() - t)
+        return out
+    return run
+agent.evaluate = timed("evaluate", agent.evaluate)
+agent.train = timed("train", agent.train)
+reset = env.reset_mec
+stamps = []
+def reset_mec(*a, **k):  # the training env is reset once at the start of every episode
+    stamps.append(time.perf_counter())
+    return reset(*a, **k)
+env.reset_mec = reset_mec
+agent.interact(episodes, 1, 50)
+stamps.append(time.perf_counter())
+times["episode"] = [b - a for a, b in zip(stamps[1:-1], stamps[2:])]  # episodes 1.. (evaluated, trained)
+json.dump(times, sys.stdout)
+"""
+
+
+def _git_commit(path: Path) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def bench_published(path: str | Path, episodes: int = 3) -> dict:
+    """The published implementation's training episode, timed from a local checkout ``path`` (the
+    repository root or its ``s10lre4e3CCM_MADRL_MEC`` folder): its own ``interact`` loop for
+    ``episodes`` + 1 episodes (the first has neither evaluation nor training), its ``evaluate`` (50
+    evaluation episodes) and ``train`` (one training step) timed. Nothing of it is edited; it runs in a
+    child interpreter in a scratch directory. Returns ``{"skipped": reason}`` when ``path`` holds no
+    published code."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(path)
+    code = root / PUBLISHED_SUBDIR if (root / PUBLISHED_SUBDIR).is_dir() else root
+    if not (code / "CCM_MADRL.py").is_file() or not (code / "mec_env.py").is_file():
+        return {"path": str(path), "skipped": f"no published code at {path} (CCM_MADRL.py, mec_env.py)"}
+    with tempfile.TemporaryDirectory() as scratch:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _PUBLISHED_WORKER,
+                str(code.resolve()),
+                str(episodes + 1),
+                str(torch.get_num_threads()),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=scratch,
+        )
+    if proc.returncode != 0:
+        tail = " ".join(proc.stderr.strip().splitlines()[-3:])[:300]
+        return {"path": str(path), "skipped": f"the published code failed (exit {proc.returncode}): {tail}"}
+    t = json.loads(proc.stdout.strip().splitlines()[-1])
+    med = lambda xs: 1e3 * statistics.median(xs)  # noqa: E731
+    return {
+        "path": str(path),
+        "commit": _git_commit(root),
+        "episodes_measured": len(t["episode"]),
+        "episode_ms_median": med(t["episode"]),
+        "eval_ms_median": med(t["evaluate"]),
+        "train_step_ms_median": med(t["train"]),
+        "episode_ms": [1e3 * x for x in t["episode"]],
+    }

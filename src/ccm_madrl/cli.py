@@ -178,6 +178,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["steps"] = tuple(args.steps)
         if args.update:
             kw["updates"] = tuple(args.update)
+        if args.published:
+            kw["published"] = tuple(args.published)
+    elif args.which == "argmax":
+        kw = {"episodes": args.episodes, "eval_every": args.eval_every}
+        if args.lr:
+            kw["lrs"] = tuple(args.lr)
     elif args.which == "monitor":
         kw = {"episodes": args.episodes}
         if args.update:
@@ -253,16 +259,33 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed measurements (results as JSON)")
     b.add_argument(
         "which",
-        choices=["env", "agent", "monitor"],
-        help="env: batched step; agent: training episodes; monitor: its overhead",
+        choices=["env", "agent", "monitor", "argmax"],
+        help="env: batched step; agent: training episodes; monitor: its overhead; argmax: the actor loss's "
+        "row skipping over real runs per actor learning rate",
     )
     b.add_argument("--out", default=None, help="directory to write <which>.json into")
-    b.add_argument("--episodes", type=int, default=30, help="agent: episodes per measured run")
+    b.add_argument(
+        "--episodes",
+        type=int,
+        default=30,
+        help="agent: episodes per measured run; argmax: episodes per learning rate",
+    )
     b.add_argument(
         "--steps", type=int, nargs="*", help="agent: steps per episode to measure (default 10 100)"
     )
     b.add_argument("--update", nargs="*", choices=["simultaneous", "sequential"], help="agent: update orders")
     b.add_argument("--monitor", action="store_true", help="agent: with the gradient-flow monitor on")
+    b.add_argument(
+        "--published",
+        nargs="+",
+        metavar="PATH",
+        help="agent: local checkout(s) of the published repository (TesfayZ/CCM_MADRL_MEC), timed in the same "
+        "run; skipped with a message where absent",
+    )
+    b.add_argument(
+        "--lr", type=float, nargs="+", help="argmax: actor learning rates (default 1e-4 1e-3 1e-2 1e-1)"
+    )
+    b.add_argument("--eval-every", type=int, default=25, help="argmax: evaluate every k-th episode")
     b.set_defaults(func=cmd_bench)
     return p
 
