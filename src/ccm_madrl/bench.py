@@ -431,7 +431,13 @@ def bench_monitor(
 
 def run(which: str, out_dir: str | Path | None, **kw) -> dict:
     fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor, "argmax": bench_argmax}[which]
-    res = {"benchmark": which, "machine": machine(), "command": f"ccm-madrl bench {which}", **fn(**kw)}
+    res = {
+        "benchmark": which,
+        "machine": machine(),
+        "command": f"ccm-madrl bench {which}",
+        "arguments": {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
+        **fn(**kw),
+    }
     if out_dir:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)

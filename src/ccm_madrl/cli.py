@@ -180,6 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["updates"] = tuple(args.update)
         if args.published:
             kw["published"] = tuple(args.published)
+            kw["published_episodes"] = args.published_episodes
     elif args.which == "argmax":
         kw = {"episodes": args.episodes, "eval_every": args.eval_every}
         if args.lr:
