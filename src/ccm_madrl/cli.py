@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run; skipped with a message where absent",
     )
     b.add_argument(
+        "--published-episodes", type=int, default=3, help="agent: published episodes to time (after a first)"
+    )
+    b.add_argument(
         "--lr", type=float, nargs="+", help="argmax: actor learning rates (default 1e-4 1e-3 1e-2 1e-1)"
     )
     b.add_argument("--eval-every", type=int, default=25, help="argmax: evaluate every k-th episode")
