@@ -148,6 +148,7 @@ def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
     d = cfg.model_dump(mode="json")
     assert cfg.threads == 1 and d.pop("threads") == 1 and d.pop("name")
     assert d.pop("kind") == "mec" and d.pop("cross") is None  # MEC runs: no run-kind fields in the id either
+    assert d["training"].pop("eval_every") == 1 and d["agent"].pop("argmax_row_skip") is True  # nor these
     # the default leaves the id as it was before the field existed (run directories stay resumable)
     assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     two = build_config(SMALL, ["threads=2"])
