@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import jsonio
+from .experiment.callbacks import Callback
 from .mec import MECConfig, MECEnv, record_episodes
 from .mec.loop_reference import loop_step
 from .provenance import collect
@@ -131,34 +132,59 @@ def bench_env(n_envs: int = 50, n_agents: int = 50, repeat: int = 200) -> dict:
     return {"n_envs": n_envs, "n_agents": n_agents, "results": results}
 
 
-def matmul_peak_gflops(n: int = 2048, repeat: int = 10) -> float:
+def matmul_peak_gflops(n: int = 2048, repeat: int = 10, clock=time.perf_counter) -> float:
+    """The best of ``repeat`` float32 n x n matmuls, in GFLOP/s of ``clock`` (wall by default;
+    ``time.process_time``: CPU time, which other processes sharing the cores do not inflate)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
     ts = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         a @ b
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return 2 * n**3 / min(ts) / 1e9
 
 
+class _CpuClock(Callback):
+    """A trainer callback: the process CPU time of every episode (robust to other processes sharing
+    the cores; the run's metrics hold wall times)."""
+
+    def __init__(self) -> None:
+        self.last = time.process_time()
+        self.per_episode: list[float] = []
+
+    def on_episode_start(self, trainer, episode: int) -> None:
+        self.last = time.process_time()
+
+    def on_episode_end(self, trainer, row: dict) -> bool:
+        self.per_episode.append(time.process_time() - self.last)
+        return True
+
+
+def _with(extra: Callback):
+    """A trainer's callbacks factory: its default callbacks and ``extra``."""
+    from .experiment.callbacks import default_callbacks
+
+    return lambda trainer: [*default_callbacks(trainer), extra]
+
+
 def _restoring(learner):
-    """A function (skip) -> (seconds, argmax rows, rows evaluated) of one training step on a fixed
-    batch from the learner's current state, restored before every call."""
+    """A function (skip) -> (wall seconds, process CPU seconds, argmax rows, rows evaluated) of one
+    training step on a fixed batch from the learner's current state, restored before every call."""
     import copy
 
     state = copy.deepcopy(learner.state_dict())
     batch, _, w = learner.replay.sample(learner.cfg.batch_size, np.random.default_rng(0))
 
-    def step(skip: bool) -> tuple[float, int, int]:
+    def step(skip: bool) -> tuple[float, float, int, int]:
         learner.load_state_dict(copy.deepcopy(state))  # optimiser loads alias their source
         learner.argmax_row_skip = skip
         before = list(learner.argmax_rows)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         learner.train_step(batch, w)
-        dt = time.perf_counter() - t
-        return dt, learner.argmax_rows[0] - before[0], learner.argmax_rows[1] - before[1]
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        return dt, dc, learner.argmax_rows[0] - before[0], learner.argmax_rows[1] - before[1]
 
     return step
 
@@ -173,7 +199,9 @@ def argmax_floor(learner, rows: int, actor_steps: int) -> float:
     return rows * per_row + actor_steps * 2 * learner.cfg.batch_size * c.joint_dim * h1
 
 
-def sequential_step_profile(learner, peak_gflops: float, rounds: int = 3) -> dict:
+def sequential_step_profile(
+    learner, peak_gflops: float, rounds: int = 3, peak_cpu_gflops: float | None = None
+) -> dict:
     """The sequential training step on one replay batch with the bounded row skipping off and on
     (alternating, ``rounds`` each, the minimum), its FLOPs and the FLOP floor of the maximum."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -182,19 +210,39 @@ def sequential_step_profile(learner, peak_gflops: float, rounds: int = 3) -> dic
     out: dict = {}
     for skip in (False, True):
         with FlopCounterMode(display=False) as fc:
-            _, rows, evaluated = step(skip)
-        out[skip] = {"gflop": fc.get_total_flops() / 1e9, "rows": rows, "evaluated": evaluated, "ts": []}
+            _, _, rows, evaluated = step(skip)
+        out[skip] = {
+            "gflop": fc.get_total_flops() / 1e9,
+            "rows": rows,
+            "evaluated": evaluated,
+            "ts": [],
+            "cs": [],
+        }
     for _ in range(rounds):
         for skip in (False, True):
-            out[skip]["ts"].append(step(skip)[0])
+            t, c, _, _ = step(skip)
+            out[skip]["ts"].append(t)
+            out[skip]["cs"].append(c)
     n_steps = len(learner.schedule(learner.n_agents, learner.actors.shared))
     floor = argmax_floor(learner, out[False]["rows"], n_steps) / 1e9
     floor_skip = argmax_floor(learner, out[True]["evaluated"], n_steps) / 1e9
     full, skip = min(out[False]["ts"]), min(out[True]["ts"])
+    cfull, cskip = min(out[False]["cs"]), min(out[True]["cs"])
     learner.argmax_row_skip = learner.cfg.argmax_row_skip
+    cpu_peak = peak_cpu_gflops or peak_gflops
     return {
+        "train_step_gflops_cpu_full_pass": out[False]["gflop"] / cfull,
+        "train_step_gflops_cpu_row_skip": out[True]["gflop"] / cskip,
+        "fraction_of_cpu_matmul_peak_full_pass": out[False]["gflop"] / cfull / cpu_peak,
+        "fraction_of_cpu_matmul_peak_row_skip": out[True]["gflop"] / cskip / cpu_peak,
+        "argmax_floor_ms_at_cpu_peak": 1e3 * floor / cpu_peak,
+        "argmax_floor_ms_at_cpu_peak_row_skip": 1e3 * floor_skip / cpu_peak,
+        "train_step_cpu_ms_over_argmax_floor_full_pass": cfull / (floor / cpu_peak),
+        "train_step_cpu_ms_over_argmax_floor_row_skip": cskip / (floor_skip / cpu_peak),
         "train_step_ms_full_pass": 1e3 * full,
         "train_step_ms_row_skip": 1e3 * skip,
+        "train_step_cpu_ms_full_pass": 1e3 * cfull,
+        "train_step_cpu_ms_row_skip": 1e3 * cskip,
         "train_step_gflop_full_pass": out[False]["gflop"],
         "train_step_gflop_row_skip": out[True]["gflop"],
         "argmax_rows": out[False]["rows"],
@@ -229,8 +277,10 @@ def bench_agent(
     from .experiment.runner import Trainer
 
     peak = matmul_peak_gflops()
+    peak_cpu = matmul_peak_gflops(clock=time.process_time)
     out: dict = {
         "matmul_peak_gflops": peak,
+        "matmul_peak_gflops_cpu_time": peak_cpu,
         "episodes_per_run": episodes,
         "eval_episodes": eval_episodes,
         "results": [],
@@ -252,12 +302,14 @@ def bench_agent(
                     "monitor": {"enabled": monitor},
                 }
             )
+            clock = _CpuClock()
             with tempfile.TemporaryDirectory() as d:
-                tr = Trainer(cfg, Path(d) / "run", progress=False)
+                tr = Trainer(cfg, Path(d) / "run", progress=False, callbacks=_with(clock))
                 tr.run()
                 import pandas as pd
 
                 df = pd.read_parquet(Path(d) / "run" / "metrics.parquet")
+                df["cpu_episode_s"] = clock.per_episode[: len(df)]
                 steady = df[df["trained"]].iloc[2:]
                 learner = tr.learner
                 batch, leaves, w = learner.replay.sample(learner.cfg.batch_size, np.random.default_rng(0))
@@ -270,7 +322,11 @@ def bench_agent(
                     learner.train_step(batch, w)
                     ts.append(time.perf_counter() - t)
                 t_step = min(ts)
-                extra = sequential_step_profile(learner, peak) if upd == "sequential" else {}
+                extra = (
+                    sequential_step_profile(learner, peak, peak_cpu_gflops=peak_cpu)
+                    if upd == "sequential"
+                    else {}
+                )
             out["results"].append(
                 {
                     "steps_per_episode": t_max,
@@ -279,6 +335,7 @@ def bench_agent(
                     "argmax_row_skip": cfg.agent.argmax_row_skip,
                     "episodes_measured": len(steady),
                     "episode_ms_median": 1e3 * float(steady["time_episode_s"].median()),
+                    "episode_cpu_ms_median": 1e3 * float(steady["cpu_episode_s"].median()),
                     "eval_ms_median": 1e3 * float(steady["time_eval_s"].median()),
                     "act_ms_median": 1e3 * float(steady["time_act_s"].median()),
                     "train_step_ms_median": 1e3 * float(steady["time_train_s"].median()),
@@ -299,6 +356,9 @@ def bench_agent(
             else:
                 for upd, r in ours.items():
                     res[f"episode_ratio_vs_{upd}"] = res["episode_ms_median"] / r["episode_ms_median"]
+                    res[f"episode_cpu_ratio_vs_{upd}"] = (
+                        res["episode_cpu_ms_median"] / r["episode_cpu_ms_median"]
+                    )
             out["published"].append(res)
     return out
 
@@ -316,7 +376,6 @@ def bench_argmax(
     (it does not touch the learner; in reference mode it changes the training stream)."""
     import tempfile
 
-    from .experiment.callbacks import Callback
     from .experiment.config import build_config
     from .experiment.runner import Trainer
 
@@ -333,7 +392,14 @@ def bench_argmax(
             return True
 
     peak = matmul_peak_gflops()
-    out: dict = {"matmul_peak_gflops": peak, "episodes": episodes, "eval_every": eval_every, "results": []}
+    peak_cpu = matmul_peak_gflops(clock=time.process_time)
+    out: dict = {
+        "matmul_peak_gflops": peak,
+        "matmul_peak_gflops_cpu_time": peak_cpu,
+        "episodes": episodes,
+        "eval_every": eval_every,
+        "results": [],
+    }
     for lr in lrs:
         cfg = build_config(
             {
@@ -358,7 +424,7 @@ def bench_argmax(
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(cfg, Path(d) / "run", progress=False, quiet=True, callbacks=callbacks)
             summary = tr.run()
-            prof = sequential_step_profile(tr.learner, peak)
+            prof = sequential_step_profile(tr.learner, peak, peak_cpu_gflops=peak_cpu)
         per = np.array(rec[0].per_episode, dtype=float)
         frac = 1 - per[:, 2] / per[:, 1]
         quarters = np.array_split(frac, 4)
@@ -470,25 +536,29 @@ agent = CCM_MADRL.CCM_MADDPG(
     action_dim=env.action_size, action_lower_bound=env.action_lower_bound,
     action_higher_bound=env.action_higher_bound, episodes_before_train=1, epsilon_decay=2000,
 )
-times = {"evaluate": [], "train": [], "episode": []}
+times = {"evaluate": [], "train": [], "episode": [], "evaluate_cpu": [], "train_cpu": [], "episode_cpu": []}
 def timed(name, fn):
     def run(*a, **k):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn(*a, **k)
         times[name].append(time.perf_counter() - t)
+        times[name + "_cpu"].append(time.process_time() - c)
         return out
     return run
 agent.evaluate = timed("evaluate", agent.evaluate)
 agent.train = timed("train", agent.train)
 reset = env.reset_mec
-stamps = []
+stamps, cpu = [], []
 def reset_mec(*a, **k):  # the training env is reset once at the start of every episode
     stamps.append(time.perf_counter())
+    cpu.append(time.process_time())
     return reset(*a, **k)
 env.reset_mec = reset_mec
 agent.interact(episodes, 1, 50)
 stamps.append(time.perf_counter())
+cpu.append(time.process_time())
 times["episode"] = [b - a for a, b in zip(stamps[1:-1], stamps[2:])]  # episodes 1.. (evaluated, trained)
+times["episode_cpu"] = [b - a for a, b in zip(cpu[1:-1], cpu[2:])]
 json.dump(times, sys.stdout)
 """
 
@@ -547,5 +617,8 @@ def bench_published(path: str | Path, episodes: int = 3) -> dict:
         "episode_ms_median": med(t["episode"]),
         "eval_ms_median": med(t["evaluate"]),
         "train_step_ms_median": med(t["train"]),
+        "episode_cpu_ms_median": med(t["episode_cpu"]),
+        "eval_cpu_ms_median": med(t["evaluate_cpu"]),
+        "train_step_cpu_ms_median": med(t["train_cpu"]),
         "episode_ms": [1e3 * x for x in t["episode"]],
     }
