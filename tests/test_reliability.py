@@ -136,7 +136,7 @@ def test_one_id_rule_keeps_the_ids_of_earlier_runs():
         "agent.argmax_row_skip",
     }
     assert build_config({}, ["training.eval_every=5"]).id() != build_config({}).id()
-    assert build_config({}, ["agent.argmax_row_skip=false"]).id() != build_config({}).id()
+    assert build_config({}, ["agent.argmax_row_skip=true"]).id() != build_config({}).id()
     assert build_config({}, ["threads=2"]).id() != build_config({}).id()
     cross = {"library": "sb3", "algo": "td3", "env": "Pendulum-v1", "total_steps": 10, "actor_lr": 1e-3}
     assert build_config({"kind": "cross", "cross": cross}).id() != build_config({}).id()
@@ -148,7 +148,7 @@ def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
     d = cfg.model_dump(mode="json")
     assert cfg.threads == 1 and d.pop("threads") == 1 and d.pop("name")
     assert d.pop("kind") == "mec" and d.pop("cross") is None  # MEC runs: no run-kind fields in the id either
-    assert d["training"].pop("eval_every") == 1 and d["agent"].pop("argmax_row_skip") is True  # nor these
+    assert d["training"].pop("eval_every") == 1 and d["agent"].pop("argmax_row_skip") is False  # nor these
     # the default leaves the id as it was before the field existed (run directories stay resumable)
     assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     two = build_config(SMALL, ["threads=2"])

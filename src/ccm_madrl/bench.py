@@ -369,8 +369,8 @@ def bench_argmax(
     eval_every: int = 25,
     seed: int = 0,
 ) -> dict:
-    """The bounded row skipping over real runs (published sequential order, N = 50, 10 steps), one
-    per actor learning rate: the fraction of the maximum's candidate rows skipped in every training
+    """The bounded row skipping over real runs (published sequential order, N = 50, 10 steps, the
+    skipping on), one per actor learning rate: the fraction of the maximum's candidate rows skipped in every training
     step, the training step's time in the run, and at the end the step on one replay batch with the
     skipping off and on (:func:`sequential_step_profile`). Evaluation every ``eval_every`` episodes
     (it does not touch the learner; in reference mode it changes the training stream)."""
@@ -405,7 +405,7 @@ def bench_argmax(
             {
                 "seed": seed,
                 "threads": torch.get_num_threads(),
-                "agent": {"actor_lr": lr},
+                "agent": {"actor_lr": lr, "argmax_row_skip": True},
                 "training": {
                     "episodes": episodes,
                     "eval_every": eval_every,

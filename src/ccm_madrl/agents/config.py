@@ -80,10 +80,11 @@ class AgentConfig(BaseModel):
         "own state s_j and own action u_j always come from the current states",
     )
     argmax_row_skip: bool = Field(
-        True,
+        False,
         description="actor loss's maximum over candidate rows in the sequential order: skip the rows whose "
         "Q provably cannot be the maximum (a Lipschitz bound of the change since their last exact value, "
-        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass",
+        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass. Off by "
+        "default: measured not faster in the published setting late in training (benchmarks/README.md)",
     )
     actor_hidden: tuple[int, int] = (64, 32)
     critic_hidden: tuple[int, int] = (512, 128)
