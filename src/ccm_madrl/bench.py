@@ -146,6 +146,14 @@ def matmul_peak_gflops(n: int = 2048, repeat: int = 10, clock=time.perf_counter)
     return 2 * n**3 / min(ts) / 1e9
 
 
+def _started(**fields) -> tuple[dict, float, float]:
+    """A result with the matmul peak in wall time and in process CPU time, ``fields`` and empty
+    ``results``; and the two peaks."""
+    peak, peak_cpu = matmul_peak_gflops(), matmul_peak_gflops(clock=time.process_time)
+    out = {"matmul_peak_gflops": peak, "matmul_peak_gflops_cpu_time": peak_cpu, **fields, "results": []}
+    return out, peak, peak_cpu
+
+
 class _CpuClock(Callback):
     """A trainer callback: the process CPU time of every episode (robust to other processes sharing
     the cores; the run's metrics hold wall times)."""
@@ -276,15 +284,7 @@ def bench_agent(
     from .experiment.config import build_config
     from .experiment.runner import Trainer
 
-    peak = matmul_peak_gflops()
-    peak_cpu = matmul_peak_gflops(clock=time.process_time)
-    out: dict = {
-        "matmul_peak_gflops": peak,
-        "matmul_peak_gflops_cpu_time": peak_cpu,
-        "episodes_per_run": episodes,
-        "eval_episodes": eval_episodes,
-        "results": [],
-    }
+    out, peak, peak_cpu = _started(episodes_per_run=episodes, eval_episodes=eval_episodes)
     for t_max in steps:
         for upd in updates:
             n_ep = episodes if (upd == "simultaneous" or t_max == 10) else max(8, episodes // 3)
@@ -391,15 +391,7 @@ def bench_argmax(
                 self.per_episode.append((row["episode"], rows, ev, row["time_train_s"]))
             return True
 
-    peak = matmul_peak_gflops()
-    peak_cpu = matmul_peak_gflops(clock=time.process_time)
-    out: dict = {
-        "matmul_peak_gflops": peak,
-        "matmul_peak_gflops_cpu_time": peak_cpu,
-        "episodes": episodes,
-        "eval_every": eval_every,
-        "results": [],
-    }
+    out, peak, peak_cpu = _started(episodes=episodes, eval_every=eval_every)
     for lr in lrs:
         cfg = build_config(
             {
