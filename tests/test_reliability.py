@@ -128,7 +128,14 @@ def test_one_id_rule_keeps_the_ids_of_earlier_runs():
 
     base = build_config(load_yaml(Path(__file__).parents[1] / "configs" / "base.yaml"))
     assert base.id() == "193b3308d17d"
-    assert set(ID_NEUTRAL_AT_DEFAULT) == {"threads", "kind", "cross"}
+    assert set(ID_NEUTRAL_AT_DEFAULT) == {
+        "threads",
+        "kind",
+        "cross",
+        "training.eval_every",
+    }  # the agent's options: the same rule through AgentConfig.id_fields (tests/test_config_migration.py)
+    assert build_config({}, ["training.eval_every=5"]).id() != build_config({}).id()
+    assert build_config({}, ["agent.argmax_row_skip=true"]).id() != build_config({}).id()
     assert build_config({}, ["threads=2"]).id() != build_config({}).id()
     cross = {"library": "sb3", "algo": "td3", "env": "Pendulum-v1", "total_steps": 10, "actor_lr": 1e-3}
     assert build_config({"kind": "cross", "cross": cross}).id() != build_config({}).id()
@@ -142,6 +149,7 @@ def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
     assert d.pop("kind") == "mec" and d.pop("cross") is None  # MEC runs: no run-kind fields in the id either
     assert d.pop("logging") == {"wandb": None, "mlflow": None}  # where a run is logged: never in the id
     d["agent"] = cfg.agent.id_fields()  # the agent's options under their flat names (docs/config.md)
+    assert d["training"].pop("eval_every") == 1 and "argmax_row_skip" not in d["agent"]  # nor these
     # the default leaves the id as it was before the field existed (run directories stay resumable)
     assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     two = build_config(SMALL, ["threads=2"])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import jsonio
+from .experiment.callbacks import Callback
 from .mec import MECConfig, MECEnv, record_episodes
 from .mec.loop_reference import loop_step
 from .provenance import collect
@@ -131,25 +132,22 @@ def bench_env(n_envs: int = 50, n_agents: int = 50, repeat: int = 200) -> dict:
     return {"n_envs": n_envs, "n_agents": n_agents, "results": results}
 
 
-def matmul_peak_gflops(n: int = 2048, repeat: int = 10) -> float:
+def matmul_peak_gflops(n: int = 2048, repeat: int = 10, clock=time.perf_counter) -> float:
+    """The best of ``repeat`` float32 n x n matmuls, in GFLOP/s of ``clock`` (wall by default;
+    ``time.process_time``: CPU time, which other processes sharing the cores do not inflate)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
     ts = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         a @ b
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return 2 * n**3 / min(ts) / 1e9
 
 
 def _agent_header(episodes: int, eval_episodes: int) -> dict:
-    return {
-        "matmul_peak_gflops": matmul_peak_gflops(),
-        "episodes_per_run": episodes,
-        "eval_episodes": eval_episodes,
-        "results": [],
-    }
+    return _started(episodes_per_run=episodes, eval_episodes=eval_episodes)[0]
 
 
 def _step_flops(step, args: tuple, repeat: int) -> tuple[int, float]:
@@ -166,22 +164,143 @@ def _step_flops(step, args: tuple, repeat: int) -> tuple[int, float]:
     return fc.get_total_flops(), min(ts)
 
 
+def _started(**fields) -> tuple[dict, float, float]:
+    """A result with the matmul peak in wall time and in process CPU time, ``fields`` and empty
+    ``results``; and the two peaks."""
+    peak, peak_cpu = matmul_peak_gflops(), matmul_peak_gflops(clock=time.process_time)
+    out = {"matmul_peak_gflops": peak, "matmul_peak_gflops_cpu_time": peak_cpu, **fields, "results": []}
+    return out, peak, peak_cpu
+
+
+class _CpuClock(Callback):
+    """A trainer callback: the process CPU time of every episode (robust to other processes sharing
+    the cores; the run's metrics hold wall times)."""
+
+    def __init__(self) -> None:
+        self.last = time.process_time()
+        self.per_episode: list[float] = []
+
+    def on_episode_start(self, trainer, episode: int) -> None:
+        self.last = time.process_time()
+
+    def on_episode_end(self, trainer, row: dict) -> bool:
+        self.per_episode.append(time.process_time() - self.last)
+        return True
+
+
+def _with(extra: Callback):
+    """A trainer's callbacks factory: its default callbacks and ``extra``."""
+    from .experiment.callbacks import default_callbacks
+
+    return lambda trainer: [*default_callbacks(trainer), extra]
+
+
+def _restoring(learner):
+    """A function (skip) -> (wall seconds, process CPU seconds, argmax rows, rows evaluated) of one
+    training step on a fixed batch from the learner's current state, restored before every call."""
+    import copy
+
+    state = copy.deepcopy(learner.state_dict())
+    batch, _, w = learner.replay.sample(learner.batch_size, np.random.default_rng(0))
+
+    def step(skip: bool) -> tuple[float, float, int, int]:
+        learner.load_state_dict(copy.deepcopy(state))  # optimiser loads alias their source
+        learner.argmax_row_skip = skip
+        before = list(learner.argmax_rows)
+        t, c = time.perf_counter(), time.process_time()
+        learner.train_step(batch, w)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        return dt, dc, learner.argmax_rows[0] - before[0], learner.argmax_rows[1] - before[1]
+
+    return step
+
+
+def argmax_floor(learner, rows: int, actor_steps: int) -> float:
+    """FLOPs of the actor loss's gradient-free maximum: ``rows`` candidate rows (own part, hidden
+    and output layer of the critic's head) and one joint first-layer product per actor step."""
+    c = learner.critic
+    h1, h2 = c.hidden
+    own = c.fc1.in_features - c.joint_dim
+    per_row = 2 * own * h1 + h1 + 2 * h1 * h2 + 2 * h2
+    return rows * per_row + actor_steps * 2 * learner.batch_size * c.joint_dim * h1
+
+
+def sequential_step_profile(
+    learner, peak_gflops: float, rounds: int = 3, peak_cpu_gflops: float | None = None
+) -> dict:
+    """The sequential training step on one replay batch with the bounded row skipping off and on
+    (alternating, ``rounds`` each, the minimum), its FLOPs and the FLOP floor of the maximum."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = _restoring(learner)
+    out: dict = {}
+    for skip in (False, True):
+        with FlopCounterMode(display=False) as fc:
+            _, _, rows, evaluated = step(skip)
+        out[skip] = {
+            "gflop": fc.get_total_flops() / 1e9,
+            "rows": rows,
+            "evaluated": evaluated,
+            "ts": [],
+            "cs": [],
+        }
+    for _ in range(rounds):
+        for skip in (False, True):
+            t, c, _, _ = step(skip)
+            out[skip]["ts"].append(t)
+            out[skip]["cs"].append(c)
+    n_steps = len(learner.schedule(learner.n_agents, learner.actors.shared))
+    floor = argmax_floor(learner, out[False]["rows"], n_steps) / 1e9
+    floor_skip = argmax_floor(learner, out[True]["evaluated"], n_steps) / 1e9
+    full, skip = min(out[False]["ts"]), min(out[True]["ts"])
+    cfull, cskip = min(out[False]["cs"]), min(out[True]["cs"])
+    learner.argmax_row_skip = learner.cfg.argmax_row_skip
+    cpu_peak = peak_cpu_gflops or peak_gflops
+    return {
+        "train_step_gflops_cpu_full_pass": out[False]["gflop"] / cfull,
+        "train_step_gflops_cpu_row_skip": out[True]["gflop"] / cskip,
+        "fraction_of_cpu_matmul_peak_full_pass": out[False]["gflop"] / cfull / cpu_peak,
+        "fraction_of_cpu_matmul_peak_row_skip": out[True]["gflop"] / cskip / cpu_peak,
+        "argmax_floor_ms_at_cpu_peak": 1e3 * floor / cpu_peak,
+        "argmax_floor_ms_at_cpu_peak_row_skip": 1e3 * floor_skip / cpu_peak,
+        "train_step_cpu_ms_over_argmax_floor_full_pass": cfull / (floor / cpu_peak),
+        "train_step_cpu_ms_over_argmax_floor_row_skip": cskip / (floor_skip / cpu_peak),
+        "train_step_ms_full_pass": 1e3 * full,
+        "train_step_ms_row_skip": 1e3 * skip,
+        "train_step_cpu_ms_full_pass": 1e3 * cfull,
+        "train_step_cpu_ms_row_skip": 1e3 * cskip,
+        "train_step_gflop_full_pass": out[False]["gflop"],
+        "train_step_gflop_row_skip": out[True]["gflop"],
+        "argmax_rows": out[False]["rows"],
+        "argmax_rows_evaluated_row_skip": out[True]["evaluated"],
+        "argmax_floor_gflop": floor,
+        "argmax_floor_ms_at_peak": 1e3 * floor / peak_gflops,
+        "argmax_floor_gflop_row_skip": floor_skip,
+        "argmax_floor_ms_at_peak_row_skip": 1e3 * floor_skip / peak_gflops,
+        "full_pass_ms_over_floor_ms": full / (floor / peak_gflops),
+    }
+
+
 def bench_agent(
     steps: tuple[int, ...] = (10, 100),
     updates: tuple[str, ...] = ("simultaneous", "sequential"),
     episodes: int = 30,
     eval_episodes: int = 50,
     monitor: bool = False,
+    published: tuple[str, ...] = (),
+    published_episodes: int = 3,
 ) -> dict:
     """Wall time per training episode (evaluation + acting + one training step) of real runs, FLOPs
-    of one training step and the fraction of the measured matmul peak it reaches."""
+    of one training step and the fraction of the measured matmul peak it reaches; for the sequential
+    order also the step with the row skipping off and on and the FLOP floor of its maximum
+    (:func:`sequential_step_profile`). ``published``: local checkouts of the published repository,
+    timed in the same run (:func:`bench_published`) and compared per training episode (10 steps)."""
     import tempfile
 
     from .experiment.config import build_config
     from .experiment.runner import Trainer
 
-    out = _agent_header(episodes, eval_episodes)
-    peak = out["matmul_peak_gflops"]
+    out, peak, peak_cpu = _started(episodes_per_run=episodes, eval_episodes=eval_episodes)
     for t_max in steps:
         for upd in updates:
             n_ep = episodes if (upd == "simultaneous" or t_max == 10) else max(8, episodes // 3)
@@ -199,32 +318,129 @@ def bench_agent(
                     "monitor": {"enabled": monitor},
                 }
             )
+            clock = _CpuClock()
             with tempfile.TemporaryDirectory() as d:
-                tr = Trainer(cfg, Path(d) / "run", progress=False)
+                tr = Trainer(cfg, Path(d) / "run", progress=False, callbacks=_with(clock))
                 tr.run()
                 import pandas as pd
 
                 df = pd.read_parquet(Path(d) / "run" / "metrics.parquet")
+                df["cpu_episode_s"] = clock.per_episode[: len(df)]
                 steady = df[df["trained"]].iloc[2:]
                 learner = tr.learner
                 batch, leaves, w = learner.replay.sample(learner.batch_size, np.random.default_rng(0))
                 flops, t_step = _step_flops(learner.train_step, (batch, w), 3 if upd == "sequential" else 10)
+                extra = (
+                    sequential_step_profile(learner, peak, peak_cpu_gflops=peak_cpu)
+                    if upd == "sequential"
+                    else {}
+                )
             out["results"].append(
                 {
                     "steps_per_episode": t_max,
                     "actor_update": upd,
                     "monitor": monitor,
+                    "argmax_row_skip": cfg.agent.argmax_row_skip,
                     "episodes_measured": len(steady),
                     "episode_ms_median": 1e3 * float(steady["time_episode_s"].median()),
+                    "episode_cpu_ms_median": 1e3 * float(steady["cpu_episode_s"].median()),
                     "eval_ms_median": 1e3 * float(steady["time_eval_s"].median()),
                     "act_ms_median": 1e3 * float(steady["time_act_s"].median()),
                     "train_step_ms_median": 1e3 * float(steady["time_train_s"].median()),
                     "train_step_gflop": flops / 1e9,
                     "train_step_gflops_achieved": flops / t_step / 1e9,
                     "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+                    **extra,
                 }
             )
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if published:
+        ours = {r["actor_update"]: r for r in out["results"] if r["steps_per_episode"] == 10}
+        out["published"] = []
+        for path in published:
+            res = bench_published(path, published_episodes)
+            if "skipped" in res:
+                print(f"published code: skipped: {res['skipped']}", flush=True)
+            else:
+                for upd, r in ours.items():
+                    res[f"episode_ratio_vs_{upd}"] = res["episode_ms_median"] / r["episode_ms_median"]
+                    res[f"episode_cpu_ratio_vs_{upd}"] = (
+                        res["episode_cpu_ms_median"] / r["episode_cpu_ms_median"]
+                    )
+            out["published"].append(res)
+    return out
+
+
+def bench_argmax(
+    lrs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
+    episodes: int = 300,
+    eval_every: int = 25,
+    seed: int = 0,
+) -> dict:
+    """The bounded row skipping over real runs (published sequential order, N = 50, 10 steps, the
+    skipping on), one per actor learning rate: the fraction of the maximum's candidate rows skipped in every training
+    step, the training step's time in the run, and at the end the step on one replay batch with the
+    skipping off and on (:func:`sequential_step_profile`). Evaluation every ``eval_every`` episodes
+    (it does not touch the learner; in reference mode it changes the training stream)."""
+    import tempfile
+
+    from .experiment.config import build_config
+    from .experiment.runner import Trainer
+
+    class Rows(Callback):
+        def __init__(self, learner):
+            self.learner, self.last, self.per_episode = learner, [0, 0], []
+
+        def on_episode_end(self, trainer, row) -> bool:
+            now = list(self.learner.argmax_rows)
+            rows, ev = now[0] - self.last[0], now[1] - self.last[1]
+            self.last = now
+            if rows:
+                self.per_episode.append((row["episode"], rows, ev, row["time_train_s"]))
+            return True
+
+    out, peak, peak_cpu = _started(episodes=episodes, eval_every=eval_every)
+    for lr in lrs:
+        cfg = build_config(
+            {
+                "seed": seed,
+                "threads": torch.get_num_threads(),
+                "agent": {"actor_lr": lr, "argmax_row_skip": True},
+                "training": {
+                    "episodes": episodes,
+                    "eval_every": eval_every,
+                    "tensorboard": False,
+                    "checkpoint_every": 10**6,
+                },
+                "monitor": {"enabled": False},
+            }
+        )
+        rec: list = []
+
+        def callbacks(trainer, rec=rec):
+            rec.append(Rows(trainer.learner))
+            return rec[:]
+
+        with tempfile.TemporaryDirectory() as d:
+            tr = Trainer(cfg, Path(d) / "run", progress=False, quiet=True, callbacks=callbacks)
+            summary = tr.run()
+            prof = sequential_step_profile(tr.learner, peak, peak_cpu_gflops=peak_cpu)
+        per = np.array(rec[0].per_episode, dtype=float)
+        frac = 1 - per[:, 2] / per[:, 1]
+        quarters = np.array_split(frac, 4)
+        out["results"].append(
+            {
+                "actor_lr": lr,
+                "training_steps": len(per),
+                "rows_skipped_fraction": float(1 - per[:, 2].sum() / per[:, 1].sum()),
+                "rows_skipped_fraction_by_quarter": [float(q.mean()) for q in quarters],
+                "rows_skipped_fraction_min": float(frac.min()),
+                "rows_per_training_step_median": float(np.median(per[:, 1])),
+                "train_step_ms_median_in_run": 1e3 * float(np.median(per[:, 3])),
+                "final_return": summary.final_return,
+                **prof,
+            }
+        )
     return out
 
 
@@ -375,15 +591,140 @@ def bench_monitor(
 
 
 def run(which: str, out_dir: str | Path | None, name: str | None = None, **kw) -> dict:
-    fn = {"env": bench_env, "agent": bench_agent, "monitor": bench_monitor, "pack": bench_pack}[which]
+    fns = {
+        "env": bench_env,
+        "agent": bench_agent,
+        "monitor": bench_monitor,
+        "pack": bench_pack,
+        "argmax": bench_argmax,
+    }
     cmd = f"ccm-madrl bench {which}"
     if which == "pack":
         cmd = f"ccm-madrl bench agent --pack {' '.join(map(str, kw['packs']))}" + (
             " --monitor" if kw["monitors"][0] else ""
         )
-    res = {"benchmark": which, "machine": machine(), "command": cmd, "options": kw, **fn(**kw)}
+    res = {
+        "benchmark": which,
+        "machine": machine(),
+        "command": cmd,
+        "arguments": {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
+        **fns[which](**kw),
+    }
     if out_dir:
         p = Path(out_dir)
         p.mkdir(parents=True, exist_ok=True)
         (p / f"{name or which}.json").write_text(jsonio.dumps(res))
     return res
+
+
+# ------------------------------------------------------------------------------ the published code
+PUBLISHED_SUBDIR = "s10lre4e3CCM_MADRL_MEC"  # the 10-step experiment of TesfayZ/CCM_MADRL_MEC
+
+# Runs in a fresh interpreter inside a scratch directory (the published code writes its CSV files
+# relative to the working directory): imports the published modules from CODE, builds the env and
+# the agent as its run.py does (N = 50, env seed 37, episodes_before_train 1, 50 evaluation
+# episodes), wraps its evaluate() and train() with timers and runs its own interact() loop.
+_PUBLISHED_WORKER = r"""
+import json, os, sys, time
+import numpy as np, torch
+code, episodes, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+if not hasattr(np, "long"):  # NumPy 2 removed the alias its utils.py names (dtype "long" only)
+    np.long = np.int64
+for d in ("results", "Server_constraints", "Energy_constraints", "Time_constraints", "AtTraining"):
+    os.makedirs(os.path.join("CSV", d), exist_ok=True)
+sys.path.insert(0, code)
+import mec_env, CCM_MADRL
+env = mec_env.MecEnv(n_agents=50, env_seed=37)
+env_eval = mec_env.MecEnv(n_agents=50, env_seed=37)
+agent = CCM_MADRL.CCM_MADDPG(
+    InfdexofResult="0", env=env, env_eval=env_eval, n_agents=env.n_agents, state_dim=env.state_size,
+    action_dim=env.action_size, action_lower_bound=env.action_lower_bound,
+    action_higher_bound=env.action_higher_bound, episodes_before_train=1, epsilon_decay=2000,
+)
+times = {"evaluate": [], "train": [], "episode": [], "evaluate_cpu": [], "train_cpu": [], "episode_cpu": []}
+def timed(name, fn):
+    def run(*a, **k):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*a, **k)
+        times[name].append(time.perf_counter() - t)
+        times[name + "_cpu"].append(time.process_time() - c)
+        return out
+    return run
+agent.evaluate = timed("evaluate", agent.evaluate)
+agent.train = timed("train", agent.train)
+reset = env.reset_mec
+stamps, cpu = [], []
+def reset_mec(*a, **k):  # the training env is reset once at the start of every episode
+    stamps.append(time.perf_counter())
+    cpu.append(time.process_time())
+    return reset(*a, **k)
+env.reset_mec = reset_mec
+agent.interact(episodes, 1, 50)
+stamps.append(time.perf_counter())
+cpu.append(time.process_time())
+times["episode"] = [b - a for a, b in zip(stamps[1:-1], stamps[2:])]  # episodes 1.. (evaluated, trained)
+times["episode_cpu"] = [b - a for a, b in zip(cpu[1:-1], cpu[2:])]
+json.dump(times, sys.stdout)
+"""
+
+
+def _git_commit(path: Path) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def bench_published(path: str | Path, episodes: int = 3) -> dict:
+    """The published implementation's training episode, timed from a local checkout ``path`` (the
+    repository root or its ``s10lre4e3CCM_MADRL_MEC`` folder): its own ``interact`` loop for
+    ``episodes`` + 1 episodes (the first has neither evaluation nor training), its ``evaluate`` (50
+    evaluation episodes) and ``train`` (one training step) timed. Nothing of it is edited; it runs in a
+    child interpreter in a scratch directory. Returns ``{"skipped": reason}`` when ``path`` holds no
+    published code."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(path)
+    code = root / PUBLISHED_SUBDIR if (root / PUBLISHED_SUBDIR).is_dir() else root
+    if not (code / "CCM_MADRL.py").is_file() or not (code / "mec_env.py").is_file():
+        return {"path": str(path), "skipped": f"no published code at {path} (CCM_MADRL.py, mec_env.py)"}
+    with tempfile.TemporaryDirectory() as scratch:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _PUBLISHED_WORKER,
+                str(code.resolve()),
+                str(episodes + 1),
+                str(torch.get_num_threads()),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=scratch,
+        )
+    if proc.returncode != 0:
+        tail = " ".join(proc.stderr.strip().splitlines()[-3:])[:300]
+        return {"path": str(path), "skipped": f"the published code failed (exit {proc.returncode}): {tail}"}
+    t = json.loads(proc.stdout.strip().splitlines()[-1])
+    med = lambda xs: 1e3 * statistics.median(xs)  # noqa: E731
+    return {
+        "path": str(path),
+        "commit": _git_commit(root),
+        "episodes_measured": len(t["episode"]),
+        "episode_ms_median": med(t["episode"]),
+        "eval_ms_median": med(t["evaluate"]),
+        "train_step_ms_median": med(t["train"]),
+        "episode_cpu_ms_median": med(t["episode_cpu"]),
+        "eval_cpu_ms_median": med(t["evaluate_cpu"]),
+        "train_step_cpu_ms_median": med(t["train_cpu"]),
+        "episode_ms": [1e3 * x for x in t["episode"]],
+    }

@@ -261,6 +261,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["steps"] = tuple(args.steps)
         if args.update:
             kw["updates"] = tuple(args.update)
+        if args.published:
+            kw["published"] = tuple(args.published)
+            kw["published_episodes"] = args.published_episodes
+    elif args.which == "argmax":
+        kw = {"episodes": args.episodes, "eval_every": args.eval_every}
+        if args.lr:
+            kw["lrs"] = tuple(args.lr)
     elif args.which == "monitor":
         kw = {"episodes": args.episodes}
         if args.update:
@@ -469,11 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed measurements (results as JSON)")
     b.add_argument(
         "which",
-        choices=["env", "agent", "monitor"],
-        help="env: batched step; agent: training episodes; monitor: its overhead",
+        choices=["env", "agent", "monitor", "argmax"],
+        help="env: batched step; agent: training episodes; monitor: its overhead; argmax: the actor loss's "
+        "row skipping over real runs per actor learning rate",
     )
     b.add_argument("--out", default=None, help="directory to write <which>.json into")
-    b.add_argument("--episodes", type=int, default=30, help="agent: episodes per measured run")
+    b.add_argument(
+        "--episodes",
+        type=int,
+        default=30,
+        help="agent: episodes per measured run; argmax: episodes per learning rate",
+    )
     b.add_argument(
         "--steps", type=int, nargs="*", help="agent: steps per episode to measure (default 10 100)"
     )
@@ -487,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent: packs of R runs trained as one program (e.g. 1 4 16; with --monitor: monitor on), "
         "ms per run-episode at 10 steps (default --episodes 8)",
     )
+    b.add_argument(
+        "--published",
+        nargs="+",
+        metavar="PATH",
+        help="agent: local checkout(s) of the published repository (TesfayZ/CCM_MADRL_MEC), timed in the same "
+        "run; skipped with a message where absent",
+    )
+    b.add_argument(
+        "--published-episodes", type=int, default=3, help="agent: published episodes to time (after a first)"
+    )
+    b.add_argument(
+        "--lr", type=float, nargs="+", help="argmax: actor learning rates (default 1e-4 1e-3 1e-2 1e-1)"
+    )
+    b.add_argument("--eval-every", type=int, default=25, help="argmax: evaluate every k-th episode")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -149,6 +149,7 @@ class _Probe:
             learner.candidate_q,
         )
         self._in_actor = False
+        learner.argmax_row_skip = False  # the gap to the second-best row needs every row scored
         learner.select = self.select
         learner.actor_objective = self.actor_objective
         learner.candidate_q = self.candidate_q

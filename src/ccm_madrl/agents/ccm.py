@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .argmax import BoundedArgmax, full_q, own_inputs
 from .base import Action, transition_layout
 from .networks import MasterCritic
 from .offpolicy import OffPolicyActorCritic
@@ -42,6 +43,9 @@ class CCMLearner(OffPolicyActorCritic):
     def __init__(self, env_cfg, cfg, rng, device="cpu"):
         super().__init__(env_cfg, cfg, rng, device)
         self.candidates = ACTOR_CANDIDATES[cfg.variant.actor_objective]
+        self.argmax_row_skip = cfg.argmax_row_skip  # exact: the same argmax as the full pass
+        self._bounded: BoundedArgmax | None = None  # during a training step's actor steps
+        self.argmax_rows = [0, 0]  # the actor loss's maximum: candidate rows seen, and rows evaluated
 
     # ------------------------------------------------------------------ acting: the master
     @torch.no_grad()
@@ -88,6 +92,22 @@ class CCMLearner(OffPolicyActorCritic):
         return self.rng.explore, self.rng.explore_subset
 
     # ------------------------------------------------------------------ the loss
+    def train_step(self, batch: dict[str, torch.Tensor], weights) -> dict:
+        """The shared training step; with ``argmax_row_skip`` and more than one actor step, the
+        actor steps share one :class:`~ccm_madrl.agents.argmax.BoundedArgmax` (the critic is fixed
+        while the actors step)."""
+        self._bounded = None
+        try:
+            return super().train_step(batch, weights)
+        finally:
+            self._bounded = None
+
+    def _actor_step(self, *args, **kwargs) -> float:
+        many = len(self.schedule(self.n_agents, self.actors.shared)) > 1
+        if self._bounded is None and self.argmax_row_skip and many:
+            self._bounded = BoundedArgmax(self.critic)
+        return super()._actor_step(*args, **kwargs)
+
     def _max_over_proposers(
         self, critic: MasterCritic, joint: torch.Tensor, own: torch.Tensor, prop: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,9 +166,17 @@ class CCMLearner(OffPolicyActorCritic):
     def candidate_q(
         self, joint: torch.Tensor, states: torch.Tensor, u: torch.Tensor, cand: torch.Tensor
     ) -> torch.Tensor:
-        """Q (B, N) of the candidate rows (bool (B, N)), -inf elsewhere; own parts of those rows only."""
-        bi, ji = cand.nonzero(as_tuple=True)
-        q = torch.full(cand.shape, -torch.inf, device=joint.device)
-        if bi.numel():
-            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji], bi), bi)
+        """Q (B, N) of the candidate rows (bool (B, N)), -inf elsewhere, each row evaluated
+        independently of the others (``argmax.rowwise_q``); during the actor steps of a training
+        step with ``argmax_row_skip``, -inf also for the rows that provably cannot be the maximum."""
+        x_own = own_inputs(self.critic, states, u)
+        if self._bounded is None:
+            n = int(cand.sum())
+            self.argmax_rows[0] += n
+            self.argmax_rows[1] += n
+            return full_q(self.critic, joint, x_own, cand)
+        rows, evaluated = self._bounded.rows, self._bounded.evaluated
+        q = self._bounded.scores(joint, x_own, cand)
+        self.argmax_rows[0] += self._bounded.rows - rows
+        self.argmax_rows[1] += self._bounded.evaluated - evaluated
         return q

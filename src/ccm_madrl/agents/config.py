@@ -272,6 +272,13 @@ class AgentConfig(_Section):
         description="heuristic-selection MADDPG: proposers not accepted are punished (x = 2, published) "
         "or compute locally; vanilla maddpg always punishes",
     )
+    argmax_row_skip: bool = Field(
+        False,
+        description="actor loss's maximum over candidate rows in the sequential order: skip the rows whose "
+        "Q provably cannot be the maximum (a Lipschitz bound of the change since their last exact value, "
+        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass. Off by "
+        "default: measured not faster in the published setting late in training (benchmarks/README.md)",
+    )
     replay: ReplayConfig = ReplayConfig()
     exploration: ExplorationConfig = ExplorationConfig()
     architecture: ArchitectureConfig = ArchitectureConfig()

@@ -106,6 +106,19 @@ class PackMixin:
         v = np.repeat([np.inf if c is None else c for c in clips], k)
         return torch.as_tensor(v, dtype=torch.float32, device=self.device)
 
+    @torch.no_grad()
+    def candidate_q(self, joint, states, u, cand):
+        """The actor loss's candidate scores (CCM): Q (B, N) of the candidate rows, -inf elsewhere,
+        through the packed critic, whose rows carry their sample index (to find their run). Not the
+        single run's row-invariant evaluation (``agents/argmax.py``), so a run in a pack scores its
+        rows in another summation order (float differences ~1e-7), and ``argmax_row_skip`` is not
+        available in a pack (:func:`~ccm_madrl.experiment.pack.packable`)."""
+        bi, ji = cand.nonzero(as_tuple=True)
+        q = torch.full(cand.shape, -torch.inf, device=joint.device)
+        if bi.numel():
+            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji], bi), bi)
+        return q
+
     # ------------------------------------------------------------------ run <-> pack slice
     def _put(self, r: int) -> None:
         """Copy run r's networks and optimiser states (its single-run learner) into slice r."""

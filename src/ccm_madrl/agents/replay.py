@@ -117,7 +117,7 @@ class PrioritizedReplay:
             bad = errors[~np.isfinite(errors)][0]
             raise FloatingPointError(
                 f"priorities: TD error {bad} is not finite: the critic has diverged; try smaller learning "
-                "rates, agent.critic_grad_clip, agent.input_norm or agent.reward_scale"
+                "rates or agent.mitigations (critic_grad_clip, input_norm, reward_scale)"
             )
         return (np.abs(errors) + self.eps) ** self.alpha
 

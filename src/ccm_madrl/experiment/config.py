@@ -33,6 +33,14 @@ class TrainingConfig(BaseModel):
     eval_episodes: int = Field(
         50, ge=0, description="fixed evaluation episodes before each training episode (published: 50)"
     )
+    eval_every: int = Field(
+        1,
+        ge=1,
+        description="evaluate before every k-th training episode (published: 1, before every one); the "
+        "other episodes record no evaluation (missing values). In reference RNG mode an evaluation re-seeds "
+        "the shared legacy stream, so k > 1 also changes the training episodes' tasks and noise: no longer "
+        "the published trajectory (docs/run_store.md)",
+    )
     checkpoint_every: int = Field(
         10, ge=1, description="episodes between checkpoints (Ctrl-C and SIGTERM also checkpoint)"
     )
@@ -81,8 +89,10 @@ def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
 # every earlier run (its run directory stays resumable, a finished sweep run stays skipped): threads
 # (added after 0.1.0), kind and cross (the run kinds). A new field that must not change existing ids
 # goes here; any other field is part of the id (the published_code preset's fields deliberately are:
-# CHANGELOG 0.2.0).
-ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross")
+# CHANGELOG 0.2.0). A dotted name is a field of a section: training.eval_every (the evaluation
+# schedule). The agent's options follow the same rule through AgentConfig.id_fields (an option
+# added after 0.1.0, such as agent.argmax_row_skip, counts only while it differs from its default).
+ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross", "training.eval_every")
 
 
 class ExperimentConfig(BaseModel):
@@ -163,8 +173,12 @@ class ExperimentConfig(BaseModel):
         d.pop("logging", None)  # where a run is logged does not change what it computes
         d["agent"] = self.agent.id_fields()
         for key in ID_NEUTRAL_AT_DEFAULT:  # one rule: see ID_NEUTRAL_AT_DEFAULT
-            if key in d and d[key] == type(self).model_fields[key].default:
-                d.pop(key)
+            *section, field = key.split(".")
+            node, model = d, type(self)
+            for part in section:
+                node, model = node.get(part), model.model_fields[part].annotation
+            if isinstance(node, dict) and field in node and node[field] == model.model_fields[field].default:
+                node.pop(field)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:

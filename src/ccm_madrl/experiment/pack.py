@@ -66,6 +66,12 @@ def packable(cfg: ExperimentConfig) -> str | None:
         return f"kind {cfg.kind!r}"
     if cfg.agent.mitigations.actor_reg == "entropy":
         return "stochastic actors (actor_reg: entropy)"
+    if cfg.training.eval_every != 1:
+        return "training.eval_every > 1 (a pack evaluates before every episode)"
+    if cfg.agent.argmax_row_skip:
+        return (
+            "agent.argmax_row_skip (the single run's row-invariant scoring; a pack scores rows its own way)"
+        )
     from ..agents import BASELINES
 
     if cfg.agent.algorithm in BASELINES or ":" in cfg.agent.algorithm:

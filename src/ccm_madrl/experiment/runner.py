@@ -3,7 +3,14 @@
 The episode loop reproduces the published schedule: evaluation on the fixed evaluation episodes
 before every training episode from episode ``episodes_before_train`` on, one training episode with
 exploration, the new transitions inserted into the replay with their priorities, then one training
-step once ``episodes_before_train + 1`` episodes are done.
+step once ``episodes_before_train + 1`` episodes are done. ``training.eval_every = k > 1``
+evaluates before every k-th of those episodes and the last one; the others record missing values
+(NaN). In reference RNG mode that also changes the training episodes: an evaluation re-seeds the
+shared legacy stream (evaluation episode i re-seeds it with i, and training continues from the last
+evaluation episode's stream state, ``RunRNG.after_evaluation``), so a training episode after a
+skipped evaluation draws its tasks, noise and exploration coins from where the previous training
+episode left the stream instead; the run is no longer the published trajectory (independent mode:
+evaluation uses its own streams, so only the evaluation columns change).
 
 The run directory's format (file names, atomic writes, status states, the final return) is
 :mod:`ccm_madrl.rundir`'s (see ``docs/run_store.md``).
@@ -149,6 +156,12 @@ class Trainer:
             "eval_time_penalty_frac": float((pen_t / t_max).mean()),
         }
 
+    def evaluates(self, ep: int) -> bool:
+        """Whether episode ``ep`` starts with an evaluation: from episode ``episodes_before_train``
+        on, every ``training.eval_every``-th episode (published: every one), and always the last."""
+        ebt, k = self.cfg.agent.replay.episodes_before_train, self.cfg.training.eval_every
+        return ep >= ebt and ((ep - ebt) % k == 0 or ep == self.total - 1)
+
     # ------------------------------------------------------------------ one episode
     def episode(self, ep: int) -> dict:
         cfg, learner, env = self.cfg, self.learner, self.env
@@ -156,7 +169,7 @@ class Trainer:
         ebt = cfg.agent.replay.episodes_before_train
         state = env.reset()
         row: dict = {"episode": ep}
-        if ep >= ebt and self.eval_env is not None:
+        if self.eval_env is not None and self.evaluates(ep):
             row.update(self.evaluate())
         else:
             row.update(
