@@ -15,6 +15,7 @@ from ccm_madrl.agents.pack import make_pack
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.pack import PackTrainer, pack_key
 from ccm_madrl.mec.rng import RunRNG
+from ccm_madrl.parity import golden_batch
 
 SMALL = {
     "env": {"n_agents": 12, "max_steps": 4},
@@ -179,18 +180,7 @@ def test_the_golden_vectors_hold_for_a_run_inside_a_pack(agent_golden):
         golden_learner(3e-4, 3e-3, 7),
     ]
     pack = make_pack(members)
-    stack = lambda name: torch.tensor(
-        np.stack([d[f"batch/{name}/{b}"] for b in range(64)]), dtype=torch.float32
-    )  # noqa: E731
-    rewards = stack("rewards")
-    batch = {
-        "states": stack("states"),
-        "actions": stack("actor_actions"),
-        "selected": stack("critic_actions"),
-        "reward": rewards[:, 0] if rewards.ndim == 2 else rewards,
-        "next_states": stack("next_states"),
-        "done": stack("dones").reshape(64),
-    }
+    batch = golden_batch(d, 64)
     w = d["batch/is_weights"]
     g_alone, g_pack = {}, {}
     alone.critic_opt.register_step_pre_hook(

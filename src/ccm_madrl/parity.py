@@ -193,6 +193,25 @@ def _scalar(d: dict, key: str, default):
     return type(default)(d[key]) if key in d else default
 
 
+def golden_batch(d, batch_size: int) -> dict[str, torch.Tensor]:
+    """The recorded replay batch of an agent golden file as the learner's ``train_step`` takes it."""
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.tensor(
+            np.stack([d[f"batch/{name}/{b}"] for b in range(batch_size)]), dtype=torch.float32
+        )
+
+    rewards = stack("rewards")
+    return {
+        "states": stack("states"),
+        "actions": stack("actor_actions"),
+        "selected": stack("critic_actions"),
+        "reward": rewards[:, 0] if rewards.ndim == 2 else rewards,
+        "next_states": stack("next_states"),
+        "done": stack("dones").reshape(batch_size),
+    }
+
+
 def _check_agent(d: dict, rep: ParityReport) -> None:
     n = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"init/actor(\d+)\.", k)))
     batch_size = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"batch/states/(\d+)$", k)))
@@ -225,20 +244,7 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
         rep.checks.append(Check(f"select{k} hybrid action", a, r, a <= 1e-6, "atol 1e-6"))
         k += 1
 
-    def stack(name: str) -> torch.Tensor:
-        return torch.tensor(
-            np.stack([d[f"batch/{name}/{b}"] for b in range(batch_size)]), dtype=torch.float32
-        )
-
-    rewards = stack("rewards")
-    batch = {
-        "states": stack("states"),
-        "actions": stack("actor_actions"),
-        "selected": stack("critic_actions"),
-        "reward": rewards[:, 0] if rewards.ndim == 2 else rewards,
-        "next_states": stack("next_states"),
-        "done": stack("dones").reshape(batch_size),
-    }
+    batch = golden_batch(d, batch_size)
     grads: dict = {}
     names = [nm for nm, _ in learner.actors.named_parameters()]
     learner.critic_opt.register_step_pre_hook(
