@@ -32,19 +32,11 @@ from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..provenance import resolve_device
 from .callbacks import Callback, MonitorCallback, default_callbacks
 from .config import ExperimentConfig
-from .runner import RunSummary, Trainer, final_return
+from .runner import EVAL_FIELDS, RunSummary, Trainer, final_return, training_row
 from .stop import StopToken
 
 # top-level fields that may differ between the runs of a pack (with PER_RUN_FIELDS of agent)
 PER_RUN_TOP = ("name", "seed")
-
-EVAL_FIELDS = (
-    "eval_return",
-    "eval_return_std",
-    "eval_constraint_frac",
-    "eval_energy_penalty_frac",
-    "eval_time_penalty_frac",
-)
 
 
 def pack_key(cfg: ExperimentConfig) -> str:
@@ -394,24 +386,8 @@ class PackTrainer:
         t_train = time.perf_counter()
         sizes = pack.replay_size
         for i, row in enumerate(rows):
-            st = stats[i]
             row.update(
-                train_return=float(acc[0, i]),
-                train_constraint_frac=acc[1, i] / t_max,
-                train_energy_penalty_frac=acc[2, i] / t_max,
-                train_time_penalty_frac=acc[3, i] / t_max,
-                epsilon=float(eps[i]),
-                trained=bool(st),
-                critic_loss=st.get("critic_loss", np.nan),
-                actor_loss=st.get("actor_loss", np.nan),
-                q_mean=st.get("q_mean", np.nan),
-                target_mean=st.get("target_mean", np.nan),
-                batch_reward_abs=st.get("batch_reward_abs", np.nan),
-                replay_size=sizes[i],
-                time_eval_s=(t_eval - t0) / r,
-                time_act_s=(t_act - t_eval) / r,
-                time_train_s=(t_train - t_act) / r,
-                time_episode_s=(t_train - t0) / r,
+                training_row(acc[:, i], t_max, eps[i], stats[i], sizes[i], (t0, t_eval, t_act, t_train), r)
             )
         return rows
 

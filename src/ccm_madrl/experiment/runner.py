@@ -76,6 +76,42 @@ class RunSummary:
     wall_time_s: float
 
 
+EVAL_FIELDS = (
+    "eval_return",
+    "eval_return_std",
+    "eval_constraint_frac",
+    "eval_energy_penalty_frac",
+    "eval_time_penalty_frac",
+)  # an episode without evaluation has NaN in each
+
+
+def training_row(acc, t_max: int, eps: float, stats: dict, replay_size: int, times, share: int = 1) -> dict:
+    """The training part of an episode's metrics row: ``acc`` = (return, exceeded steps, energy and
+    time penalty fractions summed over the steps), the train step's ``stats`` ({} when not trained),
+    ``times`` = (start, after evaluation, after acting, after training) in seconds, divided by
+    ``share`` (a pack of ``share`` runs: each run's share of the pack's time)."""
+    ret, exceeded, pen_e, pen_t = acc
+    t0, t_eval, t_act, t_train = times
+    return dict(
+        train_return=float(ret),
+        train_constraint_frac=exceeded / t_max,
+        train_energy_penalty_frac=pen_e / t_max,
+        train_time_penalty_frac=pen_t / t_max,
+        epsilon=float(eps),
+        trained=bool(stats),
+        critic_loss=stats.get("critic_loss", np.nan),
+        actor_loss=stats.get("actor_loss", np.nan),
+        q_mean=stats.get("q_mean", np.nan),
+        target_mean=stats.get("target_mean", np.nan),
+        batch_reward_abs=stats.get("batch_reward_abs", np.nan),
+        replay_size=replay_size,
+        time_eval_s=(t_eval - t0) / share,
+        time_act_s=(t_act - t_eval) / share,
+        time_train_s=(t_train - t_act) / share,
+        time_episode_s=(t_train - t0) / share,
+    )
+
+
 class Trainer:
     """Runs (or resumes) one experiment into ``run_dir``."""
 
@@ -172,13 +208,7 @@ class Trainer:
         if self.eval_env is not None and self.evaluates(ep):
             row.update(self.evaluate())
         else:
-            row.update(
-                eval_return=np.nan,
-                eval_return_std=np.nan,
-                eval_constraint_frac=np.nan,
-                eval_energy_penalty_frac=np.nan,
-                eval_time_penalty_frac=np.nan,
-            )
+            row.update(dict.fromkeys(EVAL_FIELDS, np.nan))
         t_eval = time.perf_counter()
         eps = learner.epsilon(ep, cfg.training.episodes)
         t_max = cfg.env.max_steps
@@ -205,22 +235,14 @@ class Trainer:
             stats = learner.train()
         t_train = time.perf_counter()
         row.update(
-            train_return=ret,
-            train_constraint_frac=exceeded / t_max,
-            train_energy_penalty_frac=pen_e / t_max,
-            train_time_penalty_frac=pen_t / t_max,
-            epsilon=eps,
-            trained=bool(stats),
-            critic_loss=stats.get("critic_loss", np.nan),
-            actor_loss=stats.get("actor_loss", np.nan),
-            q_mean=stats.get("q_mean", np.nan),
-            target_mean=stats.get("target_mean", np.nan),
-            batch_reward_abs=stats.get("batch_reward_abs", np.nan),
-            replay_size=learner.replay_size,
-            time_eval_s=t_eval - t0,
-            time_act_s=t_act - t_eval,
-            time_train_s=t_train - t_act,
-            time_episode_s=t_train - t0,
+            training_row(
+                (ret, exceeded, pen_e, pen_t),
+                t_max,
+                eps,
+                stats,
+                learner.replay_size,
+                (t0, t_eval, t_act, t_train),
+            )
         )
         return row
 
