@@ -16,6 +16,15 @@ from ccm_madrl.experiment.runner import Trainer
 N = 20
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Row-invariant scoring holds at one torch thread (a run's default `threads: 1`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def trained_learner(tmp_path, lr: float, episodes: int = 7):
     cfg = build_config(
         {
@@ -154,3 +163,15 @@ def test_rows_h1_matches_the_critic_first_layer():
     bi, ji = mask.nonzero(as_tuple=True)
     ref = joint[bi] + critic.own(s[bi, ji], u[bi, ji])
     torch.testing.assert_close(rows_h1(critic, joint, x, mask), ref)
+
+
+def test_more_than_one_thread_falls_back_to_the_full_pass(tmp_path):
+    learner = trained_learner(tmp_path, 1e-2, episodes=3)
+    batch, _, w = learner.replay.sample(learner.batch_size, np.random.default_rng(0))
+    state = copy.deepcopy(learner.state_dict())
+    torch.set_num_threads(2)
+    _, _, _, rows = one_step(learner, state, batch, w, skip=True)
+    assert rows[0] > 0 and rows[0] == rows[1]  # every candidate row evaluated
+    torch.set_num_threads(1)
+    _, _, _, rows = one_step(learner, state, batch, w, skip=True)
+    assert rows[1] < rows[0]  # one thread: rows skipped

@@ -8,7 +8,9 @@ with gradient. In the published (sequential) update order this pass runs once pe
 times per training step, and is almost all of the training step's arithmetic.
 
 **Row-invariant evaluation.** ``rowwise_q`` computes each row's Q so that its value does not depend
-on which or how many other rows are evaluated with it (on the CPU: the hidden layer as a GEMM of at
+on which or how many other rows are evaluated with it, at one torch thread (with two, BLAS splits the
+hidden layer's sums differently by row count: measured, a test pins one thread, and the learner uses
+the skipping only at one thread) (on the CPU: the hidden layer as a GEMM of at
 least ``MIN_ROWS`` rows, the output layer as a per-row dot product; a GEMV or a GEMM with very few
 rows sums in another order). So evaluating a subset of the rows gives bit-identical values for
 those rows, and the maximum over a subset that provably contains the winner is the full pass's

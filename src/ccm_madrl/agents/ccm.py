@@ -104,7 +104,9 @@ class CCMLearner(OffPolicyActorCritic):
 
     def _actor_step(self, *args, **kwargs) -> float:
         many = len(self.schedule(self.n_agents, self.actors.shared)) > 1
-        if self._bounded is None and self.argmax_row_skip and many:
+        # row-invariant scoring, which the skipping's exactness rests on, holds at one torch thread
+        # (the run's default `threads: 1`); with more, BLAS splits the sums by row count: full pass
+        if self._bounded is None and self.argmax_row_skip and many and torch.get_num_threads() == 1:
             self._bounded = BoundedArgmax(self.critic)
         return super()._actor_step(*args, **kwargs)
 

@@ -276,7 +276,8 @@ class AgentConfig(_Section):
         False,
         description="actor loss's maximum over candidate rows in the sequential order: skip the rows whose "
         "Q provably cannot be the maximum (a Lipschitz bound of the change since their last exact value, "
-        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass. Off by "
+        "with a float safety margin); exact: the same argmax, loss and gradients as the full pass (at one "
+        "torch thread, the default `threads: 1`; with more threads the full pass is used). Off by "
         "default: measured not faster in the published setting late in training (benchmarks/README.md)",
     )
     replay: ReplayConfig = ReplayConfig()
