@@ -13,16 +13,9 @@ from ccm_madrl.agents.argmax import BoundedArgmax, full_q, own_inputs, rows_h1, 
 from ccm_madrl.experiment import build_config
 from ccm_madrl.experiment.runner import Trainer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # exactness at one thread (conftest)
+
 N = 20
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Row-invariant scoring holds at one torch thread (a run's default `threads: 1`)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trained_learner(tmp_path, lr: float, episodes: int = 7):

@@ -12,16 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.cross
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (several contend badly on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.cross, pytest.mark.usefixtures("one_torch_thread")]
 
 
 # ------------------------------------------------------------------------------ Stable-Baselines3

@@ -17,6 +17,8 @@ from ccm_madrl.experiment.pack import PackTrainer, pack_key
 from ccm_madrl.mec.rng import RunRNG
 from ccm_madrl.parity import golden_batch
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # exactness at one thread (conftest)
+
 SMALL = {
     "env": {"n_agents": 12, "max_steps": 4},
     "agent": {"batch_size": 16, "critic_hidden": [64, 32]},
@@ -24,17 +26,6 @@ SMALL = {
     "monitor": {"enabled": False},
 }
 LRS = [(1e-4, 1e-3), (1e-3, 1e-2), (1e-2, 1e-3), (3e-4, 3e-3)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Runs train with one torch thread (config `threads`, default 1). With more, a batched matmul
-    and the per-run ones split their sums differently across threads: after one training step a pack
-    and its runs alone then differ by ~5e-6 relative (measured with 2 threads), not ~1e-7."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def configs(update="simultaneous", rng_mode="reference", episodes=20, **agent) -> list:
