@@ -39,6 +39,15 @@ def machine() -> dict:
         "torch": p["torch"],
         "numpy": p["numpy"],
         "python": p["python"],
+        **(
+            {
+                "gpu": torch.cuda.get_device_name(0),
+                "cuda": torch.version.cuda,
+                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            }
+            if torch.cuda.is_available()
+            else {}
+        ),
     }
 
 
@@ -132,43 +141,63 @@ def bench_env(n_envs: int = 50, n_agents: int = 50, repeat: int = 200) -> dict:
     return {"n_envs": n_envs, "n_agents": n_agents, "results": results}
 
 
-def matmul_peak_gflops(n: int = 2048, repeat: int = 10, clock=time.perf_counter) -> float:
+def _sync(device: torch.device | str = "cpu") -> None:
+    """Wait for the device's queued work (a CUDA device runs asynchronously); nothing on a CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(
+    n: int | None = None, repeat: int = 10, clock=time.perf_counter, device: torch.device | str = "cpu"
+) -> float:
     """The best of ``repeat`` float32 n x n matmuls, in GFLOP/s of ``clock`` (wall by default;
-    ``time.process_time``: CPU time, which other processes sharing the cores do not inflate)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    ``time.process_time``: CPU time, which other processes sharing the cores do not inflate). On a
+    CUDA device: n = 8192 by default, synchronised, in the default float32 mode (no TF32 unless the
+    process enabled it; the mode is recorded by :func:`machine`)."""
+    dev = torch.device(device)
+    n = n or (8192 if dev.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     for _ in range(3):
         a @ b
     ts = []
     for _ in range(repeat):
+        _sync(dev)
         t = clock()
         a @ b
+        _sync(dev)
         ts.append(clock() - t)
     return 2 * n**3 / min(ts) / 1e9
 
 
-def _agent_header(episodes: int, eval_episodes: int) -> dict:
-    return _started(episodes_per_run=episodes, eval_episodes=eval_episodes)[0]
+def _agent_header(episodes: int, eval_episodes: int, device: str = "cpu") -> dict:
+    return _started(device=device, episodes_per_run=episodes, eval_episodes=eval_episodes)[0]
 
 
-def _step_flops(step, args: tuple, repeat: int) -> tuple[int, float]:
-    """FLOPs of one call ``step(*args)`` (matmul-type ops, forward and backward) and its best time."""
+def _step_flops(step, args: tuple, repeat: int, device: torch.device | str = "cpu") -> tuple[int, float]:
+    """FLOPs of one call ``step(*args)`` (matmul-type ops, forward and backward) and its best time
+    (synchronised on a CUDA device)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as fc:
         step(*args)
     ts = []
     for _ in range(repeat):
+        _sync(device)
         t = time.perf_counter()
         step(*args)
+        _sync(device)
         ts.append(time.perf_counter() - t)
     return fc.get_total_flops(), min(ts)
 
 
-def _started(**fields) -> tuple[dict, float, float]:
-    """A result with the matmul peak in wall time and in process CPU time, ``fields`` and empty
-    ``results``; and the two peaks."""
-    peak, peak_cpu = matmul_peak_gflops(), matmul_peak_gflops(clock=time.process_time)
+def _started(device: str = "cpu", **fields) -> tuple[dict, float, float]:
+    """A result with the matmul peak in wall time and in process CPU time (a CUDA device: its own
+    float32 peak, and the CPU's), ``fields`` and empty ``results``; and the two peaks."""
+    peak, peak_cpu = matmul_peak_gflops(device=device), matmul_peak_gflops(clock=time.process_time)
     out = {"matmul_peak_gflops": peak, "matmul_peak_gflops_cpu_time": peak_cpu, **fields, "results": []}
+    if torch.device(device).type == "cuda":
+        out["device"] = device
+        out["device_matmul_peak_gflops_fp32"] = peak
     return out, peak, peak_cpu
 
 
@@ -451,13 +480,16 @@ def bench_pack(
     episodes: int = 8,
     eval_episodes: int = 50,
     steps: int = 10,
+    device: str = "cpu",
 ) -> dict:
     """Milliseconds per run-episode of packs of R runs (seeds 0..R-1, actor / critic learning rates
     cycling over the 4 x 4 grid of ``configs/paper/table1_s10.yaml``): the pack's episode time / R,
     median over its trained episodes after the first two; FLOPs of one packed training step and the
     fraction of the measured matmul peak it reaches (best of 3 repeats on a replay batch); R = 1 is
     the single run through the same engine. Monitor on: ``monitor.interval = 2``; the row's times are
-    those of the measured episodes, its overhead (measured episode + bookkeeping) / unmeasured - 1."""
+    those of the measured episodes, its overhead (measured episode + bookkeeping) / unmeasured - 1.
+    ``device``: where the packs train (``cuda``: the peak is the GPU's float32 matmul peak, the step
+    times are synchronised, and each pack's peak GPU memory is recorded)."""
     import tempfile
 
     import pandas as pd
@@ -466,8 +498,9 @@ def bench_pack(
     from .experiment.pack import PackTrainer
 
     grid = [1e-4, 1e-3, 1e-2, 1e-1]
-    out = _agent_header(episodes, eval_episodes)
+    out = _agent_header(episodes, eval_episodes, device)
     peak = out["matmul_peak_gflops"]
+    cuda = torch.device(device).type == "cuda"
     for upd in updates:
         for mon in monitors:
             for r in packs:
@@ -476,6 +509,7 @@ def bench_pack(
                         {
                             "name": f"r{i}",
                             "seed": i,
+                            "device": device,
                             "threads": torch.get_num_threads(),
                             "env": {"max_steps": steps},
                             "agent": {
@@ -496,6 +530,8 @@ def bench_pack(
                     )
                     for i in range(r)
                 ]
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
                 t0 = time.perf_counter()
                 with tempfile.TemporaryDirectory() as d:
                     tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
@@ -507,7 +543,7 @@ def bench_pack(
                 samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
                 batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
                 w = np.concatenate([x for _, _, x in samples])
-                flops, t_step = _step_flops(pack.train_step, (batch, w), 3)
+                flops, t_step = _step_flops(pack.train_step, (batch, w), 3, device)
                 mon_ms, overhead = 0.0, None
                 if mon:
                     on, off = steady[steady["episode"] % 2 == 0], steady[steady["episode"] % 2 == 1]
@@ -532,6 +568,11 @@ def bench_pack(
                         "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
                         "wall_s_incl_startup": wall,
                         "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                        **(
+                            {"peak_gpu_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+                            if cuda
+                            else {}
+                        ),
                     }
                 )
                 print(jsonio.dumps(out["results"][-1]), flush=True)

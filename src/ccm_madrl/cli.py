@@ -243,6 +243,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import jsonio
     from .bench import run
+    from .provenance import resolve_device
 
     need_dir_or_new(args.out, "--out")
     kw = {}
@@ -251,7 +252,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.update:
             kw["updates"] = tuple(args.update)
         kw["monitors"] = (bool(args.monitor),)
+        kw["device"] = str(resolve_device(args.device))
         name = f"pack_{'_'.join(map(str, args.pack))}" + ("_monitor" if args.monitor else "")
+        if kw["device"] != "cpu":
+            name += f"_{kw['device'].replace(':', '')}"
         res = run("pack", args.out, name=name, **kw)
         print(jsonio.dumps(res))
         return 0
@@ -514,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, nargs="+", help="argmax: actor learning rates (default 1e-4 1e-3 1e-2 1e-1)"
     )
     b.add_argument("--eval-every", type=int, default=25, help="argmax: evaluate every k-th episode")
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="agent --pack: where the packs train (cpu, cuda, auto); a device other than the CPU is "
+        "added to the results file's name",
+    )
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -310,11 +310,13 @@ class GradientFlowMonitor:
         keep_nan: bool = False,
     ) -> None:
         """Accumulate a per-step statistic; NaN counts as 0 unless ``keep_nan`` (a gradient norm:
-        a non-finite gradient must not read as a zero one)."""
-        v = v.detach().double().cpu()
+        a non-finite gradient must not read as a zero one). The accumulators live on the device of
+        the statistic (a GPU run's stay on the GPU until the episode's end: no transfer per step)."""
+        v = v.detach().double()
+        idx = idx.to(v.device)
         if key not in r.acc:
             init = {"mean": 0.0, "min": math.inf, "max": -math.inf}[how]
-            r.acc[key] = torch.full((r.n_agents,), init, dtype=torch.float64)
+            r.acc[key] = torch.full((r.n_agents,), init, dtype=torch.float64, device=v.device)
         a = r.acc[key]
         if how == "mean":
             a[idx] += v if keep_nan else torch.nan_to_num(v, nan=0.0)
@@ -327,16 +329,17 @@ class GradientFlowMonitor:
     def _record(self, r: _Role, grads: Sequence[torch.Tensor | None], agents: int | None) -> None:
         idx = self._agent_index(r, agents)
         r.steps[idx] += 1
-        # gradient L2 norm per layer and in total (per agent)
-        total = torch.zeros(len(idx), dtype=torch.float64)
+        # gradient L2 norm per layer and in total (per agent), on the parameters' device
+        dev = r.params[0].device
+        total = torch.zeros(len(idx), dtype=torch.float64, device=dev)
         k = 0
         for layer, ps in r.layers.items():
-            sq = torch.zeros(len(idx), dtype=torch.float64)
+            sq = torch.zeros(len(idx), dtype=torch.float64, device=dev)
             for _ in ps:
                 g = grads[k]
                 k += 1
                 if g is not None:
-                    sq += self._per_agent(r, g, idx).double().pow(2).sum(1).cpu()
+                    sq += self._per_agent(r, g, idx).double().pow(2).sum(1)
             self._add(r, f"grad_norm.{layer}", idx, sq.sqrt(), keep_nan=True)
             total += sq
         self._add(r, "grad_norm", idx, total.sqrt(), keep_nan=True)
@@ -445,6 +448,7 @@ class GradientFlowMonitor:
             n = torch.where(steps > 0, steps, torch.nan)
             stats = {}
             for key, a in r.acc.items():
+                a = a.cpu()
                 if key in ("z_min", "z_max"):
                     stats[key] = torch.where(torch.isfinite(a), a, torch.nan)
                 else:
@@ -461,20 +465,20 @@ class GradientFlowMonitor:
                         f"episode {episode}: {r.name} {who.tolist()[:10]}{'...' if len(who) > 10 else ''} stopped changing (exact)"
                     )
                 fs[kind][newly] = episode
+            # one row per agent, from Python lists (indexing a tensor element by element costs
+            # microseconds per value: seconds per episode for a pack's thousands of agents)
+            columns = {
+                "steps": steps.tolist(),
+                "changed": changed.tolist(),
+                "max_abs_change": max_change.tolist(),
+                "update_l2": upd_sq.sqrt().tolist(),
+                "weight_l2": w_sq.sqrt().tolist(),
+                **{f"update_l2.{layer}": v.tolist() for layer, v in layer_upd.items()},
+                **{key: v.tolist() for key, v in stats.items()},
+            }
             for i in range(r.n_agents):
-                row = {
-                    "episode": episode,
-                    "role": r.name,
-                    "agent": i,
-                    "is_actor": r.actor,
-                    "steps": float(steps[i]),
-                    "changed": bool(changed[i]),
-                    "max_abs_change": float(max_change[i]),
-                    "update_l2": float(upd_sq[i].sqrt()),
-                    "weight_l2": float(w_sq[i].sqrt()),
-                    **{f"update_l2.{layer}": float(v[i]) for layer, v in layer_upd.items()},
-                    **{key: float(v[i]) for key, v in stats.items()},
-                }
+                row = {"episode": episode, "role": r.name, "agent": i, "is_actor": r.actor}
+                row.update({key: col[i] for key, col in columns.items()})
                 if r.lr is not None:
                     row["lr"] = r.lr
                 rows.append(row)
