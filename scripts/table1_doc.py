@@ -34,6 +34,7 @@ DRAFT = {
     (1e-4, 1e-3): (">2000", "-34"), (1e-4, 1e-4): (">2000", "-40"),
 }  # fmt: skip
 GRID = [1e-4, 1e-3, 1e-2, 1e-1]
+DRAFT_MASTER_LRS = sorted({m for _, m in DRAFT})  # the master learning rates of the draft's cells
 LABEL = {
     "table1_s10": "the system as the golden files define it (independent actors)",
     "table1_s10_published": "the published-code preset `published_code: 44fba1b` (one actor shared by all clients)",
@@ -214,7 +215,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
              "its file.\n"]  # fmt: skip
 
     def cell_runs(r, c):
-        return r[r["client_lr"] == c] if len(r) else r
+        """The runs at client lr ``c`` in the draft's cells (master lr 1e-4 and 1e-3: its Table 1
+        has no entry at master lr 1e-2 or 1e-1, so its claims do not speak of those)."""
+        return r[(r["client_lr"] == c) & r["master_lr"].isin(DRAFT_MASTER_LRS)] if len(r) else r
 
     # 5.1 high lr: actors stop at ~5 episodes
     hi_g = pd.concat([cell_runs(g, 0.01), cell_runs(g, 0.1)]) if len(g) else g
@@ -270,6 +273,19 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                      else f"the no-stop part is contradicted ({k} of {len(lo_all)} archived runs stopped)")  # fmt: skip
     else:
         stop_part = "the no-stop part is not measured yet"
+    # outside the draft's cells: client lr 1e-4 at master lr 1e-2 / 1e-1
+    out_txt = []
+    for label, r in (("independent actors", g), ("shared actor", p)):
+        o = r[(r["client_lr"] == 1e-4) & ~r["master_lr"].isin(DRAFT_MASTER_LRS)] if len(r) else r
+        if len(o):
+            stops = ", ".join(
+                f"{v:g}" if pd.notna(v) else "never" for v in o["all_actors_stop_thr"]
+            )
+            out_txt.append(f"{label}: {int(o['all_actors_stop_thr'].notna().sum())} of {len(o)} runs with all "
+                           f"actors stopped (episodes: {stops}; master lr "
+                           f"{', '.join(f'{m:g}' for m in o['master_lr'])})")  # fmt: skip
+    outside = (" Outside the draft's cells (client lr 1e-4 at master lr 1e-2 / 1e-1, where its table has no entry): "
+               + "; ".join(out_txt) + "." if out_txt else "")  # fmt: skip
     lp = cell_runs(p, 1e-4)
     near = int((lp["final_return"] > -45).sum()) if len(lp) else 0
     ret_part = ("the return holds only for the shared-actor code, and there only in some seeds" if near or not len(lp)
@@ -277,8 +293,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines.append("**5.3 At client lr 1e-4 the actors never stop within 2000 episodes and the policy reaches -34 "
                  f"(master lr 1e-3) / -40 (1e-4).** Verdict: **{stop_part}; {ret_part}**: with independent actors "
                  "the final returns are far below -34 (" + ind_old + "); with the shared actor " + shared_old
-                 + ". Archived: " + "; ".join(txt) + ". Whether a learned policy beats the all-local heuristic: the "
-                 "probability-of-improvement tables above.\n")  # fmt: skip
+                 + ". Archived (the draft's cells, master lr 1e-4 and 1e-3): " + "; ".join(txt) + "." + outside
+                 + " Whether a learned policy beats the all-local heuristic: the probability-of-improvement tables "
+                 "above.\n")  # fmt: skip
 
     # 5.4 the critic never stops
     txt, k_all, n_all = [], 0, 0
