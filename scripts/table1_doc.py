@@ -278,9 +278,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     for label, r in (("independent actors", g), ("shared actor", p)):
         o = r[(r["client_lr"] == 1e-4) & ~r["master_lr"].isin(DRAFT_MASTER_LRS)] if len(r) else r
         if len(o):
-            stops = ", ".join(
-                f"{v:g}" if pd.notna(v) else "never" for v in o["all_actors_stop_thr"]
-            )
+            stops = ", ".join(f"{v:g}" if pd.notna(v) else "never" for v in o["all_actors_stop_thr"])
             out_txt.append(f"{label}: {int(o['all_actors_stop_thr'].notna().sum())} of {len(o)} runs with all "
                            f"actors stopped (episodes: {stops}; master lr "
                            f"{', '.join(f'{m:g}' for m in o['master_lr'])})")  # fmt: skip
