@@ -576,6 +576,9 @@ def bench_pack(
                     }
                 )
                 print(jsonio.dumps(out["results"][-1]), flush=True)
+                del tr, pack, samples, batch  # free this pack before the next one's memory is measured
+                if cuda:
+                    torch.cuda.empty_cache()
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
