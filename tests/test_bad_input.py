@@ -107,6 +107,8 @@ CASES = [
     Case("agent golden file without a key", ["parity", "{d}/agent_missing.npz"], "'batch/states/4'", fixed=True),
     # --------------------------------------------------------------- bench
     Case("bench --out is a file", ["bench", "env", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
+    Case("bench on CUDA, none available", ["bench", "agent", "--pack", "1", "--device", "cuda", "--out", "{d}/b_cuda"],
+         "device", ["{d}/b_cuda"]),
 ]  # fmt: skip
 
 

@@ -80,9 +80,12 @@ def _compare(x: pd.DataFrame, y: pd.DataFrame) -> dict:
     }
 
 
-def agree(out: Path, device: str, episodes: int) -> dict:
+CASES = (("small", "sequential"), ("small", "simultaneous"), ("published", "sequential"))
+
+
+def agree(out: Path, device: str, episodes: int, cases: tuple = CASES) -> dict:
     res = {"stage": "agree", "device": device, "machine": machine(), "episodes": episodes, "cases": []}
-    for size, update in (("small", "sequential"), ("small", "simultaneous"), ("published", "sequential")):
+    for size, update in cases:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
@@ -216,6 +219,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--episodes", type=int, default=20, help="agree: episodes per run")
+    p.add_argument("--small-only", action="store_true", help="agree: only the N = 12 cases")
     p.add_argument("--seconds", type=float, default=200.0, help="grid: wall time to train for")
     p.add_argument("--sweep", default="configs/paper/table1_s10.yaml")
     p.add_argument("--set", action="append", default=[], help="grid: KEY=VALUE override of the sweep's base")
@@ -228,7 +232,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.stage == "agree":
-        agree(out, a.device, a.episodes)
+        agree(out, a.device, a.episodes, CASES[:2] if a.small_only else CASES)
     else:
         prof = tuple(int(x) for x in a.profile.split(",")) if a.profile else None
         grid(out, a.device, a.seconds, a.sweep, a.set, a.seeds, a.max_episodes, prof)
