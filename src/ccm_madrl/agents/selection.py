@@ -123,15 +123,17 @@ def master_select(
     envs = np.flatnonzero(exceeded)
     if envs.size == 0:
         return sel, exceeded
-    greedy = []
-    per_env = isinstance(coin, list)
-    for e in envs:
-        eps = epsilon[e] if np.ndim(epsilon) else epsilon
-        if explore and scalar_uniform01(coin[e] if per_env else coin) <= eps:
-            sel[e] = explore_select(size[e], limit, s_e, subset[e] if per_env else subset)
-        else:
-            greedy.append(e)
-    if greedy:
+    greedy = envs  # greedy (evaluation): every exceeded environment, no draw
+    if explore:  # one coin per exceeded environment, in order (the published stream)
+        greedy = []
+        per_env = isinstance(coin, list)
+        for e in envs:
+            eps = epsilon[e] if np.ndim(epsilon) else epsilon
+            if scalar_uniform01(coin[e] if per_env else coin) <= eps:
+                sel[e] = explore_select(size[e], limit, s_e, subset[e] if per_env else subset)
+            else:
+                greedy.append(e)
+    if len(greedy):
         g = np.asarray(greedy)
         q = q_fn(g, u0[g] > 0)
         sel[g] = greedy_select(q, u0[g], size[g], limit, s_e)
