@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cfgs = [config(x, y, s, a.episodes, a.agents) for x, y in CELLS for s in range(a.seeds)]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
@@ -112,7 +113,6 @@ def main() -> None:
                 "runs_identical_to_1e-6": int(sum(row["first_eval_divergence_episode"] is None for row in r)),
             }
         )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     res = {
         "episodes": a.episodes,
         "seeds": a.seeds,
