@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -180,6 +181,28 @@ def test_ray_backend_matches_local_backend(tmp_path):
         a = pd.read_parquet(rd / "metrics.parquet")
         b = pd.read_parquet(tmp_path / "ray" / "runs" / rd.name / "metrics.parquet")
         pd.testing.assert_frame_equal(NON_TIME(a), NON_TIME(b))
+
+
+def test_ray_backend_runs_packs(tmp_path):
+    """``--backend ray --pack 2``: the 4 smoke runs as 2 Ray tasks of 2 packed runs each, one run
+    directory per run, each equal to the run trained alone (local backend, unpacked) to 1e-6."""
+    pytest.importorskip("ray")
+    local = run_sweep(SMOKE, tmp_path / "local", backend="local", workers=2, progress=False)
+    ray_ = run_sweep(SMOKE, tmp_path / "ray", backend="ray", progress=False, pack=2)
+    assert local.done == ray_.done == 4 and ray_.failed == 0
+    sizes = []
+    for rd in sorted((tmp_path / "local" / "runs").iterdir()):
+        a = pd.read_parquet(rd / "metrics.parquet")
+        b = pd.read_parquet(tmp_path / "ray" / "runs" / rd.name / "metrics.parquet")
+        assert list(a["episode"]) == list(b["episode"])
+        for col in ("eval_return", "train_return"):
+            x, y = a[col].to_numpy(float), b[col].to_numpy(float)
+            assert np.array_equal(np.isnan(x), np.isnan(y))
+            ok = ~np.isnan(x)
+            assert np.allclose(x[ok], y[ok], rtol=1e-6, atol=0), (rd.name, col)
+        prov = json.loads((tmp_path / "ray" / "runs" / rd.name / "provenance.json").read_text())
+        sizes.append(prov["pack"]["size"])
+    assert sizes == [2, 2, 2, 2]
 
 
 def test_store_loads_sweeps_and_runs(tmp_path):
