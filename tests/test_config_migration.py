@@ -158,6 +158,7 @@ def test_every_option_naming_a_part_allows_exactly_its_registry():
         "optimizer": "OPTIMIZERS",
         "rejected": "REJECTED",
         "architecture.activation": "ACTIVATIONS",
+        "architecture.critic_output": "CRITIC_OUTPUTS",
         "mitigations.reward_norm": "REWARD_SIGNALS",
         "mitigations.actor_reg": "ACTOR_REGULARISERS",
         "variant.actor_sharing": "ACTOR_SHARING",

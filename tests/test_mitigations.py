@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from ccm_madrl.agents import AgentConfig, CCMLearner
 from ccm_madrl.agents.ccm import RunningMeanStd, clip_per_agent_
 from ccm_madrl.agents.networks import BatchedActor, make_activation
-from ccm_madrl.experiment import ConfigError, build_config
+from ccm_madrl.experiment import ConfigError, Trainer, build_config
 from ccm_madrl.mec import MECConfig, RunRNG
 from ccm_madrl.monitor import GradientFlowMonitor
 
@@ -46,6 +49,7 @@ def capture_actor_grads(lrn):
         ("tanh", np.tanh, lambda x: 1 - np.tanh(x) ** 2),
         ("softsign", lambda x: x / (1 + abs(x)), lambda x: 1 / (1 + abs(x)) ** 2),
         ("hardtanh", lambda x: np.clip(x, -1, 1), lambda x: float(abs(x) < 1)),
+        ("linear_clip", lambda x: np.clip(x, -1, 1), lambda x: 1.0),  # straight-through: never saturated
         (
             "scaled_sigmoid",
             lambda x: 2 / (1 + np.exp(-x)) - 1,
@@ -71,6 +75,7 @@ def test_activation_values_and_derivatives(name, f, df, x):
         ("softsign", 100.0, 0.0, 1.0),
         ("scaled_sigmoid", 20.0, 1.0, 1.0),
         ("softsign", 10.0, 0.0, 0.0),
+        ("linear_clip", 10.0, 0.0, 0.0),  # the output is clipped to 1, its gradient is not
     ],
 )
 def test_monitor_saturation_generalises_to_each_activation(name, z, exact, near):
@@ -303,3 +308,52 @@ def test_input_normalisation_scales_states_and_keeps_the_fake_agent_zero():
     torch.testing.assert_close(lrn.critic(s, u), plain.critic(scaled, u))  # fake agent: joint only
     sd = lrn.critic.state_dict()
     assert "in_lo" in sd and "in_span" in sd
+
+
+# ---------------------------------------------------------------- the causal controls (configs/controls)
+def test_bounded_critic_output_is_scale_tanh_of_the_linear_one_everywhere_it_is_used():
+    """critic_output tanh_scaled: every Q the learner computes (the master's scores, the TD target,
+    the critic's rows, the actor loss's maximum) is S * tanh(q / S) of the linear critic's q."""
+    from ccm_madrl.agents.argmax import full_q, own_inputs
+    from ccm_madrl.agents.networks import MasterCritic
+
+    torch.manual_seed(0)
+    lin = MasterCritic(5, hidden=(16, 8))
+    bounded = MasterCritic(5, hidden=(16, 8), output="tanh_scaled", output_scale=3.0)
+    bounded.load_state_dict(lin.state_dict())
+    with torch.no_grad():
+        for c in (lin, bounded):
+            c.fc3.bias.fill_(4.0)  # beyond the bound: the bounded output saturates toward 3
+    s, a = torch.randn(6, 5, 7), torch.rand(6, 5, 3) * 2 - 1
+    q_lin = lin(s, a, s[:, 1], a[:, 1])
+    q_b = bounded(s, a, s[:, 1], a[:, 1])
+    assert torch.allclose(q_b, 3.0 * torch.tanh(q_lin / 3.0), rtol=0, atol=1e-6)
+    assert float(q_b.abs().max()) < 3.0 < float(q_lin.abs().max())
+    cand = torch.ones(6, 5, dtype=torch.bool)
+    with torch.no_grad():
+        rows_b = full_q(bounded, bounded.joint(s, a), own_inputs(bounded, s, a), cand)
+        rows_l = full_q(lin, lin.joint(s, a), own_inputs(lin, s, a), cand)
+    assert torch.allclose(rows_b, 3.0 * torch.tanh(rows_l / 3.0), rtol=0, atol=1e-6)
+
+
+def test_the_controls_train_and_describe_themselves(tmp_path):
+    for key, value, role, text in (
+        ("agent.architecture.activation", "linear_clip", "actors", "linear_clip"),
+        ("agent.architecture.critic_output", "tanh_scaled", "critic", "tanh_scaled (scale 400)"),
+    ):
+        cfg = build_config(SMALL, [f"{key}={value}", "training.episodes=3"])
+        Trainer(cfg, tmp_path / value, progress=False, quiet=True).run()
+        described = json.loads((tmp_path / value / "learner.json").read_text())[role]
+        assert described["output_activation"] == text
+        m = pd.read_parquet(tmp_path / value / "metrics.parquet")
+        assert len(m) == 3 and np.isfinite(m["critic_loss"].dropna()).all()
+    with pytest.raises(ConfigError, match="argmax_row_skip"):
+        build_config(SMALL, ["agent.architecture.critic_output=tanh_scaled", "agent.argmax_row_skip=true"])
+
+
+SMALL = {
+    "env": {"n_agents": 6, "max_steps": 3},
+    "agent": {"batch_size": 8, "critic_hidden": [32, 16]},
+    "training": {"episodes": 3, "eval_episodes": 2, "tensorboard": False},
+    "monitor": {"enabled": True},
+}

@@ -75,6 +75,22 @@ def test_a_pack_gives_each_run_its_trajectory_alone(tmp_path, update, rng_mode):
             assert rel(x[ok], y[ok]) < tol, (c.name, col, rel(x[ok], y[ok]))
 
 
+def test_the_controls_pack_like_the_published_networks(tmp_path):
+    """A bounded critic output and straight-through clipped actors (configs/controls) in a pack:
+    each run's 8 episodes equal the run alone to 1e-6."""
+    cfgs = configs("sequential", episodes=8, architecture={"critic_output": "tanh_scaled", "critic_output_scale": 5.0,
+                                                           "activation": "linear_clip"})  # fmt: skip
+    PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    for c in cfgs:
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        assert c.agent.architecture.critic_output == "tanh_scaled"
+        assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
+        assert rel(a["q_mean"].dropna(), p["q_mean"].dropna()) < 1e-4
+        assert float(p["q_mean"].abs().max()) <= 5.0  # bounded (reached in float32: 5 * tanh(large) == 5)
+
+
 def _learners(cfgs):
     return [make_learner(c, RunRNG(c.rng_mode, c.seed, c.env_seed), "cpu") for c in cfgs]
 

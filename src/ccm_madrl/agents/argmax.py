@@ -66,7 +66,9 @@ def rowwise_q(critic, h1_pre: torch.Tensor) -> torch.Tensor:
     if r < MIN_ROWS:
         h1_pre = torch.cat([h1_pre, h1_pre.new_zeros(MIN_ROWS - r, h1_pre.shape[1])])
     a = F.linear(h1_pre.relu_(), critic.fc2.weight, critic.fc2.bias).relu_()
-    return (a * critic.fc3.weight[0]).sum(-1)[:r] + critic.fc3.bias
+    q = (a * critic.fc3.weight[0]).sum(-1)[:r] + critic.fc3.bias
+    out = getattr(critic, "out", None)  # the critic's output transform (critic_output), if any
+    return q if out is None else out(q)
 
 
 def own_inputs(critic, states: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,19 @@ class ArchitectureConfig(_Section):
 
     actor_hidden: tuple[int, int] = Field((64, 32), description="the actors' two hidden layer sizes")
     critic_hidden: tuple[int, int] = Field((512, 128), description="the critic's two hidden layer sizes")
-    activation: Part("ACTIVATIONS") = Field("tanh", description="the actors' bounded output activation")
+    activation: Part("ACTIVATIONS") = Field(
+        "tanh",
+        description="the actors' bounded output activation (linear_clip: a linear output clipped to "
+        "[-1, 1] with the identity's gradient, the control without saturation)",
+    )
+    critic_output: Part("CRITIC_OUTPUTS") = Field(
+        "linear",
+        description="the critic's output: linear (published) or tanh_scaled, critic_output_scale * "
+        "tanh(q / critic_output_scale) (the control with a bounded critic)",
+    )
+    critic_output_scale: float = Field(
+        400.0, gt=0, description="the bound of a tanh_scaled critic output (|Q| <= this)"
+    )
 
     @field_validator("actor_hidden", "critic_hidden")
     @classmethod
@@ -298,6 +310,11 @@ class AgentConfig(_Section):
             raise ValueError(
                 f"mitigations.actor_reg {reg!r} (squashed-Gaussian actors) needs activation 'tanh' "
                 f"(architecture.activation is {activation!r})"
+            )
+        if self.argmax_row_skip and self.architecture.critic_output != "linear":
+            raise ValueError(
+                "argmax_row_skip: its bounds are for a linear critic output (architecture.critic_output "
+                f"is {self.architecture.critic_output!r}); set one of the two back"
             )
         if self.variant.actor_objective == "selected" and self.algorithm != "ccm_madrl":
             raise ValueError(

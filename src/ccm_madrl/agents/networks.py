@@ -29,6 +29,18 @@ class ScaledSigmoid(nn.Module):
         return 2 * torch.sigmoid(x) - 1
 
 
+class StraightThroughClip(nn.Module):
+    """A linear output clipped to the action bounds [-1, 1] in value, with the identity's gradient
+    (a straight-through estimator): the actions are bounded as tanh's are, but no input saturates
+    the gradient. The control for the claim that tanh's saturation stops the actors (``hardtanh``
+    clips with a zero gradient outside the bounds, which saturates like tanh)."""
+
+    bounded = True  # the monitor measures its outputs (its derivative is 1: never saturated)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (x.clamp(-1.0, 1.0) - x).detach()
+
+
 # architecture.activation -> the actors' output activation (a module class); a registry of
 # agents/parts.py, so the config accepts every name here
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -36,6 +48,19 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "softsign": nn.Softsign,
     "hardtanh": nn.Hardtanh,
     "scaled_sigmoid": ScaledSigmoid,
+    "linear_clip": StraightThroughClip,
+}
+
+
+def _tanh_scaled(q: torch.Tensor, scale: float) -> torch.Tensor:
+    return scale * torch.tanh(q / scale)
+
+
+# architecture.critic_output -> the critic's output as a function of its last layer's value q and
+# architecture.critic_output_scale (published: linear, q itself); a registry of agents/parts.py
+CRITIC_OUTPUTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "linear": lambda q, scale: q,
+    "tanh_scaled": _tanh_scaled,  # bounded to (-scale, scale), ~linear well inside
 }
 
 
@@ -251,12 +276,17 @@ class MasterCritic(nn.Module):
         hidden: Sequence[int] = (512, 128),
         init_w: float = 3e-3,
         per_agent: bool = True,
+        output: str = "linear",
+        output_scale: float = 1.0,
     ):
         super().__init__()
         if len(hidden) != 2:
             raise ValueError(f"critic hidden sizes: need two layers, got {list(hidden)}")
+        if output not in CRITIC_OUTPUTS:
+            raise ValueError(f"critic_output: unknown {output!r}; allowed: {', '.join(CRITIC_OUTPUTS)}")
         self.n_agents, self.state_dim, self.action_dim = n_agents, state_dim, action_dim
         self.per_agent = per_agent
+        self.output, self.output_scale = output, float(output_scale)
         self.joint_dim = n_agents * (state_dim + action_dim)
         in_dim = self.joint_dim + (state_dim + action_dim if per_agent else 0)
         self.hidden = tuple(int(h) for h in hidden)
@@ -297,9 +327,13 @@ class MasterCritic(nn.Module):
             torch.cat([self._scale(states), actions], dim=-1), self.fc1.weight[:, self.joint_dim :]
         )
 
+    def out(self, q: torch.Tensor) -> torch.Tensor:
+        """The critic's output from its last layer's value (``CRITIC_OUTPUTS``; published: q)."""
+        return q if self.output == "linear" else CRITIC_OUTPUTS[self.output](q, self.output_scale)
+
     def head(self, h1_pre: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
         """From the first layer's pre-activation to Q: (..., H1) -> (...)."""
-        return self.fc3(self.act2(self.fc2(self.act1(h1_pre)))).squeeze(-1)
+        return self.out(self.fc3(self.act2(self.fc2(self.act1(h1_pre)))).squeeze(-1))
 
     def forward(
         self,
@@ -405,9 +439,11 @@ class PackedCritic(nn.Module):
         self.fc3 = BatchedLinear(runs, self.hidden[1], 1)
         self.register_buffer("in_lo", critic.in_lo)
         self.register_buffer("in_span", critic.in_span)
+        self.output, self.output_scale = critic.output, critic.output_scale
         self.per = 1  # samples per run of the current batch (set by joint, or by the learner)
 
     _scale = MasterCritic._scale
+    out = MasterCritic.out
 
     def _runs_of(self, sample: torch.Tensor) -> torch.Tensor:
         return torch.div(sample, self.per, rounding_mode="floor")
@@ -446,7 +482,7 @@ class PackedCritic(nn.Module):
         return self._linear(x, self.fc1.weight[:, :, self.joint_dim :], None, sample)
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:  # (R, L, H1) -> (R, L)
-        return self.fc3(self.act2(self.fc2(self.act1(h)))).squeeze(-1)
+        return self.out(self.fc3(self.act2(self.fc2(self.act1(h)))).squeeze(-1))
 
     def head(self, h1_pre: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
         if sample is None:
@@ -491,7 +527,9 @@ def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) 
             "parameters_per_network": crit,
             "parameters": crit,
             "hidden_activation": "relu",
-            "output_activation": "linear",
+            "output_activation": critic.output
+            if critic.output == "linear"
+            else f"{critic.output} (scale {critic.output_scale:g})",
             "per_agent_input": critic.per_agent,
         },
     }

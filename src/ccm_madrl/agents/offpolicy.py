@@ -123,7 +123,13 @@ class OffPolicyActorCritic:
         )
         torch.manual_seed(self.rng.torch_seed)
         actors.reset_parameters_reference()
-        critic = MasterCritic(n, hidden=arch.critic_hidden, per_agent=self.per_agent_critic)
+        critic = MasterCritic(
+            n,
+            hidden=arch.critic_hidden,
+            per_agent=self.per_agent_critic,
+            output=arch.critic_output,
+            output_scale=arch.critic_output_scale,
+        )
         if mit.input_norm:
             from ..mec.wrappers import observation_bounds
 

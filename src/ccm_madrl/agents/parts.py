@@ -15,6 +15,8 @@ when it validates), so adding a part is one function (or class) and one registry
   scale);
 - ``ACTIVATIONS[agent.architecture.activation]`` (``agents/networks.py``): the actors' output
   activation;
+- ``CRITIC_OUTPUTS[agent.architecture.critic_output]`` (``agents/networks.py``): the critic's output
+  as a function of its last layer's value;
 - ``OPTIMIZERS[agent.optimizer]`` (``agents/optim.py``): the optimisers;
 - ``REJECTED[agent.rejected]``: the decision of a proposer the benchmarks' heuristic selection does
   not accept.
@@ -29,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .networks import ACTIVATIONS
+from .networks import ACTIVATIONS, CRITIC_OUTPUTS
 from .optim import OPTIMIZERS
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ACTOR_CANDIDATES",
     "ACTOR_REGULARISERS",
     "ACTOR_SHARING",
+    "CRITIC_OUTPUTS",
     "JOINT_STATES",
     "OPTIMIZERS",
     "REJECTED",
