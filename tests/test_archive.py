@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -207,3 +208,22 @@ def test_cli_archive_and_report(tmp_path, capsys):
         assert (tmp_path / "r" / "tables" / "survival.csv").exists()
     assert main(["archive", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "SWEEP_DIR" in capsys.readouterr().err
+
+
+def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
+    """scripts/table1_doc.py (docs/table1.md's generator) on the tiny archive: the grid table, the six
+    verdicts and the study's progress table, each sweep counted from results/."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "table1.md"
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "table1_doc.py"), str(root / "tests" / "data" / "archive_tiny"),
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = out.read_text()
+    assert text.count("**5.") == 6 and "## The study's runs, finished so far" in text
+    assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 40 |" in text
