@@ -346,6 +346,12 @@ class ArchiveStore:
     @cached_property
     def runs(self) -> pd.DataFrame:
         r = self.table("runs")
+        if len(r):  # config columns from each run's resolved config (options added since: defaults)
+            from .store import config_columns
+
+            c = self.table("configs", ["config_yaml"]).set_index("run_id")["config_yaml"]
+            cols = pd.DataFrame([config_columns(yaml.safe_load(c[rid]) or {}) for rid in r["run_id"]])
+            r = pd.concat([r.drop(columns=[x for x in r.columns if x.startswith("cfg.")]), cols], axis=1)
         for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
             r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
         return r

@@ -41,6 +41,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def resolve_config(cfg: dict) -> dict:
+    """A run's config with every option of the current schema: an option added after the run was
+    written reads as its default, which is what the run ran with (options are added with the old
+    behaviour as their default), so that the runs of one sweep written by different versions have
+    the same columns and values. A config the schema no longer accepts is kept as written."""
+    from .experiment.config import ExperimentConfig
+
+    try:
+        return ExperimentConfig.model_validate(cfg).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an old or foreign config: as written
+        return cfg
+
+
+def config_columns(cfg: dict) -> dict:
+    """The run table's ``cfg.*`` columns of a run's config (resolved against the current schema)."""
+    return {f"cfg.{k}": v for k, v in _flatten(resolve_config(cfg)).items()}
+
+
 def sweep_name(sweep_dir: Path) -> str:
     """A sweep's own name (its manifest's, else its sweep.yaml's), else the directory's name."""
     sd = SweepDir(sweep_dir)
@@ -145,7 +163,7 @@ class Store:
             row["status"] = effective_state(status) if status else "unknown"
             row["heartbeat"] = status.get("heartbeat")
             row["episodes_done"] = status.get("episodes_done", 0)
-            row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items()})
+            row.update(config_columns(cfg))
             prov = run.provenance()
             row.update({f"prov.{k}": prov.get(k) for k in PROVENANCE_FIELDS})
             m = run.metrics(RUN_METRICS)
