@@ -311,6 +311,17 @@ def test_input_normalisation_scales_states_and_keeps_the_fake_agent_zero():
 
 
 # ---------------------------------------------------------------- the causal controls (configs/controls)
+def test_linear_clip_is_exactly_the_clipped_value_at_any_magnitude():
+    """float32, |x| up to 1e30: the value is clamp(x, -1, 1) exactly (an action outside the bounds
+    fails the environment's check), the gradient is 1."""
+    x = torch.tensor([-1e30, -1e8, -3e7, -1e3, -1.5, -1.0, -0.3, 0.0, 0.7, 1.0, 1.0000001, 2.5, 1e3, 3e7, 1e8, 1e30],
+                     requires_grad=True)  # fmt: skip
+    y = make_activation("linear_clip")(x)
+    assert torch.equal(y.detach(), x.detach().clamp(-1, 1))
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(g, torch.ones_like(x))
+
+
 def test_bounded_critic_output_is_scale_tanh_of_the_linear_one_everywhere_it_is_used():
     """critic_output tanh_scaled: every Q the learner computes (the master's scores, the TD target,
     the critic's rows, the actor loss's maximum) is S * tanh(q / S) of the linear critic's q."""

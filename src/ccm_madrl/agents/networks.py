@@ -38,7 +38,9 @@ class StraightThroughClip(nn.Module):
     bounded = True  # the monitor measures its outputs (its derivative is 1: never saturated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (x.clamp(-1.0, 1.0) - x).detach()
+        # the clipped value exactly (x - x.detach() is 0 in value, 1 in gradient); NOT
+        # x + (clamp(x) - x).detach(), whose rounding gives +-2 for |x| ~ 1e8 in float32
+        return x.clamp(-1.0, 1.0).detach() + (x - x.detach())
 
 
 # architecture.activation -> the actors' output activation (a module class); a registry of
