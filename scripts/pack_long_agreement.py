@@ -44,7 +44,12 @@ def config(actor_lr: float, critic_lr: float, seed: int, episodes: int, n_agents
                 "batch_size": 32,
                 "critic_hidden": [128, 64],
             },
-            "training": {"episodes": episodes, "eval_episodes": 10, "tensorboard": False, "checkpoint_every": 10**6},
+            "training": {
+                "episodes": episodes,
+                "eval_episodes": 10,
+                "tensorboard": False,
+                "checkpoint_every": 10**6,
+            },
             "monitor": {"enabled": False},
         }
     )
@@ -65,7 +70,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     cfgs = [config(x, y, s, a.episodes, a.agents) for x, y in CELLS for s in range(a.seeds)]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:

@@ -227,3 +227,23 @@ def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
     text = out.read_text()
     assert text.count("**5.") == 6 and "## The study's runs, finished so far" in text
     assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 40 |" in text
+
+
+def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
+    """scripts/controls_doc.py (docs/controls.md's generator) on the archived screen of the two
+    controls: one row per variant and client lr, every cell with its two seeds."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    names = ["screen_baseline", "screen_control_linear_clip_actor", "screen_control_bounded_critic"]
+    out = tmp_path / "controls.md"
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "controls_doc.py"), *[str(root / "results" / n) for n in names],
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "(n = 2)" in line]
+    assert len(rows) == 12
+    assert sum("identity gradient" in line for line in rows) == 4
