@@ -346,10 +346,11 @@ class ArchiveStore:
     @cached_property
     def runs(self) -> pd.DataFrame:
         r = self.table("runs")
-        if len(r):  # config columns from each run's resolved config (options added since: defaults)
+        c = self.table("configs", ["config_yaml"]).set_index("run_id")["config_yaml"] if len(r) else None
+        if c is not None and r["run_id"].isin(c.index).all():
+            # config columns from each run's resolved config (an option added since reads as its default)
             from .store import config_columns
 
-            c = self.table("configs", ["config_yaml"]).set_index("run_id")["config_yaml"]
             cols = pd.DataFrame([config_columns(yaml.safe_load(c[rid]) or {}) for rid in r["run_id"]])
             r = pd.concat([r.drop(columns=[x for x in r.columns if x.startswith("cfg.")]), cols], axis=1)
         for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
