@@ -28,6 +28,7 @@ LABEL = {
     "screen_baseline": "baseline: tanh actors, linear critic (published)",
     "screen_control_linear_clip_actor": "actors: linear output clipped to [-1, 1], identity gradient",
     "screen_control_bounded_critic": "critic: bounded output 400 tanh(q / 400)",
+    "screen_control_bounded_critic_100": "critic: bounded output 100 tanh(q / 100)",
 }
 EVENTS = (("all actors stop (thr)", "all_actors_stop_thr"), ("gradient exactly 0", "all_actors_grad_zero"),
           ("critic stop (thr)", "critic_stop_thr"))  # fmt: skip
@@ -66,7 +67,13 @@ def main() -> None:
         "comes from those files. The draft blames the actors' stop on tanh saturation. Two controls remove "
         "one link each: actors whose output is linear (clipped to the action bounds in value, with the "
         "identity's gradient: `agent.architecture.activation: linear_clip`), and a critic whose output is "
-        "bounded (`agent.architecture.critic_output: tanh_scaled`, bound 400). The full design is "
+        "bounded (`agent.architecture.critic_output: tanh_scaled`, bound 400 as configured"
+        + (
+            "; the screen also ran bound 100 with `--set agent.architecture.critic_output_scale=100`"
+            if "screen_control_bounded_critic_100" in set(runs["sweep_dir"])
+            else ""
+        )
+        + "). The full design is "
         "`configs/controls/*.yaml` (10 seeds, 2000 episodes, published sequential update); this page is a "
         "**screen** at the reduced design of `docs/findings.md`: client-lr slice at master lr 1e-3, "
         f"seeds 0 and 1, {', '.join(map(str, n_ep))} episodes, simultaneous update, each sweep run with "
