@@ -34,9 +34,31 @@ EVENTS = (("all actors stop (thr)", "all_actors_stop_thr"), ("gradient exactly 0
           ("critic stop (thr)", "critic_stop_thr"))  # fmt: skip
 
 
+ATTRIBUTION = (
+    ("flowing", "frac_flowing_mean"),
+    ("saturated", "frac_saturated_mean"),
+    ("no path", "frac_no_path_mean"),
+)
+
+
+def attribution(store: ArchiveStore) -> pd.DataFrame:
+    """Per run: the monitor's cause attribution of the actors' output gradients (fractions flowing /
+    zero by a saturated output / zero with no path from the loss), mean of the last 20 episodes."""
+    m = store.table("monitor_summary", ["episode", "is_actor", *(c for _, c in ATTRIBUTION)])
+    a = m[m["is_actor"].astype(bool)]
+    return (
+        a.sort_values("episode")
+        .groupby("run_id")
+        .tail(20)
+        .groupby("run_id")[[c for _, c in ATTRIBUTION]]
+        .mean()
+    )
+
+
 def cell_rows(store: ArchiveStore) -> pd.DataFrame:
     runs = runs_frame(store)
     facts = monitor_facts(store, runs).set_index("run_id")
+    causes = attribution(store)
     rows = []
     for (sweep, lr), g in runs.groupby(["sweep_dir", "client_lr"]):
         row = {"variant": LABEL.get(sweep, sweep), "client lr": f"{lr:g}", "runs": len(g)}
@@ -47,6 +69,10 @@ def cell_rows(store: ArchiveStore) -> pd.DataFrame:
         row["|out| > 0.9 (last 20)"] = f"{np.nanmean(f['out_gt09_final']):.2f}"
         row["exactly saturated (last 20)"] = f"{np.nanmean(f['sat_exact_final']):.2f}"
         row["largest |z|"] = f"{np.nanmax(f['z_absmax']):.3g}"
+        c = causes.reindex(g["run_id"])
+        row["gradient: flowing / saturated / no path (last 20)"] = " / ".join(
+            f"{np.nanmean(c[col]):.2f}" for _, col in ATTRIBUTION
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -84,7 +110,10 @@ def main() -> None:
         "episodes, IQM over the runs with a 95% stratified-bootstrap CI (n = 2 per cell: a screen, not a "
         "test; with 2 runs the CI spans the two values). |out| > 0.9 and exactly saturated: fractions of "
         "actor outputs (exact: zero derivative), mean of the last 20 measured episodes; largest |z|: the "
-        "largest output pre-activation of any actor in any episode.\n",
+        "largest output pre-activation of any actor in any episode. Gradient: the monitor's attribution of "
+        "the actors' output gradients (`docs/monitor.md`): the fractions flowing, zero because the output "
+        "is saturated, and zero because no gradient reaches the output from the loss (no path), mean of "
+        "the last 20 episodes.\n",
         md(table),
     ]
     out = Path(a.out)
