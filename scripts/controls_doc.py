@@ -86,6 +86,10 @@ def main() -> None:
     table = cell_rows(store)
     runs = runs_frame(store)
     n_ep = sorted(int(x) for x in runs["episodes_done"].unique())
+    seeds = "; ".join(
+        f"{sweep}: {', '.join(str(int(x)) for x in sorted(g['cfg.seed'].unique()))}"
+        for sweep, g in runs.groupby("sweep_dir")
+    )
     cmd = "PYTHONPATH=src python scripts/controls_doc.py " + " ".join(a.archives) + f" --out {a.out}"
     text = [
         "# The two controls of the causal story (a screen)\n",
@@ -93,22 +97,20 @@ def main() -> None:
         "comes from those files. The draft blames the actors' stop on tanh saturation. Two controls remove "
         "one link each: actors whose output is linear (clipped to the action bounds in value, with the "
         "identity's gradient: `agent.architecture.activation: linear_clip`), and a critic whose output is "
-        "bounded (`agent.architecture.critic_output: tanh_scaled`, bound 400 as configured"
-        + (
-            "; the screen also ran bound 100 with `--set agent.architecture.critic_output_scale=100`"
-            if "screen_control_bounded_critic_100" in set(runs["sweep_dir"])
-            else ""
-        )
-        + "). The full design is "
+        "bounded (`agent.architecture.critic_output: tanh_scaled`; the config's bounds are 400 and 100, run "
+        'here one at a time: `--axis "agent.architecture.critic_output_scale=[400.0]"` as '
+        "`screen_control_bounded_critic`, `[100.0]` as `screen_control_bounded_critic_100`). The full "
+        "design is "
         "`configs/controls/*.yaml` (10 seeds, 2000 episodes, published sequential update); this page is a "
         "**screen** at the reduced design of `docs/findings.md`: client-lr slice at master lr 1e-3, "
-        f"seeds 0 and 1, {', '.join(map(str, n_ep))} episodes, simultaneous update, each sweep run with "
-        "`--set agent.actor_update=simultaneous --set training.episodes=300 --seeds 2` "
+        f"seeds {seeds}, {', '.join(map(str, n_ep))} episodes, simultaneous update, each sweep run with "
+        '`--set agent.actor_update=simultaneous --set training.episodes=300 --seeds "[0, 1]"` and, for the '
+        'sweeps with more seeds, again with `--seeds "[0, 1, 2, 3, 4]"` (the sweep skips its finished runs) '
         '(the baseline: `configs/paper/table1_s10.yaml --axis "agent.critic_lr=[1.0e-3]"`).\n',
         "Each stop entry: Kaplan-Meier median episode (runs with the event / runs); 'never (0/n by episode "
         "E)': no run had it by its last episode E. Final return: mean evaluation return of the last 100 "
-        "episodes, IQM over the runs with a 95% stratified-bootstrap CI (n = 2 per cell: a screen, not a "
-        "test; with 2 runs the CI spans the two values). |out| > 0.9 and exactly saturated: fractions of "
+        "episodes, IQM over the runs with a 95% stratified-bootstrap CI (n per cell as given: a screen, not "
+        "a test; with 2 runs the CI spans the two values). |out| > 0.9 and exactly saturated: fractions of "
         "actor outputs (exact: zero derivative), mean of the last 20 measured episodes; largest |z|: the "
         "largest output pre-activation of any actor in any episode. Gradient: the monitor's attribution of "
         "the actors' output gradients (`docs/monitor.md`): the fractions flowing, zero because the output "

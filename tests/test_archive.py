@@ -226,7 +226,7 @@ def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     text = out.read_text()
     assert text.count("**5.") == 6 and "## The study's runs, finished so far" in text
-    assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 40 |" in text
+    assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 80 |" in text
 
 
 def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
