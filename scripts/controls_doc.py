@@ -77,6 +77,35 @@ def cell_rows(store: ArchiveStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparisons(store: ArchiveStore) -> pd.DataFrame:
+    """Each control against the baseline, per client lr: the actors' stop (log-rank on the
+    all-actors-stop episodes, runs that never stop censored) and the final return (probability of
+    improvement with its Mann-Whitney p); Holm over the table's whole family of tests."""
+    runs = runs_frame(store)
+    base = runs[runs["sweep_dir"] == "screen_baseline"]
+    rows = []
+    for sweep, g in runs[runs["sweep_dir"] != "screen_baseline"].groupby("sweep_dir"):
+        for lr, cell in g.groupby("client_lr"):
+            b = base[base["client_lr"] == lr]
+            lrk = stats.logrank(cell, b, "all_actors_stop_thr")
+            poi = stats.probability_of_improvement(cell["final_return"], b["final_return"])
+            rows.append({"variant": LABEL.get(sweep, sweep), "client lr": f"{lr:g}", "n": f"{len(cell)} vs {len(b)}",
+                         "_p_stop": lrk["p"], "_p_ret": poi["p"],
+                         "P(control return > baseline) [CI]": f"{poi['poi']:.2f} [{poi['ci_low']:.2f}, {poi['ci_high']:.2f}]"})  # fmt: skip
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t
+    family = pd.concat([t["_p_stop"], t["_p_ret"]], ignore_index=True)
+    adj = stats.holm(family)
+    t["actors' stop vs baseline (log-rank)"] = [
+        stats.verdict(p, *map(int, n.split(" vs ")), "differs") for p, n in zip(adj[: len(t)], t["n"])
+    ]
+    t["final return vs baseline (Mann-Whitney)"] = [
+        stats.verdict(p, *map(int, n.split(" vs ")), "differs") for p, n in zip(adj[len(t) :], t["n"])
+    ]
+    return t.drop(columns=["_p_stop", "_p_ret"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("archives", nargs="+")
@@ -117,6 +146,13 @@ def main() -> None:
         "is saturated, and zero because no gradient reaches the output from the loss (no path), mean of "
         "the last 20 episodes.\n",
         md(table),
+        "Each control against the baseline, cell by cell: the actors' stop (log-rank test on the "
+        "all-actors-stop episode, runs that never stop censored at their last episode; `lifelines`) and the "
+        "final return (probability that a control run beats a baseline run, with its bootstrap CI; "
+        "`rliable`; two-sided Mann-Whitney test), with Holm's correction over all the tests of this table. "
+        "'not testable': no stop in either group. 'not detected at n = a vs b' does not mean 'no "
+        "difference'.\n",
+        md(comparisons(store)),
     ]
     out = Path(a.out)
     out.write_text("\n".join(text))
