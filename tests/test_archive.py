@@ -231,7 +231,7 @@ def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
 
 def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
     """scripts/controls_doc.py (docs/controls.md's generator) on the archived screen of the two
-    controls: one row per variant and client lr, every cell with its two seeds."""
+    controls: one row per variant and client lr, and each control against the baseline per lr."""
     import subprocess
     import sys
 
@@ -244,6 +244,9 @@ def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "(n = 2)" in line]
+    lines = out.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "(n = " in line]
     assert len(rows) == 12
     assert sum("identity gradient" in line for line in rows) == 4
+    tests = [line for line in lines if line.startswith("| ") and " vs " in line and "Holm" in line]
+    assert len(tests) == 8  # the two controls against the baseline, 4 learning rates each
