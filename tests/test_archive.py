@@ -63,6 +63,23 @@ def test_iqm_is_the_mean_of_the_middle_half_and_poi_counts_pairs():
     )
 
 
+def test_bootstrap_cis_are_reproducible_and_leave_the_global_rng_alone():
+    """rliable draws its bootstrap indices from NumPy's global generator: the same input gives the
+    same CI whatever the global state, and the caller's global state is left as it was."""
+    x, y = (
+        np.array([-235.0, -247.7, -227.7, -231.0, -240.2]),
+        np.array([-132.4, -142.4, -121.2, -130.0, -140.0]),
+    )
+    np.random.seed(1)  # noqa: NPY002 - the global generator is the point
+    a, pa = stats.iqm_ci(x, reps=300), stats.probability_of_improvement(x, y, reps=300)
+    np.random.seed(2)  # noqa: NPY002 - the global generator is the point
+    expected = np.random.random(3)  # noqa: NPY002 - the global generator is the point
+    np.random.seed(2)  # noqa: NPY002 - the global generator is the point
+    b, pb = stats.iqm_ci(x, reps=300), stats.probability_of_improvement(x, y, reps=300)
+    assert a == b and pa == pb
+    assert np.array_equal(np.random.random(3), expected)  # the bootstrap did not consume the caller's draws  # noqa: NPY002 - the global generator is the point
+
+
 def test_holm_and_the_wording():
     p = pd.Series([0.01, 0.04, 0.03, np.nan])
     adj = stats.holm(p)  # sorted 0.01*3, 0.03*2, 0.04*1 -> monotone: 0.03, 0.06, 0.06

@@ -32,6 +32,7 @@ a vs b", never as "no difference"; a detected one as "detected" (log-rank) or "b
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -41,6 +42,22 @@ import pandas as pd
 ALPHA = 0.05
 REPS = 2000  # bootstrap replications
 SEED = 0  # the bootstrap's random state: the report is reproducible
+
+
+@contextlib.contextmanager
+def _bootstrap_rng():
+    """rliable's stratified bootstrap draws its indices from NumPy's GLOBAL generator
+    (``np.random.choice`` in ``StratifiedBootstrap.update_indices``; the ``random_state`` it is given
+    does not reach those draws), so a CI changed from one call to the next. Seed the global
+    generator with SEED for the call and restore the caller's state afterwards."""
+    state = np.random.get_state()  # noqa: NPY002 - the global generator is what rliable draws from
+    np.random.seed(SEED)  # noqa: NPY002
+    try:
+        yield np.random.RandomState(SEED)
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 # the run-level events analysed as survival data: column -> label
 EVENTS = {
     "all_actors_stop_thr": "all actors stopped (|dw| < threshold)",
@@ -168,12 +185,13 @@ def iqm_ci(x, reps: int = REPS) -> dict:
     with warnings.catch_warnings():  # arch: "random_state is deprecated" (rliable passes one)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        point, ci = rly.get_interval_estimates(
-            {"x": x.reshape(-1, 1)},
-            lambda s: np.array([metrics.aggregate_iqm(s)]),
-            reps=reps,
-            random_state=np.random.RandomState(SEED),
-        )
+        with _bootstrap_rng() as rs:
+            point, ci = rly.get_interval_estimates(
+                {"x": x.reshape(-1, 1)},
+                lambda s: np.array([metrics.aggregate_iqm(s)]),
+                reps=reps,
+                random_state=rs,
+            )
     return {
         "n": n,
         "iqm": float(point["x"][0]),
@@ -204,12 +222,13 @@ def probability_of_improvement(x, y, reps: int = REPS) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            _, ci = rly.get_interval_estimates(
-                {"xy": [x.reshape(-1, 1), y.reshape(-1, 1)]},
-                lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-                reps=reps,
-                random_state=np.random.RandomState(SEED),
-            )
+            with _bootstrap_rng() as rs:
+                _, ci = rly.get_interval_estimates(
+                    {"xy": [x.reshape(-1, 1), y.reshape(-1, 1)]},
+                    lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+                    reps=reps,
+                    random_state=rs,
+                )
         lo, hi = float(ci["xy"][0, 0]), float(ci["xy"][1, 0])
     p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue) if not np.array_equal(x, y) else 1.0
     return {"poi": poi, "ci_low": lo, "ci_high": hi, "p": p, "cliffs_delta": 2 * poi - 1}
