@@ -113,11 +113,18 @@ class StopToken:
         """For code that cannot poll the token (another library's training loop): once the token is
         requested, raise KeyboardInterrupt in the main thread (SIGINT to this process)."""
         done = threading.Event()
+        main = threading.main_thread().ident
 
         def watch() -> None:
             while not done.wait(every_s):
                 if self.requested:  # repeated: an installed handler takes the first as its flag
-                    signal.raise_signal(signal.SIGINT)
+                    # to the main thread itself: raise_signal() here would send it to this thread,
+                    # and a main thread blocked in a C call (a sleep, a native loop) would only see it
+                    # when that call returns
+                    if hasattr(signal, "pthread_kill"):
+                        signal.pthread_kill(main, signal.SIGINT)
+                    else:  # no per-thread signals (Windows)
+                        signal.raise_signal(signal.SIGINT)
 
         t = threading.Thread(target=watch, daemon=True)
         t.start()
