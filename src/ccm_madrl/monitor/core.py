@@ -331,6 +331,7 @@ class GradientFlowMonitor:
         r.steps[idx] += 1
         # gradient L2 norm per layer and in total (per agent), on the parameters' device
         dev = r.params[0].device
+        idx = idx.to(dev)  # once per step: every statistic below indexes on the device
         total = torch.zeros(len(idx), dtype=torch.float64, device=dev)
         k = 0
         for layer, ps in r.layers.items():
