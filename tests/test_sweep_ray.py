@@ -142,11 +142,12 @@ def test_stopping_the_sweep_stops_its_ray_tasks_through_their_tokens(cluster, tm
 
 
 def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):
-    """Three runs on three 1-CPU nodes; once each has checkpointed, the third node is removed (its
-    processes killed). Ray runs the lost task again on a surviving node, where it resumes from its
-    checkpoint: every run ends done, and the resumed one equals an uninterrupted run."""
+    """Three runs on three 1-CPU nodes; once the run on the third node has checkpointed (its
+    provenance names the node) and while it still runs, that node is removed (its processes killed).
+    Ray runs the lost task again on a surviving node, where it resumes from its checkpoint: every run
+    ends done, and the resumed one equals an uninterrupted run."""
     base = yaml.safe_load(SMOKE.read_text())["base"]
-    base["training"].update(episodes=24, checkpoint_every=2)
+    base["training"].update(episodes=40, checkpoint_every=2)
     f = tmp_path / "kill.yaml"
     f.write_text(
         yaml.safe_dump({"name": "kill", "base": base, "axes": {"agent.actor_lr": [1e-4, 1e-2, 1e-1]}})
@@ -154,20 +155,34 @@ def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):
     out = tmp_path / "out"
     victim = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    killed = threading.Event()
+    killed = {}
 
-    def kill_when_all_checkpointed():
+    def victims_run() -> Path | None:
+        for prov in out.glob("runs/*/provenance.json"):
+            try:
+                if json.loads(prov.read_text())["segments"][0]["ray_node"] == victim.node_id:
+                    return prov.parent
+            except (ValueError, KeyError):  # being written
+                pass
+        return None
+
+    def kill_once_the_victims_run_checkpointed():
         deadline = time.time() + 300
-        while time.time() < deadline and len(list(out.glob("runs/*/checkpoint.pt"))) < 3:
-            time.sleep(0.2)
-        cluster.remove_node(victim)
-        killed.set()
+        while time.time() < deadline:
+            d = victims_run()
+            if d is not None and (d / "checkpoint.pt").exists():
+                killed["state"] = json.loads((d / "status.json").read_text())
+                cluster.remove_node(victim)
+                killed["run"] = d.name
+                return
+            time.sleep(0.05)
 
-    t = threading.Thread(target=kill_when_all_checkpointed, daemon=True)
+    t = threading.Thread(target=kill_once_the_victims_run_checkpointed, daemon=True)
     t.start()
     res = run_sweep(f, out, backend="ray", address=cluster.address, progress=False, options=LOCAL)
     t.join()
-    assert killed.is_set()
+    assert killed.get("run"), "no run started on the victim node, or it never checkpointed"
+    assert killed["state"]["state"] == "running", killed  # it was killed mid-run
     assert (res.total, res.done, res.failed) == (3, 3, 0)
     man = manifest(out)
     resumed = [
@@ -178,7 +193,9 @@ def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):
             for s in json.loads((out / "runs" / rid / "provenance.json").read_text())["segments"]
         )
     ]
-    assert len(resumed) >= 1
+    assert resumed == [killed["run"]]
+    segs = json.loads((out / "runs" / killed["run"] / "provenance.json").read_text())["segments"]
+    assert segs[0]["ray_node"] == victim.node_id != segs[-1]["ray_node"]  # resumed on another node
     assert all(json.loads((out / "runs" / rid / "status.json").read_text())["state"] == "done" for rid in man)
     by_id = {r.id: r for r in expand(*load_sweep(f))}
     ref = tmp_path / "ref"

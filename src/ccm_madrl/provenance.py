@@ -57,6 +57,19 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def ray_node() -> str | None:
+    """The Ray node id when this process is a Ray worker (a sweep's ``ray`` backend), else None:
+    each segment of a run records the node it ran on, so a run resumed elsewhere after its node was
+    lost shows both."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover - a Ray without a runtime context: nothing to record
+        return None
+
+
 def collect(device: torch.device | None = None) -> dict:
     dev = device or torch.device("cpu")
     return {
@@ -70,6 +83,7 @@ def collect(device: torch.device | None = None) -> dict:
         "device_name": device_name(dev),
         "torch_threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
+        "ray_node": ray_node(),
         "platform": platform.platform(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,

@@ -443,6 +443,7 @@ SEGMENT_KEYS = (
     "time_utc",
     "resumed_from_episode",
     "hostname",
+    "ray_node",
     "version",
     "commit",
     "dirty",
