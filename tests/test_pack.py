@@ -419,3 +419,45 @@ def test_pack_jobs_group_compatible_runs_and_leave_the_others_single():
     packed = next(j for j in out if j[0].startswith("pack:"))
     assert json.loads(packed[2]) == [f"runs/{c.id()}" for c in cfgs[:3]]
     assert 1 <= default_pack_size(cfgs[0]) <= CPU_MAX_PACK
+
+
+@pytest.mark.parametrize("output", ["linear", "tanh_scaled"])
+def test_rows_q_scores_each_runs_rows_with_its_own_critic(output):
+    """The packed critic's row scoring without gradients on the CPU (one run at a time over the
+    rows grouped by run) equals each run's own critic on its rows to 1e-6, with a run that has no
+    rows; rows not grouped by run, and a pass with gradients, take the padded batch, with the same
+    values."""
+    from ccm_madrl.agents.networks import MasterCritic, PackedCritic
+
+    torch.manual_seed(0)
+    r, n, per = 3, 5, 4
+    singles = [MasterCritic(n, hidden=(32, 16), output=output, output_scale=3.0) for _ in range(r)]
+    packed = PackedCritic(r, singles[0])
+    with torch.no_grad():
+        for name, p in packed.named_parameters():
+            p.copy_(torch.stack([dict(c.named_parameters())[name] for c in singles]))
+    states, actions = torch.rand(r * per, n, 7), torch.rand(r * per, n, 3)
+    cand = torch.rand(r * per, n) < 0.5
+    cand[per : 2 * per] = False  # run 1 scores no row
+    bi, ji = cand.nonzero(as_tuple=True)
+    with torch.no_grad():
+        joint = packed.joint(states, actions)
+        got = packed.rows_q(joint, bi, states[bi, ji], actions[bi, ji], bi)
+        want = torch.cat(
+            [
+                c.rows_q(c.joint(states[k * per : (k + 1) * per], actions[k * per : (k + 1) * per]),
+                         bi[bi // per == k] - k * per, states[bi, ji][bi // per == k], actions[bi, ji][bi // per == k])
+                for k, c in enumerate(singles)
+            ]
+        )  # fmt: skip
+        assert got.shape == (int(cand.sum()),) and rel(want, got) < 1e-6
+        flip = torch.arange(bi.numel() - 1, -1, -1)  # rows not grouped by run: the padded batch
+        assert (
+            rel(
+                got.flip(0),
+                packed.rows_q(joint, bi[flip], states[bi, ji][flip], actions[bi, ji][flip], bi[flip]),
+            )
+            < 1e-6
+        )
+    j = joint.clone().requires_grad_(True)  # with gradients: the padded batch, the same values
+    assert rel(got, packed.rows_q(j, bi, states[bi, ji], actions[bi, ji], bi).detach()) < 1e-6

@@ -62,8 +62,7 @@ class CCMLearner(OffPolicyActorCritic):
         if g_idx.size:
             gi, ji = torch.as_tensor(g_idx, device=self.device), torch.as_tensor(j_idx, device=self.device)
             at = None if env_t is None else env_t[gi]
-            rows = joint[gi] + self.critic.own(s[gi, ji], a[gi, ji], at)
-            q[g_idx, j_idx] = self.critic.head(rows, at).double().cpu().numpy()
+            q[g_idx, j_idx] = self.critic.rows_q(joint, gi, s[gi, ji], a[gi, ji], at).double().cpu().numpy()
         return q
 
     def select(

@@ -337,6 +337,19 @@ class MasterCritic(nn.Module):
         """From the first layer's pre-activation to Q: (..., H1) -> (...)."""
         return self.out(self.fc3(self.act2(self.fc2(self.act1(h1_pre)))).squeeze(-1))
 
+    def rows_q(
+        self,
+        joint: torch.Tensor,
+        rows: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        sample: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Q of scored rows: row m is sample ``rows[m]``'s joint part (``joint`` (B, H1)) plus the
+        first-layer contribution of its scored agent (``states`` (M, s), ``actions`` (M, a)), through
+        the head; (M,). ``sample``: as in ``joint``."""
+        return self.head(joint[rows] + self.own(states, actions, sample), sample)
+
     def forward(
         self,
         states: torch.Tensor,
@@ -497,6 +510,45 @@ class PackedCritic(nn.Module):
         if self.per_agent and own_state is not None:
             h = h + self.own(own_state, own_action)
         return self.head(h)
+
+    def rows_q(
+        self,
+        joint: torch.Tensor,
+        rows: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        sample: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`MasterCritic.rows_q` for the runs' rows (``sample``: each row's sample index, hence
+        its run). Without gradients on the CPU, when the rows come grouped by run (as ``nonzero``
+        gives them), each run's rows go through its own critic slice one run at a time (the run
+        alone's operations): the rows of all runs padded into one batch are R times the memory
+        traffic, which on a CPU costs more than the batched matmul saves (measured in
+        ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`)."""
+        if sample is None or torch.is_grad_enabled() or joint.device.type != "cpu" or rows.numel() == 0:
+            return self.head(joint[rows] + self.own(states, actions, sample), sample)
+        run = self._runs_of(sample)
+        if not bool((run[1:] >= run[:-1]).all()):
+            return self.head(joint[rows] + self.own(states, actions, sample), sample)
+        counts = torch.bincount(run, minlength=self.runs).tolist()
+        w1, b2, w2, b3, w3 = (
+            self.fc1.weight[:, :, self.joint_dim :],
+            self.fc2.bias,
+            self.fc2.weight,
+            self.fc3.bias,
+            self.fc3.weight,
+        )
+        x = torch.cat([self._scale(states), actions], dim=-1)
+        q = x.new_empty(x.shape[0])
+        start = 0
+        for r, c in enumerate(counts):
+            if not c:
+                continue
+            sl = slice(start, start + c)
+            h = joint[rows[sl]] + F.linear(x[sl], w1[r])
+            q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
+            start += c
+        return self.out(q)
 
 
 def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) -> dict:

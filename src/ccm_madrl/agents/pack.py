@@ -116,7 +116,7 @@ class PackMixin:
         bi, ji = cand.nonzero(as_tuple=True)
         q = torch.full(cand.shape, -torch.inf, device=joint.device)
         if bi.numel():
-            q[bi, ji] = self.critic.head(joint[bi] + self.critic.own(states[bi, ji], u[bi, ji], bi), bi)
+            q[bi, ji] = self.critic.rows_q(joint, bi, states[bi, ji], u[bi, ji], bi)
         return q
 
     # ------------------------------------------------------------------ run <-> pack slice
