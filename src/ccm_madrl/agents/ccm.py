@@ -110,7 +110,12 @@ class CCMLearner(OffPolicyActorCritic):
         return super()._actor_step(*args, **kwargs)
 
     def _max_over_proposers(
-        self, critic: MasterCritic, joint: torch.Tensor, own: torch.Tensor, prop: torch.Tensor
+        self,
+        critic: MasterCritic,
+        joint: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        prop: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Max over proposing agents of Q (fake agent where nobody proposes), without gradient.
         Returns (q_max (B,), argmax (B,), -1 for the fake agent)."""
@@ -119,7 +124,7 @@ class CCMLearner(OffPolicyActorCritic):
             bi, ji = prop.nonzero(as_tuple=True)
             qmat = torch.full((b, n), -torch.inf, device=joint.device)
             if bi.numel():
-                qmat[bi, ji] = critic.head(joint[bi] + own[bi, ji], bi)
+                qmat[bi, ji] = critic.proposer_q(joint, states, actions, bi, ji)
             qmax, arg = qmat.max(dim=1)
             none = ~prop.any(dim=1)
             if none.any():
@@ -132,8 +137,7 @@ class CCMLearner(OffPolicyActorCritic):
         """y = scale * r + gamma * max_{j proposes} Q'(S', U', s'_j, U'_j) * (1 - done)."""
         u2 = self.actors_target(next_states)
         joint = self.critic_target.joint(next_states, u2)
-        own = self.critic_target.own(next_states, u2)
-        q2, _ = self._max_over_proposers(self.critic_target, joint, own, u2[..., 0] >= 0)
+        q2, _ = self._max_over_proposers(self.critic_target, joint, next_states, u2, u2[..., 0] >= 0)
         return self.reward_signal(reward) + self.gamma * q2 * (1.0 - done)
 
     def critic_rows(

@@ -350,6 +350,18 @@ class MasterCritic(nn.Module):
         the head; (M,). ``sample``: as in ``joint``."""
         return self.head(joint[rows] + self.own(states, actions, sample), sample)
 
+    def proposer_q(
+        self,
+        joint: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        bi: torch.Tensor,
+        ji: torch.Tensor,
+    ) -> torch.Tensor:
+        """Q of the rows (sample ``bi``, agent ``ji``) of a batch (``states`` (B, N, s), ``actions``
+        (B, N, a), ``joint`` its joint part): the own parts of the whole batch, then the rows'."""
+        return self.head(joint[bi] + self.own(states, actions)[bi, ji], bi)
+
     def forward(
         self,
         states: torch.Tensor,
@@ -549,6 +561,18 @@ class PackedCritic(nn.Module):
             q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
             start += c
         return self.out(q)
+
+    def proposer_q(
+        self,
+        joint: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        bi: torch.Tensor,
+        ji: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`MasterCritic.proposer_q`, with the own parts of the scored rows only
+        (:meth:`rows_q`): a pack's whole (R x B, N, H1) own part is R times the memory traffic."""
+        return self.rows_q(joint, bi, states[bi, ji], actions[bi, ji], bi)
 
 
 def describe_networks(actors: BatchedActor, critic: MasterCritic, learner: str) -> dict:
