@@ -77,3 +77,33 @@ def test_published_loop_is_timed_through_its_own_functions(tmp_path):
 def test_absent_published_code_is_skipped_with_a_message(tmp_path):
     res = bench_published(tmp_path / "nowhere")
     assert "no published code" in res["skipped"]
+
+
+def test_the_pack_benchmark_times_the_published_code_in_the_same_run(monkeypatch, tmp_path):
+    """``bench agent --pack R --published PATH``: the published training episode over each pack's
+    run-episode, one ratio per (update order, R); an absent checkout is recorded as skipped."""
+    from ccm_madrl import bench
+
+    real = bench.bench_published
+
+    def timed(path, episodes=3):  # a stand-in for the child interpreter (slow; tested above)
+        if "nowhere" in str(path):
+            return real(path, episodes)
+        return {"path": str(path), "episode_ms_median": 20_000.0, "episodes_measured": episodes}
+
+    monkeypatch.setattr(bench, "bench_published", timed)
+    out = bench.bench_pack(
+        packs=(1, 2),
+        updates=("simultaneous",),
+        monitors=(False,),
+        episodes=5,
+        eval_episodes=2,
+        steps=2,
+        published=("checkout", str(tmp_path / "nowhere")),
+        published_episodes=2,
+    )
+    timed_res, skipped = out["published"]
+    assert "no published code" in skipped["skipped"] and "run_episode_ratios" not in skipped
+    got = {(r["actor_update"], r["runs_per_pack"]): r["ratio"] for r in timed_res["run_episode_ratios"]}
+    want = {("simultaneous", r["runs_per_pack"]): 20_000.0 / r["run_episode_ms_median"] for r in out["results"]}
+    assert got == pytest.approx(want) and len(got) == 2 and all(v > 1 for v in got.values())

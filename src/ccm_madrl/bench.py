@@ -8,6 +8,7 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -385,18 +386,27 @@ def bench_agent(
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if published:
         ours = {r["actor_update"]: r for r in out["results"] if r["steps_per_episode"] == 10}
-        out["published"] = []
-        for path in published:
-            res = bench_published(path, published_episodes)
-            if "skipped" in res:
-                print(f"published code: skipped: {res['skipped']}", flush=True)
-            else:
-                for upd, r in ours.items():
-                    res[f"episode_ratio_vs_{upd}"] = res["episode_ms_median"] / r["episode_ms_median"]
-                    res[f"episode_cpu_ratio_vs_{upd}"] = (
-                        res["episode_cpu_ms_median"] / r["episode_cpu_ms_median"]
-                    )
-            out["published"].append(res)
+
+        def ratios(res: dict) -> None:
+            for upd, r in ours.items():
+                res[f"episode_ratio_vs_{upd}"] = res["episode_ms_median"] / r["episode_ms_median"]
+                res[f"episode_cpu_ratio_vs_{upd}"] = res["episode_cpu_ms_median"] / r["episode_cpu_ms_median"]
+
+        out["published"] = _time_published(published, published_episodes, ratios)
+    return out
+
+
+def _time_published(paths: tuple[str, ...], episodes: int, ratios: Callable[[dict], None]) -> list[dict]:
+    """Each checkout's :func:`bench_published` result, with ``ratios(result)`` adding our ratios to
+    the timed ones; a skipped checkout is printed and recorded with its reason."""
+    out = []
+    for path in paths:
+        res = bench_published(path, episodes)
+        if "skipped" in res:
+            print(f"published code: skipped: {res['skipped']}", flush=True)
+        else:
+            ratios(res)
+        out.append(res)
     return out
 
 
@@ -481,6 +491,8 @@ def bench_pack(
     eval_episodes: int = 50,
     steps: int = 10,
     device: str = "cpu",
+    published: tuple[str, ...] = (),
+    published_episodes: int = 3,
 ) -> dict:
     """Milliseconds per run-episode of packs of R runs (seeds 0..R-1, actor / critic learning rates
     cycling over the 4 x 4 grid of ``configs/paper/table1_s10.yaml``): the pack's episode time / R,
@@ -489,7 +501,10 @@ def bench_pack(
     the single run through the same engine. Monitor on: ``monitor.interval = 2``; the row's times are
     those of the measured episodes, its overhead (measured episode + bookkeeping) / unmeasured - 1.
     ``device``: where the packs train (``cuda``: the peak is the GPU's float32 matmul peak, the step
-    times are synchronised, and each pack's peak GPU memory is recorded)."""
+    times are synchronised, and each pack's peak GPU memory is recorded). ``published``: local
+    checkouts of the published repository, timed after the packs in the same run
+    (:func:`bench_published`); each gets its training episode's ratio to every pack's run-episode
+    (``run_episode_ratios``, wall time: the packs record no CPU time)."""
     import tempfile
 
     import pandas as pd
@@ -580,6 +595,20 @@ def bench_pack(
                 if cuda:
                     torch.cuda.empty_cache()
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if published:
+
+        def ratios(res: dict) -> None:
+            res["run_episode_ratios"] = [
+                {
+                    "actor_update": r["actor_update"],
+                    "runs_per_pack": r["runs_per_pack"],
+                    "monitor": r["monitor"],
+                    "ratio": res["episode_ms_median"] / r["run_episode_ms_median"],
+                }
+                for r in out["results"]
+            ]
+
+        out["published"] = _time_published(published, published_episodes, ratios)
     return out
 
 

@@ -253,6 +253,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["updates"] = tuple(args.update)
         kw["monitors"] = (bool(args.monitor),)
         kw["device"] = str(resolve_device(args.device))
+        if args.published:
+            kw["published"] = tuple(args.published)
+            kw["published_episodes"] = args.published_episodes
         name = f"pack_{'_'.join(map(str, args.pack))}" + ("_monitor" if args.monitor else "")
         if kw["device"] != "cpu":
             name += f"_{kw['device'].replace(':', '')}"
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--published",
         nargs="+",
         metavar="PATH",
-        help="agent: local checkout(s) of the published repository (TesfayZ/CCM_MADRL_MEC), timed in the same "
+        help="agent (with or without --pack): local checkout(s) of the published repository (TesfayZ/CCM_MADRL_MEC), timed in the same "
         "run; skipped with a message where absent",
     )
     b.add_argument(
