@@ -404,7 +404,9 @@ def train_pack(
 
 
 # ------------------------------------------------------------------------------ sweeps
-CPU_MAX_PACK = 16  # runs per pack on a CPU: beyond this the batched matmuls stop gaining
+# runs per pack on a CPU: the fastest per run-episode of R in {1, 4, 16} in both update orders
+# (benchmarks/README.md, "Per-run row scoring"; larger packs not measured)
+CPU_MAX_PACK = 16
 CUDA_MAX_PACK = 160  # on a GPU: the whole table1_s10 grid
 MEMORY_FRACTION = 0.5  # of the memory available now, for the packs of all workers together
 
