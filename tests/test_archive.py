@@ -267,3 +267,25 @@ def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
     assert sum("identity gradient" in line for line in rows) == 4
     tests = [line for line in lines if line.startswith("| ") and " vs " in line and "Holm" in line]
     assert len(tests) == 8  # the two controls against the baseline, 4 learning rates each
+
+
+def test_screens_doc_labels_each_variant_by_what_its_config_changes(tmp_path):
+    """scripts/screens_doc.py (docs/screens.md's generator): a run's variant is the config fields in
+    which it differs from the baseline's runs; without the baseline's archive: one line, exit 2."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script, env = str(root / "scripts" / "screens_doc.py"), {**os.environ, "PYTHONPATH": str(root / "src")}
+    out = tmp_path / "screens.md"
+    archives = [str(root / "results" / n) for n in ("screen_baseline", "screen_control_linear_clip_actor")]
+    r = subprocess.run([sys.executable, script, *archives, "--out", str(out)], capture_output=True, text=True,
+                       env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "(n = " in line]
+    assert [line.split(" | ")[0] for line in rows] == ["| baseline"] * 4 + [
+        "| control_linear_clip_actor: activation=linear_clip"
+    ] * 4
+    r = subprocess.run([sys.executable, script, archives[1], "--out", str(tmp_path / "x.md")], capture_output=True,
+                       text=True, env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "none is screen_baseline" in r.stderr and not (tmp_path / "x.md").exists()

@@ -105,5 +105,7 @@ def test_the_pack_benchmark_times_the_published_code_in_the_same_run(monkeypatch
     timed_res, skipped = out["published"]
     assert "no published code" in skipped["skipped"] and "run_episode_ratios" not in skipped
     got = {(r["actor_update"], r["runs_per_pack"]): r["ratio"] for r in timed_res["run_episode_ratios"]}
-    want = {("simultaneous", r["runs_per_pack"]): 20_000.0 / r["run_episode_ms_median"] for r in out["results"]}
+    want = {
+        ("simultaneous", r["runs_per_pack"]): 20_000.0 / r["run_episode_ms_median"] for r in out["results"]
+    }
     assert got == pytest.approx(want) and len(got) == 2 and all(v > 1 for v in got.values())
