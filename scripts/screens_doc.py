@@ -10,6 +10,7 @@ Run: PYTHONPATH=src python scripts/screens_doc.py results/screen_baseline result
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,10 +173,46 @@ def comparison_text(what: str) -> str:
     )
 
 
+MARKER = re.compile(r"(<!-- screen: ([\w, ]+) -->\n)(.*?)(<!-- /screen -->)", re.S)
+
+
+def fill(path: Path, archives: list[str], cmd: str) -> int:
+    """Replace the text between each ``<!-- screen: NAME[, NAME] -->`` and ``<!-- /screen -->`` of
+    ``path`` with the tables of those screens (archives ``screen_<NAME>``; ``baseline``: the
+    baseline alone) and, with a screen, its comparisons with the baseline. Returns the number of
+    blocks filled; a block naming a screen whose archive is not given: one line, exit 2."""
+    by_name = {Path(x).name: x for x in archives}
+    text = path.read_text()
+    named = {x.strip() for m in MARKER.finditer(text) for x in m.group(2).split(",")} - {"baseline"}
+    missing = sorted(f"screen_{x}" for x in named if f"screen_{x}" not in by_name)
+    if missing:
+        print(f"screens_doc: --fill {path}: no archive given for {', '.join(missing)}", file=sys.stderr)
+        sys.exit(2)
+
+    def block(m: re.Match) -> str:
+        names = [x.strip() for x in m.group(2).split(",") if x.strip() != "baseline"]
+        sweeps = [by_name[BASELINE], *(by_name[f"screen_{x}"] for x in names)]
+        store = ArchiveStore(sweeps)
+        src = ", ".join(f"`results/{Path(x).name}`" for x in sweeps)
+        parts = [f"*Generated from {src} by `{cmd}` (the command at the top of this page).*\n"]
+        parts.append(md(cell_rows(store, variant_labels)))
+        if names:
+            parts += ["Against the baseline (Holm's correction over this table's tests):\n",
+                      md(comparisons(store, variant_labels))]  # fmt: skip
+        return m.group(1) + "\n".join(parts) + m.group(4)
+
+    new, n = MARKER.subn(block, text)
+    path.write_text(new)
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("archives", nargs="+", help=f"archives; the baseline's is named {BASELINE}")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screens.md"))
+    ap.add_argument(
+        "--fill", metavar="FILE", help="also fill FILE's <!-- screen: NAME --> blocks (docs/findings.md)"
+    )
     a = ap.parse_args()
     store = ArchiveStore(a.archives)
     runs = runs_frame(store)
@@ -185,6 +222,9 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if a.fill:
+        cmd = "scripts/screens_doc.py --fill"
+        print(f"filled {fill(Path(a.fill), a.archives, cmd)} block(s) of {a.fill}")
     seeds, n_ep = seeds_and_episodes(runs)
     cmd = "PYTHONPATH=src python scripts/screens_doc.py " + " ".join(a.archives) + f" --out {a.out}"
     text = [

@@ -289,3 +289,15 @@ def test_screens_doc_labels_each_variant_by_what_its_config_changes(tmp_path):
     r = subprocess.run([sys.executable, script, archives[1], "--out", str(tmp_path / "x.md")], capture_output=True,
                        text=True, env=env, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "none is screen_baseline" in r.stderr and not (tmp_path / "x.md").exists()
+    page = tmp_path / "page.md"  # --fill: the marked blocks of a page, from the archives named
+    page.write_text("a\n<!-- screen: control_linear_clip_actor -->\nold\n<!-- /screen -->\nb\n")
+    r = subprocess.run([sys.executable, script, *archives, "--out", str(out), "--fill", str(page)],
+                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = page.read_text()
+    assert "old" not in text and text.startswith("a\n<!-- screen:") and text.endswith("<!-- /screen -->\nb\n")
+    assert text.count("| control_linear_clip_actor: activation=linear_clip |") == 8  # 4 cells, 4 comparisons
+    page.write_text("<!-- screen: activations -->\n<!-- /screen -->\n")
+    r = subprocess.run([sys.executable, script, *archives, "--out", str(out), "--fill", str(page)],
+                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "no archive given for screen_activations" in r.stderr
