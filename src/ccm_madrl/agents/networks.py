@@ -537,10 +537,15 @@ class PackedCritic(nn.Module):
         alone's operations): the rows of all runs padded into one batch are R times the memory
         traffic, which on a CPU costs more than the batched matmul saves (measured in
         ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`)."""
-        if sample is None or torch.is_grad_enabled() or joint.device.type != "cpu" or rows.numel() == 0:
-            return self.head(joint[rows] + self.own(states, actions, sample), sample)
-        run = self._runs_of(sample)
-        if not bool((run[1:] >= run[:-1]).all()):
+        run = None if sample is None else self._runs_of(sample)
+        one_run_at_a_time = (
+            run is not None
+            and rows.numel() > 0
+            and not torch.is_grad_enabled()
+            and joint.device.type == "cpu"
+            and bool((run[1:] >= run[:-1]).all())
+        )
+        if not one_run_at_a_time:
             return self.head(joint[rows] + self.own(states, actions, sample), sample)
         counts = torch.bincount(run, minlength=self.runs).tolist()
         w1, b2, w2, b3, w3 = (
