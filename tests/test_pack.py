@@ -333,7 +333,7 @@ def test_a_sweep_with_pack_writes_one_run_directory_per_run(tmp_path):
     of 3 and 1; the manifest and run directories are those of an unpacked sweep, and the runs'
     returns equal those of the runs trained alone; a bad --pack is one line and exit 2."""
     from ccm_madrl.cli import main
-    from ccm_madrl.store import find_runs
+    from ccm_madrl.store import find_runs, load
 
     base = json.loads(json.dumps(SMALL))
     base["training"]["episodes"] = 6
@@ -369,6 +369,7 @@ def test_a_sweep_with_pack_writes_one_run_directory_per_run(tmp_path):
         p = pd.read_parquet(tmp_path / "packed" / r["run_dir"] / "metrics.parquet")
         assert rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
     assert len(find_runs([tmp_path / "packed"])) == 4
+    assert sorted(load(tmp_path / "packed").runs["prov.pack_size"]) == [1, 3, 3, 3]  # the store says so
     assert main(["sweep", str(f), "--out", str(tmp_path / "packed"), "--pack", "-1"]) == 2
 
 

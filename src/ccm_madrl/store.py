@@ -166,6 +166,9 @@ class Store:
             row.update(config_columns(cfg))
             prov = run.provenance()
             row.update({f"prov.{k}": prov.get(k) for k in PROVENANCE_FIELDS})
+            row["prov.pack_size"] = (prov.get("pack") or {}).get(
+                "size", 1
+            )  # its last segment's pack (1: alone)
             m = run.metrics(RUN_METRICS)
             row["final_return"] = final_return(m)
             row["final_constraint_frac"] = (
