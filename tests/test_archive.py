@@ -301,3 +301,26 @@ def test_screens_doc_labels_each_variant_by_what_its_config_changes(tmp_path):
     r = subprocess.run([sys.executable, script, *archives, "--out", str(out), "--fill", str(page)],
                        capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "no archive given for screen_activations" in r.stderr
+
+
+def test_the_same_run_in_two_archives_keeps_one_run_id_per_run(tmp_path):
+    """A screen that repeats the baseline's settings holds runs with the baseline's run ids: in a
+    store over both archives every table's run_id names one run (the later archive's copy becomes
+    "<sweep>/<run id>"), as store.unique_run_ids does for run directories."""
+
+    from ccm_madrl.store import unique_run_ids
+
+    root = Path(__file__).resolve().parents[1] / "tests" / "data" / "archive_tiny"
+    other = tmp_path / "again"
+    shutil.copytree(root, other)
+    index = json.loads((other / "archive.json").read_text())
+    index["sweep"] = "again"
+    (other / "archive.json").write_text(json.dumps(index))
+    one, both = ArchiveStore([root]), ArchiveStore([root, other])
+    n = len(one.runs)
+    assert len(both.runs) == 2 * n and both.runs["run_id"].is_unique
+    assert list(both.runs["run_id"].iloc[n:]) == [f"again/{r}" for r in one.runs["run_id"]]
+    for name in ("metrics", "monitor_summary", "stops"):
+        t1, t2 = one.table(name), both.table(name)
+        assert len(t2) == 2 * len(t1) and set(t2["run_id"]) <= set(both.runs["run_id"])
+    assert unique_run_ids(["a", "b", "b"], ["x", "x", "y"]) == ["x", "b/x", "y"]

@@ -325,6 +325,16 @@ class ArchiveStore:
         self.index = {p: read_json(p / INDEX) for p in self.paths}
         self.duplicates = pd.DataFrame(columns=["config_id", "kept", "dropped"])
         self.monitor = pd.DataFrame()
+        # a run id that an earlier archive holds too (the same config in two sweeps) becomes
+        # "<sweep>/<run id>" in this archive's tables, as in the live store (store.unique_run_ids)
+        self._renamed: dict[Path, dict[str, str]] = {}
+        seen: set[str] = set()
+        for p in self.paths:
+            ids = read_parquet(p / "runs.parquet", ["run_id"])
+            ids = [str(x) for x in ids["run_id"]] if len(ids) else []
+            sweep = self.index[p].get("sweep", p.name)
+            self._renamed[p] = {rid: f"{sweep}/{rid}" for rid in ids if rid in seen}
+            seen.update(ids)
 
     @property
     def sweep_names(self) -> list[str]:
@@ -339,8 +349,13 @@ class ArchiveStore:
         cols = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
         if name == "baselines" and cols:
             cols.remove("run_id")
-        frames = [read_parquet(p / f"{name}.parquet", cols) for p in self.paths]
-        frames = [f for f in frames if len(f)]
+        frames = []
+        for p in self.paths:
+            f = read_parquet(p / f"{name}.parquet", cols)
+            if len(f) and self._renamed[p] and "run_id" in f:
+                f["run_id"] = f["run_id"].map(lambda rid, m=self._renamed[p]: m.get(rid, rid))
+            if len(f):
+                frames.append(f)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     @cached_property

@@ -146,6 +146,8 @@ class Store:
             )
         self._configs: dict[Path, dict] = {}
         self._stops: dict[Path, pd.DataFrame] = {}
+        ids = unique_run_ids([s for s, _ in self.run_dirs], [rd.name for _, rd in self.run_dirs])
+        self._run_ids = {rd: rid for (_, rd), rid in zip(self.run_dirs, ids)}
 
     @property
     def sweep_names(self) -> list[str]:
@@ -158,7 +160,7 @@ class Store:
         for sweep, rd in self.run_dirs:
             run = RunDir(rd)
             cfg = self.config(rd)
-            row: dict = {"run_id": rd.name, "sweep": sweep, "run_dir": str(rd)}
+            row: dict = {"run_id": self._run_ids[rd], "sweep": sweep, "run_dir": str(rd)}
             status = run.status()
             row["status"] = effective_state(status) if status else "unknown"
             row["heartbeat"] = status.get("heartbeat")
@@ -233,7 +235,7 @@ class Store:
         return self._per_run(read)
 
     def _per_run(self, fn) -> pd.DataFrame:
-        frames = [f.assign(run_id=rd.name) for _, rd in self.run_dirs if len(f := fn(rd))]
+        frames = [f.assign(run_id=self._run_ids[rd]) for _, rd in self.run_dirs if len(f := fn(rd))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def config(self, rd: Path) -> dict:
@@ -288,6 +290,18 @@ def _config_id(rd: Path) -> str:
         return build_config(yaml.safe_load(run.config_path.read_text())).id()
     except (OSError, ValueError, yaml.YAMLError):
         return f"unreadable:{rd.resolve()}"
+
+
+def unique_run_ids(sweeps: list[str], names: list[str]) -> list[str]:
+    """The store's run ids: a run directory's name (its config id), unless an earlier sweep holds a
+    run of the same name (the same config in two sweeps: a screen that repeats the baseline's
+    settings), then ``<sweep>/<name>``, so that every table's ``run_id`` names one run."""
+    seen: set[str] = set()
+    out = []
+    for sweep, name in zip(sweeps, names):
+        out.append(name if name not in seen else f"{sweep}/{name}")
+        seen.add(name)
+    return out
 
 
 def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.DataFrame]:
