@@ -293,6 +293,33 @@ def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
         assert json.loads((tmp_path / "pack" / c.name / "status.json").read_text())["state"] == "done"
 
 
+def test_a_run_whose_actions_are_not_finite_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
+    """NaN forced into run 1's actors at episode 5 (a diverged actor, as SGD's at lr 0.1): its
+    actions are not finite, so the batched environment step would refuse the whole pack; run 1 is
+    marked failed, the other three finish with the trajectories they have alone."""
+    cfgs = configs("simultaneous", episodes=8)
+    real = PackTrainer.episode
+
+    def poisoned(self, ep):
+        if ep == 5:
+            k = self.pack.actors.nets_per_run
+            i = [m.cfg.name for m in self.members].index("r1")
+            with torch.no_grad():
+                self.pack.actors.fc3.weight[i * k : (i + 1) * k] = float("nan")
+        return real(self, ep)
+
+    monkeypatch.setattr(PackTrainer, "episode", poisoned)
+    summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    assert [s.state for s in summaries] == ["done", "failed", "done", "done"]
+    st = json.loads((tmp_path / "pack" / "r1" / "status.json").read_text())
+    assert "actions not finite" in st["error"] and st["episodes_done"] == 5
+    for c in cfgs[2:]:
+        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+        assert len(p) == 8 and rel(a["eval_return"].iloc[1:], p["eval_return"].iloc[1:]) < 1e-6
+
+
 def test_the_monitor_of_a_run_in_a_pack_writes_what_it_writes_alone(tmp_path):
     """Monitor on: each run's monitor/ parts and its metrics' monitor columns equal the run alone
     (actor rows to 1e-5 relative; the critic's rows too, except its hidden-layer dormant fractions,

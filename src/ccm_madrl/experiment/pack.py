@@ -327,9 +327,23 @@ class PackTrainer:
 
     def _diverged_error(self, m: PackMember) -> str:
         return (
-            f"FloatingPointError: training diverged in a pack (critic loss or priority errors not finite; "
+            f"FloatingPointError: training diverged in a pack (critic loss, priority errors or actions not finite; "
             f"{m.learner.diverged_hint}); the run was dropped from its pack, the others went on"
         )
+
+    def _finite_actions(self, hybrid: np.ndarray) -> np.ndarray:
+        """The pack's hybrid actions (run-major environments) with every run whose actions are not
+        finite marked diverged and given the all-local action (x 0, alpha = rho = 1) for the rest of
+        this episode, so that the batched step goes on for the others; the loop then drops it."""
+        r = len(self.members)
+        per_run = hybrid.reshape(r, -1, *hybrid.shape[1:])
+        bad = ~np.isfinite(per_run).reshape(r, -1).all(axis=1)
+        if not bad.any():
+            return hybrid
+        per_run = per_run.copy()
+        per_run[bad] = (0.0, 1.0, 1.0)
+        self.pack.diverged[bad] = True
+        return per_run.reshape(hybrid.shape)
 
     def evaluate(self) -> list[dict]:
         env, r = self.eval_env, len(self.members)
@@ -338,7 +352,7 @@ class PackTrainer:
         acc = np.zeros((4, env.num_envs))
         for _ in range(t_max):
             act = self.pack.act(obs, explore=False)
-            obs, rew, _, info = env.step(act.hybrid)
+            obs, rew, _, info = env.step(self._finite_actions(act.hybrid))
             acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
         for m in self.members:
             m.rng.after_evaluation(self.eval_table.final_stream_state)
@@ -371,7 +385,7 @@ class PackTrainer:
         acc = np.zeros((4, r))
         for t in range(t_max):
             act = pack.act(state, explore=True, epsilon=eps)
-            nxt, rew, done, info = env.step(act.hybrid)
+            nxt, rew, done, info = env.step(self._finite_actions(act.hybrid))
             buf["states"][:, t] = state
             buf["actions"][:, t] = act.actor
             buf["selected"][:, t] = act.selected
