@@ -251,8 +251,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines = ["## Verdicts on the draft's results\n",
              "The draft's results as the study's specification records them, in its order (5.1-5.6). Verdicts: "
              "holds / holds only for the shared-actor code / contradicted / not detected (at the n given) / not "
-             "measured. Older evidence (not in `results/`: 2 seeds, 300 episodes, simultaneous update) is named with "
-             "its file.\n"]  # fmt: skip
+             "measured. Screen evidence (archived in `results/screen_*`: master lr 1e-3, 300 episodes, simultaneous "
+             "update; the baseline 5 seeds, the other screens 2; tables in `docs/controls.md`, `docs/findings.md`) is "
+             "named with its file.\n"]  # fmt: skip
 
     def cell_runs(r, c):
         """The runs at client lr ``c`` in the draft's cells (master lr 1e-4 and 1e-3: its Table 1
@@ -275,12 +276,13 @@ def verdicts(data: dict, facts: dict) -> list[str]:
         med = stats.km_median(*stats.survival_data(hi_g, "all_actors_stop_thr"))["median"]
         v51 = "holds" if med <= 10 else f"contradicted (KM median {med:.0f}, n = {len(hi_g)})"
     else:
-        v51 = ("contradicted for the weights, sharpened for the gradient (older data, n = 2 per cell: "
-               "`docs/findings.md`)")  # fmt: skip
+        v51 = ("contradicted for the weights, sharpened for the gradient (screen: `results/screen_baseline`, "
+               "n = 5 per cell)")  # fmt: skip
     lines.append(f"**5.1 At client lr 1e-2 and 1e-1 the actors stop within ~5 episodes.** Verdict for independent actors: "
-                 f"**{v51}**. In `docs/findings.md` (baseline table, n = 2 per cell, 300 episodes, simultaneous update) "
-                 "every actor's gradient is exactly 0 from episode 2-16 but the weights stop (|dw| < 1e-8) only at "
-                 "147-160 (Adam's momentum decaying). Archived: " + "; ".join(txt) + ". Shared-actor code at these "
+                 f"**{v51}**. In `results/screen_baseline` (`docs/findings.md`, baseline, n = 5 per cell, 300 episodes, "
+                 "simultaneous update) every actor's gradient is exactly 0 from episode 11 (lr 1e-2) and 2 (lr 0.1) "
+                 "(KM medians) but the weights stop (|dw| < 1e-8) only at 143 and 160 (Adam's momentum decaying). "
+                 "Archived: " + "; ".join(txt) + ". Shared-actor code at these "
                  "learning rates: " + ("see the archived numbers" if len(hi_p) else "not measured yet") + ".\n")  # fmt: skip
 
     # 5.2 lr 1e-3 stops at ~200 (master lr 1e-3) / ~500 (1e-4): per cell and version, the KM median
@@ -297,7 +299,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
             (near if claim / 2 <= km["median"] <= 2 * claim else far).append(f"{label} at master lr {m:g}")
     if not txt:
         v52 = (
-            "not detected so far: `docs/findings.md` (n = 2, master lr 1e-3, 300 episodes) has no stop at lr "
+            "not detected so far: `results/screen_baseline` (n = 5, master lr 1e-3, 300 episodes) has no stop at lr "
             "1e-3, which rules out ~200 for independent actors at that n but cannot see ~500; no archived run"
         )
     else:
@@ -314,9 +316,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
         if max(counts) == 1:
             v52 += " (one run per cell so far: a single run, not a distribution)"
     lines.append("**5.2 At client lr 1e-3 the actors stop at ~200 (master lr 1e-3) and ~500 (1e-4) episodes.** Verdict: "
-                 f"**{v52}**. Archived: " + ("; ".join(txt) or "no archived run yet") + ". Older evidence: "
-                 "`docs/findings.md` (independent actors, n = 2, master lr 1e-3, 300 episodes, simultaneous update) "
-                 "has no stop at client lr 1e-3.\n")  # fmt: skip
+                 f"**{v52}**. Archived: " + ("; ".join(txt) or "no archived run yet") + ". Screen evidence: "
+                 "`results/screen_baseline` (independent actors, n = 5, master lr 1e-3, 300 episodes, simultaneous "
+                 "update; `docs/findings.md`) has no stop at client lr 1e-3.\n")  # fmt: skip
 
     # 5.3 lr 1e-4: no stop within 2000 episodes, returns -34 / -40
     txt = []
@@ -365,7 +367,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
             k = int(r["critic_stop_thr"].notna().sum()) if "critic_stop_thr" in r else 0
             k_all, n_all = k_all + k, n_all + len(r)
             txt.append(f"{label}: critic stopped in {k} of {len(r)} runs")
-    v54 = ("holds in the older data (every sweep of `docs/findings.md`, n = 2 per cell); no archived run yet" if not n_all
+    v54 = ("holds in the screens (no critic stop in any screen of `docs/findings.md`); no archived run yet" if not n_all
            else f"holds (0 of {n_all} archived runs)" if k_all == 0 else f"contradicted ({k_all} of {n_all} archived runs)")  # fmt: skip
     lines.append(f"**5.4 The master critic never stops.** Verdict: **{v54}**. " + "; ".join(txt) + "\n")
 
@@ -395,7 +397,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines.append("**5.6 Stopping is tanh saturation driven by the effective learning rate lr x |R| (pre-activations "
                  "up to ±1e6 at lr 0.1, ±3 at lr 1e-4).** Verdict: **saturation holds, the lr x |R| explanation is "
                  "contradicted for Adam**: reward scaling by 0.1 and 0.01 and gradient clipping leave the stop episodes "
-                 "unchanged (`docs/findings.md`, n = 2 per cell), and saturation is reached at every learning rate. "
+                 "unchanged (`docs/findings.md`, n = 2 vs 5 per cell), and saturation is reached at every learning rate. "
                  "Archived: " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
     missing = []
     for name, (_, r) in data.items():
