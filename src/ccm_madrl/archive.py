@@ -325,16 +325,21 @@ class ArchiveStore:
         self.index = {p: read_json(p / INDEX) for p in self.paths}
         self.duplicates = pd.DataFrame(columns=["config_id", "kept", "dropped"])
         self.monitor = pd.DataFrame()
-        # a run id that an earlier archive holds too (the same config in two sweeps) becomes
-        # "<sweep>/<run id>" in this archive's tables, as in the live store (store.unique_run_ids)
-        self._renamed: dict[Path, dict[str, str]] = {}
-        seen: set[str] = set()
+        # a run id that an earlier archive holds too (the same config in two sweeps) is renamed in
+        # this archive's tables by the live store's rule (store.unique_run_ids)
+        from .store import unique_run_ids
+
+        owners, ids = [], []
         for p in self.paths:
-            ids = read_parquet(p / "runs.parquet", ["run_id"])
-            ids = [str(x) for x in ids["run_id"]] if len(ids) else []
-            sweep = self.index[p].get("sweep", p.name)
-            self._renamed[p] = {rid: f"{sweep}/{rid}" for rid in ids if rid in seen}
-            seen.update(ids)
+            r = read_parquet(p / "runs.parquet", ["run_id"])
+            for rid in r["run_id"] if len(r) else []:
+                owners.append(p)
+                ids.append(str(rid))
+        sweeps = [self.index[p].get("sweep", p.name) for p in owners]
+        self._renamed: dict[Path, dict[str, str]] = {p: {} for p in self.paths}
+        for p, old, new in zip(owners, ids, unique_run_ids(sweeps, ids)):
+            if new != old:
+                self._renamed[p][old] = new
 
     @property
     def sweep_names(self) -> list[str]:
@@ -352,10 +357,11 @@ class ArchiveStore:
         frames = []
         for p in self.paths:
             f = read_parquet(p / f"{name}.parquet", cols)
-            if len(f) and self._renamed[p] and "run_id" in f:
-                f["run_id"] = f["run_id"].map(lambda rid, m=self._renamed[p]: m.get(rid, rid))
-            if len(f):
-                frames.append(f)
+            if not len(f):
+                continue
+            if self._renamed[p] and "run_id" in f:
+                f["run_id"] = f["run_id"].replace(self._renamed[p])
+            frames.append(f)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     @cached_property

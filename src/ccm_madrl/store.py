@@ -168,9 +168,8 @@ class Store:
             row.update(config_columns(cfg))
             prov = run.provenance()
             row.update({f"prov.{k}": prov.get(k) for k in PROVENANCE_FIELDS})
-            row["prov.pack_size"] = (prov.get("pack") or {}).get(
-                "size", 1
-            )  # its last segment's pack (1: alone)
+            # the size of the pack its last segment trained in (1: alone)
+            row["prov.pack_size"] = (prov.get("pack") or {}).get("size", 1)
             m = run.metrics(RUN_METRICS)
             row["final_return"] = final_return(m)
             row["final_constraint_frac"] = (
