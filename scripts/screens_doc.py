@@ -79,6 +79,8 @@ def ordered_variants(runs: pd.DataFrame, baseline: str) -> list[str]:
 
 def _cell_row(variant: str, lr: float, g: pd.DataFrame, f: pd.DataFrame, c: pd.DataFrame) -> dict:
     row = {"variant": variant, "client lr": f"{lr:g}", "runs": len(g)}
+    if not len(g):  # every run of the cell diverged
+        return row
     for title, event in EVENTS:
         row[title] = stats.fmt_km(stats.km_median(*stats.survival_data(g, event)))
     row["IQM final return [95% CI]"] = stats.fmt_iqm(stats.iqm_ci(g["final_return"].to_numpy(float)))
@@ -95,16 +97,24 @@ def cell_rows(
     store: ArchiveStore, label: Callable[[pd.DataFrame], pd.Series], baseline: str = "baseline"
 ) -> pd.DataFrame:
     """One row per variant and client lr: stop medians (Kaplan-Meier), IQM final return, the
-    actors' saturation and the attribution of their output gradients."""
+    actors' saturation and the attribution of their output gradients, over the runs that finished;
+    where runs diverged, a column counts them (they are in no other column)."""
     runs = runs_frame(store)
     runs["variant"] = label(runs)
     facts = monitor_facts(store, runs).set_index("run_id")
     causes = attribution(store)
     rows = []
     for variant in ordered_variants(runs, baseline):
-        for lr, g in runs[runs["variant"] == variant].groupby("client_lr"):
-            rows.append(_cell_row(variant, lr, g, facts.reindex(g["run_id"]), causes.reindex(g["run_id"])))
-    return pd.DataFrame(rows)
+        for lr, cell in runs[runs["variant"] == variant].groupby("client_lr"):
+            g = cell[cell["status"] == "done"]
+            row = _cell_row(variant, lr, g, facts.reindex(g["run_id"]), causes.reindex(g["run_id"]))
+            rows.append({**row, "diverged": len(cell) - len(g)})
+    t = pd.DataFrame(rows)
+    if len(t) and not t["diverged"].any():
+        t = t.drop(columns="diverged")
+    elif len(t):
+        t.insert(3, "diverged", t.pop("diverged"))
+    return t
 
 
 def comparisons(
@@ -115,8 +125,10 @@ def comparisons(
 ) -> pd.DataFrame:
     """Each variant against the baseline, per client lr: the actors' stop (log-rank on the
     all-actors-stop episodes, runs that never stop censored) and the final return (probability of
-    improvement with its Mann-Whitney p); Holm over the table's whole family of tests."""
+    improvement with its Mann-Whitney p); Holm over the table's whole family of tests. Runs that
+    finished only: a cell whose runs all diverged has no row."""
     runs = runs_frame(store)
+    runs = runs[runs["status"] == "done"]
     runs["variant"] = label(runs)
     base = runs[runs["variant"] == baseline]
     rows = []
@@ -146,7 +158,8 @@ def seeds_and_episodes(runs: pd.DataFrame) -> tuple[str, str]:
         f"{sweep}: {', '.join(str(int(x)) for x in sorted(g['cfg.seed'].unique()))}"
         for sweep, g in runs.groupby("sweep_dir")
     )
-    return seeds, ", ".join(str(int(x)) for x in sorted(runs["episodes_done"].unique()))
+    done = runs[runs["status"] == "done"]  # a diverged run ends early: its episodes are no design
+    return seeds, ", ".join(str(int(x)) for x in sorted(done["episodes_done"].unique()))
 
 
 STATS_TEXT = (
@@ -159,6 +172,13 @@ STATS_TEXT = (
     "the actors' output gradients (`docs/monitor.md`): the fractions flowing, zero because the output "
     "is saturated, and zero because no gradient reaches the output from the loss (no path), mean of "
     "the last 20 episodes.\n"
+)
+
+
+DIVERGED_TEXT = (
+    "diverged: runs of the cell whose training diverged (a non-finite critic loss, priority or action); "
+    "they are archived with their episodes before the divergence, have no final return, and are in no "
+    "other column or test.\n"
 )
 
 
@@ -239,7 +259,7 @@ def main() -> None:
         "run's config changes from the baseline's (fields besides the seed and the learning rates). This "
         "is a **screen**: the full design of each config is the 4x4 grid x 10 seeds x 2000 episodes in "
         "the published sequential order.\n",
-        STATS_TEXT,
+        STATS_TEXT + (DIVERGED_TEXT if (runs["status"] == "diverged").any() else ""),
         md(cell_rows(store, variant_labels)),
         comparison_text("variant"),
         md(comparisons(store, variant_labels)),

@@ -50,8 +50,11 @@ def md(df: pd.DataFrame) -> str:
 
 
 def grid_table(store: ArchiveStore) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = runs_frame(store)
-    t = stats.corrected_table1(runs) if len(runs) else pd.DataFrame()
+    """The grid (draft beside measured) and the runs that finished as done; runs that diverged are
+    counted in their cell's 'diverged' column only."""
+    every = runs_frame(store)
+    t = stats.corrected_table1(every) if len(every) else pd.DataFrame()
+    runs = every[every["status"] == "done"] if len(every) else every
     rows = []
     for c in GRID:
         for m in GRID:
@@ -65,10 +68,10 @@ def grid_table(store: ArchiveStore) -> tuple[pd.DataFrame, pd.DataFrame]:
             hit = t[(t["client_lr"] == c) & (t["master_lr"] == m)] if len(t) else t
             if len(hit):
                 h = hit.iloc[0]
-                row.update({k: h[k] for k in ("runs", "all actors stop", "first actor stop", "gradient exactly 0",
+                row.update({k: h[k] for k in ("runs", "diverged", "all actors stop", "first actor stop", "gradient exactly 0",
                                               "critic stop", "IQM final return", "seeds all stopped")})  # fmt: skip
             else:
-                row.update({"runs": 0, "all actors stop": "n/a (no finished run)"})
+                row.update({"runs": 0, "diverged": 0, "all actors stop": "n/a (no finished run)"})
             rows.append(row)
     return pd.DataFrame(rows).fillna(""), runs
 
@@ -141,7 +144,9 @@ def main() -> None:
                   f"{idx.get('updated_utc', '?')}, its sweep had {idx.get('runs_in_source', 0)} runs started of the "
                   f"{idx.get('runs_planned', '?')} in its manifest; seeds archived {seeds}). The full grid is 16 cells x "
                   "10 seeds = 160 runs. "
-                  "Cells without a finished run read n/a. Each entry: Kaplan-Meier median episode [95% CI] (runs with "
+                  "Cells without a finished run read n/a. 'runs': runs that finished; 'diverged': runs whose "
+                  "training diverged (a non-finite loss, priority or action; kept in the archive with their episodes "
+                  "before it, but with no final return, so in no other column). Each entry: Kaplan-Meier median episode [95% CI] (runs with "
                   "the event / runs); 'never (0/n by episode E)': no run had it by its last episode E.\n",
                   md(table)]  # fmt: skip
         if "archive_note" in runs and (runs["archive_note"].fillna("") != "").any():
@@ -202,16 +207,17 @@ def progress_section() -> list[str]:
         spec, base = load_sweep(ROOT / path, set_=sets)
         planned = len(expand(spec, base, path))
         arch = ROOT / "results" / name
-        done = 0
+        done = diverged = 0
         if (arch / "runs.parquet").exists():
             runs = pd.read_parquet(arch / "runs.parquet", columns=["status"])
-            done = int((runs["status"] == "done").sum())
+            done, diverged = int((runs["status"] == "done").sum()), int((runs["status"] == "diverged").sum())
         cmd = (
             f"ccm-madrl sweep {path}"
             + "".join(f" --set {x}" for x in sets)
             + (f" --name {name}" if sets else "")
         )
         rows.append({"sweep": f"`{cmd}`", "runs planned": planned, "finished, archived in results/": done,
+                     "diverged, archived": diverged,
                      "archive": f"`results/{name}`" if arch.exists() else "-"})  # fmt: skip
     return ["## The study's runs, finished so far\n",
             "The issue's sweeps in its order (Table 1 at 10 steps in both versions, the two controls of the causal "

@@ -324,3 +324,20 @@ def test_the_same_run_in_two_archives_keeps_one_run_id_per_run(tmp_path):
         t1, t2 = one.table(name), both.table(name)
         assert len(t2) == 2 * len(t1) and set(t2["run_id"]) <= set(both.runs["run_id"])
     assert unique_run_ids(["a", "b", "b"], ["x", "x", "y"]) == ["x", "b/x", "y"]
+
+
+def test_tables_concatenate_without_an_all_missing_part_deciding_the_dtype():
+    """A stop column that is all missing in one archive (no run stopped there) stays float64 when
+    the archives' tables are put together, and pandas' deprecation warning is not raised."""
+    import warnings
+
+    from ccm_madrl.store import concat_tables
+
+    a = pd.DataFrame({"run_id": ["a"], "stop": [None], "flag": [True]})
+    b = pd.DataFrame({"run_id": ["b"], "stop": [12.0], "flag": [False]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        t = concat_tables([a, b])
+    assert t.columns.tolist() == ["run_id", "stop", "flag"] and t["stop"].dtype == np.float64
+    assert np.isnan(t.at[0, "stop"]) and t.at[1, "stop"] == 12.0 and t["flag"].tolist() == [True, False]
+    assert concat_tables([]).empty

@@ -265,13 +265,13 @@ def test_a_killed_pack_resumes_each_run_from_its_checkpoint(tmp_path, monkeypatc
 
 
 def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
-    """NaN forced into run 2's critic at episode 5: run 2 is marked failed, the other three finish
-    with the trajectories they have alone."""
+    """NaN forced into run 2's critic at episode 7: run 2 ends diverged with its first 7 episodes
+    written, the other three finish with the trajectories they have alone."""
     cfgs = configs("simultaneous", episodes=12)
     real = PackTrainer.episode
 
     def poisoned(self, ep):
-        if ep == 5:
+        if ep == 7:
             i = [m.cfg.name for m in self.members].index("r2")
             with torch.no_grad():
                 self.pack.critic.fc2.weight[i] = float("nan")
@@ -279,9 +279,14 @@ def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PackTrainer, "episode", poisoned)
     summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
-    assert [s.state for s in summaries] == ["done", "done", "failed", "done"]
+    assert [s.state for s in summaries] == ["done", "done", "diverged", "done"]
     st = json.loads((tmp_path / "pack" / "r2" / "status.json").read_text())
-    assert st["state"] == "failed" and "diverged" in st["error"] and st["episodes_done"] == 5
+    assert st["state"] == "diverged" and "diverged in episode 7" in st["error"] and st["episodes_done"] == 7
+    m = pd.read_parquet(tmp_path / "pack" / "r2" / "metrics.parquet")
+    assert m["episode"].tolist() == list(range(7))  # written, although the last checkpoint was after 5
+    again = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()  # not run again
+    assert [s.state for s in again] == ["done", "done", "diverged", "done"]
+    assert all(s.wall_time_s == 0.0 for s in again)
     for c in cfgs:
         if c.name == "r2":
             continue
@@ -296,7 +301,7 @@ def test_a_diverging_run_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
 def test_a_run_whose_actions_are_not_finite_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
     """NaN forced into run 1's actors at episode 5 (a diverged actor, as SGD's at lr 0.1): its
     actions are not finite, so the batched environment step would refuse the whole pack; run 1 is
-    marked failed, the other three finish with the trajectories they have alone."""
+    marked diverged, the other three finish with the trajectories they have alone."""
     cfgs = configs("simultaneous", episodes=8)
     real = PackTrainer.episode
 
@@ -310,7 +315,7 @@ def test_a_run_whose_actions_are_not_finite_is_dropped_and_the_others_go_on(tmp_
 
     monkeypatch.setattr(PackTrainer, "episode", poisoned)
     summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
-    assert [s.state for s in summaries] == ["done", "failed", "done", "done"]
+    assert [s.state for s in summaries] == ["done", "diverged", "done", "done"]
     st = json.loads((tmp_path / "pack" / "r1" / "status.json").read_text())
     assert "actions not finite" in st["error"] and st["episodes_done"] == 5
     for c in cfgs[2:]:

@@ -1,7 +1,8 @@
 """The archive: a sweep's finished runs, compacted to a few Parquet tables small enough to commit.
 
 ``ccm-madrl archive SWEEP_DIR --out results/<sweep>/`` reads the finished runs (``status.json``
-says done) of a sweep directory and writes, for the whole sweep, one file per table
+says done, or diverged: ``rundir.FINISHED_STATES``; a diverged run with its episodes before the
+divergence) of a sweep directory and writes, for the whole sweep, one file per table
 (``docs/run_store.md``, "The archive")::
 
     archive.json             format, sweep name, source, runs archived / finished / started /
@@ -37,7 +38,8 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .rundir import RunDir, SweepDir, read_json, read_parquet, write_json
+from .rundir import FINISHED_STATES, RunDir, SweepDir, read_json, read_parquet, write_json
+from .store import concat_tables
 
 FORMAT = 1
 INDEX = "archive.json"
@@ -207,7 +209,7 @@ def archive_sweep(
                 err[-1] if err else "no error recorded"
             )
             runs.at[i, "status"] = "done"
-    done = runs[runs["status"] == "done"]
+    done = runs[runs["status"].isin(FINISHED_STATES)]
     new = done[~done["run_id"].isin(have)]
     index = read_json(out / INDEX)
     if new.empty and index:
@@ -362,7 +364,7 @@ class ArchiveStore:
             if self._renamed[p] and "run_id" in f:
                 f["run_id"] = f["run_id"].replace(self._renamed[p])
             frames.append(f)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return concat_tables(frames)
 
     @cached_property
     def runs(self) -> pd.DataFrame:
@@ -411,8 +413,7 @@ class ArchiveStore:
             read_parquet(p / "baselines.parquet").assign(sweep=self.index[p].get("sweep", p.name))
             for p in self.paths
         ]
-        frames = [f for f in frames if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return concat_tables([f for f in frames if len(f)])
 
     def descriptions(self) -> list[tuple[dict, dict]]:
         c = self.table("configs", ["config_yaml", "learner_json"])

@@ -77,8 +77,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 130
     from .experiment.cross import FINAL_EVALS
-    from .rundir import FINAL_EPISODES
+    from .rundir import FINAL_EPISODES, RunDir
 
+    if summary.state == "diverged":
+        error = RunDir(run_dir).status().get("error", "")
+        print(f"ccm-madrl train: {error}; the run is kept in {run_dir} (state diverged)", file=sys.stderr)
+        return 1
     last = FINAL_EVALS if cfg.kind == "cross" else FINAL_EPISODES
     _console().print(
         f"[green]{summary.state}[/green]: {summary.episodes_done} episodes, final return "
@@ -127,7 +131,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 130
     _console().print(
-        f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done ({res.skipped} already finished), {res.failed} failed"
+        f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done"
+        + (f", {res.diverged} diverged" if res.diverged else "")
+        + f" ({res.skipped} already finished), {res.failed} failed"
         + (" — see manifest.json for tracebacks" if res.failed else "")
     )
     return 0 if res.failed == 0 else 1

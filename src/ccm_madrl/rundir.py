@@ -48,9 +48,13 @@ RUNS = "runs"
 
 # status.json's "state" of a run while and after it runs; a reader also sees "stale" (see
 # effective_state) and, for a run without status.json, "not-started" / "unknown".
-RUN_STATES = ("running", "interrupted", "failed", "done")
+RUN_STATES = ("running", "interrupted", "failed", "diverged", "done")
 # a manifest entry's "status": pending (to run), queued (handed to the backend), then a run's end state
-MANIFEST_STATES = ("pending", "queued", "interrupted", "done", "failed")
+MANIFEST_STATES = ("pending", "queued", "interrupted", "done", "diverged", "failed")
+# end states that are results: a sweep does not run them again. "diverged": training stopped at a
+# non-finite loss, priority or action; the run is deterministic given its config, so running it
+# again diverges again. Its metrics and monitor data up to its last whole episode are kept.
+FINISHED_STATES = ("done", "diverged")
 STALE_AFTER_S = 60.0  # a 'running' status without a heartbeat for this long is a dead run
 HEARTBEAT_EVERY_S = 5.0  # status.json's heartbeat is refreshed this often while a run is alive
 FINAL_EPISODES = 100  # "final return": mean evaluation return over the last this many evaluations
@@ -206,6 +210,13 @@ class RunDir:
         """Whether this directory holds the finished run of the experiment ``config_id``."""
         st = self.status()
         return st.get("state") == "done" and st.get("config_id") == config_id
+
+    def finished_state(self, config_id: str) -> str | None:
+        """The end state (``FINISHED_STATES``: done or diverged) of the experiment ``config_id`` in
+        this directory; None while it is not finished."""
+        st = self.status()
+        state = st.get("state")
+        return state if state in FINISHED_STATES and st.get("config_id") == config_id else None
 
     def metrics(self, columns: list[str] | None = None) -> pd.DataFrame:
         return read_parquet(self.metrics_path, columns)

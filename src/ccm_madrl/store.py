@@ -25,7 +25,7 @@ from .agents.config import nest_flat_keys
 from .monitor import compact
 from .monitor.integration import SUMMARY, read_agents
 from .monitor.stops import agent_stops, run_stops_of
-from .rundir import RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
+from .rundir import FINISHED_STATES, RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -129,6 +129,19 @@ def _nan(v):
     return np.nan if v is None else v
 
 
+def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Tables (of runs, or of archives) one below the other, each column typed by the parts that
+    have values in it: a column all missing in one part (a stop that never happened there) is left
+    out of that part before the concatenation and comes back as missing values, so a float
+    column stays float (pandas 2.1+ would let the all-missing part decide)."""
+    if not frames:
+        return pd.DataFrame()
+    cols = list(dict.fromkeys(c for f in frames for c in f.columns))
+    valued = {c for f in frames for c in f.columns if f[c].notna().any()}
+    parts = [f.drop(columns=[c for c in f.columns if c in valued and not f[c].notna().any()]) for f in frames]
+    return pd.concat(parts, ignore_index=True).reindex(columns=cols)
+
+
 class Store:
     """Runs read from sweep and run directories (see the module docstring). Every table is built
     once, on first use; :meth:`table` reads selected columns only."""
@@ -171,7 +184,8 @@ class Store:
             # the size of the pack its last segment trained in (1: alone)
             row["prov.pack_size"] = (prov.get("pack") or {}).get("size", 1)
             m = run.metrics(RUN_METRICS)
-            row["final_return"] = final_return(m)
+            # a diverged run has no final policy: its evaluations before the divergence are in metrics
+            row["final_return"] = final_return(m) if row["status"] != "diverged" else np.nan
             row["final_constraint_frac"] = (
                 final_return(m, column="eval_constraint_frac") if np.isfinite(row["final_return"]) else np.nan
             )
@@ -183,8 +197,9 @@ class Store:
     def _run_stops(self, rd: Path, status: dict) -> dict:
         """Run-level stop events: a finished run's summary (status.json, else monitor/summary.json),
         else computed from its monitor rows; plus the first actor's stop from the per-agent stops."""
-        summary = status.get("stops") if status.get("state") == "done" else None
-        if not isinstance(summary, dict) and status.get("state") == "done":
+        finished = status.get("state") in FINISHED_STATES
+        summary = status.get("stops") if finished else None
+        if not isinstance(summary, dict) and finished:
             summary = read_json(RunDir(rd).monitor_dir / SUMMARY) or None
         stops = self._stops_of(rd)
         if isinstance(summary, dict) and summary:
@@ -234,8 +249,9 @@ class Store:
         return self._per_run(read)
 
     def _per_run(self, fn) -> pd.DataFrame:
-        frames = [f.assign(run_id=self._run_ids[rd]) for _, rd in self.run_dirs if len(f := fn(rd))]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return concat_tables(
+            [f.assign(run_id=self._run_ids[rd]) for _, rd in self.run_dirs if len(f := fn(rd))]
+        )
 
     def config(self, rd: Path) -> dict:
         """The resolved config of a run directory (cached), its agent options in their sub-configs."""

@@ -95,6 +95,7 @@ class PackMixin:
         self.actor_grad_clip = self._clip_vector([s.actor_grad_clip for s in singles], k)
         self.critic_grad_clip = self._clip_vector([s.critic_grad_clip for s in singles], 1)
         self.diverged = np.zeros(r, dtype=bool)
+        self.diverged_why = [""] * r  # what was not finite first, per diverged run
         self._agent_rows = torch.arange(r, device=dev) * k
         for i in range(r):
             self._put(i)
@@ -195,8 +196,14 @@ class PackMixin:
     def _value(t: torch.Tensor) -> np.ndarray:
         return t.detach().double().cpu().numpy().reshape(-1)
 
+    def mark_diverged(self, bad: np.ndarray, why: str) -> None:
+        """Mark the runs of the mask ``bad`` diverged, keeping each run's first reason."""
+        for i in np.flatnonzero(bad & ~self.diverged):
+            self.diverged_why[i] = why
+        self.diverged |= bad
+
     def _check_finite(self, loss_value) -> None:
-        self.diverged |= ~np.isfinite(loss_value)
+        self.mark_diverged(~np.isfinite(loss_value), "critic loss not finite")
 
     def _critic_update(self, critic_loss: torch.Tensor) -> dict:
         params = self.critic_opt.params
@@ -250,8 +257,8 @@ class PackMixin:
             s.reward_stats.update(transitions["reward"][i])
         batch = {k: self._t(v.reshape(r * t, *v.shape[2:])) for k, v in transitions.items()}
         errors = self.transition_errors(batch)
+        self.mark_diverged(~np.isfinite(errors.reshape(r, t)).all(axis=1), "priority errors not finite")
         for i, s in enumerate(self.runs):
-            self.diverged[i] |= not np.isfinite(errors[i * t : (i + 1) * t]).all()
             if not self.diverged[i]:
                 s.replay.add(
                     errors[i * t : (i + 1) * t], **{k: v[i * t : (i + 1) * t] for k, v in batch.items()}

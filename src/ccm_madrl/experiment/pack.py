@@ -20,19 +20,21 @@ stream), the evaluation one batch of R x E environments, acting and training one
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..agents.pack import PER_RUN_FIELDS, make_pack
 from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..provenance import resolve_device
 from .callbacks import Callback, MonitorCallback, default_callbacks
 from .config import ExperimentConfig
-from .runner import EVAL_FIELDS, RunSummary, Trainer, final_return, training_row
+from .runner import EVAL_FIELDS, RunSummary, Trainer, diverged_error, final_return, training_row
 from .stop import StopToken
 
 # top-level fields that may differ between the runs of a pack (with PER_RUN_FIELDS of agent)
@@ -47,8 +49,6 @@ def pack_key(cfg: ExperimentConfig) -> str:
     d["agent"] = cfg.agent.id_fields()  # the agent's options under their flat names
     for k in PER_RUN_FIELDS:
         d["agent"].pop(k, None)
-    import json
-
     return json.dumps(d, sort_keys=True)
 
 
@@ -167,9 +167,13 @@ class PackTrainer:
             m.stop = self.stop
             d.mkdir(parents=True, exist_ok=True)
             m._check_run_dir()
-            if m.rd.is_done(cfg.id()):
+            finished = m.rd.finished_state(cfg.id())
+            if finished == "done":
                 df = m.rd.metrics()
                 self.summaries[d] = RunSummary(d, "done", len(df), final_return(df), 0.0)
+                continue
+            if finished == "diverged":  # running it again would diverge again
+                self.summaries[d] = RunSummary(d, "diverged", m.rd.status()["episodes_done"], np.nan, 0.0)
                 continue
             m.rd.write_config(cfg.to_yaml())
             members.append(m)
@@ -207,7 +211,7 @@ class PackTrainer:
         self.members = members
         self._rebuild()
         self._envs(members)
-        t_start = time.perf_counter()
+        t_start = self.t_start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             for m in members:
                 m._status("running", start)
@@ -235,7 +239,7 @@ class PackTrainer:
             end.update(cb.on_run_end(m))
         ep = m.episodes_done
         m._status("done", ep, early_stopped=ep < m.total, stops=end.get("stops"))
-        df = m.rd.metrics() if not m.rows else __import__("pandas").DataFrame(m.rows)
+        df = m.rd.metrics() if not m.rows else pd.DataFrame(m.rows)
         self.summaries[m.run_dir] = RunSummary(
             m.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start
         )
@@ -303,10 +307,7 @@ class PackTrainer:
             keep = []
             for i, (m, row) in enumerate(zip(self.members, rows)):
                 if i in failed:
-                    m._status("failed", m.episodes_done, error=self._diverged_error(m))
-                    self.summaries[m.run_dir] = RunSummary(m.run_dir, "failed", m.episodes_done, np.nan, 0.0)
-                    for cb in m.callbacks:
-                        cb.close()
+                    self._end_diverged(m)
                     continue
                 row["time_monitor_s"] = t_mon if self.monitor is not None else 0.0
                 m.rows.append(row)
@@ -325,11 +326,20 @@ class PackTrainer:
                 self._drop(keep)
             ep += 1
 
-    def _diverged_error(self, m: PackMember) -> str:
-        return (
-            f"FloatingPointError: training diverged in a pack (critic loss, priority errors or actions not finite; "
-            f"{m.learner.diverged_hint}); the run was dropped from its pack, the others went on"
+    def _end_diverged(self, m: PackMember) -> None:
+        """Member ``m`` diverged in its current episode: its metrics and monitor data up to the
+        episode before are written, its stop events computed, its status ``diverged``
+        (``Trainer.end_diverged``); the loop then drops it from the pack."""
+        m.rd.write_metrics(pd.DataFrame(m.rows))
+        end: dict = {}
+        for cb in m.callbacks:
+            end.update(cb.on_run_end(m))
+            cb.close()
+        what = (
+            f"{self.pack.diverged_why[m.index]} ({m.learner.diverged_hint}); the run was dropped from its "
+            "pack, the others went on"
         )
+        self.summaries[m.run_dir] = m.end_diverged(diverged_error(what, m.episodes_done), end, self.t_start)
 
     def _finite_actions(self, hybrid: np.ndarray) -> np.ndarray:
         """The pack's hybrid actions (run-major environments) with every run whose actions are not
@@ -342,7 +352,7 @@ class PackTrainer:
             return hybrid
         per_run = per_run.copy()
         per_run[bad] = (0.0, 1.0, 1.0)
-        self.pack.diverged[bad] = True
+        self.pack.mark_diverged(bad, "actions not finite")
         return per_run.reshape(hybrid.shape)
 
     def evaluate(self) -> list[dict]:
@@ -464,8 +474,6 @@ def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dic
     compatible runs (``size`` 0 or None: :func:`default_pack_size`). A pack job is
     ``("pack:<first id>+<k>", JSON list of configs, JSON list of run dirs)``; runs that cannot be
     packed stay single jobs. Returns the jobs and each pack job's member run ids."""
-    import json
-
     from .config import build_config
 
     groups: dict[str, list] = {}
@@ -493,7 +501,7 @@ def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dic
 
 def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopToken | None = None) -> dict:
     """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
-    failed run (diverged) does not fail the others."""
+    diverged run does not stop the others."""
     from .config import build_config
 
     summaries = train_pack([build_config(c) for c in cfgs], run_dirs, stop=stop)
@@ -501,8 +509,8 @@ def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopTok
     for s in summaries:
         st = s.run_dir / "status.json"
         r = {"status": s.state, "episodes_done": s.episodes_done, "wall_time_s": time.time() - t0}
-        if s.state == "failed":
-            r["error"] = __import__("json").loads(st.read_text()).get("error", "diverged")[-400:]
+        if s.state in ("failed", "diverged"):
+            r["error"] = json.loads(st.read_text()).get("error", s.state)[-400:]
         else:
             r["final_return"] = s.final_return
         res[s.run_dir.name] = r

@@ -15,6 +15,11 @@ evaluation uses its own streams, so only the evaluation columns change).
 The run directory's format (file names, atomic writes, status states, the final return) is
 :mod:`ccm_madrl.rundir`'s (see ``docs/run_store.md``).
 
+A run whose training diverges (a non-finite critic loss, priority or action: ``FloatingPointError``)
+ends in the state ``diverged``: a result, not a failure. Its metrics and monitor data up to its last
+whole episode are written, and its stop events computed from them; a sweep does not run it again
+(``rundir.FINISHED_STATES``).
+
 Everything a run does besides training (the monitor, TensorBoard, the progress display, checkpoints,
 early stop) is a callback (:mod:`ccm_madrl.experiment.callbacks`); ``Trainer(callbacks=...)`` takes
 another list. Checkpoints are written every ``training.checkpoint_every`` episodes, on Ctrl-C / SIGTERM (after the
@@ -74,6 +79,16 @@ class RunSummary:
     episodes_done: int
     final_return: float
     wall_time_s: float
+
+
+def check_actions(hybrid: np.ndarray) -> None:
+    """Actions with a non-finite value come from a diverged actor: the run diverged (not a bad
+    action handed to the environment)."""
+    if not np.isfinite(hybrid).all():
+        raise FloatingPointError(
+            "actions not finite: the actors have diverged; try smaller learning rates or "
+            "agent.mitigations (actor_grad_clip, input_norm, reward_scale)"
+        )
 
 
 EVAL_FIELDS = (
@@ -178,6 +193,7 @@ class Trainer:
         pen_t = np.zeros(e)
         for _ in range(t_max):
             act = self.learner.act(obs, explore=False)
+            check_actions(act.hybrid)
             obs, r, _, info = env.step(act.hybrid)
             ret += r
             exceeded += act.exceeded
@@ -216,6 +232,7 @@ class Trainer:
         ret, exceeded, pen_e, pen_t = 0.0, 0, 0.0, 0.0
         for t in range(t_max):
             act = learner.act(state, explore=True, epsilon=eps)
+            check_actions(act.hybrid)
             nxt, r, done, info = env.step(act.hybrid)
             buf["states"][t] = state[0]
             buf["actions"][t] = act.actor[0]
@@ -373,9 +390,12 @@ class Trainer:
         self.device = resolve_device(self.cfg.device)  # before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_run_dir()
-        if self.rd.is_done(self.cfg.id()):
+        finished = self.rd.finished_state(self.cfg.id())
+        if finished == "done":
             df = self.rd.metrics()
             return RunSummary(self.run_dir, "done", len(df), final_return(df), 0.0)
+        if finished == "diverged":  # running it again would diverge again
+            return RunSummary(self.run_dir, "diverged", self.rd.status()["episodes_done"], np.nan, 0.0)
         self.rd.write_config(self.cfg.to_yaml())
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)
@@ -400,10 +420,15 @@ class Trainer:
         self.episodes_done = start
         self._status("running", start)
         t_start = time.perf_counter()
+        diverged = None
         try:
             with self.stop.installed(), self.live.beating():
                 self._call("on_run_start", start)
-                self._loop()
+                try:
+                    self._loop()
+                except FloatingPointError as err:
+                    diverged = err
+                    self.rd.write_metrics(pd.DataFrame(self.rows))  # the episodes before it
             end = {}
             for cb in self.callbacks:
                 end.update(cb.on_run_end(self))
@@ -414,6 +439,8 @@ class Trainer:
             for cb in self.callbacks:
                 cb.close()
         ep = self.episodes_done
+        if diverged is not None:
+            return self.end_diverged(diverged_error(diverged, ep), end, t_start)
         self._status("done", ep, early_stopped=ep < self.total, stops=end.get("stops"))
         df = pd.DataFrame(self.rows)
         return RunSummary(self.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
@@ -434,9 +461,22 @@ class Trainer:
                 self._status("interrupted", self.episodes_done)
                 raise KeyboardInterrupt
 
+    def end_diverged(self, error: str, end: dict, t_start: float) -> RunSummary:
+        """Status ``diverged`` with ``error`` and the stop events of the callbacks' ``end``
+        (``on_run_end``), once the metrics of the episodes before are written."""
+        ep = self.episodes_done
+        self._status("diverged", ep, error=error, stops=end.get("stops"))
+        return RunSummary(self.run_dir, "diverged", ep, np.nan, time.perf_counter() - t_start)
+
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+
+def diverged_error(err: BaseException | str, episode: int) -> str:
+    """The ``error`` of a diverged run's status: what was not finite, and in which episode."""
+    what = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    return f"training diverged in episode {episode} (its metrics end before it): {what}"
 
 
 SEGMENT_KEYS = (

@@ -16,8 +16,9 @@ Sweep directory::
     SWEEP_DIR/manifest.json       one entry per run: id, overrides, status, episodes, result, error
     SWEEP_DIR/runs/<id>/          a run directory (see the runner)
 
-Re-running a sweep skips finished runs, resumes interrupted ones from their checkpoints and retries
-failed ones; a failing run is recorded with its traceback and does not stop the others.
+Re-running a sweep skips finished runs (done, or diverged: ``rundir.FINISHED_STATES``), resumes
+interrupted ones from their checkpoints and retries failed ones; a failing run is recorded with its
+traceback and does not stop the others.
 """
 
 from __future__ import annotations
@@ -199,7 +200,9 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             return {**run_pack_job(data, json.loads(run_dir), t0, stop=stop), **where}
         cfg = build_config(data)
         s = train(cfg, run_dir, progress=False, quiet=True, stop=stop)
-        res = {"status": "done", "episodes_done": s.episodes_done, "final_return": s.final_return}
+        res = {"status": s.state, "episodes_done": s.episodes_done, "final_return": s.final_return}
+        if s.state == "diverged":
+            res["error"] = RunDir(run_dir).status().get("error")
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
         res = {"status": "interrupted"}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
@@ -284,7 +287,7 @@ class BackendOptions:
 class SweepPlan:
     """What a sweep will do, computed without side effects (:func:`plan_sweep`)."""
 
-    done: dict[str, int]  # finished runs (skipped): run id -> episodes done
+    done: dict[str, tuple[str, int]]  # finished runs (skipped): run id -> (end state, episodes done)
     jobs: list[Job]  # the runs to (re)start or resume, in order
     workers: int
     threads: int  # torch threads per worker (the runs' own config sets their threads)
@@ -336,8 +339,9 @@ def plan_sweep(
     sd, done, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, [], workers
     for r in runs:
         rd = sd.run(r.id)
-        if rd.is_done(r.id):
-            done[r.id] = rd.status().get("episodes_done")
+        finished = rd.finished_state(r.id)
+        if finished:
+            done[r.id] = (finished, rd.status().get("episodes_done"))
         else:
             jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
     cores = usable_cores()
@@ -677,9 +681,10 @@ BACKENDS: dict[str, Callable[[SweepPlan, str | None], Backend]] = {
 class SweepResult:
     sweep_dir: Path
     total: int
-    done: int
+    done: int  # runs finished as done (this time or before)
     failed: int
-    skipped: int
+    skipped: int  # runs finished before (done or diverged)
+    diverged: int = 0  # runs whose training diverged (this time or before): results, not failures
 
 
 def run_sweep(
@@ -732,12 +737,15 @@ def run_sweep(
             episodes=r.config.training.episodes,
         )
         if r.id in plan.done:
-            man.update(r.id, status="done", episodes_done=plan.done[r.id])
+            state, eps = plan.done[r.id]
+            man.update(r.id, status=state, episodes_done=eps)
         else:
             man.update(r.id, status="pending", error=None, traceback=None)
     man.save(spec.name)
     jobs, skipped = plan.jobs, len(plan.done)
-    counts = {"done": 0, "failed": 0, "interrupted": 0}
+    counts = {"done": 0, "failed": 0, "interrupted": 0, "diverged": 0}
+    for state, _ in plan.done.values():
+        counts[state] += 1
     total_eps = sum(r.config.training.episodes for r in runs)
 
     def episodes_now() -> int:
@@ -783,7 +791,7 @@ def run_sweep(
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
         man.save(spec.name)
         raise
-    return SweepResult(sweep_dir, len(runs), counts["done"] + skipped, counts["failed"], skipped)
+    return SweepResult(sweep_dir, len(runs), counts["done"], counts["failed"], skipped, counts["diverged"])
 
 
 class _SweepProgress:
@@ -798,7 +806,7 @@ class _SweepProgress:
             self.prog = progress_bar()
             self.t_runs = self.prog.add_task(f"{name}: runs", total=runs, completed=skipped)
             self.t_eps = self.prog.add_task("episodes", total=total_eps, completed=eps_done)
-            self.failed = 0
+            self.failed = self.diverged = 0
 
     def __enter__(self):
         if self.prog:
@@ -812,9 +820,12 @@ class _SweepProgress:
     def run_finished(self, status: str) -> None:
         if self.prog:
             self.prog.advance(self.t_runs)
-            if status == "failed":
-                self.failed += 1
-                self.prog.update(self.t_runs, description=f"runs ([red]{self.failed} failed[/red])")
+            self.failed += status == "failed"
+            self.diverged += status == "diverged"
+            notes = [f"[red]{self.failed} failed[/red]"] * bool(self.failed)
+            notes += [f"[yellow]{self.diverged} diverged[/yellow]"] * bool(self.diverged)
+            if notes:
+                self.prog.update(self.t_runs, description=f"runs ({', '.join(notes)})")
 
     def episodes(self, n: int) -> None:
         if self.prog:

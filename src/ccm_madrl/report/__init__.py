@@ -62,7 +62,8 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _provenance(store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
-    rows = [("command", command), ("runs", f"{len(runs)} ({(runs['status'] == 'done').sum()} finished)")]
+    done, diverged = (runs["status"] == "done").sum(), (runs["status"] == "diverged").sum()
+    rows = [("command", command), ("runs", f"{len(runs)} ({done} finished, {diverged} diverged)")]
     for col, label in (
         ("prov.version", "package versions"),
         ("prov.commit", "source commits"),
@@ -133,9 +134,11 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     if len(excluded):
         sections.append(
             (
-                "Runs not included (not finished)",
+                "Runs not included (not finished, or diverged)",
                 _md_table(excluded),
-                "Missing grid cells are marked 'n/a' in the figures.",
+                "Missing grid cells are marked 'n/a' in the figures. A diverged run (training stopped at a "
+                "non-finite loss, priority or action, in the episode after its episodes_done) is a result: "
+                "Table 1 counts it in its cell's 'diverged' column; it has no final return.",
             )
         )
     if len(store.duplicates):

@@ -324,11 +324,15 @@ def corrected_table1(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 1 with survival statistics, one row per cell: Kaplan-Meier medians [95% CI] of the
     all-actors stop, the first actor's stop (both |dw| < threshold), the episode from which every
     actor's gradient is exactly 0 and the critic's stop; the IQM final return [95% CI]; the
-    fraction of seeds in which all actors stopped. Numeric columns beside the formatted ones."""
+    fraction of seeds in which all actors stopped. Numeric columns beside the formatted ones.
+    Runs whose training diverged (status ``diverged``: no final return, no episodes after the
+    divergence) are counted in ``diverged`` and left out of every other column."""
     rows = []
-    for key, g in runs.groupby(CELL, sort=True):
+    for key, cell in runs.groupby(CELL, sort=True):
+        g = cell[cell["status"] != "diverged"] if "status" in cell else cell
         row = dict(zip(CELL, key))
         row["runs"] = len(g)
+        row["diverged"] = len(cell) - len(g)
         for event, label in (("all_actors_stop_thr", "all actors stop"), ("first_actor_stop_thr", "first actor stop"),
                              ("all_actors_grad_zero", "gradient exactly 0"), ("critic_stop_thr", "critic stop")):  # fmt: skip
             km = km_median(*survival_data(g, event))

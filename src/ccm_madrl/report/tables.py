@@ -111,14 +111,18 @@ def runs_frame(store) -> pd.DataFrame:
 
 
 def table1(store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 1 as (numbers for CSV, formatted strings for Markdown)."""
+    """Table 1 as (numbers for CSV, formatted strings for Markdown): per cell, over its runs that
+    finished (``seeds``); ``diverged`` counts the cell's runs whose training diverged, which have no
+    final return and are not in the other columns."""
     r = runs_frame(store)
-    r = r[r["status"] == "done"] if len(r) else r
+    r = r[r["status"].isin(("done", "diverged"))] if len(r) else r
     nums, text = [], []
-    for key, g in r.groupby(GROUP, sort=True) if len(r) else []:
+    for key, cell in r.groupby(GROUP, sort=True) if len(r) else []:
+        g = cell[cell["status"] == "done"]
         n = len(g)
         row = dict(zip(GROUP, key))
         row["seeds"] = n
+        row["diverged"] = len(cell) - n
         t = dict(row)
         for col, label in (
             ("all_actors_stop_exact", "actors_stop_exact"),
