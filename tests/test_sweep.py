@@ -344,3 +344,28 @@ def test_pool_and_threads_follow_the_cpu_affinity(tmp_path, monkeypatch):
     monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     run_sweep(SMOKE, tmp_path / "out2", workers=2, progress=False)
     assert seen == {"w": 2, "t": 2}
+
+
+def test_sweep_progress_is_plain_lines_where_stdout_is_not_a_terminal():
+    """A sweep in a log file (nohup, CI) shows its progress as plain lines: at the start, every
+    interval, at each finished run and at the end; --no-progress shows nothing."""
+    import io
+
+    from ccm_madrl.experiment.sweep import _duration, _SweepProgress
+
+    buf = io.StringIO()
+    with _SweepProgress(True, "grid", 4, 1, 400, 100, every_s=0.0, stream=buf) as p:
+        p.episodes(200)
+        p.run_finished("done")
+        p.run_finished("diverged")
+    lines = buf.getvalue().splitlines()
+    assert [x.split(":")[0] for x in lines] == ["grid [start]", "grid [progress]", "grid [a run done]",
+                                                "grid [a run diverged]", "grid [end]"]  # fmt: skip
+    assert "runs 1/4 finished; episodes 200/400 (50%)" in lines[1] and "ETA" in lines[1]
+    assert "runs 3/4 finished, 1 diverged; episodes 200/400" in lines[-1]
+    quiet = io.StringIO()
+    with _SweepProgress(False, "grid", 4, 1, 400, 100, stream=quiet) as p:
+        p.episodes(200)
+        p.run_finished("done")
+    assert quiet.getvalue() == ""
+    assert (_duration(12.4), _duration(250), _duration(3900)) == ("12s", "4m10s", "1h05m")
