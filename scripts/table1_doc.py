@@ -222,9 +222,31 @@ def progress_section() -> list[str]:
     return ["## The study's runs, finished so far\n",
             "The issue's sweeps in its order (Table 1 at 10 steps in both versions, the two controls of the causal "
             "story, the 100-step grid, the mitigation screens); finished = archived in `results/` (a run still "
-            "training elsewhere is not counted). On the 2-core machine one run of the published order takes about "
-            "22 minutes on a quiet core (`benchmarks/README.md`); the sweeps run one worker each and resume where "
-            "they stopped.\n", md(pd.DataFrame(rows))]  # fmt: skip
+            "training elsewhere is not counted). " + run_minutes() + " The sweeps resume where they stopped; "
+            "a run whose training diverged is a result (counted, not run again).\n", md(pd.DataFrame(rows))]  # fmt: skip
+
+
+BENCH = ROOT / "benchmarks" / "results" / "pack" / "quiet_rows" / "pack_1_4_16_monitor.json"
+
+
+def run_minutes() -> str:
+    """How long one 2000-episode run of the published (sequential) order takes on this CPU, alone and
+    in a pack, from the quiet-machine benchmark (monitor on, one torch thread)."""
+    import json
+
+    b = json.loads(BENCH.read_text())
+    seq = {
+        r["runs_per_pack"]: r["run_episode_ms_median"]
+        for r in b["results"]
+        if r["actor_update"] == "sequential"
+    }
+    big = max(seq)
+    return (f"One 2000-episode run of the golden-defined system in the published order (sequential update, "
+            "monitor on) takes "
+            f"{seq[1] * 2000 / 60e3:.0f} minutes alone on a quiet core of this 2-core machine and "
+            f"{seq[big] * 2000 / 60e3:.0f} minutes per run in a pack of {big} (`{BENCH.relative_to(ROOT)}`, "
+            "`benchmarks/README.md`, \"Per-run row scoring\"), so a grid of 160 runs needs about "
+            f"{seq[big] * 2000 * 160 / 3.6e6:.0f} core-hours.")  # fmt: skip
 
 
 def _n(runs: pd.DataFrame, c: float | None = None) -> int:
@@ -246,6 +268,23 @@ def older_returns() -> tuple[str, str]:
     shared = (f"`benchmarks/results/published_44fba1b_runs.csv` ({len(pub)} seeds, 2000 episodes): "
               + ", ".join(f"{v:.2f}" for v in pub["final_return"]) + f"; {int(pub['all_local'].sum())} of them exactly the all-local policy")  # fmt: skip
     return ind, shared
+
+
+SCREEN = ROOT / "results" / "screen_baseline"
+
+
+def screen_facts() -> dict:
+    """From the screen's baseline archive (independent actors, master lr 1e-3, 300 episodes): the
+    Kaplan-Meier median episodes of the exact-zero gradient and of the weights' stop at client lr
+    1e-2 and 0.1, and the runs per cell."""
+    runs = runs_frame(ArchiveStore([SCREEN]))
+    runs = runs[runs["status"] == "done"]
+    out: dict = {"zero": {}, "stop": {}, "n": int(runs.groupby("client_lr").size().min())}
+    for lr in (0.01, 0.1):
+        cell = runs[runs["client_lr"] == lr]
+        for key, event in (("zero", "all_actors_grad_zero"), ("stop", "all_actors_stop_thr")):
+            out[key][lr] = f"{stats.km_median(*stats.survival_data(cell, event))['median']:g}"
+    return out
 
 
 def verdicts(data: dict, facts: dict) -> list[str]:
@@ -278,18 +317,27 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                        f"(n = {len(r)} runs at client lr 1e-2 and 1e-1)")  # fmt: skip
         else:
             txt.append(f"{label}: no archived run at client lr >= 1e-2 yet")
-    if len(hi_g):  # archived runs decide; the older screen otherwise
-        med = stats.km_median(*stats.survival_data(hi_g, "all_actors_stop_thr"))["median"]
-        v51 = "holds" if med <= 10 else f"contradicted (KM median {med:.0f}, n = {len(hi_g)})"
+
+    def within_5(r) -> str:
+        """The claim against runs: holds when the KM median of the all-actors stop is <= 10."""
+        km = stats.km_median(*stats.survival_data(r, "all_actors_stop_thr"))
+        return (
+            "holds" if km["median"] <= 10 else "contradicted"
+        ) + f" (all actors stop: {stats.fmt_km(km)}, n = {len(r)})"
+
+    screen = screen_facts()
+    if len(hi_g):  # archived runs decide; the screen otherwise
+        v51 = within_5(hi_g)
     else:
         v51 = ("contradicted for the weights, sharpened for the gradient (screen: `results/screen_baseline`, "
-               "n = 5 per cell)")  # fmt: skip
+               f"n = {screen['n']} per cell)")  # fmt: skip
+    v51p = within_5(hi_p) if len(hi_p) else "not measured yet"
     lines.append(f"**5.1 At client lr 1e-2 and 1e-1 the actors stop within ~5 episodes.** Verdict for independent actors: "
-                 f"**{v51}**. In `results/screen_baseline` (`docs/findings.md`, baseline, n = 5 per cell, 300 episodes, "
-                 "simultaneous update) every actor's gradient is exactly 0 from episode 11 (lr 1e-2) and 2 (lr 0.1) "
-                 "(KM medians) but the weights stop (|dw| < 1e-8) only at 143 and 160 (Adam's momentum decaying). "
-                 "Archived: " + "; ".join(txt) + ". Shared-actor code at these "
-                 "learning rates: " + ("see the archived numbers" if len(hi_p) else "not measured yet") + ".\n")  # fmt: skip
+                 f"**{v51}**; for the shared-actor code: **{v51p}**. In `results/screen_baseline` (`docs/findings.md`, "
+                 f"baseline, n = {screen['n']} per cell, 300 episodes, simultaneous update) every actor's gradient is "
+                 f"exactly 0 from episode {screen['zero'][0.01]} (lr 1e-2) and {screen['zero'][0.1]} (lr 0.1) (KM "
+                 f"medians) but the weights stop (|dw| < 1e-8) only at {screen['stop'][0.01]} and {screen['stop'][0.1]} "
+                 "(Adam's momentum decaying). Archived: " + "; ".join(txt) + ".\n")  # fmt: skip
 
     # 5.2 lr 1e-3 stops at ~200 (master lr 1e-3) / ~500 (1e-4): per cell and version, the KM median
     txt, far, near, counts = [], [], [], []
@@ -310,15 +358,11 @@ def verdicts(data: dict, facts: dict) -> list[str]:
         )
     else:
         v52 = (
-            "not reproduced in the archived runs ("
-            + "; ".join(far)
-            + ": the median stop episode is not within a "
-            "factor 2 of the draft's)"
+            "not reproduced in the archived runs (" + ", ".join(far)
+            + ": the median stop episode is not within a factor 2 of the draft's)"
             if far and not near
-            else "reproduced within a factor 2 in "
-            + "; ".join(near)
-            + (", not in " + "; ".join(far) if far else "")
-        )
+            else "reproduced within a factor 2 in: " + ", ".join(near) + ("; not in: " + ", ".join(far) if far else "")
+        )  # fmt: skip
         if max(counts) == 1:
             v52 += " (one run per cell so far: a single run, not a distribution)"
     lines.append("**5.2 At client lr 1e-3 the actors stop at ~200 (master lr 1e-3) and ~500 (1e-4) episodes.** Verdict: "
