@@ -186,7 +186,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"report: {res.out_dir / 'report.md'} and {res.out_dir / 'report.html'} — {len(res.figures)} figures, "
         f"{len(res.tables['table1'])} table-1 rows"
         + (
-            f", {len(res.excluded_runs)} unfinished run(s) excluded"
+            f", {len(res.excluded_runs)} run(s) excluded (not finished, or diverged)"
             if res.excluded_runs is not None and len(res.excluded_runs)
             else ""
         )
