@@ -244,3 +244,57 @@ def test_batch_output_heartbeat_and_stale_after_kill_9(tmp_path):
     (sweep / "runs").mkdir(parents=True)
     os.rename(tmp_path / "run", sweep / "runs" / "abc")
     assert run_states(sweep, ["abc", "def"]) == {"abc": "stale", "def": "not-started"}
+
+
+# ----------------------------------------------------------------------------- two launches of one run
+def _claimed_by(run_dir: Path, pid: int, config_id: str) -> dict:
+    """status.json as a live training process ``pid`` on this host writes it."""
+    import socket
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    st = {"state": "running", "episodes_done": 3, "episodes": 8, "config_id": config_id, "pid": pid,
+          "host": socket.gethostname(), "heartbeat": "now", "heartbeat_unix": time.time()}  # fmt: skip
+    (run_dir / "status.json").write_text(json.dumps(st))
+    return st
+
+
+def test_a_run_another_live_process_trains_is_refused_and_untouched(tmp_path, capsys):
+    """A second launch of a run that a live process trains (its status says running, with a fresh
+    heartbeat and an existing pid) stops with one line and writes nothing; a stale claim (the
+    process is gone) is resumed over."""
+    from ccm_madrl.cli import main
+    from ccm_madrl.experiment.runner import RunDirBusy
+
+    cfg = build_config({**SMALL, "training": {**SMALL["training"], "episodes": 8}})
+    rd = tmp_path / "run"
+    st = _claimed_by(rd, os.getppid(), cfg.id())
+    with pytest.raises(RunDirBusy, match=f"another process is training this run \\(pid {os.getppid()}"):
+        Trainer(cfg, rd, progress=False, quiet=True).run()
+    assert json.loads((rd / "status.json").read_text()) == st and sorted(p.name for p in rd.iterdir()) == [
+        "status.json"
+    ]
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["train", str(f), "--run-dir", str(rd), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another process is training this run" in err[0]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _claimed_by(rd, gone.pid, cfg.id())  # its process has exited: stale, so this launch trains it
+    s = Trainer(cfg, rd, progress=False, quiet=True).run()
+    assert (s.state, s.episodes_done) == ("done", 8)
+
+
+def test_a_sweep_skips_the_runs_another_live_process_trains(tmp_path):
+    from ccm_madrl.experiment.sweep import expand, load_sweep, run_sweep
+
+    spec = {"name": "two", "base": {**SMALL, "training": {**SMALL["training"], "episodes": 6}},
+            "axes": {"agent.actor_lr": [1e-4, 1e-3]}}  # fmt: skip
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    runs = expand(*load_sweep(f), str(f))
+    busy = runs[0]
+    _claimed_by(tmp_path / "sw" / "runs" / busy.id, os.getppid(), busy.id)
+    res = run_sweep(f, tmp_path / "sw", workers=1, progress=False)
+    assert (res.total, res.done, res.failed, res.busy) == (2, 1, 0, 1)
+    assert json.loads((tmp_path / "sw" / "runs" / busy.id / "status.json").read_text())["pid"] == os.getppid()

@@ -134,6 +134,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"sweep {res.sweep_dir}: {res.done}/{res.total} runs done"
         + (f", {res.diverged} diverged" if res.diverged else "")
         + f" ({res.skipped} already finished), {res.failed} failed"
+        + (f", {res.busy} trained by another process now (skipped: run again later)" if res.busy else "")
         + (" — see manifest.json for tracebacks" if res.failed else "")
     )
     return 0 if res.failed == 0 else 1

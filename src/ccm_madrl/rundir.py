@@ -206,6 +206,17 @@ class RunDir:
         st = self.status()
         return effective_state(st, now) if st else "not-started"
 
+    def trained_elsewhere(self) -> str | None:
+        """Who trains this run now, when another live process does ("pid P on host H, heartbeat
+        T"): its status says running, with a heartbeat younger than :data:`STALE_AFTER_S` and, on
+        this host, a process that exists. None otherwise (not running, stale, or this process)."""
+        st = self.status()
+        if not st or effective_state(st) != "running":
+            return None
+        if st.get("host") == socket.gethostname() and st.get("pid") == os.getpid():
+            return None
+        return f"pid {st.get('pid')} on host {st.get('host')}, heartbeat {st.get('heartbeat')}"
+
     def is_done(self, config_id: str) -> bool:
         """Whether this directory holds the finished run of the experiment ``config_id``."""
         st = self.status()

@@ -34,7 +34,15 @@ from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..provenance import resolve_device
 from .callbacks import Callback, MonitorCallback, default_callbacks
 from .config import ExperimentConfig
-from .runner import EVAL_FIELDS, RunSummary, Trainer, diverged_error, final_return, training_row
+from .runner import (
+    EVAL_FIELDS,
+    RunSummary,
+    Trainer,
+    check_not_busy,
+    diverged_error,
+    final_return,
+    training_row,
+)
 from .stop import StopToken
 
 # top-level fields that may differ between the runs of a pack (with PER_RUN_FIELDS of agent)
@@ -175,6 +183,7 @@ class PackTrainer:
             if finished == "diverged":  # running it again would diverge again
                 self.summaries[d] = RunSummary(d, "diverged", m.rd.status()["episodes_done"], np.nan, 0.0)
                 continue
+            check_not_busy(m.rd)
             m.rd.write_config(cfg.to_yaml())
             members.append(m)
         threads_before = torch.get_num_threads()

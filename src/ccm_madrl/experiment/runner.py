@@ -72,6 +72,21 @@ class CheckpointError(ValueError):
     """No checkpoint of the run directory can be loaded."""
 
 
+class RunDirBusy(ValueError):
+    """Another live process trains this run directory now (a second launch of the same run or
+    sweep): starting too would interleave two writers of one checkpoint and status."""
+
+
+def check_not_busy(rd: RunDir) -> None:
+    """Refuse (:class:`RunDirBusy`, nothing written) when another live process trains ``rd``."""
+    who = rd.trained_elsewhere()
+    if who:
+        raise RunDirBusy(
+            f"run directory {rd.path}: another process is training this run ({who}); wait for it to "
+            "finish or stop it (Ctrl-C / SIGTERM checkpoints it), then run again to resume"
+        )
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -396,6 +411,7 @@ class Trainer:
             return RunSummary(self.run_dir, "done", len(df), final_return(df), 0.0)
         if finished == "diverged":  # running it again would diverge again
             return RunSummary(self.run_dir, "diverged", self.rd.status()["episodes_done"], np.nan, 0.0)
+        check_not_busy(self.rd)
         self.rd.write_config(self.cfg.to_yaml())
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)

@@ -180,11 +180,11 @@ def usable_cores() -> int:
 def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = None) -> dict:
     """Train one run (in a worker process, a Ray task or a SLURM job); never raises: failures come
     back as data. ``stop`` is the sweep's stop token (default: this process's own signals); a run it
-    stops checkpoints and comes back ``interrupted``; one it stops before the start comes back
-    ``queued`` (not started)."""
+    stops checkpoints and comes back ``interrupted``; one it stops before the start, or one that
+    another live process has started since the sweep's plan, comes back ``queued`` (not started)."""
     import torch
 
-    from .runner import train
+    from .runner import RunDirBusy, train
 
     stop = stop or StopToken()
     t0 = time.time()
@@ -206,6 +206,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             res["error"] = RunDir(run_dir).status().get("error")
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
         res = {"status": "interrupted"}
+    except RunDirBusy as err:  # another process started it since the plan: not run here, not failed
+        res = {"status": "queued", "busy": str(err)}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
         res = {
             "status": "failed",
@@ -295,6 +297,9 @@ class SweepPlan:
     options: BackendOptions = field(default_factory=BackendOptions)
     sweep_dir: Path | None = None  # absolute
     workers_given: int | None = None  # --workers as given (ray: tasks in flight; slurm: array tasks at once)
+    busy: dict[str, str] = field(
+        default_factory=dict
+    )  # runs another live process trains now (skipped): id -> who
 
 
 def check_options(backend: str, options: BackendOptions | None) -> BackendOptions:
@@ -337,12 +342,14 @@ def plan_sweep(
     are resolved to absolute paths here, on the driver: a Ray task or a SLURM job writes exactly
     there whatever its node and working directory."""
     options = check_options(backend, options)
-    sd, done, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, [], workers
+    sd, done, busy, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, {}, [], workers
     for r in runs:
         rd = sd.run(r.id)
         finished = rd.finished_state(r.id)
         if finished:
             done[r.id] = (finished, rd.status().get("episodes_done"))
+        elif who := rd.trained_elsewhere():
+            busy[r.id] = who
         else:
             jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
     cores = usable_cores()
@@ -351,7 +358,7 @@ def plan_sweep(
         threads = max(1, cores // workers)
     else:
         threads = max(1, int(options.cpus_per_run or 1))
-    return SweepPlan(done, jobs, workers, threads, options, sd.path, workers_given)
+    return SweepPlan(done, jobs, workers, threads, options, sd.path, workers_given, busy)
 
 
 def _drain_once(handles: dict, wait_some: Callable, result: Callable, on_done: Callable, what: str) -> None:
@@ -686,6 +693,7 @@ class SweepResult:
     failed: int
     skipped: int  # runs finished before (done or diverged)
     diverged: int = 0  # runs whose training diverged (this time or before): results, not failures
+    busy: int = 0  # runs another live process was training (skipped; run the sweep again later)
 
 
 def run_sweep(
@@ -740,6 +748,8 @@ def run_sweep(
         if r.id in plan.done:
             state, eps = plan.done[r.id]
             man.update(r.id, status=state, episodes_done=eps)
+        elif r.id in plan.busy:  # another sweep process trains it now: its entry stays as that one wrote it
+            continue
         else:
             man.update(r.id, status="pending", error=None, traceback=None)
     man.save(spec.name)
@@ -792,7 +802,9 @@ def run_sweep(
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
         man.save(spec.name)
         raise
-    return SweepResult(sweep_dir, len(runs), counts["done"], counts["failed"], skipped, counts["diverged"])
+    return SweepResult(
+        sweep_dir, len(runs), counts["done"], counts["failed"], skipped, counts["diverged"], len(plan.busy)
+    )
 
 
 SWEEP_LINES_EVERY_S = 60.0  # a plain progress line this often where stdout is not a terminal
