@@ -454,6 +454,26 @@ def test_pack_jobs_group_compatible_runs_and_leave_the_others_single():
     assert 1 <= default_pack_size(cfgs[0]) <= CPU_MAX_PACK
 
 
+def test_pack_jobs_put_runs_of_one_start_episode_together_the_furthest_first(tmp_path):
+    """Runs resuming from different episodes train one after another inside a pack, so packs are
+    formed per start episode (from status.json), the runs closest to their end first."""
+    from ccm_madrl.experiment.pack import pack_jobs
+
+    cfgs = configs() + [build_config({**c.model_dump(mode="json"), "seed": c.seed + 10}) for c in configs()]
+    starts = [0, 40, 0, 40, 0, 0, 0, 0]
+    jobs = []
+    for c, start in zip(cfgs, starts):
+        d = tmp_path / c.id()
+        d.mkdir()
+        if start:
+            (d / "status.json").write_text(json.dumps({"state": "interrupted", "episodes_done": start}))
+        jobs.append((c.id(), c.model_dump_json(), str(d)))
+    out, members = pack_jobs(jobs, 4)
+    groups = [members[j[0]] if j[0] in members else [j[0]] for j in out]
+    assert groups == [[cfgs[1].id(), cfgs[3].id()], [c.id() for i, c in enumerate(cfgs) if starts[i] == 0][:4],
+                      [c.id() for i, c in enumerate(cfgs) if starts[i] == 0][4:]]  # fmt: skip
+
+
 @pytest.mark.parametrize("output", ["linear", "tanh_scaled"])
 def test_rows_q_scores_each_runs_rows_with_its_own_critic(output):
     """The packed critic's row scoring without gradients on the CPU (one run at a time over the

@@ -482,18 +482,23 @@ def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dic
     """Group a sweep's jobs ``(run id, config JSON, run dir)`` into packs of at most ``size``
     compatible runs (``size`` 0 or None: :func:`default_pack_size`). A pack job is
     ``("pack:<first id>+<k>", JSON list of configs, JSON list of run dirs)``; runs that cannot be
-    packed stay single jobs. Returns the jobs and each pack job's member run ids."""
+    packed stay single jobs. Runs resuming from different episodes would train one after another
+    in their pack (:meth:`PackTrainer.run`), so a pack takes runs of one start episode (the episode
+    their status.json records), the furthest first. Returns the jobs and each pack job's member
+    run ids."""
+    from ..rundir import RunDir
     from .config import build_config
 
-    groups: dict[str, list] = {}
+    groups: dict[tuple[str, int], list] = {}
     out, members = [], {}
     for job in jobs:
         cfg = build_config(json.loads(job[1]))
         if packable(cfg):
             out.append(job)
         else:
-            groups.setdefault(pack_key(cfg), []).append((job, cfg))
-    for group in groups.values():
+            start = int(RunDir(job[2]).status().get("episodes_done") or 0)
+            groups.setdefault((pack_key(cfg), start), []).append((job, cfg))
+    for _, group in sorted(groups.items(), key=lambda kv: -kv[0][1]):
         r = size or default_pack_size(group[0][1], workers)
         for i in range(0, len(group), r):
             chunk = [job for job, _ in group[i : i + r]]
