@@ -94,9 +94,12 @@ def poi_table(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
 
 def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: actor/critic gradient-norm ratio (median over measured episodes, log10), largest
-    |pre-activation|, final fraction of outputs beyond 0.9 and exactly saturated."""
+    |pre-activation|, final fraction of outputs beyond 0.9 and exactly saturated, and the monitor's
+    cause of the actors' output gradients at the end (fractions zero because the output is
+    saturated, and zero because no gradient reaches the output from the loss)."""
     s = store.table("monitor_summary", ["episode", "role", "is_actor", "grad_norm_mean", "z_min", "z_max",
-                                        "frac_out_gt09_mean", "frac_sat_exact_mean"])  # fmt: skip
+                                        "frac_out_gt09_mean", "frac_sat_exact_mean", "frac_saturated_mean",
+                                        "frac_no_path_mean"])  # fmt: skip
     out = []
     for rid, g in s.groupby("run_id"):
         a, c = (
@@ -111,7 +114,9 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
                     "log10_ratio_max": float(np.log10(ratio).max()) if len(ratio) else math.nan,
                     "z_absmax": float(np.nanmax(np.abs(a[["z_min", "z_max"]].to_numpy()))),
                     "out_gt09_final": float(last["frac_out_gt09_mean"].mean()),
-                    "sat_exact_final": float(last["frac_sat_exact_mean"].mean())})  # fmt: skip
+                    "sat_exact_final": float(last["frac_sat_exact_mean"].mean()),
+                    "zero_saturated_final": float(last["frac_saturated_mean"].mean()),
+                    "zero_no_path_final": float(last["frac_no_path_mean"].mean())})  # fmt: skip
     f = pd.DataFrame(out)
     return f.merge(runs[["run_id", "client_lr", "master_lr", "final_return"]], on="run_id") if len(f) else f
 
@@ -167,11 +172,14 @@ def main() -> None:
                 **{"client / master lr": [f"{c:g} / {m:g}" for c, m in zip(f["client_lr"], f["master_lr"])]}
             )
             show = show[["client / master lr", "run_id", "log10_ratio_median", "log10_ratio_min", "log10_ratio_max",
-                         "z_absmax", "out_gt09_final", "sat_exact_final", "final_return"]].round(3)  # fmt: skip
+                         "z_absmax", "out_gt09_final", "sat_exact_final", "zero_saturated_final",
+                         "zero_no_path_final", "final_return"]].round(3)  # fmt: skip
             parts += ["Gradient flow per run (`monitor_summary.parquet`): log10 of the actors' mean gradient norm over "
                       "the critic's (median, min, max over measured episodes), the largest |output pre-activation|, "
-                      "and the fraction of actor outputs beyond 0.9 / exactly saturated (mean of the last 20 measured "
-                      "episodes).\n", md(show)]  # fmt: skip
+                      "the fraction of actor outputs beyond 0.9 / exactly saturated, and the monitor's cause of a zero "
+                      "output gradient (`docs/monitor.md`): the fraction of outputs whose gradient is zero because the "
+                      "output is saturated (zero_saturated) and because no gradient reaches it from the loss through the "
+                      "critic (zero_no_path), each the mean of the last 20 measured episodes.\n", md(show)]  # fmt: skip
         if len(runs):
             with figs.plt.rc_context(figs.STYLE):
                 for fn in (figs.km_curves, figs.performance_profiles, figs.learning_curves):
@@ -437,18 +445,42 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "actors' mean per-agent norm with the critic's single norm (gradient-flow tables above): "
                  + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
 
-    # 5.6 saturation and the lr x |R| explanation
-    txt = []
-    for label, name in (("independent actors", "table1_s10"), ("shared actor", "table1_s10_published")):
+    # 5.6 saturation and the lr x |R| explanation: the monitor's cause of the stopped runs' zero gradient
+    txt, cause, n_sat, n_path = [], [], 0, 0
+    for label, name, r in (
+        ("independent actors", "table1_s10", g),
+        ("shared actor", "table1_s10_published", p),
+    ):
         f = facts.get(name, pd.DataFrame())
-        if len(f):
-            txt.append(f"{label}: largest |pre-activation| {', '.join(f'{v:.3g}' for v in f['z_absmax'])}; outputs "
-                       f"beyond 0.9 at the end {', '.join(f'{v:.2f}' for v in f['out_gt09_final'])} (n = {len(f)})")  # fmt: skip
+        if not len(f):
+            continue
+        txt.append(f"{label}: largest |pre-activation| {', '.join(f'{v:.3g}' for v in f['z_absmax'])}; outputs "
+                   f"beyond 0.9 at the end {', '.join(f'{v:.2f}' for v in f['out_gt09_final'])} (n = {len(f)})")  # fmt: skip
+        st = f.merge(r[["run_id", "all_actors_stop_thr"]], on="run_id")
+        st = st[st["all_actors_stop_thr"].notna()]
+        if not len(st):
+            continue
+        sat = st["zero_saturated_final"] >= st["zero_no_path_final"]
+        n_sat, n_path = n_sat + int(sat.sum()), n_path + int((~sat).sum())
+        path = st[~sat]
+        cause.append(f"{label}: of {len(st)} runs whose actors all stopped, {int(sat.sum())} mostly saturated and "
+                     f"{len(path)} mostly cut off"
+                     + (" (client / master lr " + ", ".join(
+                         f"{c:g} / {m:g}: outputs beyond 0.9 {o:.2f}, zero by no path {z:.2f}"
+                         for c, m, o, z in zip(path["client_lr"], path["master_lr"], path["out_gt09_final"],
+                                               path["zero_no_path_final"])) + ")" if len(path) else ""))  # fmt: skip
+    if n_sat + n_path:
+        v56 = (f"saturation is the monitor's cause of the stop in {n_sat} of {n_sat + n_path} archived runs whose "
+               f"actors all stopped; in {n_path} no gradient reaches the outputs from the loss through the critic "
+               "(saturated or not); the lr x |R| explanation is contradicted for Adam")  # fmt: skip
+    else:
+        v56 = "saturation holds, the lr x |R| explanation is contradicted for Adam"
     lines.append("**5.6 Stopping is tanh saturation driven by the effective learning rate lr x |R| (pre-activations "
-                 "up to ±1e6 at lr 0.1, ±3 at lr 1e-4).** Verdict: **saturation holds, the lr x |R| explanation is "
-                 "contradicted for Adam**: reward scaling by 0.1 and 0.01 and gradient clipping leave the stop episodes "
-                 "unchanged (`docs/findings.md`, n = 2 vs 5 per cell), and saturation is reached at every learning rate. "
-                 "Archived: " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
+                 f"up to ±1e6 at lr 0.1, ±3 at lr 1e-4).** Verdict: **{v56}**. The cause of a zero output gradient is "
+                 "the monitor's attribution (`docs/monitor.md`), mean of the last 20 measured episodes (gradient-flow "
+                 "tables above): " + ("; ".join(cause) or "no archived run stopped yet") + ". Reward scaling by 0.1 "
+                 "and 0.01 and gradient clipping leave the stop episodes unchanged (`docs/findings.md`, n = 2 vs 5 per "
+                 "cell). Archived: " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
     missing = []
     for name, (_, r) in data.items():
         have = {(c, m) for c, m in zip(r["client_lr"], r["master_lr"])} if len(r) else set()
