@@ -298,3 +298,16 @@ def test_a_sweep_skips_the_runs_another_live_process_trains(tmp_path):
     res = run_sweep(f, tmp_path / "sw", workers=1, progress=False)
     assert (res.total, res.done, res.failed, res.busy) == (2, 1, 0, 1)
     assert json.loads((tmp_path / "sw" / "runs" / busy.id / "status.json").read_text())["pid"] == os.getppid()
+
+
+def test_a_pack_leaves_a_member_another_live_process_trains_to_it(tmp_path):
+    from ccm_madrl.experiment.pack import run_pack_job
+
+    cfgs = [
+        build_config({**SMALL, "seed": s, "training": {**SMALL["training"], "episodes": 4}}) for s in (0, 1)
+    ]
+    dirs = [tmp_path / c.id() for c in cfgs]
+    st = _claimed_by(dirs[1], os.getppid(), cfgs[1].id())
+    res = run_pack_job([c.model_dump(mode="json") for c in cfgs], [str(d) for d in dirs], 0.0)["pack"]
+    assert res[dirs[0].name]["status"] == "done" and res[dirs[1].name]["status"] == "queued"
+    assert "busy" in res[dirs[1].name] and json.loads((dirs[1] / "status.json").read_text()) == st

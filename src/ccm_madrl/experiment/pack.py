@@ -38,7 +38,6 @@ from .runner import (
     EVAL_FIELDS,
     RunSummary,
     Trainer,
-    check_not_busy,
     diverged_error,
     final_return,
     training_row,
@@ -161,6 +160,7 @@ class PackTrainer:
         self.cfgs, self.run_dirs, self.quiet = list(cfgs), [Path(d) for d in run_dirs], quiet
         self.stop = stop or StopToken()  # Ctrl-C / SIGTERM, or the sweep's stop (experiment/stop.py)
         self.summaries: dict[Path, RunSummary] = {}
+        self.busy: dict[Path, str] = {}  # members another live process trains (skipped): who
 
     # ------------------------------------------------------------------ main
     def run(self) -> list[RunSummary]:
@@ -183,7 +183,10 @@ class PackTrainer:
             if finished == "diverged":  # running it again would diverge again
                 self.summaries[d] = RunSummary(d, "diverged", m.rd.status()["episodes_done"], np.nan, 0.0)
                 continue
-            check_not_busy(m.rd)
+            who = m.rd.trained_elsewhere()
+            if who:  # another process trains it now (a second sweep): left to it, the others go on
+                self.busy[d] = who
+                continue
             m.rd.write_config(cfg.to_yaml())
             members.append(m)
         threads_before = torch.get_num_threads()
@@ -515,11 +518,13 @@ def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dic
 
 def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopToken | None = None) -> dict:
     """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
-    diverged run does not stop the others."""
+    diverged run does not stop the others, and a member that another live process trains now is
+    left to it (its result: ``queued``, not run here)."""
     from .config import build_config
 
-    summaries = train_pack([build_config(c) for c in cfgs], run_dirs, stop=stop)
-    res = {}
+    trainer = PackTrainer([build_config(c) for c in cfgs], run_dirs, stop=stop)
+    summaries = trainer.run()
+    res = {d.name: {"status": "queued", "busy": who} for d, who in trainer.busy.items()}  # not run here
     for s in summaries:
         st = s.run_dir / "status.json"
         r = {"status": s.state, "episodes_done": s.episodes_done, "wall_time_s": time.time() - t0}
