@@ -311,3 +311,42 @@ def test_a_pack_leaves_a_member_another_live_process_trains_to_it(tmp_path):
     res = run_pack_job([c.model_dump(mode="json") for c in cfgs], [str(d) for d in dirs], 0.0)["pack"]
     assert res[dirs[0].name]["status"] == "done" and res[dirs[1].name]["status"] == "queued"
     assert "busy" in res[dirs[1].name] and json.loads((dirs[1] / "status.json").read_text()) == st
+
+
+def test_a_killed_but_unreaped_process_does_not_hold_its_run():
+    """A training process that was killed but not yet reaped (a zombie: its orphaned worker under
+    an init that does not reap) must not read as alive, or its run could never be resumed."""
+    import socket
+
+    from ccm_madrl.rundir import _zombie
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while not _zombie(p.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        assert _zombie(p.pid)
+        st = {"state": "running", "pid": p.pid, "host": socket.gethostname(), "heartbeat_unix": time.time()}
+        assert effective_state(st) == "stale"
+        assert effective_state({**st, "pid": os.getpid()}) == "running"
+    finally:
+        p.wait()
+
+
+def test_a_sweep_job_waits_for_a_run_to_be_released_then_trains_it(tmp_path):
+    """A job whose run is still held by an exiting process (a Ray task retried while its first
+    worker dies) waits for the release; a run held by a live process past the wait is left to it."""
+    from ccm_madrl.experiment.stop import StopToken
+    from ccm_madrl.experiment.sweep import wait_released
+
+    rd = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    _claimed_by(rd, p.pid, "x")
+    t0 = time.monotonic()
+    wait_released([str(rd)], StopToken(), timeout_s=30)
+    assert 0.5 < time.monotonic() - t0 < 20  # released when that process exited
+    p.wait()
+    _claimed_by(rd, os.getppid(), "x")
+    t0 = time.monotonic()
+    wait_released([str(rd)], StopToken(), timeout_s=0.6)
+    assert time.monotonic() - t0 < 5  # still held: given up after the timeout

@@ -109,11 +109,23 @@ def effective_state(status: dict, now: float | None = None) -> str:
     if status.get("host") == socket.gethostname() and status.get("pid") is not None:
         try:
             os.kill(int(status["pid"]), 0)
+            if _zombie(int(status["pid"])):  # killed, not yet reaped (an orphan whose init does not reap)
+                return "stale"
         except ProcessLookupError:
             return "stale"
         except (PermissionError, OSError, ValueError):
             pass
     return "stale" if (now or time.time()) - float(beat) > STALE_AFTER_S else state
+
+
+def _zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited but is not reaped yet (Linux: state Z in /proc; elsewhere
+    False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def final_return(df: pd.DataFrame, last: int = FINAL_EPISODES, column: str = "eval_return") -> float:

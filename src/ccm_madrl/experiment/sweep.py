@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..rundir import SWEEP_FILE, RunDir, SweepDir, write_json
+from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, write_json
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -195,6 +195,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
         if threads > 0:
             torch.set_num_threads(threads)
         data = json.loads(cfg_json)
+        dirs = json.loads(run_dir) if isinstance(data, list) else [run_dir]
+        wait_released(dirs, stop)
         if isinstance(data, list):  # a pack job: several runs as one program (experiment/pack.py)
             from .pack import run_pack_job
 
@@ -215,6 +217,19 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             "traceback": traceback.format_exc(),
         }
     return {**res, **where, "wall_time_s": time.time() - t0}
+
+
+def wait_released(run_dirs: list[str], stop: StopToken, timeout_s: float = STALE_AFTER_S + 5.0) -> None:
+    """Wait until no other live process trains these runs, at most ``timeout_s`` (a claim ends
+    by then: its process exits, or its heartbeat goes stale). The plan skipped the runs that were
+    busy then, so this waits only in a race: a Ray task retried while its first worker, on a lost
+    node, is still exiting, or a second sweep that started one of these runs since; what is still
+    busy afterwards is left to its process (``RunDirBusy``, result ``queued``)."""
+    deadline = time.monotonic() + timeout_s
+    while any(RunDir(d).trained_elsewhere() for d in run_dirs):
+        if stop.requested or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------- manifest
