@@ -76,6 +76,69 @@ def grid_table(store: ArchiveStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows).fillna(""), runs
 
 
+def _med(x: float) -> str:
+    return f"{x:g}" if np.isfinite(x) else "not reached"
+
+
+def logrank_md(runs: pd.DataFrame) -> str | None:
+    """The report's log-rank table (``stats.logrank_table``) as Markdown; None without a testable pair."""
+    t = stats.logrank_table(runs) if len(runs) else pd.DataFrame()
+    if t.empty or not t["p"].notna().any():
+        return None
+    t = t[t["p"].notna()]
+    show = pd.DataFrame({
+        "compared": [f"{c.replace('_', ' ')} {a:g} vs {b:g}" for c, a, b in zip(t["compared"], t["a"], t["b"])],
+        "at": [f"master lr {m:g}" if c == "client_lr" else f"client lr {x:g}"
+               for c, m, x in zip(t["compared"], t["master_lr"], t["client_lr"])],
+        "n": [f"{a} vs {b}" for a, b in zip(t["n_a"], t["n_b"])],
+        "KM medians": [f"{_med(x)} vs {_med(y)}" for x, y in zip(t["median_a"], t["median_b"])],
+        "stopped": [f"{x:.2f} vs {y:.2f}" for x, y in zip(t["stopped_a"], t["stopped_b"])],
+        "Holm p": [f"{p:.2g}" for p in t["p_holm"]],
+        "verdict": t["verdict"],
+    })  # fmt: skip
+    return md(show)
+
+
+def versions_section(data: dict) -> list[str]:
+    """Per cell, the golden-defined system (independent actors) against the published-code preset
+    (one shared actor): the all-actors stop (KM medians, log-rank) and the final return (probability
+    that a shared-actor run beats an independent-actor run, Mann-Whitney), Holm over all tests."""
+    (_, g), (_, p) = (
+        data.get("table1_s10", (None, pd.DataFrame())),
+        data.get("table1_s10_published", (None, pd.DataFrame())),
+    )
+    if not len(g) or not len(p):
+        return []
+    rows = []
+    for (c, m), a in g.groupby(["client_lr", "master_lr"]):
+        b = p[(p["client_lr"] == c) & (p["master_lr"] == m)]
+        if not len(b):
+            continue
+        ka = stats.km_median(*stats.survival_data(a, "all_actors_stop_thr"))
+        kb = stats.km_median(*stats.survival_data(b, "all_actors_stop_thr"))
+        poi = stats.probability_of_improvement(b["final_return"], a["final_return"])
+        rows.append({"client / master lr": f"{c:g} / {m:g}", "n": f"{len(a)} vs {len(b)}",
+                     "all actors stop: independent": stats.fmt_km(ka), "all actors stop: shared": stats.fmt_km(kb),
+                     "IQM return: independent": stats.fmt_iqm(stats.iqm_ci(a["final_return"].to_numpy(float))),
+                     "IQM return: shared": stats.fmt_iqm(stats.iqm_ci(b["final_return"].to_numpy(float))),
+                     "P(shared > independent)": f"{poi['poi']:.2f}",
+                     "_p_stop": stats.logrank(a, b, "all_actors_stop_thr")["p"], "_p_ret": poi["p"]})  # fmt: skip
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return []
+    adj = stats.holm(pd.concat([t["_p_stop"], t["_p_ret"]], ignore_index=True))
+    n = [tuple(map(int, x.split(" vs "))) for x in t["n"]]
+    t["stop: log-rank"] = [stats.verdict(q, *k, "differs") for q, k in zip(adj[: len(t)], n)]
+    t["return: Mann-Whitney"] = [stats.verdict(q, *k, "differs") for q, k in zip(adj[len(t) :], n)]
+    return ["## The two versions, cell by cell\n",
+            "The golden-defined system (independent actors, `results/table1_s10`) against the published-code preset "
+            "(one actor shared by all clients, `results/table1_s10_published`), in every cell with archived runs of "
+            "both: the all-actors stop (Kaplan-Meier medians; log-rank test) and the final return (IQM; probability "
+            "that a shared-actor run beats an independent-actor run, two-sided Mann-Whitney test), Holm's correction "
+            "over all the tests of this table. 'not detected at n = a vs b' does not mean 'no difference'.\n",
+            md(t.drop(columns=["_p_stop", "_p_ret"]))]  # fmt: skip
+
+
 def poi_table(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
     _, poi = stats.returns_table(runs, store.baselines)
     if poi.empty:
@@ -165,6 +228,11 @@ def main() -> None:
                       "[bootstrap CI]; baselines: `baselines.parquet` of the archive (all-local, random selection: "
                       "100 evaluations of the non-learning policy per seed on the same evaluation episodes) and each "
                       "run's own untrained evaluation; Holm over the table's comparisons.\n", md(poi)]  # fmt: skip
+        lr = logrank_md(runs)
+        if lr is not None:
+            parts += ["Log-rank tests of the all-actors stop between adjacent learning rates (client lr at each master lr, "
+                      "master lr at each client lr; runs that never stop censored at their last episode; `lifelines`), "
+                      "Holm over the table's tests; only pairs with a stop in either cell are testable.\n", lr]  # fmt: skip
         f = monitor_facts(store, runs) if len(runs) else pd.DataFrame()
         facts[name] = f
         if len(f):
@@ -189,6 +257,7 @@ def main() -> None:
                         png.replace(target)
                         png.with_suffix(".pdf").unlink(missing_ok=True)
                         parts.append(f"![{name} {fn.__name__}](table1/{target.name})\n")
+    parts += versions_section(verdict_data)
     parts += verdicts(verdict_data, facts)
     parts += progress_section()
     out.write_text("\n".join(parts))
