@@ -88,8 +88,8 @@ def logrank_md(runs: pd.DataFrame) -> str | None:
     t = t[t["p"].notna()]
     show = pd.DataFrame({
         "compared": [f"{c.replace('_', ' ')} {a:g} vs {b:g}" for c, a, b in zip(t["compared"], t["a"], t["b"])],
-        "at": [f"master lr {m:g}" if c == "client_lr" else f"client lr {x:g}"
-               for c, m, x in zip(t["compared"], t["master_lr"], t["client_lr"])],
+        "at": [f"master lr {r['master_lr']:g}" if r["compared"] == "client_lr" else f"client lr {r['client_lr']:g}"
+               for r in t.to_dict("records")],
         "n": [f"{a} vs {b}" for a, b in zip(t["n_a"], t["n_b"])],
         "KM medians": [f"{_med(x)} vs {_med(y)}" for x, y in zip(t["median_a"], t["median_b"])],
         "stopped": [f"{x:.2f} vs {y:.2f}" for x, y in zip(t["stopped_a"], t["stopped_b"])],

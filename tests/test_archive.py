@@ -243,6 +243,24 @@ def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     text = out.read_text()
     assert text.count("**5.") == 6 and "## The study's runs, finished so far" in text
+    assert "Log-rank tests of the all-actors stop between adjacent learning rates" in text
+    # the two versions side by side: two archives under the grids' sweep names
+    pair = []
+    for name in ("table1_s10", "table1_s10_published"):
+        d = tmp_path / name
+        shutil.copytree(root / "tests" / "data" / "archive_tiny", d)
+        idx = json.loads((d / "archive.json").read_text())
+        (d / "archive.json").write_text(json.dumps({**idx, "sweep": name}))
+        pair.append(str(d))
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "table1_doc.py"), *pair, "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = out.read_text()
+    section = text.split("## The two versions, cell by cell")[1].split("\n## ")[0]
+    rows = [x for x in section.splitlines() if x.startswith("| 0")]
+    assert rows and all("not detected at n = " in x or "not testable" in x for x in rows)
     assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 80 |" in text
 
 
