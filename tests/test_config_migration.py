@@ -60,8 +60,10 @@ def test_the_paper_sweep_dry_run_lists_the_recorded_ids(preset, tmp_path, capsys
         main(["sweep", "configs/paper/table1_s10.yaml", "--dry-run", "--out", str(tmp_path / "s"), *preset])
         == 0
     )
-    ids = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[:-1]]
+    lines = capsys.readouterr().out.splitlines()
+    ids = [ln.split()[0] for ln in lines[:-1]]
     assert ids == RECORDED["sweeps"][label]["ids"]
+    assert lines[-1] == f"{len(ids)} runs: {len(ids)} not-started"  # the count per state
     assert ids[0] == ("f836813693b7" if preset else "a9280fd94c03")
 
 

@@ -7,6 +7,7 @@ import re
 import sys
 import tempfile
 import traceback
+from collections import Counter
 from pathlib import Path
 
 QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=quickstart"]
@@ -111,7 +112,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         states = run_states(Path(args.out) if args.out else Path("sweeps") / spec.name, [r.id for r in runs])
         for r in runs:
             print(r.id, states[r.id], " ".join(f"{k}={v}" for k, v in r.overrides.items()))
-        print(f"{len(runs)} runs")
+        counts = Counter(states[r.id] for r in runs)
+        print(f"{len(runs)} runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
         return 0
     try:
         res = run_sweep(
