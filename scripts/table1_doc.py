@@ -159,10 +159,11 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: actor/critic gradient-norm ratio (median over measured episodes, log10), largest
     |pre-activation|, final fraction of outputs beyond 0.9 and exactly saturated, and the monitor's
     cause of the actors' output gradients at the end (fractions zero because the output is
-    saturated, and zero because no gradient reaches the output from the loss)."""
-    s = store.table("monitor_summary", ["episode", "role", "is_actor", "grad_norm_mean", "z_min", "z_max",
-                                        "frac_out_gt09_mean", "frac_sat_exact_mean", "frac_saturated_mean",
-                                        "frac_no_path_mean"])  # fmt: skip
+    saturated, and zero because no gradient reaches the output from the loss); the master critic's
+    fraction of dead units per hidden layer at the end ("act1 / act2", archives of runs compacted
+    with per-layer dead fractions; empty otherwise)."""
+    s = store.table("monitor_summary")
+    dead = sorted(c for c in s.columns if c.startswith("dead.") and c.endswith("_mean"))
     out = []
     for rid, g in s.groupby("run_id"):
         a, c = (
@@ -172,6 +173,8 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
         ratio = (a["grad_norm_mean"] / c["grad_norm_mean"]).replace([np.inf, -np.inf], np.nan)
         ratio = ratio[ratio > 0]
         last = a.sort_index().tail(20)
+        c_last = c.sort_index().tail(20)
+        critic_dead = " / ".join(f"{c_last[x].mean():.2f}" for x in dead if c_last[x].notna().any())
         out.append({"run_id": rid, "log10_ratio_median": float(np.log10(ratio).median()) if len(ratio) else math.nan,
                     "log10_ratio_min": float(np.log10(ratio).min()) if len(ratio) else math.nan,
                     "log10_ratio_max": float(np.log10(ratio).max()) if len(ratio) else math.nan,
@@ -179,7 +182,8 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
                     "out_gt09_final": float(last["frac_out_gt09_mean"].mean()),
                     "sat_exact_final": float(last["frac_sat_exact_mean"].mean()),
                     "zero_saturated_final": float(last["frac_saturated_mean"].mean()),
-                    "zero_no_path_final": float(last["frac_no_path_mean"].mean())})  # fmt: skip
+                    "zero_no_path_final": float(last["frac_no_path_mean"].mean()),
+                    "critic_dead_final": critic_dead})  # fmt: skip
     f = pd.DataFrame(out)
     return f.merge(runs[["run_id", "client_lr", "master_lr", "final_return"]], on="run_id") if len(f) else f
 
@@ -243,13 +247,15 @@ def main() -> None:
             )
             show = show[["client / master lr", "run_id", "log10_ratio_median", "log10_ratio_min", "log10_ratio_max",
                          "z_absmax", "out_gt09_final", "sat_exact_final", "zero_saturated_final",
-                         "zero_no_path_final", "final_return"]].round(3)  # fmt: skip
+                         "zero_no_path_final", "critic_dead_final", "final_return"]].round(3)  # fmt: skip
             parts += ["Gradient flow per run (`monitor_summary.parquet`): log10 of the actors' mean gradient norm over "
                       "the critic's (median, min, max over measured episodes), the largest |output pre-activation|, "
                       "the fraction of actor outputs beyond 0.9 / exactly saturated, and the monitor's cause of a zero "
                       "output gradient (`docs/monitor.md`): the fraction of outputs whose gradient is zero because the "
                       "output is saturated (zero_saturated) and because no gradient reaches it from the loss through the "
-                      "critic (zero_no_path), each the mean of the last 20 measured episodes.\n", md(show)]  # fmt: skip
+                      "critic (zero_no_path), and the master critic's fraction of dead units (never active on the "
+                      "batch) in each hidden layer (critic_dead_final, first / second), each the mean of the last 20 "
+                      "measured episodes.\n", md(show)]  # fmt: skip
         if len(runs):
             with figs.plt.rc_context(figs.STYLE):
                 for fn in (figs.km_curves, figs.performance_profiles, figs.learning_curves):
@@ -538,8 +544,10 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                      f"{len(path)} mostly cut off"
                      + (" (client / master lr " + ", ".join(
                          f"{c:g} / {m:g}: outputs beyond 0.9 {o:.2f}, zero by no path {z:.2f}"
-                         for c, m, o, z in zip(path["client_lr"], path["master_lr"], path["out_gt09_final"],
-                                               path["zero_no_path_final"])) + ")" if len(path) else ""))  # fmt: skip
+                         + (f", critic's dead units per layer {d}" if d else "")
+                         for c, m, o, z, d in zip(path["client_lr"], path["master_lr"], path["out_gt09_final"],
+                                                  path["zero_no_path_final"], path["critic_dead_final"])) + ")"
+                       if len(path) else ""))  # fmt: skip
     if n_sat + n_path:
         v56 = (f"saturation is the monitor's cause of the stop in {n_sat} of {n_sat + n_path} archived runs whose "
                f"actors all stopped; in {n_path} no gradient reaches the outputs from the loss through the critic "

@@ -156,6 +156,20 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     agents = read_agents(rd / "monitor")
     thr = spec["base"]["monitor"]["stop_threshold"]
     pd.testing.assert_frame_equal(live._stops_of(rd), agent_stops(agents, thr), check_dtype=False)
+    # per-layer dead and dormant fractions are aggregated per episode and role; an episodes.parquet
+    # written without them (before they were aggregated) is re-aggregated from agents.parquet
+    from ccm_madrl.monitor import compact
+
+    summary = live._summary_of(rd, None)
+    dead = [c for c in agents.columns if c.startswith("dead.")]
+    assert dead and all(f"{c}_mean" in summary for c in dead)
+    critic = summary[summary["role"] == "critic"].set_index("episode")[f"{dead[0]}_mean"]
+    by_hand = agents[agents["role"] == "critic"].set_index("episode")[dead[0]]
+    np.testing.assert_allclose(critic.to_numpy(), by_hand.loc[critic.index].to_numpy())
+    old_style = summary.drop(columns=[c for c in summary if c.startswith(("dead.", "dormant."))])
+    old_style.to_parquet(rd / "monitor" / "episodes.parquet")
+    assert not compact.episodes_current(rd / "monitor")
+    pd.testing.assert_frame_equal(Store([tmp_path / "sw"])._summary_of(rd, None), summary)
 
     out = tmp_path / "arch"
     res = archive_sweep(tmp_path / "sw", out, baselines=False)

@@ -282,7 +282,7 @@ class Store:
 
     def _summary_of(self, rd: Path, columns: list[str] | None) -> pd.DataFrame:
         mdir = RunDir(rd).monitor_dir
-        if (mdir / compact.EPISODES).exists():
+        if (mdir / compact.EPISODES).exists() and compact.episodes_current(mdir):
             return read_parquet(mdir / compact.EPISODES, columns and ["episode", "role", *columns])
         a = read_agents(mdir) if mdir.is_dir() else pd.DataFrame()
         s = compact.aggregate_agents(a, self._threshold(rd)) if len(a) else pd.DataFrame()

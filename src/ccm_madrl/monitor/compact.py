@@ -6,7 +6,8 @@ While a run trains, the monitor writes one Parquet part per checkpoint (``monito
 - ``monitor/agents.parquet``: every per-agent row (the parts concatenated, same columns);
 - ``monitor/episodes.parquet``: one row per (measured episode, role): aggregates over the agents
   (:func:`aggregate_agents`: quantiles of gradient norms, counts of changed / stopped agents,
-  saturation fractions, pre-activation extremes, per-layer means);
+  saturation fractions, pre-activation extremes, per-layer means: gradient norms, dead and dormant
+  unit fractions);
 - ``monitor/stops.parquet``: one row per (role, agent): its stop events (:func:`agent_stops`).
 
 Readers (``ccm_madrl.store``, ``ccm_madrl.archive``) take these when present, else compute them
@@ -43,7 +44,8 @@ MEAN_COLUMNS = (
     "frac_dead",
     "frac_no_path",
 )
-LAYER_PREFIXES = ("grad_norm.",)
+# per-layer columns averaged over the agents: gradient norms, dead and dormant fractions of each ReLU
+LAYER_PREFIXES = ("grad_norm.", "dead.", "dormant.")
 
 
 def aggregate_agents(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
@@ -156,6 +158,17 @@ def metrics_from_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 def compacted(monitor_dir: str | Path) -> bool:
     return (Path(monitor_dir) / AGENTS).exists()
+
+
+def episodes_current(monitor_dir: str | Path) -> bool:
+    """Whether a compacted run's episodes.parquet has every per-layer aggregate its agents.parquet
+    allows (one written before a column joined :data:`LAYER_PREFIXES` lacks it: re-aggregate)."""
+    import pyarrow.parquet as pq
+
+    d = Path(monitor_dir)
+    have = set(pq.read_schema(d / EPISODES).names)
+    want = {f"{c}_mean" for c in pq.read_schema(d / AGENTS).names if c.startswith(LAYER_PREFIXES)}
+    return want <= have
 
 
 def compact_monitor(monitor_dir: str | Path, threshold: float, agents: pd.DataFrame | None = None) -> None:
