@@ -183,7 +183,8 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
                     "sat_exact_final": float(last["frac_sat_exact_mean"].mean()),
                     "zero_saturated_final": float(last["frac_saturated_mean"].mean()),
                     "zero_no_path_final": float(last["frac_no_path_mean"].mean()),
-                    "critic_dead_final": critic_dead})  # fmt: skip
+                    "critic_dead_final": critic_dead,
+                    "critic_dead1_final": float(c_last[dead[0]].mean()) if dead else math.nan})  # fmt: skip
     f = pd.DataFrame(out)
     return f.merge(runs[["run_id", "client_lr", "master_lr", "final_return"]], on="run_id") if len(f) else f
 
@@ -539,15 +540,13 @@ def verdicts(data: dict, facts: dict) -> list[str]:
             continue
         sat = st["zero_saturated_final"] >= st["zero_no_path_final"]
         n_sat, n_path = n_sat + int(sat.sum()), n_path + int((~sat).sum())
-        path = st[~sat]
+        hi = st["master_lr"] >= 1e-2
+        dead1 = int((st.loc[hi & ~sat, "critic_dead1_final"] >= 0.99).sum())
         cause.append(f"{label}: of {len(st)} runs whose actors all stopped, {int(sat.sum())} mostly saturated and "
-                     f"{len(path)} mostly cut off"
-                     + (" (client / master lr " + ", ".join(
-                         f"{c:g} / {m:g}: outputs beyond 0.9 {o:.2f}, zero by no path {z:.2f}"
-                         + (f", critic's dead units per layer {d}" if d else "")
-                         for c, m, o, z, d in zip(path["client_lr"], path["master_lr"], path["out_gt09_final"],
-                                                  path["zero_no_path_final"], path["critic_dead_final"])) + ")"
-                       if len(path) else ""))  # fmt: skip
+                     f"{int((~sat).sum())} mostly cut off; at master lr >= 1e-2, {int((hi & ~sat).sum())} of "
+                     f"{int(hi.sum())} cut off (the master critic's first hidden layer dead, >= 99% of its units, in "
+                     f"{dead1} of them); at master lr <= 1e-3, {int((~hi & sat).sum())} of {int((~hi).sum())} "
+                     "saturated (per run: the gradient-flow table above)")  # fmt: skip
     if n_sat + n_path:
         v56 = (f"saturation is the monitor's cause of the stop in {n_sat} of {n_sat + n_path} archived runs whose "
                f"actors all stopped; in {n_path} no gradient reaches the outputs from the loss through the critic "
