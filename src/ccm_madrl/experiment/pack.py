@@ -40,6 +40,7 @@ from .runner import (
     Trainer,
     diverged_error,
     final_return,
+    finished_summary,
     training_row,
 )
 from .stop import StopToken
@@ -175,13 +176,9 @@ class PackTrainer:
             m.stop = self.stop
             d.mkdir(parents=True, exist_ok=True)
             m._check_run_dir()
-            finished = m.rd.finished_state(cfg.id())
-            if finished == "done":
-                df = m.rd.metrics()
-                self.summaries[d] = RunSummary(d, "done", len(df), final_return(df), 0.0)
-                continue
-            if finished == "diverged":  # running it again would diverge again
-                self.summaries[d] = RunSummary(d, "diverged", m.rd.status()["episodes_done"], np.nan, 0.0)
+            finished = finished_summary(m.rd, cfg.id())
+            if finished is not None:
+                self.summaries[d] = finished
                 continue
             who = m.rd.trained_elsewhere()
             if who:  # another process trains it now (a second sweep): left to it, the others go on
@@ -342,7 +339,6 @@ class PackTrainer:
         """Member ``m`` diverged in its current episode: its metrics and monitor data up to the
         episode before are written, its stop events computed, its status ``diverged``
         (``Trainer.end_diverged``); the loop then drops it from the pack."""
-        m.rd.write_metrics(pd.DataFrame(m.rows))
         end: dict = {}
         for cb in m.callbacks:
             end.update(cb.on_run_end(m))

@@ -96,6 +96,18 @@ class RunSummary:
     wall_time_s: float
 
 
+def finished_summary(rd: RunDir, config_id: str) -> RunSummary | None:
+    """The summary of the experiment ``config_id`` when ``rd`` holds it finished (done, or
+    diverged: running it again would diverge again); None otherwise."""
+    finished = rd.finished_state(config_id)
+    if finished == "done":
+        df = rd.metrics()
+        return RunSummary(rd.path, "done", len(df), final_return(df), 0.0)
+    if finished == "diverged":
+        return RunSummary(rd.path, "diverged", rd.status()["episodes_done"], np.nan, 0.0)
+    return None
+
+
 def check_actions(hybrid: np.ndarray) -> None:
     """Actions with a non-finite value come from a diverged actor: the run diverged (not a bad
     action handed to the environment)."""
@@ -405,12 +417,9 @@ class Trainer:
         self.device = resolve_device(self.cfg.device)  # before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_run_dir()
-        finished = self.rd.finished_state(self.cfg.id())
-        if finished == "done":
-            df = self.rd.metrics()
-            return RunSummary(self.run_dir, "done", len(df), final_return(df), 0.0)
-        if finished == "diverged":  # running it again would diverge again
-            return RunSummary(self.run_dir, "diverged", self.rd.status()["episodes_done"], np.nan, 0.0)
+        finished = finished_summary(self.rd, self.cfg.id())
+        if finished is not None:
+            return finished
         check_not_busy(self.rd)
         self.rd.write_config(self.cfg.to_yaml())
         threads_before = torch.get_num_threads()
@@ -444,7 +453,6 @@ class Trainer:
                     self._loop()
                 except FloatingPointError as err:
                     diverged = err
-                    self.rd.write_metrics(pd.DataFrame(self.rows))  # the episodes before it
             end = {}
             for cb in self.callbacks:
                 end.update(cb.on_run_end(self))
@@ -478,8 +486,10 @@ class Trainer:
                 raise KeyboardInterrupt
 
     def end_diverged(self, error: str, end: dict, t_start: float) -> RunSummary:
-        """Status ``diverged`` with ``error`` and the stop events of the callbacks' ``end``
-        (``on_run_end``), once the metrics of the episodes before are written."""
+        """The metrics of the episodes before the divergence (whatever the last checkpoint), then
+        status ``diverged`` with ``error`` and the stop events of the callbacks' ``end``
+        (``on_run_end``)."""
+        self.rd.write_metrics(pd.DataFrame(self.rows))
         ep = self.episodes_done
         self._status("diverged", ep, error=error, stops=end.get("stops"))
         return RunSummary(self.run_dir, "diverged", ep, np.nan, time.perf_counter() - t_start)
