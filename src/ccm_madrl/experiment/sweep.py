@@ -200,7 +200,7 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
         if isinstance(data, list):  # a pack job: several runs as one program (experiment/pack.py)
             from .pack import run_pack_job
 
-            return {**run_pack_job(data, json.loads(run_dir), t0, stop=stop), **where}
+            return {**run_pack_job(data, dirs, t0, stop=stop), **where}
         cfg = build_config(data)
         s = train(cfg, run_dir, progress=False, quiet=True, stop=stop)
         res = {"status": s.state, "episodes_done": s.episodes_done, "final_return": s.final_return}
@@ -217,6 +217,9 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             "traceback": traceback.format_exc(),
         }
     return {**res, **where, "wall_time_s": time.time() - t0}
+
+
+BUSY_GRACE_S = 5.0  # how long a sweep's plan waits for a run's claim by an exiting process to end
 
 
 def wait_released(run_dirs: list[str], stop: StopToken, timeout_s: float = STALE_AFTER_S + 5.0) -> None:
@@ -312,9 +315,8 @@ class SweepPlan:
     options: BackendOptions = field(default_factory=BackendOptions)
     sweep_dir: Path | None = None  # absolute
     workers_given: int | None = None  # --workers as given (ray: tasks in flight; slurm: array tasks at once)
-    busy: dict[str, str] = field(
-        default_factory=dict
-    )  # runs another live process trains now (skipped): id -> who
+    # runs another live process trains now (skipped): run id -> who
+    busy: dict[str, str] = field(default_factory=dict)
 
 
 def check_options(backend: str, options: BackendOptions | None) -> BackendOptions:
@@ -358,12 +360,23 @@ def plan_sweep(
     there whatever its node and working directory."""
     options = check_options(backend, options)
     sd, done, busy, jobs, workers_given = SweepDir(Path(sweep_dir).resolve()), {}, {}, [], workers
+    claimed = []
     for r in runs:
         rd = sd.run(r.id)
         finished = rd.finished_state(r.id)
         if finished:
             done[r.id] = (finished, rd.status().get("episodes_done"))
-        elif who := rd.trained_elsewhere():
+        elif rd.trained_elsewhere():
+            claimed.append(r)
+        else:
+            jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
+    # a process killed a moment ago may still be exiting: its claim ends within the grace period
+    deadline = time.monotonic() + BUSY_GRACE_S
+    while claimed and time.monotonic() < deadline and any(sd.run(r.id).trained_elsewhere() for r in claimed):
+        time.sleep(0.2)
+    for r in claimed:
+        rd = sd.run(r.id)
+        if who := rd.trained_elsewhere():
             busy[r.id] = who
         else:
             jobs.append((r.id, r.config.model_dump_json(), str(rd.path)))
