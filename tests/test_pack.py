@@ -514,3 +514,58 @@ def test_rows_q_scores_each_runs_rows_with_its_own_critic(output):
         )
     j = joint.clone().requires_grad_(True)  # with gradients: the padded batch, the same values
     assert rel(got, packed.rows_q(j, bi, states[bi, ji], actions[bi, ji], bi).detach()) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "packed,agent",
+    [
+        (False, {}),
+        (True, {}),
+        (True, {"algorithm": "maddpg"}),
+        (False, {"architecture": {"activation": "linear_clip"}}),
+        (True, {"mitigations": {"actor_layernorm": True, "actor_reg": "preact", "actor_reg_coef": 1e-3}}),
+    ],
+)
+def test_a_sequential_actor_step_computes_the_stepping_actors_gradients_bit_for_bit(
+    monkeypatch, packed, agent
+):
+    """``BatchedActor.gradients_for`` skips the matrix products of the actors that do not step: the
+    stepping actors' gradients (what the optimiser applies, the monitor reads and the clip scales)
+    equal plain autograd's bit for bit, over a whole training step (N actor steps, each on a loss
+    recomputed after the previous step), and the other actors' weight gradients are zero."""
+    from ccm_madrl.agents import networks
+
+    cfgs = configs("sequential", **agent)[: 2 if packed else 1]
+    seen = {}
+    plain = networks.BatchedActor.gradients_for
+    for mode in ("restricted", "autograd"):
+        if mode == "autograd":  # the same training step with every actor's gradient computed
+            monkeypatch.setattr(networks.BatchedActor, "gradients_for", lambda self, nets: plain(self, None))
+        ls = _learners(cfgs)
+        learner = make_pack(ls) if packed else ls[0]
+        steps = seen[mode] = []
+        learner.actor_opt.register_step_pre_hook(
+            lambda o, g, ag, s=steps: s.append((ag, [x.clone() for x in g]))
+        )
+        rs = np.random.default_rng(0)
+        layout = ls[0].transition_layout()
+        lead = (len(cfgs), 4) if packed else (4,)
+        for _ in range(3):
+            tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in layout.items()}
+            tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
+            tr["done"][:] = 0.0
+            learner.observe(tr)
+        learner.train()
+    assert len(seen["restricted"]) == len(seen["autograd"]) == 12  # one step per actor
+    n_nets = seen["restricted"][0][1][0].shape[0]
+    for (ag, gr), (ag2, ga) in zip(seen["restricted"], seen["autograd"]):
+        rows = torch.as_tensor(ag).reshape(-1)
+        assert torch.equal(rows, torch.as_tensor(ag2).reshape(-1))
+        others = torch.ones(n_nets, dtype=torch.bool)
+        others[rows] = False
+        for x, y in zip(gr, ga):
+            assert torch.equal(x[rows], y[rows])
+            assert y[rows].abs().sum() > 0 or x.dim() == 2  # a real gradient (a bias may be 0)
+        for name, x in zip([n for n, _ in learner.actors.named_parameters()], gr):
+            if name.startswith("fc") and name.endswith("weight"):
+                assert not x[others].any(), name

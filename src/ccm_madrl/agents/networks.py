@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +73,45 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+class _RowsBaddbmm(torch.autograd.Function):
+    """``bias + x @ weight^T`` batched over networks (dimension 0), exactly as ``torch.baddbmm``,
+    with a backward that computes the matrix products of the input and weight gradients for the
+    networks ``rows`` only: the others get exact zeros instead of their true gradients (their bias
+    gradient stays the true one of what reaches the layer: cheap, and summed by autograd). For a loss
+    whose gradient is used for ``rows`` only (the sequential actor step updates one actor per run),
+    the gradients of ``rows`` are bit-identical to autograd's of the plain ``baddbmm``: the same
+    products of the same operands (a gathered slice has the layout of the full operand's slice; CPU
+    batched GEMMs compute each matrix on its own; a test pins the identity), and the bias gradient
+    takes autograd's own path (the engine sums the broadcast gradient)."""
+
+    @staticmethod
+    def forward(ctx, bias, x, weight, rows):  # noqa: D102
+        ctx.save_for_backward(x, weight, rows)
+        return torch.baddbmm(bias, x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, weight, rows = ctx.saved_tensors
+        gr = g[rows]
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gx = g.new_zeros(x.shape)
+            gx[rows] = gr.bmm(weight[rows])
+        if ctx.needs_input_grad[2]:  # baddbmm's batch2 gradient (n, in, out), then its transpose's
+            gw = g.new_zeros(weight.shape[0], weight.shape[2], weight.shape[1])
+            gw[rows] = x[rows].transpose(1, 2).bmm(gr)
+            gw = gw.transpose(1, 2)
+        return (g if ctx.needs_input_grad[0] else None), gx, gw, None
+
+
 class BatchedLinear(nn.Module):
-    """N independent linear layers applied as one batched matmul: (N, M, in) -> (N, M, out)."""
+    """N independent linear layers applied as one batched matmul: (N, M, in) -> (N, M, out).
+
+    ``grad_rows`` (a long tensor of network indices, or None: all) restricts the backward's matrix
+    products to those networks (:class:`_RowsBaddbmm`); set it through
+    :meth:`BatchedActor.gradients_for`."""
+
+    grad_rows: torch.Tensor | None = None
 
     def __init__(self, n: int, in_features: int, out_features: int):
         super().__init__()
@@ -87,6 +125,8 @@ class BatchedLinear(nn.Module):
             self.bias.uniform_(-bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_rows is not None and torch.is_grad_enabled():
+            return _RowsBaddbmm.apply(self.bias.unsqueeze(1), x, self.weight, self.grad_rows)
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
     def extra_repr(self) -> str:
@@ -244,6 +284,25 @@ class BatchedActor(nn.Module):
                 else self.norm(z)
             )
         return z
+
+    @contextmanager
+    def gradients_for(self, nets: int | torch.Tensor | None):
+        """Within: the backward computes the parameter gradients of the networks ``nets`` (an index
+        or indices into dimension 0) and exact zeros for the others' weights, skipping their matrix
+        products; outputs and the gradients of ``nets`` are unchanged, bit for bit. For a loss
+        whose gradient is applied to ``nets`` only. ``None``, or a shared network: no restriction."""
+        if nets is None or self.n_nets == 1 or self.shared:
+            yield
+            return
+        rows = torch.as_tensor(nets, dtype=torch.long, device=self.fc1.weight.device).reshape(-1)
+        layers = (self.fc1, self.fc2, self.fc3)
+        for layer in layers:
+            layer.grad_rows = rows
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.grad_rows = None
 
     def agent_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Actor ``i``'s parameters in the published per-agent layout (``fc1.weight`` ...); with a

@@ -307,10 +307,13 @@ class OffPolicyActorCritic:
         selected: torch.Tensor | None = None,
         joint_states: torch.Tensor | None = None,
     ) -> float:
-        """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser."""
-        u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
-        loss = self.actor_objective(states, u, w, selected, joint_states) + extra
-        grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
+        """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser.
+        Only the stepping actors' gradients are computed (``gradients_for``): the others' would be
+        discarded."""
+        with self.actors.gradients_for(self._agents(agent)):
+            u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
+            loss = self.actor_objective(states, u, w, selected, joint_states) + extra
+            grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
         if self.actor_grad_clip is not None:
             clip_per_agent_(grads, self.actor_grad_clip)
         self.actor_opt.step(grads, agent=self._agents(agent))
