@@ -82,7 +82,8 @@ class _RowsBaddbmm(torch.autograd.Function):
     the gradients of ``rows`` are bit-identical to autograd's of the plain ``baddbmm``: the same
     products of the same operands (a gathered slice has the layout of the full operand's slice; CPU
     batched GEMMs compute each matrix on its own; a test pins the identity), and the bias gradient
-    takes autograd's own path (the engine sums the broadcast gradient)."""
+    takes autograd's own path (the engine sums the broadcast gradient). On a GPU the library may
+    pick another GEMM kernel for fewer matrices: equal in exact arithmetic, not pinned bit for bit."""
 
     @staticmethod
     def forward(ctx, bias, x, weight, rows):  # noqa: D102
