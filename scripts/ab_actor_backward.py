@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import copy
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,11 +22,8 @@ import numpy as np
 import torch
 
 from ccm_madrl.agents import networks
-from ccm_madrl.experiment.config import build_config
-from ccm_madrl.experiment.pack import PackTrainer
+from ccm_madrl.bench import grid_pack_batch
 from ccm_madrl.provenance import collect
-
-GRID = [1e-4, 1e-3, 1e-2, 1e-1]
 
 
 @contextlib.contextmanager
@@ -36,46 +32,22 @@ def _every_actor(self, nets):  # plain autograd: every actor's gradient computed
 
 
 def measure(r: int, reps: int) -> dict:
-    cfgs = [
-        build_config(
-            {
-                "name": f"r{i}",
-                "seed": i,
-                "threads": 1,
-                "env": {"max_steps": 10},
-                "agent": {
-                    "actor_update": "sequential",
-                    "actor_lr": GRID[i % 4],
-                    "critic_lr": GRID[(i // 4) % 4],
-                },
-                "training": {"episodes": 3, "eval_episodes": 5, "tensorboard": False},
-                "monitor": {"enabled": False},
-            }
-        )
-        for i in range(r)
-    ]
+    pack, batch, w = grid_pack_batch(r)
     restricted = networks.BatchedActor.gradients_for
     times: dict[str, list[float]] = {"restricted": [], "autograd": []}
-    with tempfile.TemporaryDirectory() as d:
-        tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
-        tr.run()
-        pack = tr.pack
-        samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
-        batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
-        w = np.concatenate([x for _, _, x in samples])
-        copy.deepcopy(pack).train_step(batch, w)  # warm-up
-        try:
-            for rep in range(reps):
-                order = ("restricted", "autograd") if rep % 2 == 0 else ("autograd", "restricted")
-                for mode in order:
-                    networks.BatchedActor.gradients_for = restricted if mode == "restricted" else _every_actor
-                    p = copy.deepcopy(pack)
-                    t = time.perf_counter()
-                    p.train_step(batch, w)
-                    times[mode].append(time.perf_counter() - t)
-                    del p
-        finally:
-            networks.BatchedActor.gradients_for = restricted
+    copy.deepcopy(pack).train_step(batch, w)  # warm-up
+    try:
+        for rep in range(reps):
+            order = ("restricted", "autograd") if rep % 2 == 0 else ("autograd", "restricted")
+            for mode in order:
+                networks.BatchedActor.gradients_for = restricted if mode == "restricted" else _every_actor
+                p = copy.deepcopy(pack)
+                t = time.perf_counter()
+                p.train_step(batch, w)
+                times[mode].append(time.perf_counter() - t)
+                del p
+    finally:
+        networks.BatchedActor.gradients_for = restricted
     med = {m: float(np.median(v)) for m, v in times.items()}
     return {
         "runs_per_pack": r,

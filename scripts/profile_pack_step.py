@@ -8,7 +8,6 @@ backward of all R x N actors on a batch alone (what each of the N actor steps re
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,11 +15,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ccm_madrl.experiment.config import build_config
-from ccm_madrl.experiment.pack import PackTrainer
+from ccm_madrl.bench import grid_pack_batch
 from ccm_madrl.provenance import collect
-
-GRID = [1e-4, 1e-3, 1e-2, 1e-1]
 
 
 def main() -> None:
@@ -30,49 +26,26 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     r = args.runs
-    cfgs = [
-        build_config(
-            {
-                "name": f"r{i}",
-                "seed": i,
-                "threads": 1,
-                "env": {"max_steps": 10},
-                "agent": {
-                    "actor_update": "sequential",
-                    "actor_lr": GRID[i % 4],
-                    "critic_lr": GRID[(i // 4) % 4],
-                },
-                "training": {"episodes": 3, "eval_episodes": 5, "tensorboard": False},
-                "monitor": {"enabled": False},
-            }
-        )
-        for i in range(r)
-    ]
-    with tempfile.TemporaryDirectory() as d:
-        tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
-        tr.run()
-        pack = tr.pack
-        samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
-        batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
-        w = np.concatenate([x for _, _, x in samples])
-        pack.train_step(batch, w)  # warm-up
-        t0 = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            pack.train_step(batch, w)
-        step_s = time.perf_counter() - t0
-        states, params = batch["states"], list(pack.actors.parameters())
-        ts = []
-        for _ in range(5):
-            t = time.perf_counter()
-            u = pack.actors(states)
-            torch.autograd.grad(u.sum(), params)
-            ts.append(time.perf_counter() - t)
+    pack, batch, w = grid_pack_batch(r)
+    n = pack.n_agents
+    pack.train_step(batch, w)  # warm-up
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        pack.train_step(batch, w)
+    step_s = time.perf_counter() - t0
+    states, params = batch["states"], list(pack.actors.parameters())
+    ts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        u = pack.actors(states)
+        torch.autograd.grad(u.sum(), params)
+        ts.append(time.perf_counter() - t)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     lines = [
         f"# scripts/profile_pack_step.py --runs {r}; provenance: {collect()}",
         f"one profiled sequential training step of the pack: {step_s:.3f} s wall (profiler on); "
-        f"{cfgs[0].env.n_agents} agents per run, {cfgs[0].env.n_agents} actor steps",
-        f"forward + backward of all {r} x {cfgs[0].env.n_agents} actors on the batch ({states.shape[0]} samples): "
+        f"{n} agents per run, {n} actor steps",
+        f"forward + backward of all {r} x {n} actors on the batch ({states.shape[0]} samples): "
         f"best of 5 {1e3 * min(ts):.1f} ms, median {1e3 * float(np.median(ts)):.1f} ms",
         "",
         table,

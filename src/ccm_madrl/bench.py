@@ -483,6 +483,44 @@ def bench_argmax(
     return out
 
 
+def grid_pack_batch(runs: int, episodes: int = 3, seed_batch: int = 0):
+    """A pack of ``runs`` runs of the Table 1 grid's cells in order (N = 50, 10 steps, sequential
+    order, seeds 0..runs-1, monitor off) trained ``episodes`` episodes, and one replay batch of 64
+    samples per run: ``(pack, batch, weights)``, for timing its training step (the pack trainer's
+    run directories are temporary and removed)."""
+    import tempfile
+
+    from .experiment.config import build_config
+    from .experiment.pack import PackTrainer
+
+    grid = [1e-4, 1e-3, 1e-2, 1e-1]
+    cfgs = [
+        build_config(
+            {
+                "name": f"r{i}",
+                "seed": i,
+                "threads": 1,
+                "env": {"max_steps": 10},
+                "agent": {
+                    "actor_update": "sequential",
+                    "actor_lr": grid[i % 4],
+                    "critic_lr": grid[(i // 4) % 4],
+                },
+                "training": {"episodes": episodes, "eval_episodes": 5, "tensorboard": False},
+                "monitor": {"enabled": False},
+            }
+        )
+        for i in range(runs)
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
+        tr.run()
+    pack = tr.pack
+    samples = [s.replay.sample(64, np.random.default_rng(seed_batch)) for s in pack.runs]
+    batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
+    return pack, batch, np.concatenate([x for _, _, x in samples])
+
+
 def bench_pack(
     packs: tuple[int, ...] = (1, 4, 16),
     updates: tuple[str, ...] = ("simultaneous", "sequential"),
