@@ -278,6 +278,32 @@ def test_table1_doc_script_writes_every_section_from_an_archive(tmp_path):
     assert "| `ccm-madrl sweep configs/controls/bounded_critic.yaml` | 80 |" in text
 
 
+def test_table1_doc_counts_the_runs_that_end_at_the_all_local_return():
+    """docs/table1.md's 5.3 count on a crafted input: a run matches the all-local policy's return of
+    its own seed (within 0.01), not another seed's; the others' returns are grouped at 0.1."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("table1_doc", root / "scripts" / "table1_doc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = pd.DataFrame(
+        {"baseline": ["all_local", "all_local", "random_selection"], "seed": [0, 1, 0],
+         "final_return": [-35.03, -36.00, -54.6]}
+    )  # fmt: skip
+    runs = pd.DataFrame(
+        {"cfg.seed": [0, 1, 0, 1, 0, 1], "client_lr": [1e-3, 1e-3, 1e-2, 1e-2, 0.1, 0.1],
+         "master_lr": [1e-3] * 6, "final_return": [-35.025, -35.03, -101.1, -101.14, -200.0, np.nan]}
+    )  # fmt: skip
+    text = mod.all_local_match("shared actor", SimpleNamespace(baselines=base), runs)
+    assert text.startswith(
+        "shared actor: 1 of 5 (client / master lr: 0.001 / 0.001; all-local return -36.00, -35.03)"
+    )
+    assert text.endswith("-101.1 (2 runs), 2 other distinct values (-35.0 to -200.0)")
+    assert mod.all_local_match("shared actor", SimpleNamespace(baselines=base.iloc[2:]), runs) is None
+
+
 def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
     """scripts/controls_doc.py (docs/controls.md's generator) on the archived screen of the two
     controls: one row per variant and client lr, and each control against the baseline per lr."""
