@@ -483,42 +483,58 @@ def bench_argmax(
     return out
 
 
-def grid_pack_batch(runs: int, episodes: int = 3, seed_batch: int = 0):
-    """A pack of ``runs`` runs of the Table 1 grid's cells in order (N = 50, 10 steps, sequential
-    order, seeds 0..runs-1, monitor off) trained ``episodes`` episodes, and one replay batch of 64
-    samples per run: ``(pack, batch, weights)``, for timing its training step (the pack trainer's
-    run directories are temporary and removed)."""
-    import tempfile
+TABLE1_GRID = [1e-4, 1e-3, 1e-2, 1e-1]
 
+
+def grid_configs(runs: int, update: str, training: dict, monitor: dict, steps: int = 10, device: str = "cpu"):
+    """The configs of ``runs`` runs of the Table 1 grid's cells in order (seeds 0..runs-1, actor /
+    critic learning rates cycling over the 4 x 4 grid of ``configs/paper/table1_s10.yaml``)."""
     from .experiment.config import build_config
-    from .experiment.pack import PackTrainer
 
-    grid = [1e-4, 1e-3, 1e-2, 1e-1]
-    cfgs = [
+    grid = TABLE1_GRID
+    return [
         build_config(
             {
                 "name": f"r{i}",
                 "seed": i,
-                "threads": 1,
-                "env": {"max_steps": 10},
-                "agent": {
-                    "actor_update": "sequential",
-                    "actor_lr": grid[i % 4],
-                    "critic_lr": grid[(i // 4) % 4],
-                },
-                "training": {"episodes": episodes, "eval_episodes": 5, "tensorboard": False},
-                "monitor": {"enabled": False},
+                "device": device,
+                "threads": torch.get_num_threads(),
+                "env": {"max_steps": steps},
+                "agent": {"actor_update": update, "actor_lr": grid[i % 4], "critic_lr": grid[(i // 4) % 4]},
+                "training": training,
+                "monitor": monitor,
             }
         )
         for i in range(runs)
     ]
+
+
+def replay_batch(pack, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """One prioritised replay batch of 64 samples per run of ``pack``, run-major, and its weights."""
+    samples = [s.replay.sample(64, np.random.default_rng(seed)) for s in pack.runs]
+    batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
+    return batch, np.concatenate([x for _, _, x in samples])
+
+
+def grid_pack_batch(runs: int, episodes: int = 3, seed_batch: int = 0):
+    """A pack of ``runs`` runs of the grid (:func:`grid_configs`: N = 50, 10 steps, sequential
+    order, monitor off) trained ``episodes`` episodes, and one replay batch (:func:`replay_batch`):
+    ``(pack, batch, weights)``, for timing its training step (the pack trainer's run directories
+    are temporary and removed)."""
+    import tempfile
+
+    from .experiment.pack import PackTrainer
+
+    cfgs = grid_configs(
+        runs,
+        "sequential",
+        {"episodes": episodes, "eval_episodes": 5, "tensorboard": False},
+        {"enabled": False},
+    )
     with tempfile.TemporaryDirectory() as d:
         tr = PackTrainer(cfgs, [Path(d) / c.name for c in cfgs])
         tr.run()
-    pack = tr.pack
-    samples = [s.replay.sample(64, np.random.default_rng(seed_batch)) for s in pack.runs]
-    batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
-    return pack, batch, np.concatenate([x for _, _, x in samples])
+    return (tr.pack, *replay_batch(tr.pack, seed_batch))
 
 
 def bench_pack(
@@ -547,42 +563,23 @@ def bench_pack(
 
     import pandas as pd
 
-    from .experiment.config import build_config
     from .experiment.pack import PackTrainer
 
-    grid = [1e-4, 1e-3, 1e-2, 1e-1]
     out = _agent_header(episodes, eval_episodes, device)
     peak = out["matmul_peak_gflops"]
     cuda = torch.device(device).type == "cuda"
     for upd in updates:
         for mon in monitors:
             for r in packs:
-                cfgs = [
-                    build_config(
-                        {
-                            "name": f"r{i}",
-                            "seed": i,
-                            "device": device,
-                            "threads": torch.get_num_threads(),
-                            "env": {"max_steps": steps},
-                            "agent": {
-                                "actor_update": upd,
-                                "actor_lr": grid[i % 4],
-                                "critic_lr": grid[(i // 4) % 4],
-                            },
-                            "training": {
-                                "episodes": episodes,
-                                "eval_episodes": eval_episodes,
-                                "tensorboard": False,
-                                "checkpoint_every": 10**6,
-                            },
-                            # monitor on: measured every other episode, so that measured and
-                            # unmeasured episodes alternate under the same machine load
-                            "monitor": {"enabled": mon, "interval": 2},
-                        }
-                    )
-                    for i in range(r)
-                ]
+                training = {
+                    "episodes": episodes,
+                    "eval_episodes": eval_episodes,
+                    "tensorboard": False,
+                    "checkpoint_every": 10**6,
+                }
+                # monitor on: measured every other episode, so that measured and unmeasured
+                # episodes alternate under the same machine load
+                cfgs = grid_configs(r, upd, training, {"enabled": mon, "interval": 2}, steps, device)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 t0 = time.perf_counter()
@@ -593,9 +590,7 @@ def bench_pack(
                     df = pd.read_parquet(Path(d) / "r0" / "metrics.parquet")
                 steady = df[df["trained"]].iloc[2:]
                 pack = tr.pack
-                samples = [s.replay.sample(64, np.random.default_rng(0)) for s in pack.runs]
-                batch = {k: torch.cat([b[k] for b, _, _ in samples]) for k in samples[0][0]}
-                w = np.concatenate([x for _, _, x in samples])
+                batch, w = replay_batch(pack)
                 flops, t_step = _step_flops(pack.train_step, (batch, w), 3, device)
                 mon_ms, overhead = 0.0, None
                 if mon:
@@ -629,7 +624,7 @@ def bench_pack(
                     }
                 )
                 print(jsonio.dumps(out["results"][-1]), flush=True)
-                del tr, pack, samples, batch  # free this pack before the next one's memory is measured
+                del tr, pack, batch  # free this pack before the next one's memory is measured
                 if cuda:
                     torch.cuda.empty_cache()
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
