@@ -215,6 +215,18 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     assert rd.name in res["added"]
     note = load(tmp_path / "a3").runs.set_index("run_id").at[rd.name, "archive_note"]
     assert note == "failed after its last episode: OSError: disk full"
+    # an interrupted run is archived only into a prefix archive, which never mixes with finished runs
+    (rd / "status.json").write_text(json.dumps({**st, "state": "interrupted", "episodes_done": 3}))
+    assert rd.name not in archive_sweep(tmp_path / "sw", tmp_path / "a4", baselines=False)["added"]
+    with pytest.raises(ValueError, match="holds only finished runs"):
+        archive_sweep(tmp_path / "sw", tmp_path / "a4", baselines=False, include_interrupted=True)
+    res = archive_sweep(tmp_path / "sw", tmp_path / "a5", baselines=False, include_interrupted=True)
+    assert rd.name in res["added"] and res["archived"] == 3
+    pre = load(tmp_path / "a5").runs.set_index("run_id")
+    assert pre.at[rd.name, "status"] == "interrupted" and pre.at[rd.name, "episodes_done"] == 3
+    assert json.loads((tmp_path / "a5" / "archive.json").read_text())["includes_interrupted"] is True
+    with pytest.raises(ValueError, match="is a prefix archive"):
+        archive_sweep(tmp_path / "sw", tmp_path / "a5", baselines=False)
 
 
 def test_round_mantissa_keeps_zeros_and_relative_precision():

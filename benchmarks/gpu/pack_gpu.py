@@ -16,6 +16,7 @@ Run: PYTHONPATH=src python benchmarks/gpu/pack_gpu.py {agree,grid} --out OUT [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import pstats
@@ -35,6 +36,7 @@ from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.pack import PackTrainer
 from ccm_madrl.experiment.stop import StopToken
 from ccm_madrl.experiment.sweep import expand, load_sweep
+from ccm_madrl.rundir import SweepDir
 
 LRS = [(1e-4, 1e-3), (1e-3, 1e-2), (1e-2, 1e-3), (1e-1, 1e-1)]
 
@@ -124,6 +126,7 @@ def grid(
     seeds: str | None,
     max_episodes: int,
     profile: tuple[int, int] | None,
+    keep: Path | None = None,
 ) -> dict:
     spec, base = load_sweep(sweep, set_=[f"device={device}", *sets], seeds=seeds)
     runs = expand(spec, base, sweep)
@@ -158,12 +161,19 @@ def grid(
         "time_cap_s": seconds,
         "overrides": sets,
         "episodes_per_run": total,
+        "kept_in": str(keep) if keep else None,
     }
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            d = Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/tmp")))
+        else:  # a sweep directory that `ccm-madrl archive` reads (runs/<id>, a manifest naming the sweep)
+            d = keep / "runs"
+            d.mkdir(parents=True, exist_ok=True)
+            SweepDir(keep).write_manifest(keep.name, [{"id": r.id, "state": "queued"} for r in runs])
         t_build = time.perf_counter()
-        dirs = [Path(d) / r.id for r in runs]
+        dirs = [d / r.id for r in runs]
         tr = PackTrainer(cfgs, dirs, stop=stop)
         try:
             tr.run()
@@ -228,6 +238,13 @@ def main() -> None:
     p.add_argument(
         "--profile", default=None, help="grid: FIRST,LAST episodes to profile with cProfile (not timed)"
     )
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="grid: keep the runs in this sweep directory (runs/<id>, interrupted at the stop; the sweep's "
+        "name is the directory's) for "
+        "`ccm-madrl archive --include-interrupted`; default: a temporary directory",
+    )
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +252,17 @@ def main() -> None:
         agree(out, a.device, a.episodes, CASES[:2] if a.small_only else CASES)
     else:
         prof = tuple(int(x) for x in a.profile.split(",")) if a.profile else None
-        grid(out, a.device, a.seconds, a.sweep, a.set, a.seeds, a.max_episodes, prof)
+        grid(
+            out,
+            a.device,
+            a.seconds,
+            a.sweep,
+            a.set,
+            a.seeds,
+            a.max_episodes,
+            prof,
+            Path(a.keep) if a.keep else None,
+        )
 
 
 if __name__ == "__main__":

@@ -184,11 +184,15 @@ def archive_sweep(
     baselines: bool = True,
     command: str | None = None,
     include_complete_failed: bool = False,
+    include_interrupted: bool = False,
 ) -> dict:
     """Archive the finished runs of ``sweep_dir`` into ``out`` (module docstring); with
     ``include_complete_failed`` also the runs of :func:`complete_but_failed`, archived with status
     ``done`` and ``archive_note`` naming the failure (their original status is kept in
-    ``configs.status_json``). Returns
+    ``configs.status_json``). With ``include_interrupted`` also the runs stopped before their last
+    episode, with the episodes they finished and status ``interrupted`` (a prefix archive: its stop
+    events are those of the prefix, ``archive.json`` says ``includes_interrupted``; the report counts
+    such runs as unfinished). An archive holds either kind, never both. Returns
     {"added": [...run ids], "archived": n, "finished": n, "runs_in_sweep": n, "bytes": {...}}."""
     from .store import Store
 
@@ -198,6 +202,13 @@ def archive_sweep(
     out.mkdir(parents=True, exist_ok=True)
     old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
     have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
+    index = read_json(out / INDEX)
+    if index and bool(index.get("includes_interrupted", False)) != include_interrupted:
+        raise ValueError(
+            f"archive: {out} holds only finished runs; archive interrupted runs into an archive of their own"
+            if include_interrupted
+            else f"archive: {out} is a prefix archive (includes interrupted runs); archive finished runs elsewhere"
+        )
     store = Store([sweep_dir])
     runs = store.runs.copy()
     runs["archive_note"] = ""
@@ -209,9 +220,8 @@ def archive_sweep(
                 err[-1] if err else "no error recorded"
             )
             runs.at[i, "status"] = "done"
-    done = runs[runs["status"].isin(FINISHED_STATES)]
+    done = runs[runs["status"].isin(FINISHED_STATES + (("interrupted",) if include_interrupted else ()))]
     new = done[~done["run_id"].isin(have)]
-    index = read_json(out / INDEX)
     if new.empty and index:
         return _result(out, [], len(have), len(done), len(runs))
     dirs = {rd.name: rd for _, rd in store.run_dirs}
@@ -261,6 +271,7 @@ def archive_sweep(
         "finished_in_source": len(done),
         "runs_in_source": len(runs),
         "runs_planned": len(SweepDir(sweep_dir).manifest().get("runs", [])) or len(runs),
+        "includes_interrupted": include_interrupted,
         "complete_but_failed": sorted(
             {*index.get("complete_but_failed", []), *new.loc[new["archive_note"] != "", "run_id"]}
         ),

@@ -210,12 +210,15 @@ def cmd_archive(args: argparse.Namespace) -> int:
         command=" ".join(
             ["ccm-madrl archive", args.sweep, "--out", args.out]
             + (["--include-complete-failed"] if args.include_complete_failed else [])
+            + (["--include-interrupted"] if args.include_interrupted else [])
         ),
         include_complete_failed=args.include_complete_failed,
+        include_interrupted=args.include_interrupted,
     )
     _console().print(
         f"archive: {args.out} — {len(res['added'])} run(s) added, {res['archived']} archived, "
-        f"{res['finished']} of {res['runs_in_sweep']} finished in {args.sweep}; "
+        f"{res['finished']} of {res['runs_in_sweep']} {'finished or interrupted' if args.include_interrupted else 'finished'} "
+        f"in {args.sweep}; "
         f"{sum(res['bytes'].values()) / 1024:.0f} KiB ({res['bytes_per_run'] / 1024:.0f} KiB per run)"
     )
     return 0
@@ -480,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-complete-failed",
         action="store_true",
         help="also archive runs marked failed after their last episode (all episodes recorded), with a note",
+    )
+    a.add_argument(
+        "--include-interrupted",
+        action="store_true",
+        help="a prefix archive: also archive runs stopped before their last episode, with the episodes they "
+        "finished (their stop events are the prefix's); never mixed with an archive of finished runs",
     )
     a.set_defaults(func=cmd_archive)
 
