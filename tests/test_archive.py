@@ -18,7 +18,7 @@ from ccm_madrl.archive import ArchiveStore, archive_sweep, round_mantissa
 from ccm_madrl.cli import main
 from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.monitor.integration import read_agents
-from ccm_madrl.monitor.stops import agent_stops
+from ccm_madrl.monitor.stops import agent_stops, run_stops, summary_stops
 from ccm_madrl.report import build_report, stats
 from ccm_madrl.store import Store, load
 
@@ -156,6 +156,15 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     agents = read_agents(rd / "monitor")
     thr = spec["base"]["monitor"]["stop_threshold"]
     pd.testing.assert_frame_equal(live._stops_of(rd), agent_stops(agents, thr), check_dtype=False)
+    # ... and so do those from the per-episode aggregates, also for every prefix of the run
+    summ = live._summary_of(rd, None)
+    trained = live.metrics.query("run_id == @rd.name and trained")["episode"].to_numpy()
+    for upto in (*range(1, 6), np.inf):
+        want = run_stops(agents[agents["episode"] < upto], thr)
+        got = summary_stops(summ, trained, upto)
+        assert set(got) <= set(want)
+        for k, v in got.items():
+            assert (np.isnan(v) and np.isnan(want[k])) or v == want[k], (upto, k, v, want[k])
     # per-layer dead and dormant fractions are aggregated per episode and role; an episodes.parquet
     # written without them (before they were aggregated) is re-aggregated from agents.parquet
     from ccm_madrl.monitor import compact
@@ -411,3 +420,34 @@ def test_tables_concatenate_without_an_all_missing_part_deciding_the_dtype():
     assert t.columns.tolist() == ["run_id", "stop", "flag"] and t["stop"].dtype == np.float64
     assert np.isnan(t.at[0, "stop"]) and t.at[1, "stop"] == 12.0 and t["flag"].tolist() == [True, False]
     assert concat_tables([]).empty
+
+
+def test_table1_doc_prefix_section_on_a_prefix_equal_to_its_runs(tmp_path):
+    """The prefix section (``table1_doc.py --prefix``) given the tiny archive both as the prefix and
+    as the finished runs: every prefix stop lasts from the same episode and every pair agrees."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import table1_doc
+
+    d = tmp_path / "table1_s10"
+    shutil.copytree(ARCHIVE, d)
+    idx = json.loads((d / "archive.json").read_text())
+    (d / "archive.json").write_text(json.dumps({**idx, "sweep": "table1_s10"}))
+    store = ArchiveStore([d])
+    ev = table1_doc.prefix_events(store)
+    runs = store.runs.set_index("run_id")
+    for k in ("all_actors_stop_thr", "all_actors_grad_zero", "critic_stop_thr"):
+        np.testing.assert_array_equal(ev[k].to_numpy(float), runs.loc[ev["run_id"], k].to_numpy(float))
+    notes: dict = {}
+    text = "\n".join(table1_doc.prefix_section([str(d)], {"table1_s10": (store, None)}, notes))
+    n, k = len(ev), int(ev["all_actors_stop_thr"].notna().sum())
+    assert k > 0 and f"{k} had all actors stopped at the cut; {k} of them were still stopped" in text
+    assert "from the same episode" in text and f"is the same in {n} of {n} pairs" in text
+    assert f"equal in every episode in {n} pairs." in text
+    assert (
+        "table1_s10" in notes
+        and f"n = {int(((ev.client_lr >= 0.01) & ev.master_lr.isin([1e-4, 1e-3])).sum())}"
+        in notes["table1_s10"]
+    )

@@ -357,4 +357,4 @@ class OffPolicyActorCritic:
         if "reward_stats" in sd:  # absent in checkpoints of 0.1.0 pre-releases
             self.reward_stats.load_state_dict(sd["reward_stats"])
         if "torch_gen" in sd:
-            self.torch_gen.set_state(sd["torch_gen"])
+            self.torch_gen.set_state(sd["torch_gen"].cpu())  # a checkpoint loaded onto a GPU holds it there

@@ -99,3 +99,31 @@ def run_stops_of(st: pd.DataFrame, threshold: float = 1e-8) -> dict:
     res["all_actors_grad_zero"] = _latest_if_all(actors["grad_zero"])
     res["actors_grad_zero_frac"] = float(actors["grad_zero"].notna().mean()) if len(actors) else nan
     return res
+
+
+def summary_stops(summary: pd.DataFrame, trained: np.ndarray, upto: float = np.inf) -> dict:
+    """Run-level stop events of one run from its per-episode aggregates over agents
+    (``monitor.compact.aggregate_agents``: ``n_agents``, ``n_changed``, ``n_below_thr`` and
+    ``n_grad_zero`` per episode and role) over its trained episodes (``trained``) before ``upto``:
+    the events of :func:`run_stops` for the run cut after episode ``upto - 1`` (a prefix's events).
+    With ``upto`` past the run's end they equal :func:`run_stops` of its per-agent rows.
+
+    ``all_actors_stop_{exact,thr}``, ``critic_stop_{exact,thr}``, ``all_actors_grad_zero``: the
+    episode from which every agent of the roles was stopped (no weight changed / largest change
+    below the threshold / gradient exactly 0) in every later episode up to the cut, NaN if not at
+    the cut; ``actor_first_stop_{exact,thr}_min``: the first episode in which some actor was
+    stopped (unchanged by the cut)."""
+    s = summary[summary["episode"].isin(np.asarray(trained)) & (summary["episode"] < upto)]
+    res: dict = {}
+    for label, part in (("actor", s[s["is_actor"].astype(bool)]), ("critic", s[~s["is_actor"].astype(bool)])):
+        g = part.groupby("episode", sort=True)[["n_agents", "n_changed", "n_below_thr", "n_grad_zero"]].sum()
+        ep, n = g.index.to_numpy(), g["n_agents"].to_numpy()
+        events = {"exact": g["n_changed"].to_numpy() == 0, "thr": g["n_below_thr"].to_numpy() == n}
+        for crit, every in events.items():
+            res[f"{'all_actors' if label == 'actor' else 'critic'}_stop_{crit}"] = _stop_for_good(ep, every)
+        if label == "actor":
+            res["all_actors_grad_zero"] = _stop_for_good(ep, g["n_grad_zero"].to_numpy() == n)
+            some = {"exact": g["n_changed"].to_numpy() < n, "thr": g["n_below_thr"].to_numpy() > 0}
+            for crit, any_ in some.items():
+                res[f"actor_first_stop_{crit}_min"] = float(ep[any_][0]) if any_.any() else float("nan")
+    return res
