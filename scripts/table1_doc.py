@@ -273,7 +273,7 @@ def main() -> None:
                         parts.append(f"![{name} {fn.__name__}](table1/{target.name})\n")
     parts += versions_section(verdict_data)
     if a.prefix:
-        parts += prefix_section(a.prefix, verdict_data, facts.setdefault("prefix_5.1", {}))
+        parts += prefix_section(a.prefix, verdict_data, facts.setdefault("prefix", {}))
     parts += verdicts(verdict_data, facts)
     parts += progress_section()
     parts[1] = parts[1].replace("SEEDS", str(sorted(all_seeds) or [0]))
@@ -335,7 +335,7 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
     """docs/table1.md's section on the prefix archives (``benchmarks/gpu/prefix.sh``): per grid, the
     stop events of the first episodes at every seed; how often such a prefix event lasts to the end
     of the 2000-episode runs archived from the CPU; and how the same runs agree between the GPU and
-    the CPU over the prefix. ``notes[name]`` gets the claim-5.1 summary of each grid's prefix."""
+    the CPU over the prefix. ``notes[claim][name]`` gets each grid's prefix summary for claims 5.1 and 5.2."""
     out = ["## The first episodes at 10 seeds (prefixes trained on a lent GPU)\n",
            "Both grids, all 16 cells x 10 seeds, each run its full 2000-episode config, trained as two packs of 160 on "
            "one NVIDIA H100 in one session's 15 minutes of device time (`bash benchmarks/gpu/prefix.sh`: "
@@ -360,8 +360,19 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
         hi = ev[ev["client_lr"].isin([0.01, 0.1]) & ev["master_lr"].isin(DRAFT_MASTER_LRS)]
         km = stats.km_median(*stats.survival_data(hi, "all_actors_stop_thr"))
         gz = stats.km_median(*stats.survival_data(hi, "all_actors_grad_zero"))
-        notes[name] = (f"{LABEL_SHORT.get(name, name)}: all actors stopped at KM median {stats.fmt_km(km)}, gradient "
-                       f"exactly 0 at {stats.fmt_km(gz)} (first {cut} episodes, n = {len(hi)})")  # fmt: skip
+        who = LABEL_SHORT.get(name, name)
+        notes.setdefault("5.1", {})[name] = (f"{who}: all actors stopped at KM median {stats.fmt_km(km)}, gradient "
+                                             f"exactly 0 at {stats.fmt_km(gz)} (first {cut} episodes, n = {len(hi)})")  # fmt: skip
+        mid = []  # claim 5.2's cells: client lr 1e-3 at master lr 1e-3 (draft ~200) and 1e-4 (~500)
+        for m in (1e-3, 1e-4):
+            cell = ev[(ev["client_lr"] == 1e-3) & (ev["master_lr"] == m)]
+            if len(cell):
+                k52 = stats.km_median(*stats.survival_data(cell, "all_actors_stop_thr"))
+                mid.append(f"master lr {m:g}: {stats.fmt_km(k52)}")
+        if mid:
+            notes.setdefault("5.2", {})[name] = (
+                f"{who} (first {cut} episodes, n = 10 per cell): " + ", ".join(mid)
+            )
         out.append(f"Claim 5.1 on this prefix (the draft's cells at client lr 1e-2 and 1e-1, master lr 1e-4 and 1e-3, "
                    f"n = {len(hi)}): all actors stopped at KM median {stats.fmt_km(km)}, every actor's gradient exactly 0 "
                    f"at {stats.fmt_km(gz)}; by the rule of the verdicts below (median <= 10 episodes) the claim "
@@ -376,6 +387,7 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
         end = f_all.loc[stopped["run_id"], "all_actors_stop_thr"].to_numpy(dtype=float)
         lasted = np.isfinite(end)
         same = lasted & (end == stopped["all_actors_stop_thr"].to_numpy())
+        notes.setdefault("lasted", {})[name] = (int(lasted.sum()), len(stopped))
         out.append(f"How often such a prefix stop lasts (the CPU's finished 2000-episode runs of `{name}`, "
                    f"{len(f_ev)} runs, cut at episode {cut}): {len(stopped)} had all actors stopped at the cut; "
                    f"{int(lasted.sum())} of them were still stopped at episode 2000, {int(same.sum())} from the same "
@@ -594,7 +606,8 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  f"medians) but the weights stop (|dw| < 1e-8) only at {screen['stop'][0.01]} and {screen['stop'][0.1]} "
                  "(Adam's momentum decaying). Archived: " + "; ".join(txt) + "."
                  + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
-                    + "; ".join(facts["prefix_5.1"].values()) + "." if facts.get("prefix_5.1") else "") + "\n")  # fmt: skip
+                    + "; ".join(facts["prefix"]["5.1"].values()) + "." if facts.get("prefix", {}).get("5.1") else "")
+                 + "\n")  # fmt: skip
 
     # 5.2 lr 1e-3 stops at ~200 (master lr 1e-3) / ~500 (1e-4): per cell and version, the KM median
     txt, far, near, counts = [], [], [], []
@@ -625,7 +638,13 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines.append("**5.2 At client lr 1e-3 the actors stop at ~200 (master lr 1e-3) and ~500 (1e-4) episodes.** Verdict: "
                  f"**{v52}**. Archived: " + ("; ".join(txt) or "no archived run yet") + ". Screen evidence: "
                  "`results/screen_baseline` (independent actors, n = 5, master lr 1e-3, 300 episodes, simultaneous "
-                 "update; `docs/findings.md`) has no stop at client lr 1e-3.\n")  # fmt: skip
+                 "update; `docs/findings.md`) has no stop at client lr 1e-3."
+                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"; a stop there "
+                    "can be undone later; of the CPU's finished runs stopped at the same cut, "
+                    + ", ".join(f"{a} of {b} ({LABEL_SHORT.get(k, k)})" for k, (a, b) in facts["prefix"].get("lasted", {}).items())
+                    + " stayed stopped to episode 2000): "
+                    + "; ".join(facts["prefix"]["5.2"].values()) + "." if facts.get("prefix", {}).get("5.2") else "")
+                 + "\n")  # fmt: skip
 
     # 5.3 lr 1e-4: no stop within 2000 episodes, returns -34 / -40
     txt = []
