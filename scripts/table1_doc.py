@@ -189,6 +189,21 @@ def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
     return f.merge(runs[["run_id", "client_lr", "master_lr", "final_return"]], on="run_id") if len(f) else f
 
 
+def stop_causes(st: pd.DataFrame) -> tuple[str, int, int]:
+    """The monitor's cause of the zero output gradient in runs whose actors all stopped (rows of
+    :func:`monitor_facts`): mostly saturated (zero_saturated >= zero_no_path) or mostly cut off,
+    split by master lr, and how many cut-off runs at master lr >= 1e-2 have the master critic's
+    first hidden layer dead (>= 99% of its units). Returns (text, saturated, cut off)."""
+    sat = st["zero_saturated_final"] >= st["zero_no_path_final"]
+    hi = st["master_lr"] >= 1e-2
+    dead1 = int((st.loc[hi & ~sat, "critic_dead1_final"] >= 0.99).sum())
+    text = (f"of {len(st)} runs whose actors all stopped, {int(sat.sum())} mostly saturated and {int((~sat).sum())} "
+            f"mostly cut off; at master lr >= 1e-2, {int((hi & ~sat).sum())} of {int(hi.sum())} cut off (the master "
+            f"critic's first hidden layer dead, >= 99% of its units, in {dead1} of them); at master lr <= 1e-3, "
+            f"{int((~hi & sat).sum())} of {int((~hi).sum())} saturated")  # fmt: skip
+    return text, int(sat.sum()), int((~sat).sum())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("archives", nargs="+")
@@ -377,6 +392,14 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
                    f"n = {len(hi)}): all actors stopped at KM median {stats.fmt_km(km)}, every actor's gradient exactly 0 "
                    f"at {stats.fmt_km(gz)}; by the rule of the verdicts below (median <= 10 episodes) the claim "
                    f"**{'holds' if km['median'] <= 10 else 'is contradicted'}** on the first {cut} episodes.\n")  # fmt: skip
+        mf = monitor_facts(store, runs_frame(store))
+        st = mf.merge(ev[["run_id", "all_actors_stop_thr"]], on="run_id")
+        st = st[st["all_actors_stop_thr"].notna()]
+        if len(st):
+            text, _, _ = stop_causes(st)
+            notes.setdefault("5.6", {})[name] = f"{who} (first {cut} episodes, 10 seeds): {text}"
+            out.append(f"The cause of the zero output gradient at the cut (the monitor's attribution, mean of the last 20 "
+                       f"episodes before it, as in claim 5.6): {text}.\n")  # fmt: skip
         if name not in full:
             continue
         f_store, _ = full[name]
@@ -734,15 +757,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
         st = st[st["all_actors_stop_thr"].notna()]
         if not len(st):
             continue
-        sat = st["zero_saturated_final"] >= st["zero_no_path_final"]
-        n_sat, n_path = n_sat + int(sat.sum()), n_path + int((~sat).sum())
-        hi = st["master_lr"] >= 1e-2
-        dead1 = int((st.loc[hi & ~sat, "critic_dead1_final"] >= 0.99).sum())
-        cause.append(f"{label}: of {len(st)} runs whose actors all stopped, {int(sat.sum())} mostly saturated and "
-                     f"{int((~sat).sum())} mostly cut off; at master lr >= 1e-2, {int((hi & ~sat).sum())} of "
-                     f"{int(hi.sum())} cut off (the master critic's first hidden layer dead, >= 99% of its units, in "
-                     f"{dead1} of them); at master lr <= 1e-3, {int((~hi & sat).sum())} of {int((~hi).sum())} "
-                     "saturated (per run: the gradient-flow table above)")  # fmt: skip
+        text, k_sat, k_path = stop_causes(st)
+        n_sat, n_path = n_sat + k_sat, n_path + k_path
+        cause.append(f"{label}: {text} (per run: the gradient-flow table above)")
     if n_sat + n_path:
         v56 = (f"saturation is the monitor's cause of the stop in {n_sat} of {n_sat + n_path} archived runs whose "
                f"actors all stopped; in {n_path} no gradient reaches the outputs from the loss through the critic "
@@ -754,7 +771,10 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "the monitor's attribution (`docs/monitor.md`), mean of the last 20 measured episodes (gradient-flow "
                  "tables above): " + ("; ".join(cause) or "no archived run stopped yet") + ". Reward scaling by 0.1 "
                  "and 0.01 and gradient clipping leave the stop episodes unchanged (`docs/findings.md`, n = 2 vs 5 per "
-                 "cell). Archived: " + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
+                 "cell). Archived: " + ("; ".join(txt) or "no archived run yet") + "."
+                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
+                    + "; ".join(facts["prefix"]["5.6"].values()) + "." if facts.get("prefix", {}).get("5.6") else "")
+                 + "\n")  # fmt: skip
     missing = []
     for name, (_, r) in data.items():
         have = {(c, m) for c, m in zip(r["client_lr"], r["master_lr"])} if len(r) else set()
