@@ -32,4 +32,8 @@ wait
 for name in table1_s10 table1_s10_published; do
     ccm-madrl archive "$OUT/$name" --out "results/$name"
 done
-PYTHONPATH=src python scripts/table1_doc.py results/table1_s10 results/table1_s10_published --out docs/table1.md
+# the prefix archives of both grids at 10 seeds (benchmarks/gpu/prefix.sh on a lent GPU), where present
+prefix=()
+for d in results/table1_s10_prefix_h100 results/table1_s10_published_prefix_h100; do [ -d "$d" ] && prefix+=("$d"); done
+PYTHONPATH=src python scripts/table1_doc.py results/table1_s10 results/table1_s10_published --out docs/table1.md \
+    ${prefix[@]:+--prefix "${prefix[@]}"}
