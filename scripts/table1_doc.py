@@ -477,13 +477,19 @@ def progress_section() -> list[str]:
             + "".join(f" --set {x}" for x in sets)
             + (f" --name {name}" if sets else "")
         )
+        pre = ROOT / "results" / f"{name}_prefix_h100"  # benchmarks/gpu/prefix.sh
+        prefix = "-"
+        if (pre / "runs.parquet").exists():
+            eps = pd.read_parquet(pre / "runs.parquet", columns=["episodes_done"])["episodes_done"]
+            prefix = f"{len(eps)} (first {eps.min()} episodes): `results/{pre.name}`"
         rows.append({"sweep": f"`{cmd}`", "runs planned": planned, "finished, archived in results/": done,
                      "diverged, archived": diverged,
-                     "archive": f"`results/{name}`" if arch.exists() else "-"})  # fmt: skip
+                     "archive": f"`results/{name}`" if arch.exists() else "-", "prefixes archived": prefix})  # fmt: skip
     return ["## The study's runs, finished so far\n",
             "The issue's sweeps in its order (Table 1 at 10 steps in both versions, the two controls of the causal "
             "story, the 100-step grid, the mitigation screens); finished = archived in `results/` (a run still "
-            "training elsewhere is not counted). " + run_minutes() + " The sweeps resume where they stopped; "
+            "training elsewhere is not counted; prefixes: runs stopped after their first episodes, section \"The first "
+            "episodes at 10 seeds\"). " + run_minutes() + " The sweeps resume where they stopped; "
             "a run whose training diverged is a result (counted, not run again).\n", md(pd.DataFrame(rows))]  # fmt: skip
 
 
