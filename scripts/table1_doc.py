@@ -393,6 +393,12 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
                    f"at {stats.fmt_km(gz)}; by the rule of the verdicts below (median <= 10 episodes) the claim "
                    f"**{'holds' if km['median'] <= 10 else 'is contradicted'}** on the first {cut} episodes.\n")  # fmt: skip
         mf = monitor_facts(store, runs_frame(store))
+        notes.setdefault("5.4", {})[name] = (f"{who}: critic stopped at the cut in {int(ev['critic_stop_thr'].notna().sum())} "
+                                             f"of {len(ev)} runs (first {cut} episodes)")  # fmt: skip
+        r55 = mf["log10_ratio_median"].dropna()
+        notes.setdefault("5.5", {})[name] = (f"{who}: the per-run median within -8..-4 in {int(r55.between(-8, -4).sum())} of "
+                                             f"{len(r55)} runs (per-run medians {r55.min():.1f} to {r55.max():.1f}; first "
+                                             f"{cut} episodes)")  # fmt: skip
         st = mf.merge(ev[["run_id", "all_actors_stop_thr"]], on="run_id")
         st = st[st["all_actors_stop_thr"].notna()]
         if len(st):
@@ -730,7 +736,10 @@ def verdicts(data: dict, facts: dict) -> list[str]:
             txt.append(f"{label}: critic stopped in {k} of {len(r)} runs")
     v54 = ("holds in the screens (no critic stop in any screen of `docs/findings.md`); no archived run yet" if not n_all
            else f"holds (0 of {n_all} archived runs)" if k_all == 0 else f"contradicted ({k_all} of {n_all} archived runs)")  # fmt: skip
-    lines.append(f"**5.4 The master critic never stops.** Verdict: **{v54}**. " + "; ".join(txt) + "\n")
+    lines.append(f"**5.4 The master critic never stops.** Verdict: **{v54}**. " + "; ".join(txt)
+                 + (". At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
+                    + "; ".join(facts["prefix"]["5.4"].values()) + "." if facts.get("prefix", {}).get("5.4") else "")
+                 + "\n")  # fmt: skip
 
     # 5.5 gradient asymmetry 4-8 orders of magnitude
     txt, inside = [], []
@@ -746,7 +755,10 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines.append(f"**5.5 The actors' gradient norms are 4-8 orders of magnitude below the critic's.** Verdict: **{v55}** "
                  "(the per-run median of log10(actor / critic) within -8..-4), at the n below; the ratio compares the "
                  "actors' mean per-agent norm with the critic's single norm (gradient-flow tables above): "
-                 + ("; ".join(txt) or "no archived run yet") + ".\n")  # fmt: skip
+                 + ("; ".join(txt) or "no archived run yet") + "."
+                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
+                    + "; ".join(facts["prefix"]["5.5"].values()) + "." if facts.get("prefix", {}).get("5.5") else "")
+                 + "\n")  # fmt: skip
 
     # 5.6 saturation and the lr x |R| explanation: the monitor's cause of the stopped runs' zero gradient
     txt, cause, n_sat, n_path = [], [], 0, 0
