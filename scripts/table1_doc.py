@@ -288,7 +288,7 @@ def main() -> None:
                         parts.append(f"![{name} {fn.__name__}](table1/{target.name})\n")
     parts += versions_section(verdict_data)
     if a.prefix:
-        parts += prefix_section(a.prefix, verdict_data, facts.setdefault("prefix", {}))
+        parts += prefix_section(a.prefix, verdict_data, facts.setdefault("prefix", {}), fig_dir)
     parts += verdicts(verdict_data, facts)
     parts += progress_section()
     parts[1] = parts[1].replace("SEEDS", str(sorted(all_seeds) or [0]))
@@ -346,7 +346,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a[ok] - b[ok])) / max(np.max(np.abs(a[ok])), 1e-30)) if ok.any() else math.nan
 
 
-def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str]:
+def prefix_section(
+    prefix_paths: list[str], full: dict, notes: dict, fig_dir: Path | None = None
+) -> list[str]:
     """docs/table1.md's section on the prefix archives (``benchmarks/gpu/prefix.sh``): per grid, the
     stop events of the first episodes at every seed; how often such a prefix event lasts to the end
     of the 2000-episode runs archived from the CPU; and how the same runs agree between the GPU and
@@ -372,6 +374,14 @@ def prefix_section(prefix_paths: list[str], full: dict, notes: dict) -> list[str
                 f"each; trained on {', '.join(sorted(prov['prov.device_name'].astype(str).unique()))} with torch "
                 f"{', '.join(sorted(prov['prov.torch'].astype(str).unique()))}. Each entry: Kaplan-Meier median episode "
                 "[95% CI] (runs with the event / runs), censored at the cut.\n", md(prefix_table(ev))]  # fmt: skip
+        if fig_dir is not None:  # the Kaplan-Meier curves of the prefix (| = censored: at the cut)
+            with figs.plt.rc_context(figs.STYLE):
+                png = figs.km_curves(runs_frame(store), store, fig_dir)
+            if png is not None:
+                target = png.with_name(f"{name}_prefix_{png.name}")
+                png.replace(target)
+                png.with_suffix(".pdf").unlink(missing_ok=True)
+                out.append(f"![{name} prefix km_curves](table1/{target.name})\n")
         hi = ev[ev["client_lr"].isin([0.01, 0.1]) & ev["master_lr"].isin(DRAFT_MASTER_LRS)]
         km = stats.km_median(*stats.survival_data(hi, "all_actors_stop_thr"))
         gz = stats.km_median(*stats.survival_data(hi, "all_actors_grad_zero"))

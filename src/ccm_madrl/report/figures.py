@@ -504,7 +504,7 @@ def km_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
             ax.set(title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}: {stats.EVENTS[event]}", 44),
                    xlabel="episode", ylabel="fraction of runs not yet stopped", ylim=(-0.02, 1.02))  # fmt: skip
             ax.legend()
-    fig.suptitle("Kaplan-Meier: runs not yet stopped (| = censored: never stopped within the run)")
+    fig.suptitle("Kaplan-Meier: runs not yet stopped (| = censored: not stopped by the run's last episode)")
     return _save(fig, out, "km_curves", _describe(runs))
 
 
