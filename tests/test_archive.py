@@ -448,3 +448,18 @@ def test_table1_doc_prefix_section_on_a_prefix_equal_to_its_runs(tmp_path):
     assert f"equal in every episode in {n} pairs." in text
     hi = int(((ev.client_lr >= 0.01) & ev.master_lr.isin([1e-4, 1e-3])).sum())
     assert f"n = {hi})" in notes["5.1"]["table1_s10"]
+    # the whole script with --prefix: the section, its figure and the verdicts citing it
+    import subprocess
+
+    out = tmp_path / "table1.md"
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "table1_doc.py"), str(d), "--out", str(out), "--prefix", str(d)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = out.read_text()
+    assert "## The first episodes at 10 seeds" in doc and "table1_s10_prefix_km_curves.png" in doc
+    assert (tmp_path / "table1" / "table1_s10_prefix_km_curves.png").exists()
+    for claim in ("5.1", "5.4", "5.5"):
+        line = next(x for x in doc.splitlines() if x.startswith(f"**{claim} "))
+        assert "At all 10 seeds on a GPU-trained prefix" in line, claim
