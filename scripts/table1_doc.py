@@ -346,6 +346,15 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a[ok] - b[ok])) / max(np.max(np.abs(a[ok])), 1e-30)) if ok.any() else math.nan
 
 
+def _gpu_grid_minutes() -> str:
+    import json
+
+    f = ROOT / "benchmarks" / "results" / "pack" / "gpu_h100" / "grid_call1_table1_s10.json"
+    return (
+        f"{json.loads(f.read_text())['extrapolated_grid_wall_min']:.0f}" if f.exists() else "(not measured)"
+    )
+
+
 def prefix_section(
     prefix_paths: list[str], full: dict, notes: dict, fig_dir: Path | None = None
 ) -> list[str]:
@@ -355,10 +364,12 @@ def prefix_section(
     the CPU over the prefix. ``notes[claim][name]`` gets each grid's prefix summary for claims 5.1 and 5.2."""
     out = ["## The first episodes at 10 seeds (prefixes trained on a lent GPU)\n",
            "Both grids, all 16 cells x 10 seeds, each run its full 2000-episode config, trained as two packs of 160 on "
-           "one NVIDIA H100 in one session's 15 minutes of device time (`bash benchmarks/gpu/prefix.sh`: "
+           "one NVIDIA H100 within one session's device time (`bash benchmarks/gpu/prefix.sh`: "
            "`benchmarks/README.md`, \"Table 1 prefixes on an H100\"), then stopped and archived with "
-           "`ccm-madrl archive --include-interrupted`. A whole grid would take about 90 minutes there, and a stopped run "
-           "cannot be carried back to finish here (its checkpoint is 42 MB), so these are prefixes. A prefix's stop "
+           f"`ccm-madrl archive --include-interrupted`. A whole grid would take about {_gpu_grid_minutes()} minutes there "
+           "(`benchmarks/results/pack/gpu_h100/grid_call1_table1_s10.json`, extrapolated), longer than a device call "
+           "may run, and a stopped run cannot be carried back to finish here (its checkpoint holds its replay buffer, "
+           "more than a call returns), so these are prefixes. A prefix's stop "
            "event is the episode from which every actor stayed stopped (largest |weight change| < 1e-8) up to the cut, "
            "so a later episode can undo it; runs not stopped at the cut are censored there. The tables count the "
            "trained episodes before the cut (`ccm_madrl.monitor.stops.summary_stops`; on every archived run its events "
@@ -439,7 +450,7 @@ def prefix_section(
         if len(pair):
             gm = store.metrics.set_index(["run_id", "episode"])
             cm = f_store.metrics.set_index(["run_id", "episode"])
-            eq_frac, first_diff, rel, same_stop = [], [], [], 0
+            eq_frac, first_diff, rel, same_stop, start = [], [], [], 0, []
             for _, p in pair.iterrows():
                 a = gm.loc[p["run_id_gpu"]].loc[: cut - 1]
                 b = cm.loc[p["run_id_cpu"]].loc[: cut - 1]
@@ -448,7 +459,11 @@ def prefix_section(
                 diff = np.flatnonzero(ca != cb)
                 eq_frac.append(len(diff) == 0)
                 first_diff.append(diff[0] if len(diff) else np.nan)
-                rel.append(_rel(b["eval_return"].to_numpy(float), a["eval_return"].to_numpy(float)))
+                ra, rb = a["eval_return"].to_numpy(float), b["eval_return"].to_numpy(float)
+                rel.append(_rel(rb, ra))
+                first = np.flatnonzero(np.isfinite(ra) & np.isfinite(rb))
+                if len(first):
+                    start.append(abs(ra[first[0]] - rb[first[0]]) / max(abs(rb[first[0]]), 1e-30))
                 x, y = p["all_actors_stop_thr_gpu"], p["all_actors_stop_thr_cpu"]
                 same_stop += int((np.isnan(x) and np.isnan(y)) or x == y)
             fd = np.array(first_diff, dtype=float)
@@ -457,8 +472,9 @@ def prefix_section(
                        f"GPU\"): the evaluation's constraint-exceeded fractions are equal in every episode in "
                        f"{int(np.sum(eq_frac))} pairs"
                        + (f"; in the others they first differ at episode {', '.join(f'{v:.0f}' for v in np.sort(fd[np.isfinite(fd)]))}"
-                          if np.isfinite(fd).any() else "") + ". The evaluation returns are equal at the untrained "
-                       "episode and part as training amplifies the rounding; largest relative difference of the "
+                          if np.isfinite(fd).any() else "") + ". The evaluation returns differ at the first "
+                       f"evaluated episode (untrained) by at most {max(start, default=math.nan):.1e} relative and part "
+                       "as training amplifies the rounding; largest relative difference of the "
                        f"evaluation return per pair: median {np.nanmedian(rel):.1e}, max {np.nanmax(rel):.1e}. The prefix's "
                        f"all-actors stop episode is the same in {same_stop} of {len(pair)} pairs.\n")  # fmt: skip
     return out
