@@ -409,6 +409,10 @@ def prefix_section(
             notes.setdefault("5.2", {})[name] = (
                 f"{who} (first {cut} episodes, n = 10 per cell): " + ", ".join(mid)
             )
+        lo = ev[(ev["client_lr"] == 1e-4) & ev["master_lr"].isin(DRAFT_MASTER_LRS)]  # claim 5.3's cells
+        if len(lo):
+            notes.setdefault("5.3", {})[name] = (f"{who}: {int(lo['all_actors_stop_thr'].notna().sum())} of {len(lo)} runs "
+                                                 f"with all actors stopped at the cut (first {cut} episodes)")  # fmt: skip
         out.append(f"Claim 5.1 on this prefix (the draft's cells at client lr 1e-2 and 1e-1, master lr 1e-4 and 1e-3, "
                    f"n = {len(hi)}): all actors stopped at KM median {stats.fmt_km(km)}, every actor's gradient exactly 0 "
                    f"at {stats.fmt_km(gz)}; by the rule of the verdicts below (median <= 10 episodes) the claim "
@@ -751,7 +755,11 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "the final returns are far below -34 (" + ind_old + "); with the shared actor " + shared_old
                  + ". Archived (the draft's cells, master lr 1e-4 and 1e-3): " + "; ".join(txt) + "." + outside
                  + local_part + " Whether a learned policy beats the all-local heuristic: the probability-of-improvement "
-                 "tables above.\n")  # fmt: skip
+                 "tables above."
+                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"), the draft's "
+                    "client-lr-1e-4 cells: " + "; ".join(facts["prefix"]["5.3"].values()) + "."
+                    if facts.get("prefix", {}).get("5.3") else "")
+                 + "\n")  # fmt: skip
 
     # 5.4 the critic never stops
     txt, k_all, n_all = [], 0, 0
