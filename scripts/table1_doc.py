@@ -442,12 +442,14 @@ def prefix_section(
         lasted = np.isfinite(end)
         same = lasted & (end == stopped["all_actors_stop_thr"].to_numpy())
         notes.setdefault("lasted", {})[name] = (int(lasted.sum()), len(stopped))
+        moving = f_ev[f_ev["all_actors_stop_thr"].isna()]  # not stopped at the cut
+        later = int(
+            np.isfinite(f_all.loc[moving["run_id"], "all_actors_stop_thr"].to_numpy(dtype=float)).sum()
+        )
         out.append(f"How often such a prefix stop lasts (the CPU's finished 2000-episode runs of `{name}`, "
                    f"{len(f_ev)} runs, cut at episode {cut}): {len(stopped)} had all actors stopped at the cut; "
                    f"{int(lasted.sum())} of them were still stopped at episode 2000, {int(same.sum())} from the same "
-                   "episode. Of the runs not stopped at the cut, "
-                   f"{int(np.isfinite(f_all.loc[f_ev.loc[f_ev['all_actors_stop_thr'].isna(), 'run_id'], 'all_actors_stop_thr'].to_numpy(dtype=float)).sum())} "
-                   f"of {int(f_ev['all_actors_stop_thr'].isna().sum())} stopped later.\n")  # fmt: skip
+                   f"episode. Of the runs not stopped at the cut, {later} of {len(moving)} stopped later.\n")  # fmt: skip
         # the same runs on both devices (same seed and cell), over the prefix
         key = ["seed", "client_lr", "master_lr"]
         pair = ev.merge(f_ev, on=key, suffixes=("_gpu", "_cpu"))
@@ -619,6 +621,16 @@ def all_local_match(label: str, store: ArchiveStore | None, runs: pd.DataFrame) 
             f"0.1: {', '.join(ends) or 'none'}")  # fmt: skip
 
 
+def prefix_note(facts: dict, claim: str, paren: str = "", after: str = "") -> str:
+    """The sentence a verdict adds from the prefix section's notes on ``claim`` (``facts["prefix"]``,
+    filled by :func:`prefix_section`), or "" without prefix archives."""
+    notes = facts.get("prefix", {}).get(claim)
+    if not notes:
+        return ""
+    return (f" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"{paren}){after}: "
+            + "; ".join(notes.values()) + ".")  # fmt: skip
+
+
 def verdicts(data: dict, facts: dict) -> list[str]:
     """The claim-by-claim verdicts, each computed from the archives (and, where they hold no run
     of the claim's cells yet, from the older files they cite)."""
@@ -669,10 +681,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  f"baseline, n = {screen['n']} per cell, 300 episodes, simultaneous update) every actor's gradient is "
                  f"exactly 0 from episode {screen['zero'][0.01]} (lr 1e-2) and {screen['zero'][0.1]} (lr 0.1) (KM "
                  f"medians) but the weights stop (|dw| < 1e-8) only at {screen['stop'][0.01]} and {screen['stop'][0.1]} "
-                 "(Adam's momentum decaying). Archived: " + "; ".join(txt) + "."
-                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
-                    + "; ".join(facts["prefix"]["5.1"].values()) + "." if facts.get("prefix", {}).get("5.1") else "")
-                 + "\n")  # fmt: skip
+                 "(Adam's momentum decaying). Archived: " + "; ".join(txt) + "." + prefix_note(facts, "5.1") + "\n")  # fmt: skip
 
     # 5.2 lr 1e-3 stops at ~200 (master lr 1e-3) / ~500 (1e-4): per cell and version, the KM median
     txt, far, near, counts = [], [], [], []
@@ -704,12 +713,10 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  f"**{v52}**. Archived: " + ("; ".join(txt) or "no archived run yet") + ". Screen evidence: "
                  "`results/screen_baseline` (independent actors, n = 5, master lr 1e-3, 300 episodes, simultaneous "
                  "update; `docs/findings.md`) has no stop at client lr 1e-3."
-                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"; a stop there "
-                    "can be undone later; of the CPU's finished runs stopped at the same cut, "
-                    + ", ".join(f"{a} of {b} ({LABEL_SHORT.get(k, k)})" for k, (a, b) in facts["prefix"].get("lasted", {}).items())
-                    + " stayed stopped to episode 2000): "
-                    + "; ".join(facts["prefix"]["5.2"].values()) + "." if facts.get("prefix", {}).get("5.2") else "")
-                 + "\n")  # fmt: skip
+                 + prefix_note(facts, "5.2", paren="; a stop there can be undone later; of the CPU's finished runs stopped "
+                               "at the same cut, " + ", ".join(f"{a} of {b} ({LABEL_SHORT.get(k, k)})" for k, (a, b)
+                                                              in facts.get("prefix", {}).get("lasted", {}).items())
+                               + " stayed stopped to episode 2000") + "\n")  # fmt: skip
 
     # 5.3 lr 1e-4: no stop within 2000 episodes, returns -34 / -40
     txt = []
@@ -755,11 +762,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "the final returns are far below -34 (" + ind_old + "); with the shared actor " + shared_old
                  + ". Archived (the draft's cells, master lr 1e-4 and 1e-3): " + "; ".join(txt) + "." + outside
                  + local_part + " Whether a learned policy beats the all-local heuristic: the probability-of-improvement "
-                 "tables above."
-                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"), the draft's "
-                    "client-lr-1e-4 cells: " + "; ".join(facts["prefix"]["5.3"].values()) + "."
-                    if facts.get("prefix", {}).get("5.3") else "")
-                 + "\n")  # fmt: skip
+                 "tables above." + prefix_note(facts, "5.3", after=", the draft's client-lr-1e-4 cells") + "\n")  # fmt: skip
 
     # 5.4 the critic never stops
     txt, k_all, n_all = [], 0, 0
@@ -770,10 +773,9 @@ def verdicts(data: dict, facts: dict) -> list[str]:
             txt.append(f"{label}: critic stopped in {k} of {len(r)} runs")
     v54 = ("holds in the screens (no critic stop in any screen of `docs/findings.md`); no archived run yet" if not n_all
            else f"holds (0 of {n_all} archived runs)" if k_all == 0 else f"contradicted ({k_all} of {n_all} archived runs)")  # fmt: skip
+    note = prefix_note(facts, "5.4")
     lines.append(f"**5.4 The master critic never stops.** Verdict: **{v54}**. " + "; ".join(txt)
-                 + (". At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
-                    + "; ".join(facts["prefix"]["5.4"].values()) + "." if facts.get("prefix", {}).get("5.4") else "")
-                 + "\n")  # fmt: skip
+                 + ("." + note if note else "") + "\n")  # fmt: skip
 
     # 5.5 gradient asymmetry 4-8 orders of magnitude
     txt, inside = [], []
@@ -789,10 +791,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
     lines.append(f"**5.5 The actors' gradient norms are 4-8 orders of magnitude below the critic's.** Verdict: **{v55}** "
                  "(the per-run median of log10(actor / critic) within -8..-4), at the n below; the ratio compares the "
                  "actors' mean per-agent norm with the critic's single norm (gradient-flow tables above): "
-                 + ("; ".join(txt) or "no archived run yet") + "."
-                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
-                    + "; ".join(facts["prefix"]["5.5"].values()) + "." if facts.get("prefix", {}).get("5.5") else "")
-                 + "\n")  # fmt: skip
+                 + ("; ".join(txt) or "no archived run yet") + "." + prefix_note(facts, "5.5") + "\n")  # fmt: skip
 
     # 5.6 saturation and the lr x |R| explanation: the monitor's cause of the stopped runs' zero gradient
     txt, cause, n_sat, n_path = [], [], 0, 0
@@ -823,9 +822,7 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                  "the monitor's attribution (`docs/monitor.md`), mean of the last 20 measured episodes (gradient-flow "
                  "tables above): " + ("; ".join(cause) or "no archived run stopped yet") + ". Reward scaling by 0.1 "
                  "and 0.01 and gradient clipping leave the stop episodes unchanged (`docs/findings.md`, n = 2 vs 5 per "
-                 "cell). Archived: " + ("; ".join(txt) or "no archived run yet") + "."
-                 + (" At all 10 seeds on a GPU-trained prefix (section \"The first episodes at 10 seeds\"): "
-                    + "; ".join(facts["prefix"]["5.6"].values()) + "." if facts.get("prefix", {}).get("5.6") else "")
+                 "cell). Archived: " + ("; ".join(txt) or "no archived run yet") + "." + prefix_note(facts, "5.6")
                  + "\n")  # fmt: skip
     missing = []
     for name, (_, r) in data.items():
