@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,53 @@ def test_kaplan_meier_equals_the_product_limit_worked_by_hand():
     m = stats.km_median([4, 9, 9, 9], [1, 0, 0, 0])
     assert math.isinf(m["median"]) and stats.fmt_km(m) == "not reached (1/4 stopped by episode 9)"
     assert stats.fmt_km(stats.km_median([9, 9], [0, 0])) == "never (0/2 by episode 9)"
+
+
+def test_kaplan_median_is_the_first_event_where_s_is_exactly_one_half():
+    """S(t) reaching 1/2 exactly is the median (the first t with S(t) <= 0.5), whatever the float
+    rounding: lifelines' exp(sum(log)) stores S = 5/6 * 4/5 * 3/4 as 0.5000000000000001."""
+    cases = [
+        ([148, 160], [1, 1], 148.0),  # S(148) = 1/2
+        ([2, 6, 11, 20], [1, 1, 1, 1], 6.0),  # S(6) = 3/4 * 2/3 = 1/2
+        ([1, 2, 3, 4, 5, 6], [1] * 6, 3.0),  # S(3) = 5/6 * 4/5 * 3/4 = 1/2; lifelines: 4
+        ([1, 2, 3, 4, 4, 4], [1, 1, 1, 0, 0, 0], 3.0),  # half the runs stopped; lifelines: not reached
+        # censored before the median: at risk 6, 5, 4 after the run censored at 1 -> S(4) = 1/2
+        ([1, 2, 3, 4, 5, 6, 7], [0, 1, 1, 1, 0, 0, 0], 4.0),
+        # censored between the events: S(3) = 7/8 * 6/7 = 3/4, 3 runs censored, then S(8) = 3/4 * 2/3 = 1/2
+        ([2, 3, 4, 5, 6, 8, 9, 12], [1, 1, 0, 0, 0, 1, 1, 0], 8.0),
+    ]
+    lifelines_medians = []
+    for d, e, expected in cases:
+        m = stats.km_median(d, e)
+        assert m["median"] == expected == km_median_by_hand(d, e), (d, e)
+        assert m["ci_low"] <= m["median"] <= m["ci_high"], (d, e, m)
+        lifelines_medians.append(float(stats.kaplan_meier(d, e).median_survival_time_))
+    # the old computation (lifelines' median_survival_time_) misses the exact 1/2: the test catches it
+    assert lifelines_medians[2:4] == [4.0, math.inf]
+    assert stats.fmt_km(stats.km_median([1, 2, 3, 4, 4, 4], [1, 1, 1, 0, 0, 0])) == "3 [1, ∞] (3/6)"
+
+
+def test_kaplan_median_ci_is_the_same_rule_on_the_band():
+    """The CI bounds: the first t at which the band's lower / upper curve is <= 1/2 (to CI_TOL), ∞
+    when the curve stays above 1/2; where nothing is at 1/2 they equal lifelines'."""
+    from lifelines.utils import median_survival_times
+
+    cases = [
+        ([2, 3, 3, 5, 8], [1, 1, 0, 1, 0]),
+        ([2, 3, 5, 7, 9], [1, 0, 1, 1, 0]),
+        (list(range(1, 11)), [1] * 10),
+    ]
+    for d, e in cases:
+        m = stats.km_median(d, e)
+        band = stats.kaplan_meier(d, e).confidence_interval_
+        ci = median_survival_times(band)
+        assert (m["ci_low"], m["ci_high"]) == (float(ci.iloc[0, 0]), float(ci.iloc[0, 1])), (d, e)
+    # a bound a few ulps above 1/2 counts as 1/2; one clearly above does not, and never reaching it is ∞
+    curve = pd.Series([1.0, 0.5 + 4e-16, 0.2], index=[0.0, 3.0, 7.0])
+    assert stats.first_at_or_below_half(curve, stats.CI_TOL) == 3.0
+    above = pd.Series([1.0, 0.5 + 1e-6, 0.2], index=[0.0, 3.0, 7.0])
+    assert stats.first_at_or_below_half(above, stats.CI_TOL) == 7.0
+    assert math.isinf(stats.first_at_or_below_half(pd.Series([1.0, 0.6], index=[0.0, 3.0]), stats.CI_TOL))
 
 
 def test_iqm_is_the_mean_of_the_middle_half_and_poi_counts_pairs():
@@ -90,12 +138,13 @@ def test_holm_and_the_wording():
 
 # ----------------------------------------------------------------------------- report from the archive
 def km_median_by_hand(durations, observed) -> float:
-    """The product-limit estimate's median, computed here without lifelines."""
+    """The product-limit estimate's median, computed here without lifelines, in exact fractions
+    (an S of exactly 1/2 is the median)."""
     d, e = np.asarray(durations, float), np.asarray(observed, bool)
-    s = 1.0
+    s = Fraction(1)
     for t in np.unique(d[e]):
-        s *= 1 - (e & (d == t)).sum() / (d >= t).sum()
-        if s <= 0.5:
+        s *= 1 - Fraction(int((e & (d == t)).sum()), int((d >= t).sum()))
+        if s <= Fraction(1, 2):
             return float(t)
     return math.inf
 

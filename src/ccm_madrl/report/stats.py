@@ -8,8 +8,11 @@ over the runs that happened to stop is biased. Per cell:
 
 - Kaplan-Meier estimate of the fraction of runs not yet stopped at each episode
   (``lifelines.KaplanMeierFitter``, product-limit; censored runs leave the risk set after their
-  last episode), its median with a 95% CI (``lifelines.utils.median_survival_times`` on the
-  pointwise exponential-Greenwood band); "not reached" when fewer than half the runs stopped;
+  last episode), its median (the first event episode with S(t) <= 1/2, S computed exactly in
+  fractions: lifelines' float S stores an exact 1/2 as 0.5000000000000001 and its
+  ``median_survival_time_`` then moves to the next event) with a 95% CI (the same rule on the
+  pointwise exponential-Greenwood band, to within ``CI_TOL``); "not reached" when fewer than half
+  the runs stopped;
 - log-rank tests between cells (``lifelines.statistics.logrank_test``), Holm-corrected over the
   family of comparisons a table makes (``statsmodels`` ``multipletests``), with the two KM medians
   and the fractions of runs with the event as the effect size.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -88,23 +92,52 @@ def kaplan_meier(durations, observed):
     return KaplanMeierFitter(alpha=ALPHA).fit(np.asarray(durations, float), np.asarray(observed, bool))
 
 
-def km_median(durations, observed) -> dict:
-    """The Kaplan-Meier median (inf: not reached) with its 95% CI, and the counts."""
-    from lifelines.utils import median_survival_times
+def km_survival_exact(durations, observed) -> list[tuple[float, Fraction]]:
+    """The product-limit estimate at each event episode, exactly: [(t_i, S(t_i))] with S(t_i) =
+    prod over t_j <= t_i of (1 - d_j / n_j) as a ``Fraction`` (d_j runs with the event at t_j, n_j
+    runs with duration >= t_j: a run censored at t_j is still at risk there, as in lifelines)."""
+    durations, observed = np.asarray(durations, float), np.asarray(observed, bool)
+    s, out = Fraction(1), []
+    for t in np.unique(durations[observed]):
+        s *= 1 - Fraction(int((observed & (durations == t)).sum()), int((durations >= t).sum()))
+        out.append((float(t), s))
+    return out
 
+
+def first_at_or_below_half(curve: pd.Series, tol: float = 0.0) -> float:
+    """The first index t of a (step) curve with curve(t) <= 1/2 + tol; inf when it never gets there."""
+    hit = curve.to_numpy(float) <= 0.5 + tol
+    return float(curve.index[hit.argmax()]) if hit.any() else math.inf
+
+
+# The CI band is lifelines' float computation (logs and exponentials): a bound at 1/2 in exact
+# arithmetic can come out a few ulps above it, so "<= 1/2" is read to within this tolerance (many
+# orders of magnitude above float rounding, far below the band's steps from one event to the next).
+CI_TOL = 1e-9
+
+
+def km_median(durations, observed) -> dict:
+    """The Kaplan-Meier median (inf: not reached) with its 95% CI, and the counts.
+
+    The median is the first event episode t with S(t) <= 1/2 (docs/report.md), S computed exactly
+    (``km_survival_exact``): at an exact 1/2 (e.g. 6 runs, 3 events) lifelines' float S is
+    0.5000000000000001 and its ``median_survival_time_`` moves to the next event (or to "not
+    reached"). The CI bounds are the first episodes at which the pointwise exponential-Greenwood
+    band's lower / upper curve (``KaplanMeierFitter.confidence_interval_``) is <= 1/2 + ``CI_TOL``;
+    inf when the curve stays above 1/2 within the runs."""
     durations, observed = np.asarray(durations, float), np.asarray(observed, bool)
     n, k = len(durations), int(observed.sum())
     if n == 0:
         return {"n": 0, "events": 0, "median": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    kmf = kaplan_meier(durations, observed)
-    ci = median_survival_times(kmf.confidence_interval_)
+    median = next((t for t, s in km_survival_exact(durations, observed) if s <= Fraction(1, 2)), math.inf)
+    band = kaplan_meier(durations, observed).confidence_interval_
     return {
         "n": n,
         "events": k,
         "censored_at": float(durations[~observed].max()) if k < n else math.nan,
-        "median": float(kmf.median_survival_time_),
-        "ci_low": float(ci.iloc[0, 0]),
-        "ci_high": float(ci.iloc[0, 1]),
+        "median": float(median),
+        "ci_low": first_at_or_below_half(band.iloc[:, 0], CI_TOL),
+        "ci_high": first_at_or_below_half(band.iloc[:, 1], CI_TOL),
     }
 
 
