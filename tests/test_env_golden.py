@@ -115,7 +115,9 @@ def test_rtol_loosens_a_failing_check_to_pass_and_tightening_fails(env_golden, t
     assert not check_file(slight, rtol=1e-30).passed
 
 
-def test_the_table_prints_tolerance_and_margin_error_over_tolerance(env_golden, tmp_path, capsys, monkeypatch):
+def test_the_table_prints_tolerance_and_margin_error_over_tolerance(
+    env_golden, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("COLUMNS", "250")
     bad = _tampered(env_golden, tmp_path, 1e-7)
     for rtol, argv in ((None, []), (1e-6, ["--rtol", "1e-6"])):
