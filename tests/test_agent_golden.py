@@ -67,3 +67,35 @@ def test_sequential_differs_from_simultaneous_on_the_golden_batch(agent_golden, 
     seq.train_step(batch, d["batch/is_weights"])
     after_seq = seq.actors.agent_state_dict(49)["fc1.weight"].numpy()
     np.testing.assert_allclose(after_seq, d["after/actor49.fc1.weight"], rtol=1e-4, atol=1e-6)
+
+
+def test_agent_checks_record_their_tolerance_and_rtol_atol_replace_them(agent_golden, capsys):
+    from ccm_madrl.parity import ADAM_STEPS, AFTER_ATOL, GRAD_RTOL, SELECT_ATOL
+
+    by = {c.quantity: c for c in check_file(agent_golden).checks}
+    assert str(by["critic gradients"].tolerance) == "rtol 0.0001"
+    assert by["priority errors"].tolerance.value == GRAD_RTOL
+    assert by["select0 actor action"].tolerance.value == SELECT_ATOL
+    assert by["weights after step: critic"].tolerance.value == AFTER_ATOL
+    # elements with a ~0 golden gradient: at most one Adam step apart (2.5 x critic lr 1e-3)
+    assert by["weights after step: critic, |grad| < 1e-06"].tolerance.value == ADAM_STEPS * 1e-3
+    assert all(c.tolerance is None for q, c in by.items() if q.endswith("master decision"))
+    for c in by.values():
+        if c.tolerance is not None:
+            err = c.max_rel if c.tolerance.kind == "rtol" else c.max_abs
+            assert c.margin == err / c.tolerance.value and c.passed == (c.margin <= 1), c.quantity
+
+    # an absurdly tight rtol fails the gradients (float32 sums differ in order), not the atol checks
+    tight = {c.quantity: c for c in check_file(agent_golden, rtol=1e-30).checks}
+    assert not tight["critic gradients"].passed and not tight["priority errors"].passed
+    assert tight["critic gradients"].margin > 1e20
+    assert all(c.passed for c in tight.values() if c.tolerance is None or c.tolerance.kind == "atol")
+    capsys.readouterr()
+    assert main(["parity", "--rtol", "1e-30", str(agent_golden)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "FAIL" in out and "--rtol 1e-30 (not the defaults): rtol 1e-30 (default 0.0001)" in out
+    # --atol replaces the absolute ones; the near-zero-gradient elements keep one Adam step
+    tight = {c.quantity: c for c in check_file(agent_golden, atol=1e-30).checks}
+    assert not tight["select0 actor action"].passed and not tight["weights after step: critic"].passed
+    assert tight["weights after step: critic, |grad| < 1e-06"].tolerance.value == ADAM_STEPS * 1e-3
+    assert tight["critic gradients"].passed

@@ -105,6 +105,9 @@ CASES = [
     Case("npz of unrelated arrays", ["parity", "{d}/unrelated.npz"], "unrelated.npz", fixed=True),
     Case("env golden file without a key", ["parity", "{d}/env_missing.npz"], "'TOBM_dones'", fixed=True),
     Case("agent golden file without a key", ["parity", "{d}/agent_missing.npz"], "'batch/states/4'", fixed=True),
+    Case("parity --rtol not a number", ["parity", "--rtol", "tight", "{d}/env_a.npz"], "--rtol 'tight'"),
+    Case("parity --rtol zero", ["parity", "--rtol", "0", "{d}/env_a.npz"], "--rtol: must be a finite number > 0"),
+    Case("parity --atol negative", ["parity", "--atol=-1e-6", "{d}/env_a.npz"], "--atol: must be a finite number > 0"),
     # --------------------------------------------------------------- bench
     Case("bench --out is a file", ["bench", "env", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
     Case("bench on CUDA, none available", ["bench", "agent", "--pack", "1", "--device", "cuda", "--out", "{d}/b_cuda"],
@@ -150,6 +153,7 @@ def make_inputs(d: Path) -> None:
     }.items():
         (d / f"{name}.yaml").write_text(yaml.safe_dump({**base, **extra}))
     np.save(d / "array.npy", np.zeros(3))
+    (d / "env_a.npz").write_bytes((DATA / "env_a.npz").read_bytes())
     np.savez(d / "unrelated.npz", a=np.zeros(3))
     for src, dst, drop in (("env_a.npz", "env_missing.npz", "TOBM_dones"), ("agent_a.npz", "agent_missing.npz", "batch/states/4")):  # fmt: skip
         with np.load(DATA / src) as z:

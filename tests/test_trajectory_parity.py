@@ -78,3 +78,21 @@ def test_bad_trajectory_files_exit_2_naming_the_field(tmp_path, capsys, change, 
         path.write_text(json.dumps(g))
     assert main(["parity", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_rtol_loosens_the_trajectory_comparison(tmp_path, capsys):
+    g, _ = _truncated(FILES[1], 4, tmp_path)
+    g["eval_returns"][1] *= 1 + 1e-5
+    g["train_returns"][2] *= 1 - 2e-5
+    path = tmp_path / "perturbed.json"
+    path.write_text(json.dumps(g))
+    strict = check_file(path)
+    assert not strict.passed and strict.checks[0].tolerance.value == 1e-6 and strict.checks[0].margin > 1
+    loose = check_file(path, rtol=1e-4)
+    assert loose.passed and loose.rtol == 1e-4, [c.note for c in loose.checks]
+    assert "all 3 within rtol 0.0001" in loose.checks[0].note
+    assert all(c.tolerance.value == 1e-4 and c.margin < 1 for c in loose.checks)
+    capsys.readouterr()
+    assert main(["parity", "--rtol", "1e-4", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "FAIL" not in out and "--rtol 0.0001 (not the defaults): rtol 0.0001 (default 1e-06)" in out

@@ -9,13 +9,14 @@ evaluation run before episode k + 1, ``train_returns[k]`` the return of training
 The code commit picks the settings: ``44fba1b`` (the published repository's first commit) runs the
 ``published_code: 44fba1b`` preset, the repository's current code (``16dba8e``) the default system.
 
-Criterion: every value within ``TRAJ_RTOL`` (1e-6) relative. Where one is not, the first such episode
-is reported with what the run recorded there: the smallest gap between two Q values of the master's
-ranking whose order decides a selection, the smallest |u_0| (the proposal threshold) and, for a
-training return, the smallest gap between the best and the second-best Q of the actor loss's maximum
-in the training step before it. Gaps are in float32 units in the last place (ulp) of the larger Q: the
-published code and this package sum in different orders in float32, so their Q values differ by about
-an ulp and a near-tie of that size can be ranked either way.
+Criterion: every value within ``TRAJ_RTOL`` (1e-6) relative (``ccm-madrl parity --rtol`` replaces
+it). Where one is not, the first such episode is reported with what the run recorded there: the
+smallest gap between two Q values of the master's ranking whose order decides a selection, the
+smallest |u_0| (the proposal threshold) and, for a training return, the smallest gap between the
+best and the second-best Q of the actor loss's maximum in the training step before it. Gaps are in
+float32 units in the last place (ulp) of the larger Q: the published code and this package sum in
+different orders in float32, so their Q values differ by about an ulp and a near-tie of that size can
+be ranked either way.
 
 An *evaluation* is isolated (its decisions do not change training), so a difference there is resolved
 by counterfactual: each decision-relevant near-tie of that evaluation within ``TIE_ULPS`` is ranked the
@@ -254,8 +255,9 @@ class TrajectoryResult:
     train_status: list[str]
 
 
-def replay(g: dict) -> TrajectoryResult:
-    """Run the trainer on the file's settings, comparing and probing episode by episode."""
+def replay(g: dict, rtol: float = TRAJ_RTOL) -> TrajectoryResult:
+    """Run the trainer on the file's settings, comparing (within ``rtol`` relative) and probing
+    episode by episode."""
     from .experiment.runner import Trainer
 
     cfg = trajectory_config(g)
@@ -279,7 +281,7 @@ def replay(g: dict) -> TrajectoryResult:
             ours = out["eval_return"]
             res.eval_ours.append(ours)
             if k < len(golden_eval):
-                res.eval_status.append(_judge_eval(trainer, rec, ours, golden_eval[k]))
+                res.eval_status.append(_judge_eval(trainer, rec, ours, golden_eval[k], rtol))
             return out
 
         trainer.evaluate = evaluate
@@ -308,7 +310,7 @@ def replay(g: dict) -> TrajectoryResult:
                 r = _rel(ours, gold)
                 res.train_status.append(
                     "ok"
-                    if r <= TRAJ_RTOL
+                    if r <= rtol
                     else f"differs: rel {r:.2g}; {_verdict(rec, argmax_before)}; in this episode the smallest "
                     f"ranking gap {rec.rank_gap_ulps:.3g} ulp, smallest |u0| {rec.min_abs_u0:.2g}; the actor "
                     f"loss's max in the training step before it: best - second {argmax_before:.3g} ulp"
@@ -331,13 +333,13 @@ def _verdict(rec: EpisodeProbe, argmax_gap: float) -> str:
     return "possible cause: " + " or ".join(causes) if causes else "no near-tie found: not float32 noise"
 
 
-def _judge_eval(trainer, rec: EpisodeProbe, ours: float, gold: float) -> str:
+def _judge_eval(trainer, rec: EpisodeProbe, ours: float, gold: float, rtol: float = TRAJ_RTOL) -> str:
     r = _rel(ours, gold)
-    if r <= TRAJ_RTOL:
+    if r <= rtol:
         return "ok"
     for tie in sorted(rec.ties, key=lambda t: t.ulps)[:MAX_FLIPS]:
         flipped = _evaluation_with_flip(trainer, tie)
-        if _rel(flipped, gold) <= TRAJ_RTOL:
+        if _rel(flipped, gold) <= rtol:
             return (
                 f"resolved: rel {r:.2g}; a near-tie in the master's ranking ({tie.ulps:.3g} ulp, evaluation "
                 f"episode {tie.env}, step {tie.step}) ranked the other way gives {flipped:.6f} (rel "
