@@ -235,9 +235,10 @@ def main() -> None:
         seeds = sorted(int(s) for s in runs["cfg.seed"].unique()) if len(runs) else []
         all_seeds.update(seeds)
         parts += [f"## {name}: {LABEL.get(name, name)}\n",
-                  f"Archive `{path}` ({idx.get('runs_archived', 0)} finished runs archived; when archived, "
-                  f"{idx.get('updated_utc', '?')}, its sweep had {idx.get('runs_in_source', 0)} runs started of the "
-                  f"{idx.get('runs_planned', '?')} in its manifest; seeds archived {seeds}). The full grid is 16 cells x "
+                  f"Archive `{path}` ({idx.get('runs_archived', 0)} finished runs archived, seeds {seeds}; last "
+                  f"updated {idx.get('updated_utc', '?')} from a sweep (a slice of the grid) of which "
+                  f"{idx.get('finished_in_source', 0)} of its {idx.get('runs_planned', '?')} planned runs had "
+                  "finished). The full grid is 16 cells x "
                   "10 seeds = 160 runs. "
                   "Cells without a finished run read n/a. 'runs': runs that finished; 'diverged': runs whose "
                   "training diverged (a non-finite loss, priority or action; kept in the archive with their episodes "
