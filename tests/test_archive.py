@@ -26,14 +26,6 @@ from ccm_madrl.store import Store, load
 ARCHIVE = Path(__file__).parent / "data" / "archive_tiny"
 
 
-@pytest.fixture(autouse=True)
-def _stats_extra(request):
-    """The statistics need the ``stats`` extra; the other tests here do not."""
-    if request.node.name.startswith(("test_kaplan", "test_iqm", "test_holm", "test_report_rebuilds")):
-        for lib in ("lifelines", "rliable", "statsmodels"):
-            pytest.importorskip(lib)
-
-
 # ----------------------------------------------------------------------------- statistics by hand
 def test_kaplan_meier_equals_the_product_limit_worked_by_hand():
     # episodes 2, 3, 3 (censored), 5, 8 (censored): at risk 5, 4, -, 2 -> S = 4/5, 4/5 * 3/4, 3/5 * 1/2
@@ -262,7 +254,13 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     run_sweep(f, tmp_path / "sw", workers=1, progress=False)
     res = archive_sweep(tmp_path / "sw", out, baselines=False)
     assert len(res["added"]) == 1 and res["archived"] == 3
-    assert len(json.loads((out / "archive.json").read_text())["history"]) == 2
+    index = json.loads((out / "archive.json").read_text())
+    assert len(index["history"]) == 2
+    # the code the runs ran, from their own provenance: all 3 from this checkout
+    prov = [json.loads(t) for t in pd.read_parquet(out / "configs.parquet")["provenance_json"]]
+    assert index["runs_provenance"] == [
+        {"version": prov[0]["version"], "commit": prov[0]["commit"], "dirty": prov[0]["dirty"], "runs": 3}
+    ]
     # a run marked failed after its last episode is archived only on request, with a note
     st = json.loads((rd / "status.json").read_text())
     (rd / "status.json").write_text(
@@ -301,12 +299,7 @@ def test_cli_archive_and_report(tmp_path, capsys):
     shutil.copytree(ARCHIVE, arch)
     assert main(["report", str(arch), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "tables" / "table1.csv").exists()
-    try:  # the survival table needs the stats extra (lifelines); the report is built without it too
-        import lifelines  # noqa: F401
-    except ImportError:
-        assert not (tmp_path / "r" / "tables" / "survival.csv").exists()
-    else:
-        assert (tmp_path / "r" / "tables" / "survival.csv").exists()
+    assert (tmp_path / "r" / "tables" / "survival.csv").exists()  # the statistics are core dependencies
     assert main(["archive", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "SWEEP_DIR" in capsys.readouterr().err
 
@@ -512,3 +505,40 @@ def test_table1_doc_prefix_section_on_a_prefix_equal_to_its_runs(tmp_path):
     for claim in ("5.1", "5.3", "5.4", "5.5"):
         line = next(x for x in doc.splitlines() if x.startswith(f"**{claim} "))
         assert "At all 10 seeds on a GPU-trained prefix" in line, claim
+
+
+def test_the_history_lists_each_run_once_and_the_provenance_counts_the_runs_code(tmp_path):
+    from ccm_madrl.archive import history_once, runs_provenance
+
+    old = [{"time_utc": "t0", "added": ["a", "b"]}, {"time_utc": "t1", "added": ["a", "b", "c"]}]
+    assert history_once(old, ["d", "c"], "t2") == [
+        {"time_utc": "t0", "added": ["a", "b"]},
+        {"time_utc": "t1", "added": ["c"], "re_added": ["a", "b"]},
+        {"time_utc": "t2", "added": ["d"], "re_added": ["c"]},
+    ]
+    assert history_once([], [], "t") == [{"time_utc": "t", "added": []}]
+    prov = [
+        {"version": "0.1.0", "commit": "c1", "dirty": False},
+        {"version": "0.0.0+unknown", "commit": "c0", "dirty": True},
+        {"version": "0.1.0", "commit": "c1", "dirty": False},
+        {},
+    ]
+    configs = pd.DataFrame({"provenance_json": [json.dumps(p) for p in prov]})
+    assert runs_provenance(configs) == [
+        {"version": "0.1.0", "commit": "c1", "dirty": False, "runs": 2},
+        {"version": "0.0.0+unknown", "commit": "c0", "dirty": True, "runs": 1},
+        {"version": "unknown", "commit": "unknown", "dirty": None, "runs": 1},
+    ]
+    assert runs_provenance(pd.DataFrame()) == []
+    # an archive written before either existed is brought up to date from its own tables
+    from ccm_madrl.archive import refresh_index
+
+    tmp = tmp_path
+    (tmp / "archive.json").write_text(json.dumps({"history": old}))
+    configs.to_parquet(tmp / "configs.parquet")
+    index = refresh_index(tmp)
+    assert index["runs_provenance"] == runs_provenance(configs)
+    assert [h["added"] for h in json.loads((tmp / "archive.json").read_text())["history"]] == [
+        ["a", "b"],
+        ["c"],
+    ]

@@ -29,6 +29,7 @@ def test_the_page_has_its_four_examples():
     assert len(BLOCKS) == 4
 
 
+@pytest.mark.loggers
 def test_mlflow_example(monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

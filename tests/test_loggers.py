@@ -49,6 +49,7 @@ def file_store(tmp_path, monkeypatch):
     return f"file://{tmp_path / 'mlruns'}"
 
 
+@pytest.mark.loggers
 def test_logging_is_not_part_of_the_run_id():
     pytest.importorskip("mlflow")  # a logger config is checked against its package (loggers extra)
     assert build_config(SMALL).id() == build_config(with_logging({"mlflow": {}})).id()
@@ -64,6 +65,7 @@ def test_a_missing_logger_package_is_one_line_naming_the_field(monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.loggers
 def test_mlflow_file_store_metrics_params_histograms_provenance(tmp_path, file_store):
     import mlflow
 
@@ -91,6 +93,7 @@ def test_mlflow_file_store_metrics_params_histograms_provenance(tmp_path, file_s
     assert json.loads(open(art).read())["config_id"] == cfg.id()
 
 
+@pytest.mark.loggers
 def test_mlflow_an_interrupted_run_resumes_into_the_same_mlflow_run(tmp_path, file_store):
     import mlflow
 
@@ -168,6 +171,7 @@ def wandb_offline(tmp_path, monkeypatch):
     return tmp_path / "wandb"  # the config's dir too: W&B keeps its first settings per process
 
 
+@pytest.mark.loggers
 def test_wandb_offline_run_files_hold_config_provenance_metrics_histograms(tmp_path, wandb_offline):
     cfg = build_config(with_logging({"wandb": {"project": "p", "mode": "offline", "dir": str(tmp_path)}}))
     Trainer(cfg, tmp_path / "r", progress=False, quiet=True).run()
@@ -184,6 +188,7 @@ def test_wandb_offline_run_files_hold_config_provenance_metrics_histograms(tmp_p
     assert config["provenance"]["config_id"] == cfg.id()
 
 
+@pytest.mark.loggers
 def test_wandb_a_resumed_run_continues_the_same_wandb_run(tmp_path, wandb_offline):
     cfg = build_config(with_logging({"wandb": {"project": "p", "mode": "offline", "dir": str(tmp_path)}}))
     interrupted_after_two_episodes(cfg, tmp_path / "r")

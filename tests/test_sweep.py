@@ -172,6 +172,7 @@ def test_sigkill_mid_sweep_then_resume_loses_nothing(tmp_path):
         pd.testing.assert_frame_equal(NON_TIME(got), NON_TIME(pd.read_parquet(ref / "metrics.parquet")))
 
 
+@pytest.mark.ray
 def test_ray_backend_matches_local_backend(tmp_path):
     pytest.importorskip("ray")
     local = run_sweep(SMOKE, tmp_path / "local", backend="local", workers=2, progress=False)
@@ -183,6 +184,7 @@ def test_ray_backend_matches_local_backend(tmp_path):
         pd.testing.assert_frame_equal(NON_TIME(a), NON_TIME(b))
 
 
+@pytest.mark.ray
 def test_ray_backend_runs_packs(tmp_path):
     """``--backend ray --pack 2``: the 4 smoke runs as 2 Ray tasks of 2 packed runs each, one run
     directory per run, each equal to the run trained alone (local backend, unpacked) to 1e-6."""

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slurm
 pytest.importorskip("submitit")
 
 from ccm_madrl.cli import main  # noqa: E402

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from functools import cached_property
@@ -253,10 +254,13 @@ def archive_sweep(
         stops = store._stops_of(rd)
         if len(stops):
             tables["stops"].append(stops.assign(run_id=run_id))
+    configs = pd.DataFrame()
     for name, frames in tables.items():
         if not frames:
             continue
         df = pd.concat(frames, ignore_index=True)
+        if name == "configs":
+            configs = df
         keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
         df = df.sort_values(keys, kind="stable").reset_index(drop=True)
         df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
@@ -275,19 +279,62 @@ def archive_sweep(
         "complete_but_failed": sorted(
             {*index.get("complete_but_failed", []), *new.loc[new["archive_note"] != "", "run_id"]}
         ),
+        "runs_provenance": runs_provenance(configs),
         "archived_with": {"version": __version__, **_commit()},
         "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",
-        "history": [
-            *index.get("history", []),
-            {
-                "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "added": sorted(new["run_id"]),
-            },
-        ],  # fmt: skip
+        "history": history_once(
+            index.get("history", []),
+            sorted(new["run_id"]),
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ),
     }
     write_json(out / INDEX, entry)
     return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
+
+
+def runs_provenance(configs: pd.DataFrame) -> list[dict]:
+    """The code the archived runs ran, from each run's own provenance (not the archiving machine's):
+    one entry per (package version, commit, dirty) with its number of runs, the most common first.
+    ``dirty``: the package source had uncommitted changes when the run started (None: unknown)."""
+    if configs.empty:
+        return []
+    keys = []
+    for text in configs["provenance_json"]:
+        p = json.loads(text) if isinstance(text, str) and text else {}
+        keys.append((str(p.get("version", "unknown")), str(p.get("commit", "unknown")), p.get("dirty")))
+    counts = Counter(keys)
+    order = sorted(counts, key=lambda k: (-counts[k], k[1], k[0], str(k[2])))
+    return [{"version": v, "commit": c, "dirty": d, "runs": counts[(v, c, d)]} for v, c, d in order]
+
+
+def history_once(old: list[dict], added: list[str], time_utc: str) -> list[dict]:
+    """The archive's history with a new entry: each run under ``added`` once, in the entry that first
+    archived it; a run archived again later (its tables rebuilt) is listed under ``re_added``."""
+    seen: set[str] = set()
+    out = []
+    for h in [*old, {"time_utc": time_utc, "added": added}]:
+        first = [r for r in h.get("added", []) if r not in seen]
+        again = sorted({*h.get("re_added", []), *(r for r in h.get("added", []) if r in seen)})
+        seen.update(first)
+        out.append({"time_utc": h["time_utc"], "added": first, **({"re_added": again} if again else {})})
+    return out
+
+
+def refresh_index(out: str | Path) -> dict:
+    """Recompute ``runs_provenance`` and the history (each run once) of the archive ``out`` from its
+    own tables, for an archive written before they existed; the tables are not touched."""
+    out = Path(out)
+    index = read_json(out / INDEX)
+    if not index:
+        raise FileNotFoundError(f"archive: no {INDEX} in {out}")
+    history = index.get("history", [])
+    if history:
+        *old, last = history
+        history = history_once(old, last.get("added", []), last["time_utc"])
+    index.update(runs_provenance=runs_provenance(read_parquet(out / "configs.parquet")), history=history)
+    write_json(out / INDEX, index)
+    return index
 
 
 def _commit() -> dict:

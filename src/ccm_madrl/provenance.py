@@ -19,7 +19,8 @@ from . import __version__
 
 @functools.lru_cache(maxsize=1)
 def source_commit() -> dict:
-    """Git commit of the package's source tree (and whether it had uncommitted changes)."""
+    """Git commit of the package's source tree, and whether that tree (this package's directory, not
+    the rest of the repository: results, docs) had uncommitted changes."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -31,7 +32,7 @@ def source_commit() -> dict:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
                 capture_output=True,
                 text=True,
                 timeout=5,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..store import load
 from . import figures as figs
+from . import stats
 from .tables import algorithm_table, runs_frame, table1, table2
 
 
@@ -219,20 +220,12 @@ def _html(title: str, command: str, sections, figures: dict[str, Path], n_head: 
 
 def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str, str, str]]:
     """The statistics sections (``report.stats``): survival of the stop events, log-rank tests,
-    IQM and probability of improvement; their tables join ``res.tables``. Without the ``stats``
-    extra, one section saying so."""
-    try:
-        from . import stats
-    except ImportError as err:  # pragma: no cover - the stats extra is part of the CI install
-        return [("Statistics", f"_(not computed: needs the stats extra; {err})_\n", "")]
+    IQM and probability of improvement; their tables join ``res.tables``."""
     if runs.empty:
         return []
-    try:
-        surv = stats.survival_table(runs)
-        lr = stats.logrank_table(runs)
-        iq, poi = stats.returns_table(runs, store.baselines)
-    except ImportError as err:
-        return [("Statistics", f"_(not computed: needs the stats extra: {err.name} is not installed)_\n", "")]
+    surv = stats.survival_table(runs)
+    lr = stats.logrank_table(runs)
+    iq, poi = stats.returns_table(runs, store.baselines)
     res.tables.update(survival=surv, logrank=lr, returns_iqm=iq, probability_of_improvement=poi)
     for name in ("survival", "logrank", "returns_iqm", "probability_of_improvement"):
         res.tables[name].to_csv(res.out_dir / "tables" / f"{name}.csv", index=False)

@@ -563,11 +563,7 @@ def make_all(runs: pd.DataFrame, store, out: Path) -> tuple[dict[str, Path], dic
             if runs.empty:
                 skipped[fn.__name__] = "no finished runs"
                 continue
-            try:
-                p = fn(runs, store, out)
-            except ImportError as err:  # km_curves, performance_profiles: the `stats` extra
-                skipped[fn.__name__] = f"needs the stats extra ({err.name} is not installed)"
-                continue
+            p = fn(runs, store, out)
             if p is None:
                 skipped[fn.__name__] = (
                     "the data it needs are absent (monitor off, no stops, or a single sweep/algorithm)"
