@@ -155,14 +155,15 @@ def poi_table(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
     return poi.pivot_table(index="cell", columns="against", values="value", aggfunc="first").reset_index()
 
 
-def monitor_facts(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
+def monitor_facts(store: ArchiveStore, runs: pd.DataFrame, upto: float = np.inf) -> pd.DataFrame:
     """Per run: actor/critic gradient-norm ratio (median over measured episodes, log10), largest
     |pre-activation|, final fraction of outputs beyond 0.9 and exactly saturated, and the monitor's
     cause of the actors' output gradients at the end (fractions zero because the output is
     saturated, and zero because no gradient reaches the output from the loss); the master critic's
     fraction of dead units per hidden layer at the end ("act1 / act2", archives of runs compacted
-    with per-layer dead fractions; empty otherwise)."""
+    with per-layer dead fractions; empty otherwise). Only the episodes before ``upto``."""
     s = store.table("monitor_summary")
+    s = s[s["episode"] < upto]
     dead = sorted(c for c in s.columns if c.startswith("dead.") and c.endswith("_mean"))
     out = []
     for rid, g in s.groupby("run_id"):
@@ -336,7 +337,7 @@ def prefix_table(ev: pd.DataFrame) -> pd.DataFrame:
                 "runs": len(cell),
                 "all actors stopped at the cut": stats.fmt_km(stats.km_median(*stats.survival_data(cell, "all_actors_stop_thr"))),
                 "every actor's gradient exactly 0": stats.fmt_km(stats.km_median(*stats.survival_data(cell, "all_actors_grad_zero"))),
-                "first actor stopped (median)": f"{first.median():g} ({len(first)}/{len(cell)})" if len(first) else f"never (0/{len(cell)})",
+                "first actor ever below the threshold (median)": f"{first.median():g} ({len(first)}/{len(cell)})" if len(first) else f"never (0/{len(cell)})",
                 "critic stopped at the cut": f"{int(cell['critic_stop_thr'].notna().sum())}/{len(cell)}",
             })  # fmt: skip
     return pd.DataFrame(rows)
@@ -375,11 +376,17 @@ def prefix_section(
            "so a later episode can undo it; runs not stopped at the cut are censored there. The tables count the "
            "trained episodes before the cut (`ccm_madrl.monitor.stops.summary_stops`; on every archived run its events "
            "equal the run's own, `tests/test_archive.py`).\n"]  # fmt: skip
-    for path in prefix_paths:
-        store = ArchiveStore([path])
+    stores = [ArchiveStore([path]) for path in prefix_paths]
+    # one cut for every grid, the fewest episodes any prefix run trained, so the versions are compared
+    # over the same window
+    cut = min(int(prefix_events(s)["episodes_done"].min()) for s in stores) if stores else 0
+    out.append(f"Every prefix is cut at the same episode count, the fewest any prefix run trained: the "
+               f"events of episodes 0-{cut - 1}, censored at {cut - 1}. The column 'first actor ever below the "
+               "threshold' is the first episode at which any one actor's largest |weight change| fell below "
+               "1e-8, whether or not it stayed there: not the full table's 'first actor stop' (stopped for good).\n")  # fmt: skip
+    for path, store in zip(prefix_paths, stores):
         name = store.index[Path(path)].get("sweep", Path(path).name)
-        ev = prefix_events(store)
-        cut = int(ev["episodes_done"].min())
+        ev = prefix_events(store, cut)
         prov = store.runs
         out += [f"### {name} prefix: {LABEL.get(name, name)}\n",
                 f"Archive `{path}`: {len(ev)} runs, seeds {sorted(ev['seed'].unique().tolist())}, the first {cut} episodes "
@@ -387,8 +394,11 @@ def prefix_section(
                 f"{', '.join(sorted(prov['prov.torch'].astype(str).unique()))}. Each entry: Kaplan-Meier median episode "
                 "[95% CI] (runs with the event / runs), censored at the cut.\n", md(prefix_table(ev))]  # fmt: skip
         if fig_dir is not None:  # the Kaplan-Meier curves of the prefix (| = censored: at the cut)
+            cut_runs = runs_frame(store).drop(columns=["all_actors_stop_thr", "all_actors_grad_zero"], errors="ignore")
+            cut_runs = cut_runs.merge(ev[["run_id", "all_actors_stop_thr", "all_actors_grad_zero"]], on="run_id")
+            cut_runs["episodes_done"] = cut_runs["episodes_done"].clip(upper=cut)
             with figs.plt.rc_context(figs.STYLE):
-                png = figs.km_curves(runs_frame(store), store, fig_dir)
+                png = figs.km_curves(cut_runs, store, fig_dir)
             if png is not None:
                 target = png.with_name(f"{name}_prefix_{png.name}")
                 png.replace(target)
@@ -418,7 +428,7 @@ def prefix_section(
                    f"n = {len(hi)}): all actors stopped at KM median {stats.fmt_km(km)}, every actor's gradient exactly 0 "
                    f"at {stats.fmt_km(gz)}; by the rule of the verdicts below (median <= 10 episodes) the claim "
                    f"**{'holds' if km['median'] <= 10 else 'is contradicted'}** on the first {cut} episodes.\n")  # fmt: skip
-        mf = monitor_facts(store, runs_frame(store))
+        mf = monitor_facts(store, runs_frame(store), cut)
         notes.setdefault("5.4", {})[name] = (f"{who}: critic stopped at the cut in {int(ev['critic_stop_thr'].notna().sum())} "
                                              f"of {len(ev)} runs (first {cut} episodes)")  # fmt: skip
         r55 = mf["log10_ratio_median"].dropna()
