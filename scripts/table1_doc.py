@@ -27,12 +27,11 @@ from ccm_madrl.report import stats  # noqa: E402
 from ccm_madrl.report.tables import runs_frame  # noqa: E402
 
 # the draft's Table 1 (shared/spec/experiments.md, "Published observations"): (client lr, master lr)
+# the draft's Table 1, cell -> (actors stop, final return) as it prints them (results/draft/README.md)
 DRAFT = {
-    (0.1, 1e-4): ("~5", "not converged"), (0.1, 1e-3): ("~5", "not converged"),
-    (0.01, 1e-4): ("~5", "not converged"), (0.01, 1e-3): ("~5", "not converged"),
-    (1e-3, 1e-3): ("~200", "-52"), (1e-3, 1e-4): ("~500", "-38"),
-    (1e-4, 1e-3): (">2000", "-34"), (1e-4, 1e-4): (">2000", "-40"),
-}  # fmt: skip
+    (float(r.client_lr), float(r.master_lr)): (str(r.actors_stop), str(r.final_return))
+    for r in pd.read_csv(ROOT / "results" / "draft" / "table1.csv", dtype=str).itertuples()
+}
 GRID = [1e-4, 1e-3, 1e-2, 1e-1]
 DRAFT_MASTER_LRS = sorted({m for _, m in DRAFT})  # the master learning rates of the draft's cells
 LABEL = {
