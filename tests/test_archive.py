@@ -258,9 +258,15 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     assert len(index["history"]) == 2
     # the code the runs ran, from their own provenance: all 3 from this checkout
     prov = [json.loads(t) for t in pd.read_parquet(out / "configs.parquet")["provenance_json"]]
+    p0 = prov[0]
     assert index["runs_provenance"] == [
-        {"version": prov[0]["version"], "commit": prov[0]["commit"], "dirty": prov[0]["dirty"], "runs": 3}
-    ]
+        {"version": p0["version"], "commit": p0["commit"], "dirty": p0["dirty"], "device": p0["device"],
+         "device_name": p0["device_name"], "runs": 3}
+    ]  # fmt: skip
+    # no path of this machine: the source by its name, run directories relative to the sweep
+    assert index["source"] == "sw" and str(tmp_path) not in index["command"]
+    assert index["command"].startswith("ccm-madrl archive sw --out ")
+    assert all(d.startswith("runs/") for d in pd.read_parquet(out / "runs.parquet")["run_dir"])
     # a run marked failed after its last episode is archived only on request, with a note
     st = json.loads((rd / "status.json").read_text())
     (rd / "status.json").write_text(
@@ -524,20 +530,30 @@ def test_the_history_lists_each_run_once_and_the_provenance_counts_the_runs_code
         {},
     ]
     configs = pd.DataFrame({"provenance_json": [json.dumps(p) for p in prov]})
+    unknown = {"device": "unknown", "device_name": "unknown"}
     assert runs_provenance(configs) == [
-        {"version": "0.1.0", "commit": "c1", "dirty": False, "runs": 2},
-        {"version": "0.0.0+unknown", "commit": "c0", "dirty": True, "runs": 1},
-        {"version": "unknown", "commit": "unknown", "dirty": None, "runs": 1},
+        {"version": "0.1.0", "commit": "c1", "dirty": False, **unknown, "runs": 2},
+        {"version": "0.0.0+unknown", "commit": "c0", "dirty": True, **unknown, "runs": 1},
+        {"version": "unknown", "commit": "unknown", "dirty": None, **unknown, "runs": 1},
     ]
     assert runs_provenance(pd.DataFrame()) == []
     # an archive written before either existed is brought up to date from its own tables
     from ccm_madrl.archive import refresh_index
 
     tmp = tmp_path
-    (tmp / "archive.json").write_text(json.dumps({"history": old}))
+    machine = {
+        "source": "/data/me/sweeps/grid",
+        "command": "ccm-madrl archive /data/me/sweeps/grid --out results/grid",
+    }
+    (tmp / "archive.json").write_text(json.dumps({"history": old, **machine}))
     configs.to_parquet(tmp / "configs.parquet")
+    pd.DataFrame({"run_id": ["a", "b"], "run_dir": ["/data/me/sweeps/grid/runs/a", "runs/b"]}).to_parquet(
+        tmp / "runs.parquet"
+    )
     index = refresh_index(tmp)
     assert index["runs_provenance"] == runs_provenance(configs)
+    assert (index["source"], index["command"]) == ("grid", "ccm-madrl archive grid --out results/grid")
+    assert pd.read_parquet(tmp / "runs.parquet")["run_dir"].tolist() == ["runs/a", "runs/b"]
     assert [h["added"] for h in json.loads((tmp / "archive.json").read_text())["history"]] == [
         ["a", "b"],
         ["c"],

@@ -227,7 +227,10 @@ def archive_sweep(
         return _result(out, [], len(have), len(done), len(runs))
     dirs = {rd.name: rd for _, rd in store.run_dirs}
     tables: dict[str, list[pd.DataFrame]] = {t: [old[t]] if len(old[t]) else [] for t in RUN_TABLES}
-    tables["runs"].append(new.drop(columns=["heartbeat"]))
+    # a run's directory relative to its sweep (runs/<id>), never a path of the machine it ran on
+    tables["runs"].append(
+        new.drop(columns=["heartbeat"]).assign(run_dir=[portable_run_dir(d) for d in new["run_dir"]])
+    )
     for run_id in new["run_id"]:
         rd = dirs[run_id]
         run = RunDir(rd)
@@ -270,7 +273,7 @@ def archive_sweep(
     entry = {
         "format": FORMAT,
         "sweep": store.sweep_names[0] if store.sweep_names else sweep_dir.name,
-        "source": str(sweep_dir),
+        "source": portable_path(sweep_dir),
         "runs_archived": len(have) + len(new),
         "finished_in_source": len(done),
         "runs_in_source": len(runs),
@@ -282,7 +285,7 @@ def archive_sweep(
         "runs_provenance": runs_provenance(configs),
         "archived_with": {"version": __version__, **_commit()},
         "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command or f"ccm-madrl archive {sweep_dir} --out {out}",
+        "command": portable_command(command or f"ccm-madrl archive {sweep_dir} --out {out}", sweep_dir, out),
         "history": history_once(
             index.get("history", []),
             sorted(new["run_id"]),
@@ -293,19 +296,48 @@ def archive_sweep(
     return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
 
 
+PROVENANCE_KEYS = ("version", "commit", "dirty", "device", "device_name")
+
+
 def runs_provenance(configs: pd.DataFrame) -> list[dict]:
-    """The code the archived runs ran, from each run's own provenance (not the archiving machine's):
-    one entry per (package version, commit, dirty) with its number of runs, the most common first.
-    ``dirty``: the package source had uncommitted changes when the run started (None: unknown)."""
+    """The code and devices the archived runs ran on, from each run's own provenance (not the
+    archiving machine's): one entry per (package version, commit, dirty, device, device name) with
+    its number of runs, the most common first. ``dirty``: the package source had uncommitted changes
+    when the run started (None: unknown)."""
     if configs.empty:
         return []
     keys = []
     for text in configs["provenance_json"]:
         p = json.loads(text) if isinstance(text, str) and text else {}
-        keys.append((str(p.get("version", "unknown")), str(p.get("commit", "unknown")), p.get("dirty")))
+        keys.append(tuple(p.get(k) if k == "dirty" else str(p.get(k, "unknown")) for k in PROVENANCE_KEYS))
     counts = Counter(keys)
-    order = sorted(counts, key=lambda k: (-counts[k], k[1], k[0], str(k[2])))
-    return [{"version": v, "commit": c, "dirty": d, "runs": counts[(v, c, d)]} for v, c, d in order]
+    order = sorted(counts, key=lambda k: (-counts[k], *map(str, k)))
+    return [{**dict(zip(PROVENANCE_KEYS, k)), "runs": counts[k]} for k in order]
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory (the repository) when inside it, else its last
+    component: an archive names no directory of the machine that wrote it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name
+
+
+def portable_run_dir(run_dir: str | Path) -> str:
+    """A run directory as ``runs/<id>``: relative to its sweep directory."""
+    p = Path(run_dir)
+    return str(Path(p.parent.name, p.name)) if p.parent.name else p.name
+
+
+def portable_command(command: str, *paths: str | Path) -> str:
+    """``command`` with each of ``paths`` (as written in it, or absolute) replaced by :func:`portable_path`."""
+    for path in paths:
+        for form in sorted({str(path), str(Path(path).resolve())}, key=len, reverse=True):
+            if Path(form).is_absolute() or form in command.split():
+                command = command.replace(form, portable_path(path))
+    return command
 
 
 def history_once(old: list[dict], added: list[str], time_utc: str) -> list[dict]:
@@ -322,8 +354,9 @@ def history_once(old: list[dict], added: list[str], time_utc: str) -> list[dict]
 
 
 def refresh_index(out: str | Path) -> dict:
-    """Recompute ``runs_provenance`` and the history (each run once) of the archive ``out`` from its
-    own tables, for an archive written before they existed; the tables are not touched."""
+    """Bring an archive written before these rules up to date from its own tables: recompute
+    ``runs_provenance`` and the history (each run once), and name no machine path (``source``,
+    ``command``, and ``runs.parquet``'s ``run_dir`` as ``runs/<id>``). Returns the new index."""
     out = Path(out)
     index = read_json(out / INDEX)
     if not index:
@@ -332,7 +365,20 @@ def refresh_index(out: str | Path) -> dict:
     if history:
         *old, last = history
         history = history_once(old, last.get("added", []), last["time_utc"])
-    index.update(runs_provenance=runs_provenance(read_parquet(out / "configs.parquet")), history=history)
+    source = index.get("source", "")
+    index.update(
+        runs_provenance=runs_provenance(read_parquet(out / "configs.parquet")),
+        history=history,
+        source=Path(source).name if Path(source).is_absolute() else source,
+        command=" ".join(
+            Path(w).name if Path(w).is_absolute() else w for w in index.get("command", "").split()
+        ),
+    )
+    runs = read_parquet(out / "runs.parquet")
+    if len(runs) and "run_dir" in runs:
+        portable = [portable_run_dir(d) for d in runs["run_dir"]]
+        if portable != runs["run_dir"].tolist():
+            write_table(out / "runs.parquet", runs.assign(run_dir=portable))
     write_json(out / INDEX, index)
     return index
 
