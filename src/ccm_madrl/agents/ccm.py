@@ -154,11 +154,17 @@ class CCMLearner(OffPolicyActorCritic):
         return self.critic.head(rows, rb), rb
 
     def actor_q(
-        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+        self,
+        joint_states: torch.Tensor,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        selected: torch.Tensor | None,
+        joint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with ``actor_objective:
         selected`` the max runs over the agents selected in the stored transition."""
-        joint = self.critic.joint(joint_states, u)
+        if joint is None:
+            joint = self.critic.joint(joint_states, u)
         cand = self.candidates(u, selected)
         arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
