@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--setups", nargs="+", default=["single", "pack16"])
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--episodes", type=int, default=8)
+    ap.add_argument("--labels", nargs=2, default=["a", "b"], help="what A and B are (e.g. their commits)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.child:
@@ -138,7 +139,10 @@ def main() -> None:
         res = {
             "benchmark": "ab_sequential_step",
             "command": " ".join(["OMP_NUM_THREADS=1", "python", *sys.argv]),
-            "sources": srcs,
+            "sources": {
+                "a": {"src": srcs["a"], "label": args.labels[0]},
+                "b": {"src": srcs["b"], "label": args.labels[1]},
+            },
             "machine": machine(),
             "load": f"measured under background load (load average at the end: {os.getloadavg()})",
             "results": rows,

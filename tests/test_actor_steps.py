@@ -158,3 +158,26 @@ def test_the_joint_part_in_two_products_is_the_joint_product(runs):
     torch.testing.assert_close(
         critic.joint_actions(u[:, 4], 4), critic.joint_actions(u * mask), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("runs,objective", [(1, "proposers"), (1, "selected"), (2, "proposers")])
+def test_the_kept_own_parts_change_no_score(monkeypatch, runs, objective):
+    """The actor loss's maximum with every row's own part computed once per training step (and the
+    stepping agent's column after its update) scores the rows as recomputing them at every step:
+    a run alone bit for bit (the own product is row-invariant at one thread), so every actor
+    step's gradient is equal; a pack to float32 order (its rows were scored by one product per run
+    of the candidate rows, ~1e-7)."""
+    cfgs = _cfgs(runs, variant={"actor_objective": objective})
+    kept, loss_k, _ = _one_training_step(cfgs, monkeypatch, factorised=True)
+    used = []
+    plain = offpolicy.ActorSteps.own_part
+    monkeypatch.setattr(offpolicy.ActorSteps, "own_part", lambda self: used.append(plain(self)) and None)
+    again, loss_a, _ = _one_training_step(cfgs, monkeypatch, factorised=True)
+    assert len(used) > 0 and all(u is not None for u in used)  # the kept parts existed; not used
+    for (_, gk), (_, ga) in zip(kept, again):
+        for x, y in zip(gk, ga):
+            if runs == 1:
+                assert torch.equal(x, y)
+            else:
+                assert _rel(x, y) < GRAD_RTOL
+    np.testing.assert_allclose(loss_k, loss_a, rtol=0 if runs == 1 else LOSS_RTOL)

@@ -181,13 +181,14 @@ class CCMLearner(OffPolicyActorCritic):
         independently of the others (``argmax.rowwise_q``); during the actor steps of a training
         step with ``argmax_row_skip``, -inf also for the rows that provably cannot be the maximum."""
         x_own = own_inputs(self.critic, states, u)
+        own = None if self._steps is None else self._steps.own_part()  # every row's own part, if kept
         if self._bounded is None:
             n = int(cand.sum())
             self.argmax_rows[0] += n
             self.argmax_rows[1] += n
-            return full_q(self.critic, joint, x_own, cand)
+            return full_q(self.critic, joint, x_own, cand, own)
         rows, evaluated = self._bounded.rows, self._bounded.evaluated
-        q = self._bounded.scores(joint, x_own, cand)
+        q = self._bounded.scores(joint, x_own, cand, own=own)
         self.argmax_rows[0] += self._bounded.rows - rows
         self.argmax_rows[1] += self._bounded.evaluated - evaluated
         return q

@@ -430,6 +430,14 @@ class MasterCritic(nn.Module):
         k, a = self.n_agents * self.state_dim, self.action_dim
         return slice(k, self.joint_dim) if agent is None else slice(k + agent * a, k + (agent + 1) * a)
 
+    def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The own first-layer part of every row (sample b, agent j): (B, N, s), (B, N, a) ->
+        (B, N, H1), as the actor loss's maximum computes it (``argmax.own_part``: row-invariant)."""
+        from .argmax import own_inputs, own_part
+
+        x = own_inputs(self, states, actions)
+        return own_part(self, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
     def own(
         self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -627,6 +635,17 @@ class PackedCritic(nn.Module):
         w = self.fc1.weight[:, :, self._action_columns(agent)]
         return self._linear(actions.reshape(actions.shape[0], -1), w, None, None)
 
+    def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:meth:`MasterCritic.own_rows` of every run (a run-major batch), each run's rows with its
+        own critic slice, one run at a time (as :meth:`rows_q` scores them on a CPU)."""
+        from .argmax import own_inputs, own_part
+
+        x = own_inputs(self, states, actions)
+        per = x.reshape(self.runs, -1, x.shape[-1])
+        w = self.fc1.weight[:, :, self.joint_dim :]
+        out = torch.stack([own_part(self, per[r], w[r]) for r in range(self.runs)])
+        return out.reshape(*x.shape[:-1], -1)
+
     def own(
         self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -655,13 +674,15 @@ class PackedCritic(nn.Module):
         states: torch.Tensor,
         actions: torch.Tensor,
         sample: torch.Tensor | None = None,
+        own: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`MasterCritic.rows_q` for the runs' rows (``sample``: each row's sample index, hence
         its run). Without gradients on the CPU, when the rows come grouped by run (as ``nonzero``
         gives them), each run's rows go through its own critic slice one run at a time (the run
         alone's operations): the rows of all runs padded into one batch are R times the memory
         traffic, which on a CPU costs more than the batched matmul saves (measured in
-        ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`)."""
+        ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`). ``own``: the
+        rows' own first-layer parts (M, H1) when computed already (:meth:`own_rows`)."""
         run = None if sample is None else self._runs_of(sample)
         one_run_at_a_time = (
             run is not None
@@ -671,7 +692,8 @@ class PackedCritic(nn.Module):
             and bool((run[1:] >= run[:-1]).all())
         )
         if not one_run_at_a_time:
-            return self.head(joint[rows] + self.own(states, actions, sample), sample)
+            own = self.own(states, actions, sample) if own is None else own
+            return self.head(joint[rows] + own, sample)
         counts = torch.bincount(run, minlength=self.runs).tolist()
         w1, b2, w2, b3, w3 = (
             self.fc1.weight[:, :, self.joint_dim :],
@@ -687,7 +709,7 @@ class PackedCritic(nn.Module):
             if not c:
                 continue
             sl = slice(start, start + c)
-            h = joint[rows[sl]] + F.linear(x[sl], w1[r])
+            h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
             q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
             start += c
         return self.out(q)

@@ -403,12 +403,16 @@ class ActorSteps:
     ):
         self.learner = learner
         self.states = states
-        self.by_column = (
-            not learner.actors.shared and learner.regulariser is no_regulariser and None not in agents
-        )
+        self.by_column = self.steps_by_column(learner, agents)
         with torch.no_grad():
             self.state_part = learner.critic.joint_state(joint_states)
             self.u = learner.actors(states) if self.by_column else None
+        self._own: torch.Tensor | None = None
+
+    @staticmethod
+    def steps_by_column(learner: OffPolicyActorCritic, agents) -> bool:
+        """Whether each of these actor steps changes one actor's actions only (then they are kept)."""
+        return not learner.actors.shared and learner.regulariser is no_regulariser and None not in agents
 
     def joint(self, u: torch.Tensor) -> torch.Tensor:
         """The critic's joint part of the actions ``u``, with gradient through all action columns."""
@@ -427,6 +431,19 @@ class ActorSteps:
         return u, base + (part - part.detach())  # the value of base; the gradient of part
 
     @torch.no_grad()
+    def own_part(self) -> torch.Tensor | None:
+        """The critic's own first-layer part of every row (sample b, agent j), (B, N, H1), for the
+        actor loss's maximum over candidate rows (``critic.own_rows``; a critic with a per-agent
+        input): computed at the first call, then only the stepping agent's column after its update
+        (``refresh``), the only column whose input changes. None when the steps move every action."""
+        if self._own is None and self.by_column:
+            self._own = self.learner.critic.own_rows(self.states, self.u)
+        return self._own
+
+    @torch.no_grad()
     def refresh(self, agent: int) -> None:
-        """Agent ``agent``'s actions after its update."""
+        """Agent ``agent``'s actions after its update (and its column of the own parts, if kept)."""
         self.u[:, agent] = self.learner.actors.forward_agent(self.states, agent)
+        if self._own is not None:
+            cols = slice(agent, agent + 1)
+            self._own[:, cols] = self.learner.critic.own_rows(self.states[:, cols], self.u[:, cols])
