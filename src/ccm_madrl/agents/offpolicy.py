@@ -389,11 +389,13 @@ class ActorSteps:
     columns carry a gradient). When each step updates one actor (independent networks, no
     regulariser: the published order), only that actor's actions change from step to step: the
     actions of all actors are computed once and each step recomputes its own actor's column alone
-    (``BatchedActor.forward_agent``, bit for bit the full forward's column), with gradient, and
+    (``BatchedActor.forward_agent``), with gradient, and
     after its update, without; the joint part's gradient path is then that agent's three action
-    columns only, ``W_U U`` itself a gradient-free product.
+    columns only, ``W_U U`` itself a gradient-free product; and the critic's own first-layer part of
+    every (sample, agent) row is kept for the actor loss's maximum (:meth:`own_part`).
 
-    Values: the actions are those of the full forward bit for bit; the joint part is the one
+    Values: the actions are those of the full forward bit for bit (the output activations but
+    scaled_sigmoid: ``BatchedActor.forward_agent``); the own parts too; the joint part is the one
     first-layer product split in two (state, actions), another float32 summation order (measured in
     ``benchmarks/README.md``); the gradient of the action columns is a product of that agent's
     columns alone (again another summation order of the same sums)."""
