@@ -247,12 +247,27 @@ def _restoring(learner):
 
 def argmax_floor(learner, rows: int, actor_steps: int) -> float:
     """FLOPs of the actor loss's gradient-free maximum: ``rows`` candidate rows (own part, hidden
-    and output layer of the critic's head) and one joint first-layer product per actor step."""
+    and output layer of the critic's head) and the joint first-layer part of every actor step: with
+    several actor steps (``offpolicy.ActorSteps``) the state part once and the action part at every
+    step, with one the whole joint product once. When each step moves one actor's actions only, the
+    rows' own parts are computed once for every (sample, agent) and one agent's column per step."""
+    from .agents.offpolicy import ActorSteps
+
     c = learner.critic
     h1, h2 = c.hidden
     own = c.fc1.in_features - c.joint_dim
-    per_row = 2 * own * h1 + h1 + 2 * h1 * h2 + 2 * h2
-    return rows * per_row + actor_steps * 2 * learner.batch_size * c.joint_dim * h1
+    head = h1 + 2 * h1 * h2 + 2 * h2
+    b = learner.batch_size
+    if actor_steps <= 1:
+        return rows * (2 * own * h1 + head) + actor_steps * 2 * b * c.joint_dim * h1
+    state_cols = c.n_agents * c.state_dim
+    joint = 2 * b * state_cols * h1 + actor_steps * 2 * b * (c.joint_dim - state_cols) * h1
+    agents = learner.schedule(learner.n_agents, learner.actors.shared)
+    if ActorSteps.steps_by_column(learner, agents):
+        own_flops = 2 * own * h1 * b * (c.n_agents + actor_steps)
+    else:
+        own_flops = rows * 2 * own * h1
+    return rows * head + own_flops + joint
 
 
 def sequential_step_profile(

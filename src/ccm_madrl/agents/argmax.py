@@ -76,26 +76,43 @@ def own_inputs(critic, states: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.cat([critic._scale(states), u], dim=-1)
 
 
-def rows_h1(critic, joint: torch.Tensor, x_own: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """First-layer pre-activations (R, H1) of the rows in ``mask`` (*lead, N), in mask order:
-    ``J_b + W_own x_bj``, the own product as a GEMM of at least ``MIN_ROWS`` rows."""
-    lead = mask.shape[:-1]
-    flat = mask.reshape(-1, mask.shape[-1])
-    bi, ji = flat.nonzero(as_tuple=True)
-    x = x_own.reshape(-1, *x_own.shape[-2:])[bi, ji]
+def own_part(critic, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The own first-layer part ``W_own x`` of rows x (M, D) -> (M, H1), as a GEMM of at least
+    ``MIN_ROWS`` rows, so each row's value does not depend on the rows computed with it (``weight``:
+    ``W_own`` given, e.g. one run's slice of a pack's critic)."""
     r = x.shape[0]
     if r < MIN_ROWS:
         x = torch.cat([x, x.new_zeros(MIN_ROWS - r, x.shape[1])])
-    w_own = critic.fc1.weight[:, critic.joint_dim :]
-    h = F.linear(x, w_own)[:r]
+    w_own = critic.fc1.weight[:, critic.joint_dim :] if weight is None else weight
+    return F.linear(x, w_own)[:r]
+
+
+def rows_h1(
+    critic, joint: torch.Tensor, x_own: torch.Tensor, mask: torch.Tensor, own: torch.Tensor | None = None
+) -> torch.Tensor:
+    """First-layer pre-activations (R, H1) of the rows in ``mask`` (*lead, N), in mask order:
+    ``J_b + W_own x_bj``, the own product as a GEMM of at least ``MIN_ROWS`` rows (:func:`own_part`),
+    or gathered from ``own`` (*lead, N, H1), the own parts of every row computed so already (the
+    same values: the product is row-invariant)."""
+    lead = mask.shape[:-1]
+    n = mask.shape[-1]
+    flat = mask.reshape(-1, n)
+    bi, ji = flat.nonzero(as_tuple=True)
+    if own is None:
+        h = own_part(critic, x_own.reshape(-1, *x_own.shape[-2:])[bi, ji])
+    else:
+        h = own.reshape(-1, own.shape[-1]).index_select(0, bi * n + ji)
     return h.add_(joint.reshape(lead.numel(), -1).index_select(0, bi))
 
 
-def full_q(critic, joint: torch.Tensor, x_own: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-    """Q (*lead, N) of every candidate row, -inf elsewhere (the full pass)."""
+def full_q(
+    critic, joint: torch.Tensor, x_own: torch.Tensor, cand: torch.Tensor, own: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Q (*lead, N) of every candidate row, -inf elsewhere (the full pass); ``own``: as in
+    :func:`rows_h1`."""
     q = torch.full(cand.shape, -torch.inf, device=joint.device)
     if cand.any():
-        q[cand] = rowwise_q(critic, rows_h1(critic, joint, x_own, cand))
+        q[cand] = rowwise_q(critic, rows_h1(critic, joint, x_own, cand, own))
     return q
 
 
@@ -144,15 +161,16 @@ class BoundedArgmax:
         x_own: torch.Tensor,
         cand: torch.Tensor,
         evaluate: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        own: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``joint`` (*lead, H1) first-layer joint pre-activations incl. bias, ``x_own`` (*lead, N, D)
         the own inputs of every row, ``cand`` (*lead, N) the candidate rows. ``evaluate(mask)``
         gives the exact Q of the rows in ``mask`` in mask order (default: this critic's
-        ``rowwise_q``)."""
+        ``rowwise_q``, with the own parts ``own`` when given, as in :func:`rows_h1`)."""
         if evaluate is None:
 
             def evaluate(mask: torch.Tensor) -> torch.Tensor:
-                return rowwise_q(self.critic, rows_h1(self.critic, joint, x_own, mask))
+                return rowwise_q(self.critic, rows_h1(self.critic, joint, x_own, mask, own))
 
         joint64, x64 = joint.detach().double(), x_own.detach().double()
         margin = self._margin(joint64, x64)

@@ -66,7 +66,12 @@ class MADDPGLearner(OffPolicyActorCritic):
         return q, torch.arange(q.shape[0], device=q.device)
 
     def actor_q(
-        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+        self,
+        joint_states: torch.Tensor,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        selected: torch.Tensor | None,
+        joint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Q(S_b, U_b(s_b)), S_b the joint states given (current or next)."""
-        return self.critic(joint_states, u)
+        return self.critic(joint_states, u) if joint is None else self.critic.head(joint)

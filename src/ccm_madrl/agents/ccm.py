@@ -154,11 +154,17 @@ class CCMLearner(OffPolicyActorCritic):
         return self.critic.head(rows, rb), rb
 
     def actor_q(
-        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+        self,
+        joint_states: torch.Tensor,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        selected: torch.Tensor | None,
+        joint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """max_{j: u_bj[0] >= 0} Q(S_b, U_b, s_bj, u_bj) (fake agent if none); with ``actor_objective:
         selected`` the max runs over the agents selected in the stored transition."""
-        joint = self.critic.joint(joint_states, u)
+        if joint is None:
+            joint = self.critic.joint(joint_states, u)
         cand = self.candidates(u, selected)
         arg = self.candidate_q(joint.detach(), states, u.detach(), cand).max(dim=1).indices
         b = torch.arange(u.shape[0], device=u.device)
@@ -175,13 +181,14 @@ class CCMLearner(OffPolicyActorCritic):
         independently of the others (``argmax.rowwise_q``); during the actor steps of a training
         step with ``argmax_row_skip``, -inf also for the rows that provably cannot be the maximum."""
         x_own = own_inputs(self.critic, states, u)
+        own = None if self._steps is None else self._steps.own_part()  # every row's own part, if kept
         if self._bounded is None:
             n = int(cand.sum())
             self.argmax_rows[0] += n
             self.argmax_rows[1] += n
-            return full_q(self.critic, joint, x_own, cand)
+            return full_q(self.critic, joint, x_own, cand, own)
         rows, evaluated = self._bounded.rows, self._bounded.evaluated
-        q = self._bounded.scores(joint, x_own, cand)
+        q = self._bounded.scores(joint, x_own, cand, own=own)
         self.argmax_rows[0] += self._bounded.rows - rows
         self.argmax_rows[1] += self._bounded.evaluated - evaluated
         return q

@@ -286,6 +286,38 @@ class BatchedActor(nn.Module):
             )
         return z
 
+    def forward_agent(self, states: torch.Tensor, agent: int) -> torch.Tensor:
+        """Agent ``agent``'s actions alone: states (..., N, state_dim) -> (..., action_dim), at the
+        cost of its own networks only (a pack: agent ``agent`` of every run, rows run-major). Bit for
+        bit ``forward(states)[..., agent, :]`` (each network's batched GEMM is computed on its own)
+        for the output activations tanh, softsign, hardtanh and linear_clip; ``scaled_sigmoid``
+        differs in the last bits (torch's sigmoid rounds differently in its kernels' vector body
+        and scalar tail, so an element's rounding depends on its place in the tensor); a test pins
+        both. In a pass with gradients while forward hooks are registered (the monitor's), the full
+        forward instead, so that the hooks see the ``(N, M, features)`` layout of every agent.
+        Independent (not shared) networks only."""
+        if self.shared:
+            raise ValueError("forward_agent: a shared network serves every agent; use forward")
+        if torch.is_grad_enabled() and any(m._forward_hooks for m in self.modules()):
+            return self.forward(states)[..., agent, :]
+        runs = self.n_nets // self.n_agents
+        nets = torch.arange(runs, device=states.device) * self.n_agents + agent
+        x = states[..., agent, :]
+        if self.in_lo is not None:
+            x = (x - self.in_lo) / self.in_span
+        lead = x.shape[:-1]
+
+        def linear(layer: BatchedLinear, h: torch.Tensor) -> torch.Tensor:
+            return torch.baddbmm(layer.bias[nets].unsqueeze(1), h, layer.weight[nets].transpose(1, 2))
+
+        h = torch.relu(linear(self.fc1, x.reshape(runs, -1, self.state_dim)))
+        h = torch.relu(linear(self.fc2, h))
+        z = linear(self.fc3, h)[..., : self.action_dim]
+        if self.norm is not None:
+            z = F.layer_norm(z, z.shape[-1:], eps=self.norm.eps)
+            z = z * self.norm.weight[nets].unsqueeze(1) + self.norm.bias[nets].unsqueeze(1)
+        return self.out_act(z).reshape(*lead, self.action_dim)
+
     @contextmanager
     def gradients_for(self, nets: int | torch.Tensor | None):
         """Within: the backward computes the parameter gradients of the networks ``nets`` (an index
@@ -380,6 +412,31 @@ class MasterCritic(nn.Module):
         b = states.shape[0]
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return F.linear(x, self.fc1.weight[:, : self.joint_dim], self.fc1.bias)
+
+    def joint_state(self, states: torch.Tensor) -> torch.Tensor:
+        """The state part of ``joint`` incl. bias, ``W_S S + b``: (B, N, s) -> (B, H1). With
+        :meth:`joint_actions`, ``joint`` in two products (another float32 summation order: the state
+        and action sums are rounded apart)."""
+        b, k = states.shape[0], self.n_agents * self.state_dim
+        return F.linear(self._scale(states).reshape(b, -1), self.fc1.weight[:, :k], self.fc1.bias)
+
+    def joint_actions(self, actions: torch.Tensor, agent: int | None = None) -> torch.Tensor:
+        """The action part of ``joint``, ``W_U U``: (B, N, a) -> (B, H1); with ``agent``, the part of
+        that agent's action columns alone: (B, a) -> (B, H1)."""
+        w = self.fc1.weight[:, self._action_columns(agent)]
+        return F.linear(actions.reshape(actions.shape[0], -1), w)
+
+    def _action_columns(self, agent: int | None) -> slice:
+        k, a = self.n_agents * self.state_dim, self.action_dim
+        return slice(k, self.joint_dim) if agent is None else slice(k + agent * a, k + (agent + 1) * a)
+
+    def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The own first-layer part of every row (sample b, agent j): (B, N, s), (B, N, a) ->
+        (B, N, H1), as the actor loss's maximum computes it (``argmax.own_part``: row-invariant)."""
+        from .argmax import own_inputs, own_part
+
+        x = own_inputs(self, states, actions)
+        return own_part(self, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
     def own(
         self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
@@ -562,6 +619,33 @@ class PackedCritic(nn.Module):
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
         return self._linear(x, self.fc1.weight[:, :, : self.joint_dim], self.fc1.bias, sample)
 
+    _action_columns = MasterCritic._action_columns
+
+    def joint_state(self, states: torch.Tensor) -> torch.Tensor:
+        """:meth:`MasterCritic.joint_state` of every run (a run-major batch)."""
+        b, k = states.shape[0], self.n_agents * self.state_dim
+        if b % self.runs:
+            raise ValueError(f"a pack of {self.runs} critics needs a run-major batch, got {b} samples")
+        self.per = b // self.runs
+        x = self._scale(states).reshape(b, -1)
+        return self._linear(x, self.fc1.weight[:, :, :k], self.fc1.bias, None)
+
+    def joint_actions(self, actions: torch.Tensor, agent: int | None = None) -> torch.Tensor:
+        """:meth:`MasterCritic.joint_actions` of every run (a run-major batch)."""
+        w = self.fc1.weight[:, :, self._action_columns(agent)]
+        return self._linear(actions.reshape(actions.shape[0], -1), w, None, None)
+
+    def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:meth:`MasterCritic.own_rows` of every run (a run-major batch), each run's rows with its
+        own critic slice, one run at a time (as :meth:`rows_q` scores them on a CPU)."""
+        from .argmax import own_inputs, own_part
+
+        x = own_inputs(self, states, actions)
+        per = x.reshape(self.runs, -1, x.shape[-1])
+        w = self.fc1.weight[:, :, self.joint_dim :]
+        out = torch.stack([own_part(self, per[r], w[r]) for r in range(self.runs)])
+        return out.reshape(*x.shape[:-1], -1)
+
     def own(
         self, states: torch.Tensor, actions: torch.Tensor, sample: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -590,13 +674,15 @@ class PackedCritic(nn.Module):
         states: torch.Tensor,
         actions: torch.Tensor,
         sample: torch.Tensor | None = None,
+        own: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`MasterCritic.rows_q` for the runs' rows (``sample``: each row's sample index, hence
         its run). Without gradients on the CPU, when the rows come grouped by run (as ``nonzero``
         gives them), each run's rows go through its own critic slice one run at a time (the run
         alone's operations): the rows of all runs padded into one batch are R times the memory
         traffic, which on a CPU costs more than the batched matmul saves (measured in
-        ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`)."""
+        ``benchmarks/README.md``). Elsewhere: the padded batch (:func:`grouped_rows`). ``own``: the
+        rows' own first-layer parts (M, H1) when computed already (:meth:`own_rows`)."""
         run = None if sample is None else self._runs_of(sample)
         one_run_at_a_time = (
             run is not None
@@ -606,7 +692,8 @@ class PackedCritic(nn.Module):
             and bool((run[1:] >= run[:-1]).all())
         )
         if not one_run_at_a_time:
-            return self.head(joint[rows] + self.own(states, actions, sample), sample)
+            own = self.own(states, actions, sample) if own is None else own
+            return self.head(joint[rows] + own, sample)
         counts = torch.bincount(run, minlength=self.runs).tolist()
         w1, b2, w2, b3, w3 = (
             self.fc1.weight[:, :, self.joint_dim :],
@@ -622,7 +709,7 @@ class PackedCritic(nn.Module):
             if not c:
                 continue
             sl = slice(start, start + c)
-            h = joint[rows[sl]] + F.linear(x[sl], w1[r])
+            h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
             q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
             start += c
         return self.out(q)

@@ -30,6 +30,7 @@ from .parts import (
     REWARD_SIGNALS,
     UPDATE_SCHEDULES,
     needs_stochastic_actor,
+    no_regulariser,
 )
 from .replay import PrioritizedReplay
 from .utils import RunningMeanStd, clip_per_agent_, hard_update, hybrid_action
@@ -74,6 +75,7 @@ class OffPolicyActorCritic:
         self.joint_states_field = JOINT_STATES[cfg.variant.actor_joint_states]
         self.regulariser = ACTOR_REGULARISERS[cfg.mitigations.actor_reg]
         self.reward_transform = REWARD_SIGNALS[cfg.mitigations.reward_norm]
+        self._steps: ActorSteps | None = None  # during the actor steps of a training step
         self._read_scalars(cfg)
 
     def _read_scalars(self, cfg: AgentConfig) -> None:
@@ -176,9 +178,15 @@ class OffPolicyActorCritic:
         raise NotImplementedError
 
     def actor_q(
-        self, joint_states: torch.Tensor, states: torch.Tensor, u: torch.Tensor, selected: torch.Tensor | None
+        self,
+        joint_states: torch.Tensor,
+        states: torch.Tensor,
+        u: torch.Tensor,
+        selected: torch.Tensor | None,
+        joint: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The value (B,) the actors maximise for their actions ``u``."""
+        """The value (B,) the actors maximise for their actions ``u``; ``joint``: the critic's joint
+        first-layer part of ``(joint_states, u)`` when the caller has it (:class:`ActorSteps`)."""
         raise NotImplementedError
 
     def reward_signal(self, reward: torch.Tensor) -> torch.Tensor:
@@ -227,7 +235,11 @@ class OffPolicyActorCritic:
         stats = self._critic_step(batch, w)
         js = batch[self.joint_states_field]
         agents = self.schedule(self.n_agents, self.actors.shared)
-        actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
+        self._steps = ActorSteps(self, s, js, agents) if len(agents) > 1 else None
+        try:
+            actor_losses = [self._actor_step(s, w, i, sel, js) for i in agents]
+        finally:
+            self._steps = None
         stats["actor_loss"] = self._value(torch.as_tensor(np.mean(actor_losses, axis=0)))
         return stats
 
@@ -291,13 +303,14 @@ class OffPolicyActorCritic:
         w: torch.Tensor,
         selected: torch.Tensor | None = None,
         joint_states: torch.Tensor | None = None,
+        joint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-mean_b w_b * Q_b, Q_b the critic's value of the batch's actions ``u`` (``actor_q``).
         ``joint_states`` replaces the joint state S_b fed to the critic (``actor_joint_states: next``:
-        the next joint states); the actions, the own states and own actions stay those of ``states``."""
-        return -self._mean(
-            self.actor_q(states if joint_states is None else joint_states, states, u, selected) * w
-        )
+        the next joint states); the actions, the own states and own actions stay those of ``states``.
+        ``joint``: the critic's joint first-layer part, when the caller has it (``actor_q``)."""
+        js = states if joint_states is None else joint_states
+        return -self._mean(self.actor_q(js, states, u, selected, joint=joint) * w)
 
     def _actor_step(
         self,
@@ -309,15 +322,24 @@ class OffPolicyActorCritic:
     ) -> float:
         """One actor step (agent ``agent``'s, or all when None) on a fresh loss plus the regulariser.
         Only the stepping actors' gradients are computed (``gradients_for``): the others' would be
-        discarded."""
+        discarded. Within a training step of several actor steps, the actions and the critic's
+        joint part come from :class:`ActorSteps` (the same loss, without what does not change)."""
+        steps = self._steps
         with self.actors.gradients_for(self._agents(agent)):
-            u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
-            loss = self.actor_objective(states, u, w, selected, joint_states) + extra
+            if steps is not None and steps.by_column and agent is not None:
+                u, joint = steps.actions_and_joint(agent)
+                extra = 0.0
+            else:
+                u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
+                joint = None if steps is None else steps.joint(u)
+            loss = self.actor_objective(states, u, w, selected, joint_states, joint=joint) + extra
             grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
         if self.actor_grad_clip is not None:
             clip_per_agent_(grads, self.actor_grad_clip)
         self.actor_opt.step(grads, agent=self._agents(agent))
         hard_update(self.actors_target, self.actors, self._agents(agent))
+        if steps is not None and steps.by_column and agent is not None:
+            steps.refresh(agent)
         return self._value(loss)
 
     # ------------------------------------------------------------------ monitor, description, state
@@ -358,3 +380,72 @@ class OffPolicyActorCritic:
             self.reward_stats.load_state_dict(sd["reward_stats"])
         if "torch_gen" in sd:
             self.torch_gen.set_state(sd["torch_gen"].cpu())  # a checkpoint loaded onto a GPU holds it there
+
+
+class ActorSteps:
+    """What the actor steps of one training step share: the critic is fixed while the actors step,
+    so the state part of its joint first layer, ``W_S S + b`` (``critic.joint_state``), is computed
+    once (the joint part of a step is that plus ``W_U U`` of the step's actions, and only the action
+    columns carry a gradient). When each step updates one actor (independent networks, no
+    regulariser: the published order), only that actor's actions change from step to step: the
+    actions of all actors are computed once and each step recomputes its own actor's column alone
+    (``BatchedActor.forward_agent``), with gradient, and
+    after its update, without; the joint part's gradient path is then that agent's three action
+    columns only, ``W_U U`` itself a gradient-free product; and the critic's own first-layer part of
+    every (sample, agent) row is kept for the actor loss's maximum (:meth:`own_part`).
+
+    Values: the actions are those of the full forward bit for bit (the output activations but
+    scaled_sigmoid: ``BatchedActor.forward_agent``); the own parts too; the joint part is the one
+    first-layer product split in two (state, actions), another float32 summation order (measured in
+    ``benchmarks/README.md``); the gradient of the action columns is a product of that agent's
+    columns alone (again another summation order of the same sums)."""
+
+    def __init__(
+        self, learner: OffPolicyActorCritic, states: torch.Tensor, joint_states: torch.Tensor, agents
+    ):
+        self.learner = learner
+        self.states = states
+        self.by_column = self.steps_by_column(learner, agents)
+        with torch.no_grad():
+            self.state_part = learner.critic.joint_state(joint_states)
+            self.u = learner.actors(states) if self.by_column else None
+        self._own: torch.Tensor | None = None
+
+    @staticmethod
+    def steps_by_column(learner: OffPolicyActorCritic, agents) -> bool:
+        """Whether each of these actor steps changes one actor's actions only (then they are kept)."""
+        return not learner.actors.shared and learner.regulariser is no_regulariser and None not in agents
+
+    def joint(self, u: torch.Tensor) -> torch.Tensor:
+        """The critic's joint part of the actions ``u``, with gradient through all action columns."""
+        return self.state_part + self.learner.critic.joint_actions(u)
+
+    def actions_and_joint(self, agent: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actions of every actor (B, N, a), agent ``agent``'s column live (with gradient), and
+        the critic's joint part of them (B, H1), whose gradient reaches that column only."""
+        critic = self.learner.critic
+        live = self.learner.actors.forward_agent(self.states, agent)
+        u = self.u.clone()
+        u[:, agent] = live
+        with torch.no_grad():
+            base = self.state_part + critic.joint_actions(self.u)
+        part = critic.joint_actions(live, agent)
+        return u, base + (part - part.detach())  # the value of base; the gradient of part
+
+    @torch.no_grad()
+    def own_part(self) -> torch.Tensor | None:
+        """The critic's own first-layer part of every row (sample b, agent j), (B, N, H1), for the
+        actor loss's maximum over candidate rows (``critic.own_rows``; a critic with a per-agent
+        input): computed at the first call, then only the stepping agent's column after its update
+        (``refresh``), the only column whose input changes. None when the steps move every action."""
+        if self._own is None and self.by_column:
+            self._own = self.learner.critic.own_rows(self.states, self.u)
+        return self._own
+
+    @torch.no_grad()
+    def refresh(self, agent: int) -> None:
+        """Agent ``agent``'s actions after its update (and its column of the own parts, if kept)."""
+        self.u[:, agent] = self.learner.actors.forward_agent(self.states, agent)
+        if self._own is not None:
+            cols = slice(agent, agent + 1)
+            self._own[:, cols] = self.learner.critic.own_rows(self.states[:, cols], self.u[:, cols])

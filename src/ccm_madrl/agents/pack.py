@@ -116,8 +116,10 @@ class PackMixin:
         available in a pack (:func:`~ccm_madrl.experiment.pack.packable`)."""
         bi, ji = cand.nonzero(as_tuple=True)
         q = torch.full(cand.shape, -torch.inf, device=joint.device)
+        own = None if self._steps is None else self._steps.own_part()  # every row's own part, if kept
         if bi.numel():
-            q[bi, ji] = self.critic.rows_q(joint, bi, states[bi, ji], u[bi, ji], bi)
+            rows_own = None if own is None else own[bi, ji]
+            q[bi, ji] = self.critic.rows_q(joint, bi, states[bi, ji], u[bi, ji], bi, own=rows_own)
         return q
 
     # ------------------------------------------------------------------ run <-> pack slice
