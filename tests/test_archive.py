@@ -392,7 +392,9 @@ def test_controls_doc_script_tabulates_the_archived_screen(tmp_path):
     assert len(rows) == 12
     assert sum("identity gradient" in line for line in rows) == 4
     verdict = ("holds", "contradicted", "not detected at n = ", "not detectable at n = ")  # report.claims
-    tests = [line for line in lines if line.startswith("| ") and " vs " in line and any(v in line for v in verdict)]
+    tests = [
+        line for line in lines if line.startswith("| ") and " vs " in line and any(v in line for v in verdict)
+    ]
     assert len(tests) == 8  # the two controls against the baseline, 4 learning rates each
 
 
@@ -422,7 +424,11 @@ def test_screens_doc_labels_each_variant_by_what_its_config_changes(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     text = page.read_text()
-    assert "STALE TABLE" not in text and text.startswith("a\n<!-- screen:") and text.endswith("<!-- /screen -->\nb\n")
+    assert (
+        "STALE TABLE" not in text
+        and text.startswith("a\n<!-- screen:")
+        and text.endswith("<!-- /screen -->\nb\n")
+    )
     assert text.count("| control_linear_clip_actor: activation=linear_clip |") == 8  # 4 cells, 4 comparisons
     page.write_text("<!-- screen: activations -->\n<!-- /screen -->\n")
     r = subprocess.run([sys.executable, script, *archives, "--out", str(out), "--fill", str(page)],
