@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from table1_doc import md, monitor_facts  # noqa: E402
 
 from ccm_madrl.archive import ArchiveStore  # noqa: E402
-from ccm_madrl.report import stats  # noqa: E402
+from ccm_madrl.report import claims, stats  # noqa: E402
 from ccm_madrl.report.tables import runs_frame  # noqa: E402
 
 BASELINE = "screen_baseline"
@@ -135,22 +135,19 @@ def comparisons(
     for variant in ordered_variants(runs, baseline)[len(base) > 0 :]:
         for lr, cell in runs[runs["variant"] == variant].groupby("client_lr"):
             b = base[base["client_lr"] == lr]
-            lrk = stats.logrank(cell, b, "all_actors_stop_thr")
-            poi = stats.probability_of_improvement(cell["final_return"], b["final_return"])
+            stop = claims.compare_stops(cell, b, "all_actors_stop_thr")
+            ret = claims.compare_returns(cell["final_return"], b["final_return"])
             rows.append({"variant": variant, "client lr": f"{lr:g}", "n": f"{len(cell)} vs {len(b)}",
-                         "_p_stop": lrk["p"], "_p_ret": poi["p"],
-                         f"P({what} return > baseline) [CI]": f"{poi['poi']:.2f} [{poi['ci_low']:.2f}, {poi['ci_high']:.2f}]"})  # fmt: skip
+                         "_stop": stop, "_ret": ret,
+                         f"P({what} return > baseline) [CI]": f"{ret.effect.value:.2f} [{ret.effect.ci_low:.2f}, {ret.effect.ci_high:.2f}]"})  # fmt: skip
     t = pd.DataFrame(rows)
     if t.empty:
         return t
-    adj = stats.holm(pd.concat([t["_p_stop"], t["_p_ret"]], ignore_index=True))
-    t["actors' stop vs baseline (log-rank)"] = [
-        stats.verdict(p, *map(int, n.split(" vs ")), "differs") for p, n in zip(adj[: len(t)], t["n"])
-    ]
-    t["final return vs baseline (Mann-Whitney)"] = [
-        stats.verdict(p, *map(int, n.split(" vs ")), "differs") for p, n in zip(adj[len(t) :], t["n"])
-    ]
-    return t.drop(columns=["_p_stop", "_p_ret"])
+    names = [(what, "baseline")] * len(t)
+    vs = claims.family([*t["_stop"], *t["_ret"]], names=names + names)
+    t["actors' stop vs baseline (log-rank)"] = [v.brief for v in vs[: len(t)]]
+    t["final return vs baseline (Mann-Whitney)"] = [v.brief for v in vs[len(t) :]]
+    return t.drop(columns=["_stop", "_ret"])
 
 
 def seeds_and_episodes(runs: pd.DataFrame) -> tuple[str, str]:
@@ -188,8 +185,10 @@ def comparison_text(what: str) -> str:
         "all-actors-stop episode, runs that never stop censored at their last episode; `lifelines`) and the "
         f"final return (probability that a {what} run beats a baseline run, with its bootstrap CI; "
         "`rliable`; two-sided Mann-Whitney test), with Holm's correction over all the tests of this table. "
-        "'not testable': no stop in either group. 'not detected at n = a vs b' does not mean 'no "
-        "difference'.\n"
+        "Verdicts (`docs/report.md`, \"Verdicts\"): 'not detectable at n = a vs b' where the smallest p "
+        "the design can give is not below 0.05 / m (m: the table's tests), whatever the data; 'not detected' "
+        "where it could and did not (no test: no stop in either group): the data neither show nor exclude a "
+        "difference.\n"
     )
 
 

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ccm_madrl.archive import ArchiveStore  # noqa: E402
+from ccm_madrl.report import claims, stats  # noqa: E402
 from ccm_madrl.report import figures as figs  # noqa: E402
-from ccm_madrl.report import stats  # noqa: E402
 from ccm_madrl.report.tables import runs_frame  # noqa: E402
 
 # the draft's Table 1 (shared/spec/experiments.md, "Published observations"): (client lr, master lr)
@@ -79,9 +79,15 @@ def _med(x: float) -> str:
     return f"{x:g}" if np.isfinite(x) else "not reached"
 
 
+def _effect(v: float, lo: float, hi: float, f: str = ".2g") -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:{f}}" + (f" [{lo:{f}}, {hi:{f}}]" if np.isfinite(lo) else "")
+
+
 def logrank_md(runs: pd.DataFrame) -> str | None:
-    """The report's log-rank table (``stats.logrank_table``) as Markdown; None without a testable pair."""
-    t = stats.logrank_table(runs) if len(runs) else pd.DataFrame()
+    """The report's log-rank table (``claims.logrank_table``) as Markdown; None without a testable pair."""
+    t = claims.logrank_table(runs) if len(runs) else pd.DataFrame()
     if t.empty or not t["p"].notna().any():
         return None
     t = t[t["p"].notna()]
@@ -92,8 +98,8 @@ def logrank_md(runs: pd.DataFrame) -> str | None:
         "n": [f"{a} vs {b}" for a, b in zip(t["n_a"], t["n_b"])],
         "KM medians": [f"{_med(x)} vs {_med(y)}" for x, y in zip(t["median_a"], t["median_b"])],
         "stopped": [f"{x:.2f} vs {y:.2f}" for x, y in zip(t["stopped_a"], t["stopped_b"])],
-        "Holm p": [f"{p:.2g}" for p in t["p_holm"]],
-        "verdict": t["verdict"],
+        "hazard ratio a / b [95% CI]": [_effect(v, lo, hi) for v, lo, hi in zip(t["effect_value"], t["effect_ci_low"], t["effect_ci_high"])],
+        "verdict": t["verdict_brief"],
     })  # fmt: skip
     return md(show)
 
@@ -115,31 +121,39 @@ def versions_section(data: dict) -> list[str]:
             continue
         ka = stats.km_median(*stats.survival_data(a, "all_actors_stop_thr"))
         kb = stats.km_median(*stats.survival_data(b, "all_actors_stop_thr"))
-        poi = stats.probability_of_improvement(b["final_return"], a["final_return"])
+        stop = claims.compare_stops(a, b, "all_actors_stop_thr")
+        ret = claims.compare_returns(b["final_return"], a["final_return"])
         rows.append({"client / master lr": f"{c:g} / {m:g}", "n": f"{len(a)} vs {len(b)}",
                      "all actors stop: independent": stats.fmt_km(ka), "all actors stop: shared": stats.fmt_km(kb),
+                     "hazard ratio independent / shared [95% CI]": _effect(stop.effect.value, stop.effect.ci_low, stop.effect.ci_high),
                      "IQM return: independent": stats.fmt_iqm(stats.iqm_ci(a["final_return"].to_numpy(float))),
                      "IQM return: shared": stats.fmt_iqm(stats.iqm_ci(b["final_return"].to_numpy(float))),
-                     "P(shared > independent)": f"{poi['poi']:.2f}",
-                     "_p_stop": stats.logrank(a, b, "all_actors_stop_thr")["p"], "_p_ret": poi["p"]})  # fmt: skip
+                     "P(shared > independent) [CI]": _effect(ret.effect.value, ret.effect.ci_low, ret.effect.ci_high, ".2f"),
+                     "_stop": stop, "_ret": ret})  # fmt: skip
     t = pd.DataFrame(rows)
     if t.empty:
         return []
-    adj = stats.holm(pd.concat([t["_p_stop"], t["_p_ret"]], ignore_index=True))
-    n = [tuple(map(int, x.split(" vs "))) for x in t["n"]]
-    t["stop: log-rank"] = [stats.verdict(q, *k, "differs") for q, k in zip(adj[: len(t)], n)]
-    t["return: Mann-Whitney"] = [stats.verdict(q, *k, "differs") for q, k in zip(adj[len(t) :], n)]
+    # one family: every test of this table (both versions' runs stay apart: each group is one version)
+    vs = claims.family([*t["_stop"], *t["_ret"]],
+                       names=[("independent", "shared")] * len(t) + [("shared", "independent")] * len(t))  # fmt: skip
+    t["stop: log-rank"] = [v.brief for v in vs[: len(t)]]
+    t["return: Mann-Whitney"] = [v.brief for v in vs[len(t) :]]
     return ["## The two versions, cell by cell\n",
             "The golden-defined system (independent actors, `results/table1_s10`) against the published-code preset "
             "(one actor shared by all clients, `results/table1_s10_published`), in every cell with archived runs of "
             "both: the all-actors stop (Kaplan-Meier medians; log-rank test) and the final return (IQM; probability "
             "that a shared-actor run beats an independent-actor run, two-sided Mann-Whitney test), Holm's correction "
-            "over all the tests of this table. 'not detected at n = a vs b' does not mean 'no difference'.\n",
-            md(t.drop(columns=["_p_stop", "_p_ret"]))]  # fmt: skip
+            "over all the tests of this table. Verdicts (`docs/report.md`, \"Verdicts\"): 'not detectable at n = a vs b' where "
+            "the smallest p the design can give is not below 0.05 / m (m: the table's tests), whatever the data; "
+            "'not detected' where it could and did not: the data neither show nor exclude a difference.\n",
+            md(t.drop(columns=["_stop", "_ret"]))]  # fmt: skip
 
 
 def poi_table(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
-    _, poi = stats.returns_table(runs, store.baselines)
+    """P(a run of the cell beats a run of the baseline) per cell and baseline with its verdict
+    (``claims.returns_table``: 'not detectable at n = a vs b' where the design cannot reach
+    significance)."""
+    _, poi = claims.returns_table(runs, store.baselines)
     if poi.empty:
         return poi
     poi = poi.assign(
@@ -147,7 +161,7 @@ def poi_table(store: ArchiveStore, runs: pd.DataFrame) -> pd.DataFrame:
         against=poi["baseline"].map(stats.BASELINE_LABELS),
         value=[
             f"{r['poi']:.2f}" + (f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if np.isfinite(r["ci_low"]) else "")
-            + f"; baseline IQM {r['baseline_iqm']:.2f} (n = {r['n_baseline']}); {r['verdict']}"
+            + f"; baseline IQM {r['baseline_iqm']:.2f} (n = {r['n_baseline']}); {r['verdict_brief']}"
             for r in poi.to_dict("records")
         ],
     )  # fmt: skip

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..store import load
+from . import claims, stats
 from . import figures as figs
-from . import stats
 from .tables import algorithm_table, runs_frame, table1, table2
 
 
@@ -224,8 +224,8 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
     if runs.empty:
         return []
     surv = stats.survival_table(runs)
-    lr = stats.logrank_table(runs)
-    iq, poi = stats.returns_table(runs, store.baselines)
+    lr = claims.logrank_table(runs)
+    iq, poi = claims.returns_table(runs, store.baselines)
     res.tables.update(survival=surv, logrank=lr, returns_iqm=iq, probability_of_improvement=poi)
     for name in ("survival", "logrank", "returns_iqm", "probability_of_improvement"):
         res.tables[name].to_csv(res.out_dir / "tables" / f"{name}.csv", index=False)
@@ -239,14 +239,14 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
         p_txt = poi.assign(
             comparison=poi["baseline"].map(lambda b: stats.BASELINE_LABELS.get(b, b)),
             value=[f"{r['poi']:.2f}" + (f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if np.isfinite(r["ci_low"]) else "")
-                   + f", δ = {r['cliffs_delta']:+.2f}; {r['verdict']}" for r in poi.to_dict("records")],
+                   + f", δ = {r['cliffs_delta']:+.2f}; {r['verdict_brief']}" for r in poi.to_dict("records")],
         ).pivot_table(index=cells, columns="comparison", values="value", aggfunc="first", sort=True)  # fmt: skip
         i_txt = i_txt.merge(
             p_txt.add_prefix("P(better than ").add_suffix(")").reset_index(), on=cells, how="left"
         )
     lr_txt = (
-        lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "median_a", "median_b", "stopped_a", "stopped_b", "statistic", "p", "p_holm", "verdict"])
-        .round({"statistic": 3, "p": 4, "p_holm": 4, "stopped_a": 2, "stopped_b": 2}) if len(lr) else lr
+        lr.reindex(columns=["sweep", "steps", "compared", "a", "b", "master_lr", "client_lr", "n_a", "n_b", "median_a", "median_b", "stopped_a", "stopped_b", "verdict"])
+        .round({"stopped_a": 2, "stopped_b": 2}) if len(lr) else lr
     )  # fmt: skip
     return [
         ("Statistics: stop episodes as survival data (Kaplan-Meier median [95% CI])", _md_table(s_txt),
@@ -255,12 +255,17 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
          "Method: docs/report.md, 'Statistics'; numbers: tables/survival.csv."),
         ("Statistics: log-rank tests between adjacent learning rates (all actors stopped, |dw| < threshold)", _md_table(lr_txt),
          "One family per sweep (every adjacent client-lr pair at each master lr and master-lr pair at each client lr), "
-         "Holm-corrected; 'not detected at n = a vs b' where the adjusted p is >= 0.05. tables/logrank.csv."),
+         "Holm-corrected; a = the lower learning rate. Verdicts (docs/report.md, 'Verdicts'): 'not detectable at n = a vs b' "
+         "where the smallest p the design can give is not below alpha / m (m tests in the family), whatever the data; "
+         "'not detected' where the design could detect and the adjusted p is >= 0.05 (the data neither show nor exclude a "
+         "difference). The hazard ratio a / b (Peto) is the effect size. tables/logrank.csv (raw and adjusted p, the design's "
+         "smallest attainable p)."),
         ("Statistics: final return (IQM, probability of improvement over the baselines)", _md_table(i_txt),
          "IQM: mean of the middle 50% of the runs' final returns, 95% stratified-bootstrap CI (rliable, 2000 "
          "replications, seed 0). P(better than ...): probability that a run of the cell beats a run of the baseline "
-         "[bootstrap CI], δ: Cliff's delta (2P - 1); better / worse: two-sided Mann-Whitney, Holm over the sweep's comparisons. "
-         "tables/returns_iqm.csv, tables/probability_of_improvement.csv."),
+         "[bootstrap CI], δ: Cliff's delta (2P - 1), then the verdict of the two-sided Mann-Whitney test, Holm over the sweep's "
+         "comparisons (docs/report.md, 'Verdicts': 'not detectable at n = a vs b' where the design's smallest p, "
+         "2 / C(a + b, a), is not below alpha / m). tables/returns_iqm.csv, tables/probability_of_improvement.csv."),
     ]  # fmt: skip
 
 

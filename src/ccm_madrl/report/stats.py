@@ -13,9 +13,8 @@ over the runs that happened to stop is biased. Per cell:
   ``median_survival_time_`` then moves to the next event) with a 95% CI (the same rule on the
   pointwise exponential-Greenwood band, to within ``CI_TOL``); "not reached" when fewer than half
   the runs stopped;
-- log-rank tests between cells (``lifelines.statistics.logrank_test``), Holm-corrected over the
-  family of comparisons a table makes (``statsmodels`` ``multipletests``), with the two KM medians
-  and the fractions of runs with the event as the effect size.
+- log-rank tests between cells (``lifelines.statistics.logrank_test``), Holm's correction over a
+  family of tests (``statsmodels`` ``multipletests``).
 
 Final returns (mean of the last 100 evaluations), per cell, with ``rliable``:
 
@@ -28,9 +27,8 @@ Final returns (mean of the last 100 evaluations), per cell, with ``rliable``:
   (the runs' own first evaluation);
 - performance profiles: the fraction of runs whose return exceeds tau, over tau.
 
-Wording: a comparison whose Holm-adjusted p-value is >= 0.05 is reported as "not detected at n =
-a vs b", never as "no difference"; a detected one as "detected" (log-rank) or "better" / "worse"
-(returns: two-sided Mann-Whitney, the direction from P(X > Y)).
+Verdicts (which comparison is a finding, the design's smallest attainable p, the code versions)
+and the report's comparison tables (``logrank_table``, ``returns_table``): ``report.claims``.
 """
 
 from __future__ import annotations
@@ -181,16 +179,6 @@ def holm(p: pd.Series) -> pd.Series:
     return out
 
 
-def verdict(p_holm: float, n_a: int, n_b: int, direction: str = "detected") -> str:
-    """'<direction> (Holm p = ...)' when the adjusted p is below 0.05, else 'not detected at n =
-    a vs b (...)'."""
-    if not np.isfinite(p_holm):
-        return f"not testable at n = {n_a} vs {n_b}"
-    if p_holm < ALPHA:
-        return f"{direction} (Holm p = {p_holm:.2g})"
-    return f"not detected at n = {n_a} vs {n_b} (Holm p = {p_holm:.2g})"
-
-
 # ----------------------------------------------------------------------------- returns (rliable)
 def iqm(x) -> float:
     from rliable import metrics
@@ -289,61 +277,6 @@ def survival_table(runs: pd.DataFrame) -> pd.DataFrame:
             d, e = survival_data(g, event)
             rows.append({**dict(zip(CELL, key)), "event": event, "label": label, **km_median(d, e)})
     return pd.DataFrame(rows)
-
-
-def logrank_table(runs: pd.DataFrame, event: str = "all_actors_stop_thr") -> pd.DataFrame:
-    """Log-rank tests of adjacent learning rates: client lr at each master lr, and master lr at
-    each client lr (one family per sweep and table, Holm-corrected)."""
-    rows = []
-    for (sweep, algo, steps), g in runs.groupby(["sweep", "algorithm", "steps"], sort=True):
-        for vary, fixed in (("client_lr", "master_lr"), ("master_lr", "client_lr")):
-            for fv, h in g.groupby(fixed, sort=True):
-                levels = sorted(h[vary].unique())
-                for a, b in zip(levels, levels[1:]):
-                    ga, gb = h[h[vary] == a], h[h[vary] == b]
-                    ka, kb = km_median(*survival_data(ga, event)), km_median(*survival_data(gb, event))
-                    # effect size: the KM medians and the fractions of runs with the event, side by side
-                    rows.append({"sweep": sweep, "algorithm": algo, "steps": steps, "event": event,
-                                 "compared": vary, fixed: fv, "a": a, "b": b, "n_a": len(ga), "n_b": len(gb),
-                                 "median_a": ka["median"], "median_b": kb["median"],
-                                 "stopped_a": ka["events"] / len(ga), "stopped_b": kb["events"] / len(gb),
-                                 **logrank(ga, gb, event)})  # fmt: skip
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    df["p_holm"] = df.groupby(["sweep", "algorithm", "steps"], group_keys=False)["p"].apply(holm)
-    df["verdict"] = [verdict(p, a, b) for p, a, b in zip(df["p_holm"], df["n_a"], df["n_b"])]
-    return df
-
-
-def returns_table(runs: pd.DataFrame, baselines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(IQM per cell, probability of improvement per cell and baseline, Holm over each sweep's
-    family)."""
-    iqms, pois = [], []
-    for key, g in runs.groupby(CELL, sort=True):
-        cell = dict(zip(CELL, key))
-        x = g["final_return"].to_numpy(float)
-        iqms.append({**cell, **iqm_ci(x), "mean": float(np.nanmean(x)) if len(x) else math.nan,
-                     "median": float(np.nanmedian(x)) if len(x) else math.nan})  # fmt: skip
-        b = baselines
-        if len(b) and "sweep" in b:  # each archive's baselines (its own environment) for its runs
-            b = b[b["sweep"].isin(set(g.get("sweep_dir", g["sweep"])))]
-        comparisons = (
-            {name: h["final_return"].to_numpy(float) for name, h in b.groupby("baseline")} if len(b) else {}
-        )
-        if "untrained_return" in g:
-            comparisons["untrained"] = g["untrained_return"].to_numpy(float)
-        for name, y in comparisons.items():
-            pois.append({**cell, "baseline": name, "n": int(np.isfinite(x).sum()), "n_baseline": int(np.isfinite(y).sum()),
-                         "baseline_iqm": iqm(y[np.isfinite(y)]), **probability_of_improvement(x, y)})  # fmt: skip
-    poi = pd.DataFrame(pois)
-    if len(poi):
-        poi["p_holm"] = poi.groupby(["sweep", "algorithm", "steps"], group_keys=False)["p"].apply(holm)
-        poi["verdict"] = [
-            verdict(p, a, b, "better" if q > 0.5 else "worse")
-            for p, a, b, q in zip(poi["p_holm"], poi["n"], poi["n_baseline"], poi["poi"])
-        ]
-    return pd.DataFrame(iqms), poi
 
 
 def fmt_iqm(row) -> str:
