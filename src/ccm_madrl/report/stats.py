@@ -1,6 +1,6 @@
 """The report's statistics (``docs/report.md``, "Statistics"): stop episodes as survival data and
-final returns as the reliable-RL literature summarises them. Needs the ``stats`` extra
-(``lifelines``, ``rliable``).
+final returns as the reliable-RL literature summarises them, with ``lifelines``, ``rliable`` and
+``statsmodels`` (core dependencies).
 
 Stop episodes (per run: ``all_actors_stop_thr`` etc., ``monitor.stops``) are time-to-event data: a
 run whose actors never stop is *censored* at its last episode (it might stop later), so a mean
