@@ -305,6 +305,12 @@ def main() -> None:
     if a.prefix:
         parts += prefix_section(a.prefix, verdict_data, facts.setdefault("prefix", {}), fig_dir)
     parts += verdicts(verdict_data, facts)
+    if (ROOT / "results" / "preset_factors").is_dir():  # scripts/preset_factors_doc.py
+        parts += ["## The preset's five settings separated\n",
+                  "`published_code: 44fba1b` differs from the golden-defined system in five settings, not only in "
+                  "the shared actor; `docs/preset_factors.md` crosses them (`configs/paper/preset_factors.yaml`, "
+                  "archive `results/preset_factors`) and says which of them the fast stop and the all-local return "
+                  "go with. Until it does at every seed, 'shared actor' in this page names the whole preset.\n"]  # fmt: skip
     parts += progress_section()
     parts[1] = parts[1].replace("SEEDS", str(sorted(all_seeds) or [0]))
     out.write_text("\n".join(parts))
