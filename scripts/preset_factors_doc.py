@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ccm_madrl.archive import ArchiveStore
-from ccm_madrl.report import stats
+from ccm_madrl.report import claims, stats
 
 # the five settings, the value the preset gives each, and the golden-defined system's
 FACTORS = {
@@ -52,12 +53,13 @@ def load(path: str) -> tuple[ArchiveStore, pd.DataFrame]:
     for c in FACTORS:
         r[c] = r[c].astype(str)
     base = store.baselines
-    local = (
-        base[base["baseline"] == "all_local"].set_index("seed")["final_return"] if len(base) else pd.Series()
-    )
+    local = {}  # (seed, reset clip) -> the all-local policy's return (the clip changes the system)
+    for b in base[base["baseline"] == "all_local"].itertuples() if len(base) else []:
+        setting = json.loads(b.setting)
+        local[(int(b.seed), str(bool(setting["env"]["reset_energy_clip"])))] = float(b.final_return)
     r["all_local"] = [
-        bool(abs(f - local.get(s, np.nan)) <= ALL_LOCAL_TOL) if np.isfinite(f) else False
-        for f, s in zip(r["final_return"], r["cfg.seed"])
+        bool(abs(f - local.get((int(s), c), np.nan)) <= ALL_LOCAL_TOL) if np.isfinite(f) else False
+        for f, s, c in zip(r["final_return"], r["cfg.seed"], r["cfg.env.reset_energy_clip"])
     ]
     r["fast"] = r["all_actors_stop_thr"] <= FAST
     return store, r
@@ -110,31 +112,28 @@ def separating_rules(r: pd.DataFrame, outcome: str, max_terms: int = 3) -> list[
 
 def main_effects(r: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Per setting: runs at the preset's value vs the golden system's, over all the other settings
-    (a balanced 2^5 design): the all-actors stop (KM median, log-rank, Holm over the five), the
-    fraction that stop within FAST episodes, and the final return (probability of improvement)."""
-    rows, ps = [], []
+    (a balanced 2^5 design): the all-actors stop (log-rank, hazard ratio; the claim rules of
+    ``report.claims``, Holm over the settings that vary), the fraction that stop within FAST
+    episodes, and the final return (probability of improvement with its CI)."""
+    rows, comps = [], []
     for c, (pre, gold) in FACTORS.items():
         a, b = r[r[c] == pre], r[r[c] == gold]
-        lr = stats.logrank(a, b, "all_actors_stop_thr")
-        ps.append(lr["p"])
-        poi = stats.probability_of_improvement(
-            a["final_return"].dropna().to_numpy(), b["final_return"].dropna().to_numpy()
-        )
+        if a.empty or b.empty:
+            continue
+        comps.append(claims.compare_stops(a, b, "all_actors_stop_thr"))
+        poi = stats.probability_of_improvement(a["final_return"].to_numpy(), b["final_return"].to_numpy())
         rows.append({"setting": SHORT[c], "preset's value": pre, "golden system's": gold,
                      "runs": f"{len(a)} vs {len(b)}",
                      "all actors stop, KM median (preset's / golden)":
                          f"{stats.fmt_km(stats.km_median(*stats.survival_data(a, 'all_actors_stop_thr')))} / "
                          f"{stats.fmt_km(stats.km_median(*stats.survival_data(b, 'all_actors_stop_thr')))}",
                      f"stop by episode {FAST}": f"{int(a['fast'].sum())}/{len(a)} vs {int(b['fast'].sum())}/{len(b)}",
-                     "log-rank p": f"{lr['p']:.2g}",
                      "P(preset's value's return > golden's) [95% CI]": f"{poi['poi']:.2f} [{poi['ci_low']:.2f}, {poi['ci_high']:.2f}]"})  # fmt: skip
     out = pd.DataFrame(rows)
-    holm = stats.holm(pd.Series(ps))
-    out["Holm p (5 tests)"] = [f"{p:.2g}" for p in holm]
-    out["verdict"] = [
-        stats.verdict(p, int(n.split(" vs ")[0]), int(n.split(" vs ")[1])) for p, n in zip(holm, out["runs"])
-    ]
-    return out, len(ps)
+    if len(out):
+        verdicts = claims.family(comps, names=[("preset's value", "golden system's")] * len(comps))
+        out["all-actors stop: verdict"] = [v.text for v in verdicts]
+    return out, len(comps)
 
 
 def corner_check(r: pd.DataFrame, store: ArchiveStore, corner_paths: list[str]) -> list[str]:
@@ -170,7 +169,7 @@ def corner_check(r: pd.DataFrame, store: ArchiveStore, corner_paths: list[str]) 
                        f"`{path}` run {same['run_id'].iloc[0]}: evaluation returns of episodes {idx.min()}-{idx.max()} "
                        + (f"agree to 1e-6 relative (max {np.nanmax(rel[ok]):.1e})" if not len(beyond) else
                           f"agree to 1e-6 up to episode {idx[beyond[0]] - 1} (max relative difference there "
-                          f"{np.nanmax(rel[ok][: beyond[0]], initial=0):.1e}), then part"))  # fmt: skip
+                          f"{np.max(rel[: beyond[0]][ok[: beyond[0]]], initial=0):.1e}), then part"))  # fmt: skip
     return out
 
 
@@ -202,7 +201,7 @@ def main() -> None:
         "exactly 0': every actor's output gradient exactly zero; final return: the mean evaluation return "
         "of the last 100 episodes (`ccm_madrl.rundir.final_return`); 'at the all-local return': within "
         f"{ALL_LOCAL_TOL} of the return of the policy that offloads nothing, on the same seed's evaluation episodes "
-        "(`baselines.parquet`).\n",
+        "and reset clip (`baselines.parquet`).\n",
         "## Per config\n",
         md(config_table(r)),
     ]
