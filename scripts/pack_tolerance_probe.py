@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' configs and helpers: the same cases they bound
 
 import test_pack as T  # noqa: E402
-from ccm_madrl.agents.pack import make_pack  # noqa: E402
 from ccm_madrl.experiment.pack import PackTrainer  # noqa: E402
 from ccm_madrl.experiment.runner import Trainer  # noqa: E402
 from ccm_madrl.provenance import source_commit  # noqa: E402
@@ -39,27 +38,7 @@ def first_step() -> dict:
         ("sequential", "ccm_madrl", "shared"),
         ("sequential", "maddpg", "independent"),
     ]:
-        cfgs = T.configs(update, actor_sharing=sharing, algorithm=algorithm)
-        alone, pack = T._learners(cfgs), make_pack(T._learners(cfgs))
-        grads = {"alone": [], "pack": []}
-        for i, a in enumerate(alone):
-            a.actor_opt.register_step_pre_hook(
-                lambda o, g, ag, i=i, grads=grads: grads["alone"].append((i, ag, [x.clone() for x in g]))
-            )
-        pack.actor_opt.register_step_pre_hook(
-            lambda o, g, ag, grads=grads: grads["pack"].append((ag, [x.clone() for x in g]))
-        )
-        rs = np.random.default_rng(0)
-        layout = alone[0].transition_layout()
-        for _ in range(3):
-            tr = {k: rs.normal(size=(4, 4, *shape)) for k, shape in layout.items()}
-            tr["selected"] = (rs.random((4, 4, 12)) < 0.3).astype(float)
-            tr["done"][:] = 0.0
-            for i, a in enumerate(alone):
-                a.observe({k: v[i] for k, v in tr.items()})
-            pack.observe(tr)
-        st_a = [a.train() for a in alone]
-        st_p = pack.train()
+        cfgs, alone, pack, grads, st_a, st_p = T.first_training_step(update, algorithm, sharing)
         k = pack.actors.nets_per_run
         res = {
             "w_rel": 0,

@@ -142,20 +142,11 @@ def _learners(cfgs):
     return [make_learner(c, RunRNG(c.rng_mode, c.seed, c.env_seed), "cpu") for c in cfgs]
 
 
-@pytest.mark.parametrize(
-    "update,algorithm,sharing",
-    [
-        ("simultaneous", "ccm_madrl", "independent"),
-        ("sequential", "ccm_madrl", "independent"),
-        ("sequential", "ccm_madrl", "shared"),
-        ("sequential", "maddpg", "independent"),
-    ],
-)
-def test_the_first_training_step_equals_each_run_alone(update, algorithm, sharing):
-    """Same replay contents, one training step: the gradients (through the optimiser's step hook),
-    statistics and priorities of every run in the pack equal the run alone to GRAD_RTOL norm-wise
-    (later actor steps, Adam's m and v: LATER_RTOL), the weights and targets after the step within
-    the step bound of assert_step_close (in units of lr, not relative: see above)."""
+def first_training_step(update: str, algorithm: str, sharing: str):
+    """The 4 runs of ``configs`` alone and as one pack, the same replay contents, one training step:
+    (configs, learners alone, pack, actor gradients {"alone": [(run, agents, grads)], "pack":
+    [(agents, grads)]} from the optimisers' step hooks, statistics alone, statistics of the pack).
+    Also measured by scripts/pack_tolerance_probe.py."""
     cfgs = configs(update, actor_sharing=sharing, algorithm=algorithm)
     alone, pack = _learners(cfgs), make_pack(_learners(cfgs))
     grads = {"alone": [], "pack": []}
@@ -173,8 +164,24 @@ def test_the_first_training_step_equals_each_run_alone(update, algorithm, sharin
         for i, a in enumerate(alone):
             a.observe({k: v[i] for k, v in tr.items()})
         pack.observe(tr)
-    st_alone = [a.train() for a in alone]
-    st_pack = pack.train()
+    return cfgs, alone, pack, grads, [a.train() for a in alone], pack.train()
+
+
+@pytest.mark.parametrize(
+    "update,algorithm,sharing",
+    [
+        ("simultaneous", "ccm_madrl", "independent"),
+        ("sequential", "ccm_madrl", "independent"),
+        ("sequential", "ccm_madrl", "shared"),
+        ("sequential", "maddpg", "independent"),
+    ],
+)
+def test_the_first_training_step_equals_each_run_alone(update, algorithm, sharing):
+    """Same replay contents, one training step: the gradients (through the optimiser's step hook),
+    statistics and priorities of every run in the pack equal the run alone to GRAD_RTOL norm-wise
+    (later actor steps, Adam's m and v: LATER_RTOL), the weights and targets after the step within
+    the step bound of assert_step_close (in units of lr, not relative: see above)."""
+    cfgs, alone, pack, grads, st_alone, st_pack = first_training_step(update, algorithm, sharing)
     k = pack.actors.nets_per_run
     # Adam steps per actor tensor in one training step: a shared network is stepped once per client
     # in the sequential update, every other tensor once
