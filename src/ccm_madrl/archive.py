@@ -39,7 +39,17 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .rundir import FINISHED_STATES, RunDir, SweepDir, read_json, read_parquet, write_json
+from .rundir import (
+    FINISHED_STATES,
+    RunDir,
+    SweepDir,
+    UnsafePath,
+    atomic_write,
+    links_in,
+    read_json,
+    read_parquet,
+    write_json,
+)
 from .store import concat_tables
 
 FORMAT = 1
@@ -110,11 +120,13 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
 
     t = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
     floats = [f.name for f in t.schema if pa.types.is_floating(f.type)]
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(t, tmp, compression="zstd", compression_level=9, use_byte_stream_split=floats or False,
-                   use_dictionary=[f.name for f in t.schema if f.name not in floats],
-                   store_schema=False)  # fmt: skip
-    tmp.replace(path)
+    others = [f.name for f in t.schema if f.name not in floats]
+
+    def write(file) -> None:
+        pq.write_table(t, file, compression="zstd", compression_level=9, use_byte_stream_split=floats or False,
+                       use_dictionary=others, store_schema=False)  # fmt: skip
+
+    atomic_write(path, write, path.parent)
 
 
 def _baseline_key(cfg: dict) -> dict:
@@ -200,6 +212,11 @@ def archive_sweep(
     sweep_dir, out = Path(sweep_dir), Path(out)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"archive: no such sweep directory: {sweep_dir}")
+    links = (links_in(out) if out.is_dir() else []) + links_in(sweep_dir)
+    if links:  # a received archive or sweep: no write may follow a link, no read be led out of it
+        raise UnsafePath(
+            f"{links[0]}: is a symbolic link; refused (an archive or sweep directory must hold no links)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
     have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
@@ -478,7 +495,7 @@ class ArchiveStore:
             # config columns from each run's resolved config (an option added since reads as its default)
             from .store import config_columns
 
-            cols = pd.DataFrame([config_columns(yaml.safe_load(c[rid]) or {}) for rid in r["run_id"]])
+            cols = pd.DataFrame([config_columns(self._config(c[rid], rid)) for rid in r["run_id"]])
             r = pd.concat([r.drop(columns=[x for x in r.columns if x.startswith("cfg.")]), cols], axis=1)
         for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
             r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
@@ -519,9 +536,26 @@ class ArchiveStore:
         ]
         return concat_tables([f for f in frames if len(f)])
 
+    def _config(self, text: str, run_id: str) -> dict:
+        """A run's stored config (``configs.parquet``'s YAML): plain values only (``parse_yaml``),
+        ConfigError naming the archive and the run otherwise."""
+        from .experiment.config import ConfigError, parse_yaml
+
+        where = f"{', '.join(str(p) for p in self.paths)}: configs.parquet, run {run_id}"
+        try:
+            cfg = parse_yaml(text, where) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())[:120]})") from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{where}: the config is not a mapping")
+        return cfg
+
     def descriptions(self) -> list[tuple[dict, dict]]:
-        c = self.table("configs", ["config_yaml", "learner_json"])
-        return [(yaml.safe_load(y), json.loads(j)) for y, j in zip(c["config_yaml"], c["learner_json"])]
+        c = self.table("configs", ["run_id", "config_yaml", "learner_json"])
+        return [
+            (self._config(y, rid), json.loads(j))
+            for rid, y, j in zip(c["run_id"], c["config_yaml"], c["learner_json"])
+        ]
 
 
 def main_archive(sweep_dir: str, out: str, baselines: bool = True) -> dict:

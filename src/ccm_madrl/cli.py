@@ -69,7 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             "hyper-parameters); see `ccm-madrl train --help`[/dim]"
         )
     cfg = load_config(args.config, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}-{cfg.id()}"
+    from .rundir import inside
+
+    run_dir = Path(args.run_dir) if args.run_dir else inside("runs", f"{cfg.name}-{cfg.id()}")
     try:
         summary = train(cfg, run_dir, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -109,7 +111,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         spec, base = load_sweep(args.file, **changes)
         runs = expand(spec, base, args.file)
-        states = run_states(Path(args.out) if args.out else Path("sweeps") / spec.name, [r.id for r in runs])
+        from .rundir import inside
+
+        states = run_states(Path(args.out) if args.out else inside("sweeps", spec.name), [r.id for r in runs])
         for r in runs:
             print(r.id, states[r.id], " ".join(f"{k}={v}" for k, v in r.overrides.items()))
         counts = Counter(states[r.id] for r in runs)

@@ -1,14 +1,12 @@
 """Strict JSON for every file the package writes: NaN and +-inf become ``null`` (bare ``NaN`` is
 not JSON and strict parsers reject it), NumPy scalars and arrays become numbers and lists, anything
 else unknown its ``str``. ``json.dumps(..., allow_nan=False)`` guarantees nothing non-standard gets
-through."""
+through. Files are written by ``rundir.write_json`` (atomically, never through a link)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,14 +32,3 @@ def plain(obj: Any) -> Any:
 def dumps(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON text of ``obj`` (see the module docstring)."""
     return json.dumps(plain(obj), indent=indent, allow_nan=False)
-
-
-def write(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as strict JSON atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(dumps(obj))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

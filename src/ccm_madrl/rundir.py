@@ -3,6 +3,13 @@
 reads and writes run and sweep directories through :class:`RunDir` and :class:`SweepDir`; the layout
 is documented in ``docs/run_store.md``.
 
+Every file of the run store is written through :func:`atomic_write`: a temporary file created
+exclusively under a fresh name in the target's directory (``tempfile.mkstemp``: ``O_EXCL``, no link
+followed), synced, then renamed over the target. A received run or sweep directory is data: a
+target that is a symbolic link, or whose directory leads outside the run's (or sweep's) directory, is
+refused (:class:`UnsafePath`), and :meth:`RunDir.check_safe` refuses a run directory holding any
+symbolic link before a run writes into it.
+
 Run directory::
 
     config.yaml        the resolved config          provenance.json   how it was made (every segment)
@@ -22,9 +29,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,18 +78,113 @@ def read_json(path: Path) -> dict:
     return out if isinstance(out, dict) else {}
 
 
-def write_json(path: Path, obj) -> None:
-    """Strict JSON, atomically (``jsonio.write``)."""
-    jsonio.write(path, obj)
+class UnsafePath(ValueError):
+    """A path of the run store that is a symbolic link or leads outside its directory: refused."""
 
 
-def write_parquet(path: Path, df: pd.DataFrame, **kwargs) -> None:
-    """A DataFrame as Parquet, atomically (temporary file, rename); ``kwargs`` go to ``to_parquet``
-    (e.g. ``compression="zstd"``)."""
+def check_inside(path: str | Path, root: str | Path | None = None) -> Path:
+    """``path`` (a file to write) unless it is a symbolic link or, with ``root``, any directory
+    between ``root`` and it is one, or it resolves outside ``root``: then :class:`UnsafePath`."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False, **kwargs)
-    os.replace(tmp, path)
+    if path.is_symlink():
+        raise UnsafePath(
+            f"{path}: is a symbolic link; refused (files of a run or sweep directory must be regular files)"
+        )
+    if root is not None:
+        root = Path(root)
+        try:
+            rel = path.parent.relative_to(root)
+        except ValueError:
+            rel = None
+        for i in range(len(rel.parts) if rel is not None else 0):
+            d = root.joinpath(*rel.parts[: i + 1])
+            if d.is_symlink():
+                raise UnsafePath(
+                    f"{d}: is a symbolic link; refused (directories inside {root} must be real ones)"
+                )
+        if rel is None or not path.parent.resolve().is_relative_to(root.resolve()):
+            raise UnsafePath(f"{path}: leads outside {root}; refused")
+    return path
+
+
+def write_staged(path: str | Path, write: Callable | bytes | str, root: str | Path | None = None) -> Path:
+    """The first half of :func:`atomic_write`: ``write(f)`` (or the bytes or text given) into a
+    temporary file created exclusively (``mkstemp``: a fresh name, ``O_EXCL``, no link followed) in
+    ``path``'s directory and synced; returns it, for the caller to ``os.replace`` onto ``path``
+    (removed again when writing fails). ``path`` must pass :func:`check_inside` (``root``: the run
+    or sweep directory it belongs to)."""
+    path = check_inside(path, root)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        discard(tmp)
+        raise
+    return Path(tmp)
+
+
+def discard(tmp: str | Path) -> None:
+    """Remove a temporary file of :func:`write_staged` (gone already: nothing to do)."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write(path: str | Path, write: Callable | bytes | str, root: str | Path | None = None) -> None:
+    """Write ``path`` atomically and without following links: :func:`write_staged`, then
+    ``os.replace`` onto ``path`` (a link there would be replaced, not followed; it is refused
+    before that)."""
+    tmp = write_staged(path, write, root)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str, root: str | Path | None = None) -> None:
+    """Text, atomically (:func:`atomic_write`)."""
+    atomic_write(path, text, root)
+
+
+def write_json(path: str | Path, obj, root: str | Path | None = None) -> None:
+    """Strict JSON (``jsonio.dumps``), atomically (:func:`atomic_write`)."""
+    atomic_write(path, jsonio.dumps(obj), root)
+
+
+def write_parquet(path: str | Path, df: pd.DataFrame, root: str | Path | None = None, **kwargs) -> None:
+    """A DataFrame as Parquet, atomically (:func:`atomic_write`); ``kwargs`` go to ``to_parquet``
+    (e.g. ``compression="zstd"``)."""
+    atomic_write(path, lambda f: df.to_parquet(f, index=False, **kwargs), root)
+
+
+def inside(root: str | Path, name: str) -> Path:
+    """``root / name`` (a run or sweep directory named by a label), refused (:class:`UnsafePath`)
+    when it does not stay inside ``root`` (``..``, an absolute path, a link out)."""
+    root = Path(root)
+    path = root / name
+    if (
+        Path(name).is_absolute()
+        or not path.resolve().is_relative_to(root.resolve())
+        or path.resolve() == root.resolve()
+    ):
+        raise UnsafePath(f"{path}: leads outside {root}; refused (a name is a label, not a path)")
+    return path
+
+
+def links_in(root: str | Path) -> list[Path]:
+    """The symbolic links anywhere inside the directory ``root`` (not following any)."""
+    found = []
+    for d, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(d) / n for n in dirs + files if (Path(d) / n).is_symlink()]
+    return found
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -207,7 +310,7 @@ class RunDir:
         return read_json(self.status_path)
 
     def write_status(self, status: dict) -> None:
-        write_json(self.status_path, status)
+        write_json(self.status_path, status, self.path)
 
     def live_status(self) -> LiveStatus:
         """The status writer of the process running this directory's run (heartbeat included)."""
@@ -245,23 +348,33 @@ class RunDir:
         return read_parquet(self.metrics_path, columns)
 
     def write_metrics(self, df: pd.DataFrame) -> None:
-        write_parquet(self.metrics_path, df)
+        write_parquet(self.metrics_path, df, self.path)
 
     def provenance(self) -> dict:
         return read_json(self.provenance_path)
 
     def write_provenance(self, prov: dict) -> None:
-        write_json(self.provenance_path, prov)
+        write_json(self.provenance_path, prov, self.path)
 
     def learner(self) -> dict:
         """The learner's ``describe()`` as the run wrote it ({} for runs from before 0.2.0)."""
         return read_json(self.path / LEARNER)
 
     def write_learner(self, description: dict) -> None:
-        write_json(self.path / LEARNER, description)
+        write_json(self.path / LEARNER, description, self.path)
 
     def write_config(self, text: str) -> None:
-        self.config_path.write_text(text)
+        write_text(self.config_path, text, self.path)
+
+    def check_safe(self) -> None:
+        """Refuse (:class:`UnsafePath`, naming it) a run directory holding a symbolic link anywhere:
+        a received run directory could point a file the run writes at any file of the user."""
+        links = links_in(self.path) if self.path.is_dir() else []
+        if links:
+            more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+            raise UnsafePath(
+                f"{links[0]}: is a symbolic link{more}; refused (a run directory must hold regular files only)"
+            )
 
 
 class SweepDir:
@@ -288,4 +401,22 @@ class SweepDir:
         return read_json(self.manifest_path)
 
     def write_manifest(self, name: str, runs: list[dict]) -> None:
-        write_json(self.manifest_path, {"sweep": name, "runs": runs})
+        write_json(self.manifest_path, {"sweep": name, "runs": runs}, self.path)
+
+    def write_file(self, name: str, write: Callable | bytes | str) -> Path:
+        """A file of the sweep (``name`` relative to it: ``sweep.yaml``, ``jobs.json``), atomically."""
+        atomic_write(self.path / name, write, self.path)
+        return self.path / name
+
+    def check_safe(self) -> None:
+        """Refuse (:class:`UnsafePath`) a sweep directory whose own files, ``runs/`` or any run
+        directory in it is a symbolic link (each run's files are checked by its run:
+        :meth:`RunDir.check_safe`)."""
+        if not self.path.is_dir():
+            return
+        entries = [self.path / n for n in os.listdir(self.path)]
+        if self.runs_dir.is_dir() and not self.runs_dir.is_symlink():
+            entries += [self.runs_dir / n for n in os.listdir(self.runs_dir)]
+        for p in entries:
+            if p.is_symlink():
+                raise UnsafePath(f"{p}: is a symbolic link; refused (a sweep directory must hold no links)")

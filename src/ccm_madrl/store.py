@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from .agents.config import nest_flat_keys
 from .monitor import compact
@@ -46,10 +45,10 @@ def resolve_config(cfg: dict) -> dict:
     written reads as its default, which is what the run ran with (options are added with the old
     behaviour as their default), so that the runs of one sweep written by different versions have
     the same columns and values. A config the schema no longer accepts is kept as written."""
-    from .experiment.config import ExperimentConfig
+    from .experiment.config import stored_config
 
     try:
-        return ExperimentConfig.model_validate(cfg).model_dump(mode="json")
+        return stored_config(cfg).model_dump(mode="json")  # imports nothing: stored data names no code
     except Exception:  # noqa: BLE001 - an old or foreign config: as written
         return cfg
 
@@ -65,11 +64,13 @@ def sweep_name(sweep_dir: Path) -> str:
     man = sd.manifest()
     if isinstance(man.get("sweep"), str) and man["sweep"]:
         return man["sweep"]
+    from .experiment.config import load_yaml
+
     try:
-        spec = yaml.safe_load(sd.sweep_file.read_text())
-        if isinstance(spec, dict) and spec.get("name"):
+        spec = load_yaml(sd.sweep_file)
+        if spec.get("name"):
             return str(spec["name"])
-    except (OSError, yaml.YAMLError):
+    except ValueError:  # absent, unreadable or refused (ConfigError): the directory's name
         pass
     return sweep_dir.name
 
@@ -256,7 +257,9 @@ class Store:
     def config(self, rd: Path) -> dict:
         """The resolved config of a run directory (cached), its agent options in their sub-configs."""
         if rd not in self._configs:
-            cfg = yaml.safe_load(RunDir(rd).config_path.read_text())
+            from .experiment.config import load_yaml
+
+            cfg = load_yaml(RunDir(rd).config_path)  # plain values only; ConfigError naming the file
             if isinstance(cfg.get("agent"), dict):  # a run written before 0.2.0: flat agent keys
                 cfg["agent"] = nest_flat_keys(cfg["agent"])
             self._configs[rd] = cfg
@@ -299,11 +302,11 @@ def _config_id(rd: Path) -> str:
         cid = info.get("config_id")
         if cid:
             return str(cid)
-    from .experiment.config import build_config
+    from .experiment.config import load_yaml, stored_config
 
     try:
-        return build_config(yaml.safe_load(run.config_path.read_text())).id()
-    except (OSError, ValueError, yaml.YAMLError):
+        return stored_config(load_yaml(run.config_path)).id()
+    except (OSError, ValueError):
         return f"unreadable:{rd.resolve()}"
 
 

@@ -15,16 +15,36 @@ so every run id stays what it was.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from . import parts
 
+# 'module:attribute' naming a learner factory: dotted identifiers, nothing else
+FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+# the validation context under which a 'module:factory' algorithm is imported and checked
+# (``ExperimentConfig.model_validate(data, context=RESOLVE)``): a config the user gives to start a
+# run. Without it (a stored config: a run directory's config.yaml, an archive, a sweep directory)
+# validation imports nothing; the learner's factory is imported when a run starts (make_learner).
+RESOLVE = {"import_factories": True}
+
 
 def import_factory(path: str):
-    """The object named by ``'module:attribute'`` (a learner factory); ValueError naming it if absent."""
+    """The object named by ``'module:attribute'`` (a learner factory); ValueError naming it if absent.
+    This imports the module, running its code: only for a config the user gave to start a run."""
+    if not FACTORY.fullmatch(path):
+        raise ValueError(f"learner factory {path!r}: expected 'module:attribute' (dotted identifiers)")
     module, _, attr = path.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
@@ -324,7 +344,9 @@ class AgentConfig(_Section):
 
     @field_validator("algorithm")
     @classmethod
-    def _known_algorithm(cls, v: str) -> str:
+    def _known_algorithm(cls, v: str, info: ValidationInfo) -> str:
+        """A built-in learner, or 'module:factory' (imported and checked only under the context
+        :data:`RESOLVE`: a config given to start a run; a stored config never names code to run)."""
         algorithms = learners()
         if v in algorithms:
             return v
@@ -332,7 +354,9 @@ class AgentConfig(_Section):
             raise ValueError(
                 f"unknown algorithm {v!r}; allowed: {', '.join(algorithms)}, or 'module:factory'"
             )
-        if not callable(import_factory(v)):
+        if not FACTORY.fullmatch(v):
+            raise ValueError(f"{v!r}: expected 'module:factory' (dotted identifiers)")
+        if (info.context or {}).get("import_factories") and not callable(import_factory(v)):
             raise ValueError(f"{v!r} is not callable")
         return v
 

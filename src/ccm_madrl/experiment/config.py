@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-from ..agents.config import AgentConfig, nest_flat_keys
+from ..agents.config import RESOLVE, AgentConfig, nest_flat_keys
 from ..mec.config import MECConfig
 from .cross import CrossConfig
 from .loggers import LoggingConfig
@@ -24,6 +26,24 @@ from .loggers import LoggingConfig
 
 class ConfigError(ValueError):
     """A configuration problem, with a message naming the field(s)."""
+
+
+LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def _label(value: str) -> str:
+    if not LABEL.fullmatch(value):
+        raise PydanticCustomError(
+            "label",
+            "must be a label of at most 100 letters, digits, '.', '_' or '-', not starting with '.' "
+            "(a name, not a path)",
+        )
+    return value
+
+
+# a run's or sweep's name: a label that becomes one path component (runs/<name>-<id>, sweeps/<name>),
+# never a path: no '/', no '..', not hidden
+Label = Annotated[str, AfterValidator(_label)]
 
 
 class TrainingConfig(BaseModel):
@@ -100,7 +120,7 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field("ccm", description="a label for the run")
+    name: Label = Field("ccm", description="a label for the run (letters, digits, '.', '_', '-'; not a path)")
     published_code: Literal["44fba1b"] | None = Field(
         None,
         description="preset reproducing a commit of the published repository (TesfayZ/CCM_MADRL_MEC): "
@@ -209,7 +229,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 def parse_value(text: str) -> Any:
     """Parse an override value as YAML (numbers, bools, lists), falling back to the raw string."""
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text, f"value {text!r}")
     except yaml.YAMLError:
         return text
 
@@ -234,24 +254,130 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
-def build_config(
-    data: Mapping[str, Any] | None = None, overrides: Iterable[str] = (), source: str = ""
-) -> ExperimentConfig:
-    raw = apply_overrides(dict(data or {}), overrides)
+def _validate(raw: dict, source: str, context: dict | None) -> ExperimentConfig:
     try:
-        return ExperimentConfig.model_validate(raw)
+        return ExperimentConfig.model_validate(raw, context=context)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+def build_config(
+    data: Mapping[str, Any] | None = None, overrides: Iterable[str] = (), source: str = ""
+) -> ExperimentConfig:
+    """The config of a run to start, from a mapping the user gave (a config file, a sweep file's
+    run) and ``overrides``: validated, and an ``agent.algorithm`` of the form 'module:factory'
+    imported and checked (``agents.config.RESOLVE``). A stored config: :func:`stored_config`."""
+    return _validate(apply_overrides(dict(data or {}), overrides), source, RESOLVE)
+
+
+def stored_config(data: Mapping[str, Any], source: str = "") -> ExperimentConfig:
+    """A stored config (a run directory's ``config.yaml``, an archive's ``configs.parquet``, a sweep
+    directory's runs) validated without importing anything: a 'module:factory' algorithm is checked
+    for its form only. Received run data never names code that reading it runs."""
+    return _validate(apply_overrides(dict(data), []), source, None)
+
+
+# ------------------------------------------------------------------------------ YAML
+# Every YAML the package reads (config and sweep files, a run directory's config.yaml, a sweep
+# directory's sweep.yaml, an archive's configs) goes through parse_yaml: plain values only, and a
+# bounded size once its aliases are expanded (an alias bomb expands 0.5 KB to billions of values).
+YAML_MAX_VALUES = 100_000  # values (scalars, lists, mappings) after expanding every alias
+YAML_MAX_DEPTH = 64  # nesting of lists and mappings
+YAML_MAX_BYTES = 1 << 20
+_YAML = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge")}
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (the pure-Python one: a too deeply nested document is a RecursionError,
+    not a crash), without timestamps (a date reads as its text) and with :func:`_check_document`
+    run on the composed document before anything is constructed."""
+
+    yaml_implicit_resolvers = {
+        ch: [(tag, rx) for tag, rx in rs if tag != _YAML + "timestamp"]
+        for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_document(self, node):
+        _check_document(node, self.source)
+        return super().construct_document(node)
+
+
+def _tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
+
+
+def _check_document(root: yaml.Node, source: str) -> None:
+    """Refuse (ConfigError naming ``source``) a tag other than the plain ones, a recursive alias, a
+    document deeper than :data:`YAML_MAX_DEPTH` or larger than :data:`YAML_MAX_VALUES` values once
+    its aliases are expanded; counted over the node graph (each shared node once), so an alias bomb
+    is refused in time linear in its text."""
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, height)
+    open_: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key not in memo:
+            if node.tag not in _PLAIN_TAGS:
+                raise ConfigError(f"{source}: tag {_tag(node.tag)} not allowed (plain values only)")
+            if key in open_:
+                raise ConfigError(f"{source}: a recursive YAML alias (refused)")
+            if depth > YAML_MAX_DEPTH:
+                raise ConfigError(f"{source}: nested deeper than {YAML_MAX_DEPTH} levels (refused)")
+            open_.add(key)
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [n for kv in node.value for n in kv]
+                if isinstance(node, yaml.MappingNode)
+                else []
+            )
+            size, height = 1, 1
+            for child in children:
+                s, h = walk(child, depth + 1)
+                size, height = size + s, max(height, h + 1)
+                if size > YAML_MAX_VALUES:
+                    raise ConfigError(
+                        f"{source}: more than {YAML_MAX_VALUES} values once its YAML aliases are expanded "
+                        "(refused: an alias bomb?)"
+                    )
+            open_.discard(key)
+            memo[key] = (size, height)
+        size, height = memo[key]
+        if depth + height - 1 > YAML_MAX_DEPTH:
+            raise ConfigError(f"{source}: nested deeper than {YAML_MAX_DEPTH} levels (refused)")
+        return size, height
+
+    walk(root, 1)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` (from ``source``, named in every error) as plain values: mappings, lists,
+    strings, numbers, booleans and null. A tag (``!!python/object``, ...) is refused, and so is a
+    document that its aliases expand beyond :data:`YAML_MAX_VALUES` values or :data:`YAML_MAX_DEPTH`
+    levels (ConfigError); not valid YAML: ``yaml.YAMLError``."""
+    if len(text) > YAML_MAX_BYTES:
+        raise ConfigError(f"{source}: larger than {YAML_MAX_BYTES} bytes (refused)")
+    loader = _PlainLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply (refused)") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A YAML file holding a mapping (a config, a sweep file, a stored config.yaml or sweep.yaml),
+    read by :func:`parse_yaml`; ConfigError naming the file otherwise."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}")
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory, expected a YAML file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = parse_yaml(p.read_text(), str(p)) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {' '.join(str(err).split())}") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -262,5 +388,6 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """The config of a run to start from a file the user gave and overrides (:func:`build_config`)."""
     data = load_yaml(path) if path else {}
     return build_config(data, overrides, source=str(path or ""))

@@ -85,8 +85,9 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     from .runner import RunDirConflict, RunSummary
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     rd = RunDir(run_dir)
+    rd.check_safe()  # a received run directory: no link for a write to follow
+    run_dir.mkdir(parents=True, exist_ok=True)
     c: CrossConfig = cfg.cross
     if rd.status_path.exists():
         st = rd.status()

@@ -174,6 +174,7 @@ class PackTrainer:
             m = PackMember(cfg, d, progress=False, quiet=True, callbacks=_member_callbacks)
             m.device = device
             m.stop = self.stop
+            m.rd.check_safe()  # a received run directory: no link for a write to follow
             d.mkdir(parents=True, exist_ok=True)
             m._check_run_dir()
             finished = finished_summary(m.rd, cfg.id())

@@ -52,7 +52,7 @@ from ..mec.dynamics import draw_devices
 from ..mec.env import MECEnv, record_episodes
 from ..mec.rng import RunRNG
 from ..provenance import collect, resolve_device
-from ..rundir import RunDir, effective_state, final_return  # noqa: F401 - effective_state: re-exported
+from ..rundir import RunDir, check_inside, discard, effective_state, final_return, write_staged  # noqa: F401 - effective_state: re-exported
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
 from .stop import StopToken
@@ -302,18 +302,17 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
         state.update({cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key})
-        ck = self.rd.checkpoint
-        tmp = ck.with_name(ck.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        self.rd.write_metrics(pd.DataFrame(self.rows))
-        for cb in self.callbacks:
-            cb.on_checkpoint(self)
-        if ck.exists():
-            os.replace(ck, self.rd.prev_checkpoint)
-        os.replace(tmp, ck)
+        ck, prev = self.rd.checkpoint, check_inside(self.rd.prev_checkpoint, self.rd.path)
+        new = write_staged(ck, lambda f: torch.save(state, f), self.rd.path)  # whole and synced
+        try:
+            self.rd.write_metrics(pd.DataFrame(self.rows))
+            for cb in self.callbacks:
+                cb.on_checkpoint(self)
+            if ck.exists():
+                os.replace(ck, prev)
+            os.replace(new, ck)
+        finally:
+            discard(new)  # only when it was not renamed
         self._status("running", episode_done)
 
     def _load_checkpoint(self) -> dict | None:
@@ -334,7 +333,9 @@ class Trainer:
                 for bad in problems:
                     print(f"checkpoint {bad}; resuming from {ck}", file=sys.stderr, flush=True)
                 return state
-            os.replace(ck, ck.with_name(ck.name + ".damaged"))
+            os.replace(
+                check_inside(ck, self.rd.path), check_inside(ck.with_name(ck.name + ".damaged"), self.rd.path)
+            )
             problems.append(f"{ck} is {why}, kept as {ck.name}.damaged")
         if problems:
             raise CheckpointError(
@@ -368,9 +369,9 @@ class Trainer:
     def _check_run_dir(self) -> None:
         cfg_path = self.rd.config_path
         if cfg_path.exists():
-            from .config import build_config
+            from .config import stored_config
 
-            old = build_config(load_yaml(cfg_path))
+            old = stored_config(load_yaml(cfg_path), str(cfg_path))  # the stored config: nothing imported
             if old.id() != self.cfg.id():
                 raise RunDirConflict(
                     f"{self.run_dir} holds a different experiment (config id {old.id()} != {self.cfg.id()}); "
@@ -415,6 +416,7 @@ class Trainer:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ValueError(f"run directory {self.run_dir}: exists and is not a directory")
         self.device = resolve_device(self.cfg.device)  # before anything is written
+        self.rd.check_safe()  # a received run directory: no link for a write to follow
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_run_dir()
         finished = finished_summary(self.rd, self.cfg.id())

@@ -39,10 +39,12 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, write_json
+from ..agents.config import RESOLVE
+from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, inside, write_json
 from .config import (
     ConfigError,
     ExperimentConfig,
+    Label,
     _format_validation_error,
     apply_overrides,
     build_config,
@@ -55,7 +57,7 @@ from .stop import StopToken
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1)
+    name: Label = Field(..., description="the sweep's label: its directory is sweeps/<name>")
     base: dict | str = Field(default_factory=dict, description="base config: inline mapping or YAML path")
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] | int = Field(default_factory=lambda: [0])
@@ -150,7 +152,7 @@ def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
                 node[parts[-1]] = v
             data.setdefault("name", spec.name)
             try:
-                cfg = ExperimentConfig.model_validate(data)
+                cfg = ExperimentConfig.model_validate(data, context=RESOLVE)  # the user's sweep file
             except ValidationError as err:
                 raise ConfigError(
                     _format_validation_error(err, f"{source or spec.name} (run {ov})").replace(
@@ -752,14 +754,15 @@ def run_sweep(
     if only is not None:
         keep = set(only)
         runs = [r for r in runs if r.id in keep]
-    sweep_dir = Path(out) if out else Path("sweeps") / spec.name
+    sweep_dir = Path(out) if out else inside("sweeps", spec.name)
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"sweep directory {sweep_dir}: exists and is not a directory")
     sd = SweepDir(sweep_dir)
+    sd.check_safe()  # a received sweep directory: no link for a write to follow
     sd.runs_dir.mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump()
     resolved["base"] = base
-    sd.sweep_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    sd.write_file(SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
     options = options or BackendOptions()
     if spec.slurm:  # the sweep file's slurm: block, under the options given on the command line
         given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}

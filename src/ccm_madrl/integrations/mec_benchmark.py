@@ -204,8 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..jsonio import write
     from ..provenance import collect
+    from ..rundir import write_json as write
 
     args = parse_args(argv)
     out = Path(args.out)

@@ -177,15 +177,16 @@ def compact_monitor(monitor_dir: str | Path, threshold: float, agents: pd.DataFr
     from .integration import read_agents
 
     d = Path(monitor_dir)
+    run = d.parent  # the run directory: no file written leads out of it (rundir.check_inside)
     parts = sorted((d / "agents").glob("part-*.parquet"))
     if compacted(d) and not parts:
         return
     a = read_agents(d) if agents is None else agents
     if a.empty:
         return
-    write_parquet(d / AGENTS, a, compression="zstd")
-    write_parquet(d / EPISODES, aggregate_agents(a, threshold), compression="zstd")
-    write_parquet(d / STOPS, agent_stops(a, threshold), compression="zstd")
+    write_parquet(d / AGENTS, a, run, compression="zstd")
+    write_parquet(d / EPISODES, aggregate_agents(a, threshold), run, compression="zstd")
+    write_parquet(d / STOPS, agent_stops(a, threshold), run, compression="zstd")
     for p in parts:
         p.unlink()
     try:

@@ -45,13 +45,13 @@ def write_part(monitor_dir: str | Path, rows: list[dict]) -> None:
     first, last = int(df["episode"].min()), int(df["episode"].max())
     path = Path(monitor_dir) / "agents" / f"part-{first:07d}-{last:07d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(path, df)
+    write_parquet(path, df, Path(monitor_dir).parent)  # nothing written leads out of the run directory
 
 
 def write_summary(monitor_dir: str | Path, stop_threshold: float) -> dict:
     """The run's stop events from every part, written to ``summary.json``."""
     stops = run_stops(read_agents(monitor_dir), stop_threshold)
-    write_json(Path(monitor_dir) / SUMMARY, stops)
+    write_json(Path(monitor_dir) / SUMMARY, stops, Path(monitor_dir).parent)
     return stops
 
 

@@ -167,11 +167,11 @@ def table2(store) -> pd.DataFrame:
     """Architecture comparison of every distinct network configuration among the runs, from the
     description each run wrote (``learner.json``); runs from before 0.2.0 have their networks
     instantiated instead."""
-    from ..experiment.config import build_config
+    from ..experiment.config import stored_config
 
     rows, seen = [], set()
     for raw, learner in store.descriptions():
-        cfg = build_config(raw)
+        cfg = stored_config(raw)
         if cfg.kind == "cross":  # another library's networks (its defaults; docs/cross_domain.md)
             continue
         a = cfg.agent
@@ -192,6 +192,10 @@ def table2(store) -> pd.DataFrame:
         if key in seen:
             continue
         seen.add(key)
+        if not learner and ":" in a.algorithm:  # a stored config's 'module:factory': never imported here
+            rows.append({"algorithm": a.algorithm, "role": "learner named by module (no learner.json; not imported)", "inputs": "-",
+                         "hidden": "-", "output": "-", "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
+            continue
         desc = learner or _describe(cfg)
         if "actors" not in desc:
             rows.append({"algorithm": a.algorithm, "role": "fixed policy (no networks)", "inputs": "-", "hidden": "-", "output": "-",
