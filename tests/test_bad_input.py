@@ -112,7 +112,34 @@ CASES = [
     Case("bench --out is a file", ["bench", "env", "--out", "{d}/afile.txt"], "afile.txt", fixed=True),
     Case("bench on CUDA, none available", ["bench", "agent", "--pack", "1", "--device", "cuda", "--out", "{d}/b_cuda"],
          "device", ["{d}/b_cuda"]),
+    # --------------------------------------------------------------- untrusted run data (#35)
+    Case("run dir file a link (status.json.tmp)", ["train", "{d}/small.yaml", "--run-dir", "{d}/link_status"],
+         "status.json.tmp: is a symbolic link", fixed=True),
+    Case("run dir file a link (checkpoint.pt.tmp)", ["train", "{d}/small.yaml", "--run-dir", "{d}/link_ckpt"],
+         "checkpoint.pt.tmp: is a symbolic link", fixed=True),
+    Case("run dir a link inside a sweep", ["sweep", "{d}/sweep_ok.yaml", "--out", "{d}/link_sweep"],
+         "0123abcd: is a symbolic link", fixed=True),
+    Case("archive with a linked table", ["archive", "{d}/link_sweep", "--out", "{d}/link_archive", "--no-baselines"],
+         "runs.parquet: is a symbolic link", fixed=True),
+    Case("config with a Python tag", ["train", "{d}/tag.yaml"], "tag.yaml: tag !!python/object/apply:os.system not allowed",
+         fixed=True),
+    Case("stored config with a Python tag", ["report", "{d}/tag_run"], "config.yaml: tag !!python/object", fixed=True),
+    Case("sweep file with a Python tag", ["sweep", "{d}/sweep_tag.yaml", "--out", "{d}/s8"], "sweep_tag.yaml: tag !!python",
+         ["{d}/s8"], fixed=True),
+    Case("config an alias bomb", ["train", "{d}/bomb.yaml"], "bomb.yaml: more than 100000 values", fixed=True),
+    Case("sweep base an alias bomb", ["sweep", "{d}/sweep_bomb.yaml", "--out", "{d}/s9"], "sweep_bomb.yaml: more than",
+         ["{d}/s9"], fixed=True),
+    Case("run name a relative path", ["train", "{d}/small.yaml", "name=../../x"], "name: must be a label", fixed=True),
+    Case("run name an absolute path", ["train", "{d}/small.yaml", "name={d}/abs_x"], "name: must be a label",
+         fixed=True),
+    Case("sweep name a path", ["sweep", "{d}/sweep_path.yaml"], "name: must be a label", fixed=True),
 ]  # fmt: skip
+
+OUTSIDE = "outside.txt"  # the file the links of the untrusted run directories point at
+# a billion laughs: 0.3 KB of YAML whose aliases expand to 9**9 strings
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)
 
 
 class Evil:
@@ -152,6 +179,24 @@ def make_inputs(d: Path) -> None:
         "sweep_ok": {},
     }.items():
         (d / f"{name}.yaml").write_text(yaml.safe_dump({**base, **extra}))
+    (d / OUTSIDE).write_text("the user's file\n")
+    for run, name in (("link_status", "status.json.tmp"), ("link_ckpt", "checkpoint.pt.tmp")):
+        (d / run).mkdir()  # the run's own config (a resume), and a link where a writer used to write
+        (d / run / "config.yaml").write_text(yaml.safe_dump(SMALL))
+        (d / run / name).symlink_to(d / OUTSIDE)
+    (d / "link_sweep" / "runs").mkdir(parents=True)
+    (d / "link_sweep" / "runs" / "0123abcd").symlink_to(d / "adir", target_is_directory=True)
+    (d / "link_archive").mkdir()
+    (d / "link_archive" / "runs.parquet").symlink_to(d / OUTSIDE)
+    (d / "tag.yaml").write_text("seed: !!python/object/apply:os.system ['touch " + str(d / MARKER) + "']\n")
+    (d / "tag_run").mkdir()
+    (d / "tag_run" / "config.yaml").write_text((d / "tag.yaml").read_text())
+    (d / "sweep_tag.yaml").write_text(yaml.safe_dump(base) + (d / "tag.yaml").read_text())
+    (d / "bomb.yaml").write_text(BOMB)
+    (d / "sweep_bomb.yaml").write_text(
+        "name: bomb\nbase:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())
+    )
+    (d / "sweep_path.yaml").write_text(yaml.safe_dump({**base, "name": "../../x"}))
     np.save(d / "array.npy", np.zeros(3))
     (d / "env_a.npz").write_bytes((DATA / "env_a.npz").read_bytes())
     np.savez(d / "unrelated.npz", a=np.zeros(3))
@@ -262,8 +307,25 @@ def test_refused_checkpoint_ran_nothing(results):
     assert (d / "evil_run" / "checkpoint.pt.damaged").exists()  # set aside, not deleted
 
 
+def test_refused_run_data_wrote_nothing_outside(results):
+    """The links' target is unchanged, the names that were paths created nothing outside runs/ and
+    sweeps/ (nor the directories themselves), and the Python tags ran nothing."""
+    d, _ = results
+    assert (d / OUTSIDE).read_text() == "the user's file\n" and not list((d / "adir").iterdir())
+    assert not (d / MARKER).exists() and not list(d.glob("x-*")) and not list(d.glob("abs_x*"))
+    assert not (d / "x").exists() and not (d.parent / "x").exists() and not list(d.parent.glob("x-*"))
+    assert sorted(p.name for p in (d / "link_ckpt").iterdir()) == ["checkpoint.pt.tmp", "config.yaml"]
+
+
 @pytest.mark.parametrize(
-    "name", ["infinite learning rate", "config is a directory", "golden file not an npz archive"]
+    "name",
+    [
+        "infinite learning rate",
+        "config is a directory",
+        "golden file not an npz archive",
+        "run dir file a link (status.json.tmp)",
+        "run dir file a link (checkpoint.pt.tmp)",
+    ],
 )
 def test_a_fresh_interpreter_agrees(results, name, tmp_path):
     d, procs = results
@@ -312,3 +374,73 @@ def test_an_unexpected_error_says_where_its_traceback_is(monkeypatch, capsys, tm
     assert len(err.splitlines()) == 1 and "unexpected error (RuntimeError: a bug over two lines)" in err
     log = Path(err.rsplit("full traceback in ", 1)[1])
     assert log.parent == tmp_path and "Traceback" in log.read_text() and "a bug" in log.read_text()
+
+
+# ------------------------------------------------------------------------------ untrusted run data
+def test_an_alias_bomb_is_refused_in_seconds(tmp_path):
+    """A fresh ``python -m ccm_madrl.cli`` on a billion-laughs config and on a sweep whose base is
+    one: exit 2 and one line naming the file, well within the timeout (it used to never return)."""
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    (tmp_path / "sweep.yaml").write_text(
+        "name: bomb\nbase:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())
+    )
+    for args, name in ((["train", "bomb.yaml"], "bomb.yaml"), (["sweep", "sweep.yaml"], "sweep.yaml")):
+        p = run_cli(args, cwd=tmp_path, timeout=60)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert f"{name}: more than 100000 values once its YAML aliases are expanded" in p.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.yaml", "sweep.yaml"]
+
+
+MARKER_MODULE = """
+from pathlib import Path
+
+Path({marker!r}).write_text("imported")
+
+
+def Factory(cfg, rng, device="cpu"):
+    raise RuntimeError("never called")
+"""
+
+
+def test_stored_configs_name_code_that_reading_them_never_imports(tmp_path, monkeypatch, capsys):
+    """A sweep whose runs' config.yaml name a learner 'module:factory' (a module on sys.path that
+    writes a marker file when imported): report, archive, report of the archive, the store and a
+    resume check of a run directory read them and import nothing. The same name in a config given
+    to start a run is imported (the marker appears), so the module would have shown an import."""
+    from ccm_madrl import cli
+    from ccm_madrl.experiment.config import build_config
+    from ccm_madrl.experiment.sweep import run_sweep
+    from ccm_madrl.store import load
+
+    module = f"ccm_marker_{os.getpid()}"
+    marker = tmp_path / "imported.txt"
+    (tmp_path / f"{module}.py").write_text(MARKER_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = {"name": "stored", "base": SMALL, "axes": {"agent.actor_lr": [1e-4, 1e-3]}, "seeds": [0]}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    res = run_sweep(tmp_path / "sweep.yaml", out=tmp_path / "sweep", workers=1, progress=False)
+    assert res.done == 2
+    runs = sorted((tmp_path / "sweep" / "runs").iterdir())
+    for rd in runs:
+        cfg = yaml.safe_load((rd / "config.yaml").read_text())
+        cfg["agent"]["algorithm"] = f"{module}:Factory"
+        (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL))
+
+    assert cli.main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        cli.main(["archive", str(tmp_path / "sweep"), "--out", str(tmp_path / "arch"), "--no-baselines"]) == 0
+    )
+    assert cli.main(["report", str(tmp_path / "arch"), "--out", str(tmp_path / "rep2")]) == 0
+    assert set(load(tmp_path / "arch").runs["cfg.agent.algorithm"]) == {f"{module}:Factory"}
+    assert set(load(tmp_path / "sweep").runs["cfg.agent.algorithm"]) == {f"{module}:Factory"}
+    capsys.readouterr()
+    assert cli.main(["train", str(tmp_path / "small.yaml"), "--run-dir", str(runs[0]), "--no-progress"]) == 2
+    assert "holds a different experiment" in capsys.readouterr().err
+    assert module not in sys.modules and not marker.exists()
+
+    with pytest.raises(Exception, match="never called"):  # a run started from such a config imports it
+        from ccm_madrl.experiment import Trainer
+
+        Trainer(build_config(SMALL, [f"agent.algorithm={module}:Factory"]), tmp_path / "started").run()
+    assert module in sys.modules and marker.read_text() == "imported"

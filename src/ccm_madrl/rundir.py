@@ -183,7 +183,7 @@ def links_in(root: str | Path) -> list[Path]:
     """The symbolic links anywhere inside the directory ``root`` (not following any)."""
     found = []
     for d, dirs, files in os.walk(root, followlinks=False):
-        found += [Path(d) / n for n in dirs + files if (Path(d) / n).is_symlink()]
+        found += [Path(d) / n for n in sorted(dirs + files) if (Path(d) / n).is_symlink()]
     return found
 
 

@@ -91,8 +91,8 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     store = load(paths)
     out = Path(out_dir) if out_dir else Path("reports") / "-".join(Path(p).name for p in paths)
+    all_runs = runs_frame(store)  # reads every run's config: a refused one leaves no report directory
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    all_runs = runs_frame(store)
     runs = all_runs[all_runs["status"] == "done"] if len(all_runs) else all_runs
     excluded = (
         all_runs.loc[all_runs["status"] != "done", ["sweep", "run_id", "status", "episodes_done"]]
