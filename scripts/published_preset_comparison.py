@@ -1,5 +1,5 @@
 """Runs of the ``published_code: 44fba1b`` preset beside the 10 published CCM-MADRL runs, at equal
-progress (benchmarks/comparison.md, "The exact first commit").
+progress (the single-process runs of `benchmarks/results/published_44fba1b_runs.csv`; benchmarks/comparison.md now quotes the archived Table 1 runs).
 
     python scripts/published_preset_comparison.py RUN_DIR [...] \
         [--out benchmarks/results/published_44fba1b_eval.csv] [--episode K]

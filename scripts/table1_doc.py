@@ -588,23 +588,6 @@ def _n(runs: pd.DataFrame, c: float | None = None) -> int:
     return int(len(runs if c is None else runs[runs["client_lr"] == c]))
 
 
-def older_returns() -> tuple[str, str]:
-    """The 2000-episode returns already in benchmarks/results/ (independent actors: the algorithm
-    comparison; shared actor: the published-code preset's 3 seeds)."""
-    alg = pd.read_csv(ROOT / "benchmarks" / "results" / "algorithms_s10.csv").set_index("algorithm")
-    pub = pd.read_csv(ROOT / "benchmarks" / "results" / "published_44fba1b_runs.csv")
-
-    def row(a):
-        return f"{a} {alg.loc[a, 'final_return_mean']:.2f} ± {alg.loc[a, 'final_return_ci95']:.2f} ({alg.loc[a, 'seeds']} seeds)"
-
-    ind = "`benchmarks/results/algorithms_s10.csv` (2000 episodes): " + ", ".join(
-        row(a) for a in ("ccm_madrl", "all_local", "random_selection")
-    )
-    shared = (f"`benchmarks/results/published_44fba1b_runs.csv` ({len(pub)} seeds, 2000 episodes): "
-              + ", ".join(f"{v:.2f}" for v in pub["final_return"]) + f"; {int(pub['all_local'].sum())} of them exactly the all-local policy")  # fmt: skip
-    return ind, shared
-
-
 SCREEN = ROOT / "results" / "screen_baseline"
 
 
@@ -664,7 +647,6 @@ def prefix_note(facts: dict, claim: str, paren: str = "", after: str = "") -> st
 def verdicts(data: dict, facts: dict) -> list[str]:
     """The claim-by-claim verdicts, each computed from the archives (and, where they hold no run
     of the claim's cells yet, from the older files they cite)."""
-    ind_old, shared_old = older_returns()
     g_store, g = data.get("table1_s10", (None, pd.DataFrame()))
     p_store, p = data.get("table1_s10_published", (None, pd.DataFrame()))
     lines = ["## Verdicts on the draft's results\n",
@@ -789,8 +771,8 @@ def verdicts(data: dict, facts: dict) -> list[str]:
                   if local_txt else "")  # fmt: skip
     lines.append("**5.3 At client lr 1e-4 the actors never stop within 2000 episodes and the policy reaches -34 "
                  f"(master lr 1e-3) / -40 (1e-4).** Verdict: **{stop_part}; {ret_part}**: with independent actors "
-                 "the final returns are far below -34 (" + ind_old + "); with the shared actor " + shared_old
-                 + ". Archived (the draft's cells, master lr 1e-4 and 1e-3): " + "; ".join(txt) + "." + outside
+                 "the archived final returns are far below -34 (each config and seed quoted from one archived run; "
+                 "the other algorithms: `benchmarks/comparison.md`). Archived (the draft's cells, master lr 1e-4 and 1e-3): " + "; ".join(txt) + "." + outside
                  + local_part + " Whether a learned policy beats the all-local heuristic: the probability-of-improvement "
                  "tables above." + prefix_note(facts, "5.3", after=", the draft's client-lr-1e-4 cells") + "\n")  # fmt: skip
 
