@@ -149,13 +149,13 @@ def full_q(
     critic, joint: torch.Tensor, x_own: torch.Tensor, cand: torch.Tensor, own: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Q (*lead, N) of every candidate row, -inf elsewhere (the full pass); ``own``: as in
-    :func:`rows_h1` (with ``own``, the hidden layers in cache-sized chunks, :func:`hidden_rows`: the
-    same values as :func:`rowwise_q` of :func:`rows_h1`, bit for bit)."""
+    :func:`rows_h1` (with ``own`` on a CPU, the hidden layers in cache-sized chunks,
+    :func:`hidden_rows`: the same values as :func:`rowwise_q` of :func:`rows_h1`, bit for bit)."""
     q = torch.full(cand.shape, -torch.inf, device=joint.device)
     n = cand.shape[-1]
     if not cand.any():
         return q
-    if own is None or int(cand.sum()) < MIN_ROWS:
+    if own is None or joint.device.type != "cpu" or int(cand.sum()) < MIN_ROWS:  # a GPU: one GEMM
         q[cand] = rowwise_q(critic, rows_h1(critic, joint, x_own, cand, own))
         return q
     bi, ji = cand.reshape(-1, n).nonzero(as_tuple=True)

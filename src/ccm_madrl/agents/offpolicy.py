@@ -394,13 +394,17 @@ class ActorSteps:
     actions of all actors are computed once and each step recomputes its own actor's column alone
     (``BatchedActor.forward_agent``), with gradient, and
     after its update, without; the joint part's gradient path is then that agent's three action
-    columns only, ``W_U U`` itself a gradient-free product; and the critic's own first-layer part of
-    every (sample, agent) row is kept for the actor loss's maximum (:meth:`own_part`).
+    columns only, and the joint part of the current actions itself is kept, gradient-free, and
+    updated by that agent's columns after its update (:meth:`update_joint`); the stepping actor's
+    parameters are leaves of their own, their gradients written into buffers kept for the training
+    step (:meth:`gradients`); and the critic's own first-layer part of every (sample, agent) row is
+    kept for the actor loss's maximum (:meth:`own_part`).
 
     Values: the actions are those of the full forward bit for bit (the output activations but
     scaled_sigmoid: ``BatchedActor.forward_agent``); the own parts too; the joint part is the one
-    first-layer product split in two (state, actions), another float32 summation order (measured in
-    ``benchmarks/README.md``); the gradient of the action columns is a product of that agent's
+    first-layer product split in two (state, actions), the action part then moved by rank-a updates:
+    other float32 summation orders (measured in ``benchmarks/README.md``); the gradients of the
+    leaves are those of the gathered slices, bit for bit; the gradient of the action columns is a product of that agent's
     columns alone (again another summation order of the same sums)."""
 
     def __init__(
