@@ -181,3 +181,119 @@ def test_the_kept_own_parts_change_no_score(monkeypatch, runs, objective):
             else:
                 assert _rel(x, y) < GRAD_RTOL
     np.testing.assert_allclose(loss_k, loss_a, rtol=0 if runs == 1 else LOSS_RTOL)
+
+
+# Measured on this project's 2-core x86 machine over the cases below (N = 12, 12 actor steps): the
+# joint part kept by rank-3 updates is at most ~3e-7 of max |joint| from the two products; at the
+# published size (N = 50, 50 actor steps) 5.4e-7 (``scripts/joint_drift_probe.py``,
+# ``benchmarks/README.md``). Held to 2e-6 of max |joint|.
+JOINT_RTOL = 2e-6
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_the_kept_joint_part_follows_the_full_products(monkeypatch, runs):
+    """After every actor step the joint part kept by rank-3 updates (``ActorSteps.update_joint``) is
+    the state part plus the whole action part of the current actions, to float32 order."""
+    gaps = []
+    plain = offpolicy.ActorSteps.update_joint
+
+    def probe(self, agent, new):
+        plain(self, agent, new)
+        u = self.u.clone()
+        u[:, agent] = new
+        full = self.state_part + self.learner.critic.joint_actions(u)
+        gaps.append(float((self.base - full).abs().max() / full.abs().max()))
+
+    monkeypatch.setattr(offpolicy.ActorSteps, "update_joint", probe)
+    learner = _learner(_cfgs(runs))
+    rs = np.random.default_rng(0)
+    lead = (runs, 4) if runs > 1 else (4,)
+    for _ in range(3):
+        tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in learner.transition_layout().items()}
+        tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
+        tr["done"][:] = 0.0
+        learner.observe(tr)
+    learner.train()
+    assert len(gaps) == 12
+    print(f"largest gap of the kept joint part: {max(gaps):.2e} of max |joint|")
+    assert max(gaps) < JOINT_RTOL
+
+
+@pytest.mark.parametrize(
+    "runs,agent",
+    [(1, {}), (2, {}), (1, {"mitigations": {"actor_layernorm": True}}), (2, {"algorithm": "maddpg"})],
+)
+def test_the_stepping_actors_own_leaves_give_the_same_gradients(monkeypatch, runs, agent):
+    """The stepping actor's parameters as leaves of their own (``ActorSteps.sliced``: no full-size
+    zero gradients per step) give the optimiser the gradients of the slices' path bit for bit."""
+    cfgs = _cfgs(runs, **agent)
+    sliced, loss_s, _ = _one_training_step(cfgs, monkeypatch, factorised=True)
+    plain = offpolicy.ActorSteps.__init__
+
+    def unsliced(self, *a, **k):
+        plain(self, *a, **k)
+        self.sliced = False
+
+    monkeypatch.setattr(offpolicy.ActorSteps, "__init__", unsliced)
+    whole, loss_w, _ = _one_training_step(cfgs, monkeypatch, factorised=True)
+    assert len(sliced) == len(whole) == 12
+    for (ag, gs), (ag2, gw) in zip(sliced, whole):
+        assert torch.equal(torch.as_tensor(ag), torch.as_tensor(ag2))
+        for x, y in zip(gs, gw):
+            assert torch.equal(x, y)
+    np.testing.assert_array_equal(loss_s, loss_w)
+
+
+def _random_critic(runs: int, n: int = 6, hidden=(96, 40)):
+    torch.manual_seed(3)
+    one = MasterCritic(n, hidden=hidden)
+    critic = PackedCritic(runs, one) if runs > 1 else one
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return critic
+
+
+@pytest.mark.parametrize("chunk", [8, 13, 64, 100_000])
+@pytest.mark.parametrize("rate", [0.02, 0.5, 1.0])
+def test_the_hidden_layers_in_chunks_score_the_rows_as_the_gathered_pass(monkeypatch, chunk, rate):
+    """``argmax.full_q`` with kept own parts (the hidden layers in cache-sized chunks,
+    ``hidden_rows``; a short last chunk merged into the one before) gives every candidate row the
+    value of ``rowwise_q`` over all the gathered rows, bit for bit (one torch thread)."""
+    from ccm_madrl.agents import argmax
+
+    monkeypatch.setattr(argmax, "CHUNK_ROWS", chunk)
+    critic = _random_critic(1)
+    b, n = 40, critic.n_agents
+    s, u = torch.rand(b, n, 7), torch.rand(b, n, 3) * 2 - 1
+    cand = torch.rand(b, n) < rate
+    with torch.no_grad():
+        joint, own, x = critic.joint(s, u), critic.own_rows(s, u), argmax.own_inputs(critic, s, u)
+        want = torch.full(cand.shape, -torch.inf)
+        want[cand] = argmax.rowwise_q(critic, argmax.rows_h1(critic, joint, x, cand, own))
+        got = argmax.full_q(critic, joint, x, cand, own)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("chunk", [8, 11, 100_000])
+def test_a_packs_rows_from_the_kept_own_parts_score_as_rows_q(monkeypatch, chunk):
+    """``PackedCritic.rows_q_kept`` (each run's rows in chunks, gathered from the kept own parts) is
+    ``rows_q`` on the gathered own parts bit for bit, with a run without rows and one with fewer
+    rows than a chunk."""
+    from ccm_madrl.agents import argmax
+
+    monkeypatch.setattr(argmax, "CHUNK_ROWS", chunk)
+    runs, per = 4, 12
+    critic = _random_critic(runs)
+    n = critic.n_agents
+    s, u = torch.rand(runs * per, n, 7), torch.rand(runs * per, n, 3) * 2 - 1
+    cand = torch.rand(runs * per, n) < 0.6
+    cand[per : 2 * per] = False  # run 1: no row
+    cand[2 * per : 3 * per] = False
+    cand[2 * per, :3] = True  # run 2: three rows
+    bi, ji = cand.nonzero(as_tuple=True)
+    with torch.no_grad():
+        joint, own = critic.joint(s, u), critic.own_rows(s, u)
+        want = critic.rows_q(joint, bi, s[bi, ji], u[bi, ji], bi, own=own[bi, ji])
+        got = critic.rows_q_kept(joint, bi, own.reshape(-1, own.shape[-1]), bi * n + ji)
+    assert torch.equal(got, want)

@@ -250,7 +250,8 @@ def argmax_floor(learner, rows: int, actor_steps: int) -> float:
     and output layer of the critic's head) and the joint first-layer part of every actor step: with
     several actor steps (``offpolicy.ActorSteps``) the state part once and the action part at every
     step, with one the whole joint product once. When each step moves one actor's actions only, the
-    rows' own parts are computed once for every (sample, agent) and one agent's column per step."""
+    rows' own parts are computed once for every (sample, agent) and one agent's column per step, and
+    the action part once and then by one agent's columns per step (``ActorSteps.update_joint``)."""
     from .agents.offpolicy import ActorSteps
 
     c = learner.critic
@@ -261,13 +262,15 @@ def argmax_floor(learner, rows: int, actor_steps: int) -> float:
     if actor_steps <= 1:
         return rows * (2 * own * h1 + head) + actor_steps * 2 * b * c.joint_dim * h1
     state_cols = c.n_agents * c.state_dim
-    joint = 2 * b * state_cols * h1 + actor_steps * 2 * b * (c.joint_dim - state_cols) * h1
+    action_cols = c.joint_dim - state_cols
     agents = learner.schedule(learner.n_agents, learner.actors.shared)
     if ActorSteps.steps_by_column(learner, agents):
         own_flops = 2 * own * h1 * b * (c.n_agents + actor_steps)
+        actions = 2 * b * action_cols * h1 + actor_steps * 2 * b * c.action_dim * h1
     else:
         own_flops = rows * 2 * own * h1
-    return rows * head + own_flops + joint
+        actions = actor_steps * 2 * b * action_cols * h1
+    return rows * head + own_flops + 2 * b * state_cols * h1 + actions
 
 
 def sequential_step_profile(

@@ -286,7 +286,24 @@ class BatchedActor(nn.Module):
             )
         return z
 
-    def forward_agent(self, states: torch.Tensor, agent: int) -> torch.Tensor:
+    def agent_nets(self, agent: int, device: torch.device | None = None) -> torch.Tensor:
+        """The networks of agent ``agent`` (a pack: agent ``agent`` of every run), indices into
+        dimension 0 of every parameter."""
+        runs = self.n_nets // self.n_agents
+        dev = self.fc1.weight.device if device is None else device
+        return torch.arange(runs, device=dev) * self.n_agents + agent
+
+    def agent_parameters(self, agent: int) -> dict[str, torch.Tensor]:
+        """Agent ``agent``'s parameters (:meth:`agent_nets` of every parameter, by name), detached
+        copies that require gradients: leaves for :meth:`forward_agent`'s ``params``, whose
+        gradients are those of the networks' slices without the full-size zero gradients of the
+        others."""
+        nets = self.agent_nets(agent)
+        return {nm: p.detach()[nets].requires_grad_() for nm, p in self.named_parameters()}
+
+    def forward_agent(
+        self, states: torch.Tensor, agent: int, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Agent ``agent``'s actions alone: states (..., N, state_dim) -> (..., action_dim), at the
         cost of its own networks only (a pack: agent ``agent`` of every run, rows run-major). Bit for
         bit ``forward(states)[..., agent, :]`` (each network's batched GEMM is computed on its own)
@@ -295,27 +312,31 @@ class BatchedActor(nn.Module):
         and scalar tail, so an element's rounding depends on its place in the tensor); a test pins
         both. In a pass with gradients while forward hooks are registered (the monitor's), the full
         forward instead, so that the hooks see the ``(N, M, features)`` layout of every agent.
-        Independent (not shared) networks only."""
+        Independent (not shared) networks only. ``params``: the agent's parameters given
+        (:meth:`agent_parameters`, the same values), instead of gathered from the networks'."""
         if self.shared:
             raise ValueError("forward_agent: a shared network serves every agent; use forward")
         if torch.is_grad_enabled() and any(m._forward_hooks for m in self.modules()):
             return self.forward(states)[..., agent, :]
         runs = self.n_nets // self.n_agents
-        nets = torch.arange(runs, device=states.device) * self.n_agents + agent
+        if params is None:
+            nets = self.agent_nets(agent, states.device)
+            params = {nm: p[nets] for nm, p in self.named_parameters()}
         x = states[..., agent, :]
         if self.in_lo is not None:
             x = (x - self.in_lo) / self.in_span
         lead = x.shape[:-1]
 
-        def linear(layer: BatchedLinear, h: torch.Tensor) -> torch.Tensor:
-            return torch.baddbmm(layer.bias[nets].unsqueeze(1), h, layer.weight[nets].transpose(1, 2))
+        def linear(name: str, h: torch.Tensor) -> torch.Tensor:
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
-        h = torch.relu(linear(self.fc1, x.reshape(runs, -1, self.state_dim)))
-        h = torch.relu(linear(self.fc2, h))
-        z = linear(self.fc3, h)[..., : self.action_dim]
+        h = torch.relu(linear("fc1", x.reshape(runs, -1, self.state_dim)))
+        h = torch.relu(linear("fc2", h))
+        z = linear("fc3", h)[..., : self.action_dim]
         if self.norm is not None:
             z = F.layer_norm(z, z.shape[-1:], eps=self.norm.eps)
-            z = z * self.norm.weight[nets].unsqueeze(1) + self.norm.bias[nets].unsqueeze(1)
+            z = z * params["norm.weight"].unsqueeze(1) + params["norm.bias"].unsqueeze(1)
         return self.out_act(z).reshape(*lead, self.action_dim)
 
     @contextmanager
@@ -711,6 +732,30 @@ class PackedCritic(nn.Module):
             sl = slice(start, start + c)
             h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
             q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
+            start += c
+        return self.out(q)
+
+    @torch.no_grad()
+    def rows_q_kept(
+        self, joint: torch.Tensor, rows: torch.Tensor, own: torch.Tensor, own_index: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`rows_q` of rows whose own first-layer parts are kept (``own`` (K, H1), row m's
+        being ``own[own_index[m]]``), the rows sorted by sample (as ``nonzero`` gives them), without
+        gradient: each run's rows through its own critic slice, the hidden layers in cache-sized
+        chunks (:func:`~ccm_madrl.agents.argmax.hidden_rows`), the output layer over all the run's
+        rows at once as in :meth:`rows_q`. The same values as :meth:`rows_q` on a CPU, bit for bit
+        (``tests/test_pack.py``), without its (M, H1) gathers."""
+        from .argmax import hidden_rows
+
+        counts = torch.bincount(self._runs_of(rows), minlength=self.runs).tolist()
+        q = own.new_empty(rows.shape[0])
+        start = 0
+        for r, c in enumerate(counts):
+            if not c:
+                continue
+            sl = slice(start, start + c)
+            a = hidden_rows(own, own_index[sl], joint, rows[sl], self.fc2.weight[r], self.fc2.bias[r])
+            q[sl] = F.linear(a, self.fc3.weight[r], self.fc3.bias[r]).squeeze(-1)
             start += c
         return self.out(q)
 

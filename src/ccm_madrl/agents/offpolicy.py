@@ -333,7 +333,10 @@ class OffPolicyActorCritic:
                 u, extra = self.regulariser(self.actors, states, self.actor_reg_coef, self.torch_gen)
                 joint = None if steps is None else steps.joint(u)
             loss = self.actor_objective(states, u, w, selected, joint_states, joint=joint) + extra
-            grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
+            if steps is not None and steps.by_column and agent is not None:
+                grads = steps.gradients(loss)
+            else:
+                grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
         if self.actor_grad_clip is not None:
             clip_per_agent_(grads, self.actor_grad_clip)
         self.actor_opt.step(grads, agent=self._agents(agent))
@@ -391,13 +394,17 @@ class ActorSteps:
     actions of all actors are computed once and each step recomputes its own actor's column alone
     (``BatchedActor.forward_agent``), with gradient, and
     after its update, without; the joint part's gradient path is then that agent's three action
-    columns only, ``W_U U`` itself a gradient-free product; and the critic's own first-layer part of
-    every (sample, agent) row is kept for the actor loss's maximum (:meth:`own_part`).
+    columns only, and the joint part of the current actions itself is kept, gradient-free, and
+    updated by that agent's columns after its update (:meth:`update_joint`); the stepping actor's
+    parameters are leaves of their own, their gradients written into buffers kept for the training
+    step (:meth:`gradients`); and the critic's own first-layer part of every (sample, agent) row is
+    kept for the actor loss's maximum (:meth:`own_part`).
 
     Values: the actions are those of the full forward bit for bit (the output activations but
     scaled_sigmoid: ``BatchedActor.forward_agent``); the own parts too; the joint part is the one
-    first-layer product split in two (state, actions), another float32 summation order (measured in
-    ``benchmarks/README.md``); the gradient of the action columns is a product of that agent's
+    first-layer product split in two (state, actions), the action part then moved by rank-a updates:
+    other float32 summation orders (measured in ``benchmarks/README.md``); the gradients of the
+    leaves are those of the gathered slices, bit for bit; the gradient of the action columns is a product of that agent's
     columns alone (again another summation order of the same sums)."""
 
     def __init__(
@@ -406,9 +413,19 @@ class ActorSteps:
         self.learner = learner
         self.states = states
         self.by_column = self.steps_by_column(learner, agents)
+        actors = learner.actors
         with torch.no_grad():
             self.state_part = learner.critic.joint_state(joint_states)
-            self.u = learner.actors(states) if self.by_column else None
+            self.u = actors(states) if self.by_column else None
+            # the joint part of the current actions, kept by rank-a updates (``refresh``)
+            self.base = self.state_part + learner.critic.joint_actions(self.u) if self.by_column else None
+        # the stepping actor's parameters as leaves of their own (no forward hooks to feed: the
+        # monitor's read every agent's activations, so with it the full forward and gradients)
+        self.sliced = self.by_column and not any(m._forward_hooks for m in actors.modules())
+        self._leaves: dict[str, torch.Tensor] | None = None
+        self._agent: int | None = None
+        self._grads: list[torch.Tensor] | None = None
+        self._grad_nets: torch.Tensor | None = None
         self._own: torch.Tensor | None = None
 
     @staticmethod
@@ -423,14 +440,39 @@ class ActorSteps:
     def actions_and_joint(self, agent: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The actions of every actor (B, N, a), agent ``agent``'s column live (with gradient), and
         the critic's joint part of them (B, H1), whose gradient reaches that column only."""
-        critic = self.learner.critic
-        live = self.learner.actors.forward_agent(self.states, agent)
+        critic, actors = self.learner.critic, self.learner.actors
+        self._agent = agent
+        self._leaves = actors.agent_parameters(agent) if self.sliced else None
+        live = actors.forward_agent(self.states, agent, self._leaves)
         u = self.u.clone()
         u[:, agent] = live
-        with torch.no_grad():
-            base = self.state_part + critic.joint_actions(self.u)
         part = critic.joint_actions(live, agent)
-        return u, base + (part - part.detach())  # the value of base; the gradient of part
+        return u, self.base + (part - part.detach())  # the value of base; the gradient of part
+
+    def gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
+        """The gradients of ``loss`` (summed over runs) for every actor parameter, full stacked shapes,
+        exact zeros for the networks that do not step: with the stepping actor's parameters as
+        leaves (``sliced``), the gradients of those slices written into buffers kept for the
+        training step (the previous step's rows zeroed), instead of a full-size zero gradient
+        allocated per parameter and step; the values are the same (zeros and the slices' gradients).
+        The returned tensors are valid until the next step's call."""
+        params = self.learner.actor_params
+        if not self.sliced:
+            return list(torch.autograd.grad(loss.sum(), params))
+        actors = self.learner.actors
+        names = [nm for nm, _ in actors.named_parameters()]
+        small = torch.autograd.grad(loss.sum(), [self._leaves[nm] for nm in names])
+        nets = actors.agent_nets(self._agent)
+        if self._grads is None:
+            self._grads = [torch.zeros_like(p) for p in params]
+        else:
+            for g in self._grads:
+                g.index_fill_(0, self._grad_nets, 0.0)
+        for g, sg in zip(self._grads, small):
+            g.index_copy_(0, nets, sg)
+        self._grad_nets = nets
+        self._leaves = None
+        return list(self._grads)
 
     @torch.no_grad()
     def own_part(self) -> torch.Tensor | None:
@@ -444,8 +486,18 @@ class ActorSteps:
 
     @torch.no_grad()
     def refresh(self, agent: int) -> None:
-        """Agent ``agent``'s actions after its update (and its column of the own parts, if kept)."""
-        self.u[:, agent] = self.learner.actors.forward_agent(self.states, agent)
+        """Agent ``agent``'s actions after its update, the joint part by their change (a rank-a update
+        of ``base``, :meth:`update_joint`), and its column of the own parts, if kept."""
+        new = self.learner.actors.forward_agent(self.states, agent)
+        self.update_joint(agent, new)
+        self.u[:, agent] = new
         if self._own is not None:
             cols = slice(agent, agent + 1)
             self._own[:, cols] = self.learner.critic.own_rows(self.states[:, cols], self.u[:, cols])
+
+    @torch.no_grad()
+    def update_joint(self, agent: int, new: torch.Tensor) -> None:
+        """``base`` after agent ``agent``'s actions change to ``new`` (B, a): plus the product of that
+        agent's action columns with the change, ``W_U[:, cols] (u_new - u_old)``, instead of the whole
+        action part again (another float32 summation order: measured in ``benchmarks/README.md``)."""
+        self.base.add_(self.learner.critic.joint_actions(new - self.u[:, agent], agent))

@@ -117,9 +117,17 @@ class PackMixin:
         bi, ji = cand.nonzero(as_tuple=True)
         q = torch.full(cand.shape, -torch.inf, device=joint.device)
         own = None if self._steps is None else self._steps.own_part()  # every row's own part, if kept
-        if bi.numel():
-            rows_own = None if own is None else own[bi, ji]
-            q[bi, ji] = self.critic.rows_q(joint, bi, states[bi, ji], u[bi, ji], bi, own=rows_own)
+        if not bi.numel():
+            return q
+        if own is not None and joint.device.type == "cpu":
+            # each run's rows through its own critic slice, in cache-sized chunks gathered from the
+            # kept own parts (``rows_q_kept``): the values of ``rows_q``'s one-run-at-a-time path
+            q[bi, ji] = self.critic.rows_q_kept(
+                joint, bi, own.reshape(-1, own.shape[-1]), bi * cand.shape[1] + ji
+            )
+            return q
+        rows_own = None if own is None else own[bi, ji]
+        q[bi, ji] = self.critic.rows_q(joint, bi, states[bi, ji], u[bi, ji], bi, own=rows_own)
         return q
 
     # ------------------------------------------------------------------ run <-> pack slice
