@@ -83,6 +83,20 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"slurm.{k}: unknown key; allowed: {', '.join(known)}")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | int) -> list[int] | int:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a count must be >= 1, or a list of seeds, e.g. [0, 5]")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list is empty; give at least one seed, e.g. [0]")
+            if any(s < 0 for s in v):
+                raise ValueError("a seed must be >= 0")
+            if len(set(v)) != len(v):
+                raise ValueError("a seed is listed twice")
+        return v
+
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
@@ -119,6 +133,7 @@ def load_sweep(
         data["seeds"] = parse_value(seeds)
     if name:
         data["name"] = name
+    set_ = _axis_overrides(data, list(set_))
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
@@ -129,6 +144,25 @@ def load_sweep(
         base = load_yaml(base_path)
     base = apply_overrides(base, set_)
     return spec, base
+
+
+def _axis_overrides(data: dict, set_: list[str]) -> list[str]:
+    """Hydra's rule for an override of a key the sweep varies: ``--set KEY=V`` (or a bare ``KEY=V``)
+    where ``KEY`` is an axis replaces the axis by ``[V]``, and ``seed=V`` replaces the seeds by
+    ``[V]`` (a base value would be overwritten by the axis: silently ignored). Returns the other
+    overrides, for the base config."""
+    axes = data.get("axes") if isinstance(data.get("axes"), dict) else {}
+    rest = []
+    for item in set_:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if sep and key in axes:
+            axes[key] = [parse_value(text)]
+        elif sep and key == "seed":
+            data["seeds"] = [parse_value(text)]
+        else:
+            rest.append(item)
+    return rest
 
 
 def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
