@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..agents.config import RESOLVE
-from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, inside, write_json
+from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, dir_lock, inside, write_json
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -775,16 +775,23 @@ def run_sweep(
     options: BackendOptions | None = None,
     stop: StopToken | None = None,
     pack: int | None = None,
+    extend: bool = False,
 ) -> SweepResult:
     """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
     ``set_``, ``seeds``, ``axes`` and ``name``, :class:`BackendOptions` for ``options``. ``stop``
     (default: a new token, flagged by SIGINT / SIGTERM to this process) is the sweep's stop token:
     once requested every running run checkpoints and ends ``interrupted``, queued runs do not start,
     and KeyboardInterrupt is raised. ``pack``: train compatible runs in packs of at most this many
-    (0: chosen from memory and device; ``experiment/pack.py``), one run directory each."""
+    (0: chosen from memory and device; ``experiment/pack.py``), one run directory each.
+
+    The sweep directory is locked (``rundir.dir_lock``) for the life of the call: a second sweep
+    of it is refused (:class:`SweepDirBusy`). A directory that holds another plan (other run ids or
+    another sweep name in its manifest) is refused unless ``extend`` (its runs are then added to
+    the manifest; the previous ``sweep.yaml`` is kept as ``sweep.<k>.yaml``)."""
     check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
+    planned = [r.id for r in runs]
     if only is not None:
         keep = set(only)
         runs = [r for r in runs if r.id in keep]
@@ -793,10 +800,49 @@ def run_sweep(
         raise ConfigError(f"sweep directory {sweep_dir}: exists and is not a directory")
     sd = SweepDir(sweep_dir)
     sd.check_safe()  # a received sweep directory: no link for a write to follow
+    check_plan(sd, spec.name, planned, extend)  # before anything is created
+    from .runner import check_memory
+
+    for r in runs:  # an impossible size is refused before the sweep directory exists
+        check_memory(r.config, pack or 1)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with dir_lock(sweep_dir, "sweep directory", SweepDirBusy, SWEEP_BUSY_HINT):
+        check_plan(sd, spec.name, planned, extend)  # again, now that no other sweep can write it
+        return _run_sweep(spec, base, runs, sd, backend, workers, address, progress, options, stop, pack, extend)
+
+
+class SweepDirBusy(ValueError):
+    """Another live process runs a sweep in this directory."""
+
+
+SWEEP_BUSY_HINT = "; wait for that sweep to end or stop it (Ctrl-C / SIGTERM), then run again to resume"
+
+
+def check_plan(sd: SweepDir, name: str, planned: list[str], extend: bool) -> None:
+    """Refuse (ConfigError) a sweep directory whose manifest holds another plan than ``planned``
+    (the run ids of the sweep ``name``), unless ``extend``. The same plan again resumes it."""
+    man = sd.manifest()
+    old = [e.get("id") for e in man.get("runs", []) if isinstance(e, dict)]
+    if not old or extend or (set(old) == set(planned) and man.get("sweep") == name):
+        return
+    new, gone = len(set(planned) - set(old)), len(set(old) - set(planned))
+    raise ConfigError(
+        f"sweep directory {sd.path}: holds another plan (sweep {man.get('sweep')!r}, {len(old)} runs; this one: "
+        f"sweep {name!r}, {len(planned)} runs, {new} not in it, {gone} of its runs not in this one); run the "
+        "same file and flags again to resume it, give another --out, or pass --extend to add this plan's runs"
+    )
+
+
+def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, options, stop, pack, extend):
+    sweep_dir = sd.path
     sd.runs_dir.mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump()
     resolved["base"] = base
-    sd.write_file(SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    if extend and sd.sweep_file.exists() and sd.sweep_file.read_text() != text:
+        k = 1 + sum(1 for _ in sweep_dir.glob("sweep.*.yaml"))
+        sd.write_file(f"sweep.{k}.yaml", sd.sweep_file.read_bytes())  # the plan it extends
+    sd.write_file(SWEEP_FILE, text)
     options = options or BackendOptions()
     if spec.slurm:  # the sweep file's slurm: block, under the options given on the command line
         given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}
