@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -244,6 +245,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             res["error"] = RunDir(run_dir).status().get("error")
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
         res = {"status": "interrupted"}
+        if not run_dir.startswith("["):  # a single run: where it stopped (a pack's members: their status)
+            res["episodes_done"] = RunDir(run_dir).status().get("episodes_done")
     except RunDirBusy as err:  # another process started it since the plan: not run here, not failed
         res = {"status": "queued", "busy": str(err)}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
@@ -255,6 +258,7 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
     return {**res, **where, "wall_time_s": time.time() - t0}
 
 
+STOP_WAIT_S = 60.0  # after a stop, how long the local pool waits for its workers before killing them
 BUSY_GRACE_S = 5.0  # how long a sweep's plan waits for a run's claim by an exiting process to end
 
 
@@ -467,6 +471,11 @@ def pool_worker(tasks, results, stop: StopToken, threads: int) -> None:
     empty; reports ``("start", run id, pid)`` and ``("done", run id, result)`` on ``results``."""
     import queue
 
+    # Ctrl-C at a terminal reaches the whole process group: the sweep relays it through the shared
+    # event, so a worker ignores SIGINT (inherited ignored from its start, see LocalPool.run) and
+    # stops on the event or on a SIGTERM of its own
+    stop.signals = tuple(s for s in stop.signals if s != signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with stop.installed():
             while not stop.requested:
@@ -499,15 +508,30 @@ class LocalPool:
         ctx = mp.get_context("spawn")
         stop.share(ctx.Event())
         tasks, results = ctx.Queue(), ctx.Queue()
-        for job in jobs:
-            tasks.put(job)
         n = min(self.workers, len(jobs))
-        for _ in range(n):
-            tasks.put(None)
+        waiting = list(jobs)  # fed as workers take them: a full pipe never blocks a stop or an exit
+
+        def feed(k: int = 1) -> None:
+            for _ in range(k):
+                if stop.requested:
+                    return
+                if waiting:
+                    tasks.put(waiting.pop(0))
+                    if not waiting:
+                        for _ in range(n):
+                            tasks.put(None)
+
+        feed(n)
 
         def start():
             p = ctx.Process(target=pool_worker, args=(tasks, results, stop.child(), self.threads))
-            p.start()
+            main = threading.current_thread() is threading.main_thread()
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited by the worker
+            try:
+                p.start()
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, old)
             return p
 
         procs = [start() for _ in range(n)]
@@ -522,6 +546,7 @@ class LocalPool:
                 return
             if kind == "start":
                 holding[payload] = rid
+                feed()
             elif rid in left:
                 left.discard(rid)
                 for pid in [p for p, r in holding.items() if r == rid]:
@@ -558,11 +583,17 @@ class LocalPool:
         finally:
             if any(p.is_alive() for p in procs):  # normally every worker has left already
                 stop.event.set()
+            deadline = time.time() + STOP_WAIT_S
+            while any(p.is_alive() for p in procs) and time.time() < deadline:
+                try:  # a second Ctrl-C: still collect, so that no worker blocks on a full pipe
+                    collect(0.2)
+                except KeyboardInterrupt:
+                    pass
             for p in procs:
-                p.join(timeout=60)
                 if p.is_alive():  # pragma: no cover - a stuck worker: never leave it behind
                     p.kill()
-                    p.join()
+                p.join()
+            tasks.cancel_join_thread()  # what is left in the queue is never waited for
 
 
 def _ray_run(cfg_json: str, run_dir: str, threads: int) -> dict:
@@ -636,6 +667,7 @@ class RayTasks:
             env = self.runtime_env()
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, runtime_env=env)
             started = True
+            stop.reinstall()  # ray.init installs its own SIGTERM handler (it exits the driver at once)
         try:
             self._run(ray, jobs, on_done, poll, stop)
         finally:
@@ -909,8 +941,12 @@ def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, option
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
             st = RunDir(run_dir).status()
-            if man.entries[rid].get("status") == "queued" and st.get("state") in ("interrupted", "running"):
+            if man.entries[rid].get("status") != "queued":
+                continue
+            if st.get("state") in ("interrupted", "running"):
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
+            else:  # never started: to run on the next call
+                man.update(rid, status="pending")
         man.save(spec.name)
         raise
     return SweepResult(
