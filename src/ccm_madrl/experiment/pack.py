@@ -185,7 +185,8 @@ class PackTrainer:
                 try:
                     m.build()
                 except Exception as err:  # noqa: BLE001 - this run cannot start: it fails alone
-                    m._status("failed", 0, error=traceback.format_exc())
+                    with contextlib.suppress(OSError):  # a full disk may refuse its status too
+                        m._status("failed", 0, error=traceback.format_exc())
                     self.summaries[m.run_dir] = RunSummary(m.run_dir, "failed", 0, np.nan, 0.0)
                     members.remove(m)
                     if not self.quiet:
@@ -538,6 +539,7 @@ def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopTok
     """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
     diverged run does not stop the others, and a member that another live process trains now is
     left to it (its result: ``queued``, not run here)."""
+    from ..rundir import read_json
     from .config import build_config
 
     trainer = PackTrainer([build_config(c) for c in cfgs], run_dirs, stop=stop)
@@ -547,7 +549,7 @@ def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopTok
         st = s.run_dir / "status.json"
         r = {"status": s.state, "episodes_done": s.episodes_done, "wall_time_s": time.time() - t0}
         if s.state in ("failed", "diverged"):
-            err = (json.loads(st.read_text()).get("error") or s.state).strip().splitlines()
+            err = (read_json(st).get("error") or s.state).strip().splitlines()
             r["error"] = err[-1][:400] if err else s.state  # the exception's own line
         else:
             r["final_return"] = s.final_return
