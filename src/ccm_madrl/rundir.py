@@ -17,11 +17,12 @@ Run directory::
     metrics.parquet    one row per episode          monitor/          gradient-flow measurements
     checkpoint.pt      latest checkpoint            status.json       state and heartbeat
     checkpoint.prev.pt the one before it            tb/               TensorBoard events
+    .lock              held (flock) by the process that trains the run, naming its pid and host
 
 Sweep directory::
 
     sweep.yaml         the sweep file as resolved   manifest.json     one entry per run
-    runs/<id>/         a run directory
+    runs/<id>/         a run directory               .lock             held by the sweep process
 """
 
 from __future__ import annotations
