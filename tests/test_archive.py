@@ -253,7 +253,7 @@ def test_archive_tables_equal_the_live_store_and_rerun_is_idempotent(tmp_path):
     # a newly finished run is added, the others kept
     spec["axes"] = {"agent.actor_lr": [1e-4, 1e-1, 1e-2]}
     f.write_text(yaml.safe_dump(spec))
-    run_sweep(f, tmp_path / "sw", workers=1, progress=False)
+    run_sweep(f, tmp_path / "sw", workers=1, progress=False, extend=True)  # a larger plan: --extend
     res = archive_sweep(tmp_path / "sw", out, baselines=False)
     assert len(res["added"]) == 1 and res["archived"] == 3
     index = json.loads((out / "archive.json").read_text())

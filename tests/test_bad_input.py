@@ -133,6 +133,27 @@ CASES = [
     Case("run name an absolute path", ["train", "{d}/small.yaml", "name={d}/abs_x"], "name: must be a label",
          fixed=True),
     Case("sweep name a path", ["sweep", "{d}/sweep_path.yaml"], "name: must be a label", fixed=True),
+    # --------------------------------------------------------------- sweep plans (#35 item 7)
+    Case("sweep --seeds 0", ["sweep", "{d}/sweep_axis.yaml", "--seeds", "0", "--out", "{d}/s10"], "seeds: Value error, a count must be >= 1",
+         ["{d}/s10"], fixed=True),
+    Case("sweep --seeds -1", ["sweep", "{d}/sweep_axis.yaml", "--seeds=-1", "--out", "{d}/s11"], "seeds: Value error, a count must be >= 1",
+         ["{d}/s11"], fixed=True),
+    Case("sweep --seeds with a negative seed", ["sweep", "{d}/sweep_axis.yaml", "--seeds", "[0, -1]", "--out", "{d}/s12"],
+         "seeds: Value error, a seed must be >= 0", ["{d}/s12"], fixed=True),
+    Case("sweep file seeds: 0", ["sweep", "{d}/sweep_seeds0.yaml", "--out", "{d}/s13"], "seeds: Value error, a count must be >= 1",
+         ["{d}/s13"], fixed=True),
+    Case("sweep --set of an axis key, bad value", ["sweep", "{d}/sweep_axis.yaml", "--set", "agent.actor_lr=banana", "--out", "{d}/s14"],
+         "agent.actor_lr: Input should be a valid number", ["{d}/s14"], fixed=True),
+    Case("sweep bare override of an axis key, bad value", ["sweep", "{d}/sweep_axis.yaml", "agent.actor_lr=-1", "--out", "{d}/s15"],
+         "agent.actor_lr: Input should be greater than 0", ["{d}/s15"], fixed=True),
+    Case("run too large for memory", ["train", "{d}/small.yaml", "--set", "env.n_agents=100000000", "--run-dir", "{d}/r_big"],
+         "env.n_agents=100000000", ["{d}/r_big"], fixed=True),
+    Case("sweep run too large for memory", ["sweep", "{d}/sweep_axis.yaml", "--set", "env.n_agents=100000000", "--out", "{d}/s17"],
+         "env.n_agents=100000000", ["{d}/s17"], fixed=True),
+    Case("sweep into a directory of another plan", ["sweep", "{d}/sweep_axis.yaml", "--out", "{d}/other_plan"],
+         "holds another plan", ["{d}/other_plan/sweep.yaml", "{d}/other_plan/runs"], fixed=True),
+    Case("sweep --set seed negative", ["sweep", "{d}/sweep_axis.yaml", "--set", "seed=-3", "--out", "{d}/s16"],
+         "seeds: Value error, a seed must be >= 0", ["{d}/s16"], fixed=True),
 ]  # fmt: skip
 
 OUTSIDE = "outside.txt"  # the file the links of the untrusted run directories point at
@@ -177,6 +198,8 @@ def make_inputs(d: Path) -> None:
         "sweep_seed": {"axes": {"seed": [1, 2]}},
         "sweep_nobase": {"base": "nobase.yaml"},
         "sweep_ok": {},
+        "sweep_axis": {"axes": {"agent.actor_lr": [0.001, 0.01]}},
+        "sweep_seeds0": {"seeds": 0},
     }.items():
         (d / f"{name}.yaml").write_text(yaml.safe_dump({**base, **extra}))
     (d / OUTSIDE).write_text("the user's file\n")
@@ -196,6 +219,8 @@ def make_inputs(d: Path) -> None:
     (d / "sweep_bomb.yaml").write_text(
         "name: bomb\nbase:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())
     )
+    (d / "other_plan").mkdir()  # a sweep directory of another plan (its manifest only)
+    (d / "other_plan" / "manifest.json").write_text(json.dumps({"sweep": "bad", "runs": [{"id": "0123456789ab"}]}))
     (d / "sweep_path.yaml").write_text(yaml.safe_dump({**base, "name": "../../x"}))
     np.save(d / "array.npy", np.zeros(3))
     (d / "env_a.npz").write_bytes((DATA / "env_a.npz").read_bytes())

@@ -56,11 +56,9 @@ def test_multirun_sweep_runs_the_grid(tmp_path):
     assert sorted(
         (r["overrides"]["agent.actor_lr"], r["overrides"]["seed"], r["episodes_done"]) for r in runs
     ) == [
-        (0.001, 0, 2),
-        (0.001, 1, 2),
-        (0.01, 0, 2),
-        (0.01, 1, 2),
-    ]  # seed=5 without a comma is the base's seed; the sweep's seeds (2) stay
+        (0.001, 5, 2),
+        (0.01, 5, 2),
+    ]  # seed=5 without a comma replaces the sweep's seeds by [5] (Hydra's rule for a swept key)
 
 
 def test_bare_override_trains(tmp_path):

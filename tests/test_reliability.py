@@ -271,7 +271,7 @@ def test_a_run_another_live_process_trains_is_refused_and_untouched(tmp_path, ca
     with pytest.raises(RunDirBusy, match=f"another process is training this run \\(pid {os.getppid()}"):
         Trainer(cfg, rd, progress=False, quiet=True).run()
     assert json.loads((rd / "status.json").read_text()) == st and sorted(p.name for p in rd.iterdir()) == [
-        "status.json"
+        ".lock", "status.json"  # the lock file (rundir.dir_lock) holds no data
     ]
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))

@@ -18,14 +18,24 @@ divergence) of a sweep directory and writes, for the whole sweep, one file per t
                              return on the same environment and evaluation episodes
 
 Re-running is idempotent: runs already archived are kept as they are, newly finished ones are
-added (nothing is rewritten when there are none). :class:`ArchiveStore` (and
+added (nothing is rewritten when there are none and no baseline is missing).
+
+An archive is written as a transaction (:func:`_swap_in`): every table and ``archive.json`` (last)
+go to a new folder beside it, which then replaces the archive in one ``rename`` (Linux: an atomic
+exchange, ``renameat2(RENAME_EXCHANGE)``); a process killed on the way leaves the archive as it
+was, and the next run completes what is missing (a baseline of any archived run included). Adding
+the runs of another sweep (another name, or runs whose config differs outside the sweep's axes and
+seed) is refused unless ``merge``; a sweep without a finished run writes no archive. :class:`ArchiveStore` (and
 ``ccm_madrl.store.load`` on an archive directory) gives the same tables as the live store, so
 ``ccm-madrl report results/<sweep>`` rebuilds every table and figure from the archive alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -41,6 +51,7 @@ import yaml
 from . import __version__
 from .rundir import (
     FINISHED_STATES,
+    SWEEP_FILE,
     RunDir,
     SweepDir,
     UnsafePath,
@@ -198,6 +209,7 @@ def archive_sweep(
     command: str | None = None,
     include_complete_failed: bool = False,
     include_interrupted: bool = False,
+    merge: bool = False,
 ) -> dict:
     """Archive the finished runs of ``sweep_dir`` into ``out`` (module docstring); with
     ``include_complete_failed`` also the runs of :func:`complete_but_failed`, archived with status
@@ -207,17 +219,24 @@ def archive_sweep(
     events are those of the prefix, ``archive.json`` says ``includes_interrupted``; the report counts
     such runs as unfinished). An archive holds either kind, never both. Returns
     {"added": [...run ids], "archived": n, "finished": n, "runs_in_sweep": n, "bytes": {...}}."""
-    from .store import Store
 
     sweep_dir, out = Path(sweep_dir), Path(out)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"archive: no such sweep directory: {sweep_dir}")
-    links = (links_in(out) if out.is_dir() else []) + links_in(sweep_dir)
+    links = ([out] if out.is_symlink() else []) + (links_in(out) if out.is_dir() else []) + links_in(sweep_dir)
     if links:  # a received archive or sweep: no write may follow a link, no read be led out of it
         raise UnsafePath(
             f"{links[0]}: is a symbolic link; refused (an archive or sweep directory must hold no links)"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(out.parent):  # one archive writer per folder at a time (the next one waits)
+        _recover(out)
+        return _archive(sweep_dir, out, baselines, command, include_complete_failed, include_interrupted, merge)
+
+
+def _archive(sweep_dir, out, baselines, command, include_complete_failed, include_interrupted, merge) -> dict:
+    from .store import Store
+
     old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
     have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
     index = read_json(out / INDEX)
@@ -240,7 +259,17 @@ def archive_sweep(
             runs.at[i, "status"] = "done"
     done = runs[runs["status"].isin(FINISHED_STATES + (("interrupted",) if include_interrupted else ()))]
     new = done[~done["run_id"].isin(have)]
-    if new.empty and index:
+    if done.empty and not index:
+        raise ValueError(
+            f"archive: {sweep_dir} has no finished run ({len(runs)} runs, none done or diverged); nothing written"
+        )
+    sweep_name = store.sweep_names[0] if store.sweep_names else sweep_dir.name
+    axes = sweep_axes(sweep_dir)
+    if index and not merge:
+        check_same_sweep(out, index, old["configs"], sweep_dir, sweep_name, axes, [store.config(r) for r in (
+            {rd.name: rd for _, rd in store.run_dirs}[rid] for rid in new["run_id"])])  # fmt: skip
+    want_baselines = baselines and bool(_missing_baselines(old["baselines"], _archived_configs(old["configs"])))
+    if new.empty and index and not want_baselines:
         return _result(out, [], len(have), len(done), len(runs))
     dirs = {rd.name: rd for _, rd in store.run_dirs}
     tables: dict[str, list[pd.DataFrame]] = {t: [old[t]] if len(old[t]) else [] for t in RUN_TABLES}
@@ -274,22 +303,45 @@ def archive_sweep(
         stops = store._stops_of(rd)
         if len(stops):
             tables["stops"].append(stops.assign(run_id=run_id))
-    configs = pd.DataFrame()
-    for name, frames in tables.items():
-        if not frames:
-            continue
-        df = pd.concat(frames, ignore_index=True)
-        if name == "configs":
-            configs = df
-        keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
-        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
-        df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
-        write_table(out / f"{name}.parquet", df)
-    if baselines:
-        _add_baselines(out, old["baselines"], [store.config(dirs[r]) for r in new["run_id"]])
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
+    try:
+        for p in out.iterdir() if out.is_dir() else []:  # what the archive holds besides its tables
+            if p.name != INDEX and p.suffix != ".parquet":
+                (shutil.copytree if p.is_dir() else shutil.copy2)(p, stage / p.name)
+        configs = pd.DataFrame()
+        for name, frames in tables.items():
+            if not frames:
+                continue
+            df = pd.concat(frames, ignore_index=True)
+            if name == "configs":
+                configs = df
+            keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
+            df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+            df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
+            write_table(stage / f"{name}.parquet", df)
+        if baselines:  # every archived run's setting: one a killed run left out is added now
+            _add_baselines(stage, old["baselines"], _archived_configs(configs))
+        elif len(old["baselines"]):
+            shutil.copy2(out / "baselines.parquet", stage / "baselines.parquet")
+        _write_index(stage, out, index, sweep_dir, sweep_name, axes, merge, store, runs, have, new, done, configs,
+                     include_interrupted, command)  # fmt: skip
+        _swap_in(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
+
+
+def _write_index(stage, out, index, sweep_dir, sweep_name, axes, merge, store, runs, have, new, done, configs,
+                 include_interrupted, command) -> None:  # fmt: skip
+    """archive.json, written last into the new folder: what it holds and how it was made."""
+    name = index.get("sweep", sweep_name) if index else sweep_name
+    merged = sorted({*index.get("merged_sweeps", []), *([sweep_name] if sweep_name != name else [])})
     entry = {
         "format": FORMAT,
-        "sweep": store.sweep_names[0] if store.sweep_names else sweep_dir.name,
+        "sweep": name,
+        **({"merged_sweeps": merged} if merged else {}),
+        "axes": sorted({*index.get("axes", []), *axes}),
         "source": portable_path(sweep_dir),
         "runs_archived": len(have) + len(new),
         "finished_in_source": len(done),
@@ -309,8 +361,134 @@ def archive_sweep(
             datetime.now(timezone.utc).isoformat(timespec="seconds"),
         ),
     }
-    write_json(out / INDEX, entry)
-    return _result(out, sorted(new["run_id"]), len(have) + len(new), len(done), len(runs))
+    write_json(stage / INDEX, entry)
+
+
+def _writer_lock(folder: Path):
+    """An exclusive ``flock`` on the archive's parent folder (no file created), waited for."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def held():
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    return held()
+
+
+def _old_name(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def _recover(out: Path) -> None:
+    """Undo what a killed writer left: its unfinished new folders (``.<name>.new-*``) are removed;
+    an archive moved aside (``.<name>.old``, the two-rename fallback of :func:`_swap_in`) but not
+    replaced is put back."""
+    for p in out.parent.glob(f".{out.name}.new-*"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+    old = _old_name(out)
+    if old.is_dir() and not old.is_symlink():
+        if out.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, out)
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace the archive ``out`` by the folder ``stage`` (both in one folder) in one step: the
+    directories are exchanged atomically (``renameat2(RENAME_EXCHANGE)``, Linux) and the old one
+    (now at ``stage``) is removed by the caller; elsewhere, or on a file system without it, ``out``
+    is renamed aside (``.<name>.old``) first, and :func:`_recover` puts it back if a crash falls
+    between the two renames."""
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    if _exchange(stage, out):
+        return
+    old = _old_name(out)
+    os.rename(out, old)
+    os.rename(stage, out)
+    shutil.rmtree(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def sweep_axes(sweep_dir: Path) -> list[str]:
+    """The keys a sweep varies (its ``sweep.yaml``'s axes; none when it has no readable one)."""
+    from .experiment.config import parse_yaml
+
+    try:
+        spec = parse_yaml((Path(sweep_dir) / SWEEP_FILE).read_text(), str(Path(sweep_dir) / SWEEP_FILE))
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    axes = spec.get("axes") if isinstance(spec, dict) else None
+    return sorted(axes) if isinstance(axes, dict) else []
+
+
+def config_shape(cfg: dict, axes: Iterable[str]) -> str:
+    """What runs of one sweep share: the config id without its name, seed and the axes' keys (each
+    at its default), so that configs written by other versions of the package compare equal."""
+    from .experiment.config import stored_config
+
+    d = json.loads(json.dumps(cfg))
+    d.pop("seed", None)
+    d.pop("name", None)
+    for key in axes:
+        *section, field = key.split(".")
+        node = d
+        for part in section:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(field, None)
+    return stored_config(d).id()
+
+
+def check_same_sweep(out: Path, index: dict, configs: pd.DataFrame, sweep_dir: Path, sweep_name: str,
+                     axes: list[str], new_cfgs: list[dict]) -> None:  # fmt: skip
+    """Refuse (ValueError) adding the runs of ``sweep_dir`` to the archive ``out`` when they are
+    another sweep's: another name, or a config that differs from every archived run's outside the
+    axes (the archive's and this sweep's) and the seed. ``--merge`` adds them anyway."""
+    name = index.get("sweep")
+    if name is not None and name != sweep_name:
+        raise ValueError(
+            f"archive: {out} holds sweep {name!r}, {sweep_dir} is sweep {sweep_name!r}; refused (pass --merge "
+            "to add its runs to this archive, or give another --out)"
+        )
+    if not new_cfgs or configs.empty:
+        return
+    keys = sorted({*index.get("axes", []), *axes})
+    have = {config_shape(c, keys) for c in _archived_configs(configs)}
+    other = [c for c in new_cfgs if config_shape(c, keys) not in have]
+    if other:
+        raise ValueError(
+            f"archive: {out} holds sweep {name!r} with another base config than {len(other)} of the runs of "
+            f"{sweep_dir} (they differ outside the axes {', '.join(keys) or '(none)'} and the seed); refused "
+            "(pass --merge to add them to this archive, or give another --out)"
+        )
+
+
+def _archived_configs(configs: pd.DataFrame) -> list[dict]:
+    """The archived runs' configs (``configs.parquet``'s YAML, plain values only)."""
+    from .experiment.config import parse_yaml
+
+    if configs.empty or "config_yaml" not in configs:
+        return []
+    return [parse_yaml(y, f"configs.parquet, run {rid}") or {} for rid, y in zip(configs["run_id"], configs["config_yaml"])]
 
 
 PROVENANCE_KEYS = ("version", "commit", "dirty", "device", "device_name")
@@ -406,17 +584,25 @@ def _commit() -> dict:
     return source_commit()
 
 
-def _add_baselines(out: Path, old: pd.DataFrame, cfgs: list[dict]) -> None:
-    """The baselines for every (setting, seed) of the new runs not yet in the archive."""
-    rows = [old] if len(old) else []
+def _missing_baselines(old: pd.DataFrame, cfgs: list[dict]) -> list[tuple[str, dict]]:
+    """The (baseline, setting) pairs of these runs that ``old`` (the baselines table) lacks."""
     seen = set(zip(old["baseline"], old["setting"])) if len(old) else set()
+    missing = []
     for cfg in cfgs:
         key = _baseline_key(cfg)
         setting = json.dumps(key, sort_keys=True)
         for algo in BASELINES:
             if (algo, setting) not in seen:
                 seen.add((algo, setting))
-                rows.append(pd.DataFrame([baseline_return(key, algo)]))
+                missing.append((algo, key))
+    return missing
+
+
+def _add_baselines(out: Path, old: pd.DataFrame, cfgs: list[dict]) -> None:
+    """The baselines for every (setting, seed) of the runs ``cfgs`` not yet in ``old``."""
+    rows = [old] if len(old) else []
+    for algo, key in _missing_baselines(old, cfgs):
+        rows.append(pd.DataFrame([baseline_return(key, algo)]))
     if rows:
         df = pd.concat(rows, ignore_index=True).sort_values(["baseline", "seed", "setting"], kind="stable")
         write_table(out / "baselines.parquet", df.reset_index(drop=True))

@@ -129,6 +129,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             options=options,
             pack=args.pack,
+            extend=args.extend,
             **changes,
         )
     except KeyboardInterrupt:
@@ -215,9 +216,11 @@ def cmd_archive(args: argparse.Namespace) -> int:
             ["ccm-madrl archive", args.sweep, "--out", args.out]
             + (["--include-complete-failed"] if args.include_complete_failed else [])
             + (["--include-interrupted"] if args.include_interrupted else [])
+            + (["--merge"] if args.merge else [])
         ),
         include_complete_failed=args.include_complete_failed,
         include_interrupted=args.include_interrupted,
+        merge=args.merge,
     )
     _console().print(
         f"archive: {args.out} — {len(res['added'])} run(s) added, {res['archived']} archived, "
@@ -315,7 +318,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 _MULTIRUN = ("-m", "--multirun")
 # options of `train` and `sweep` that take no value (every other option takes the next argument)
-_NO_VALUE = {"-h", "--help", "--no-progress", "--dry-run", "--ship-package", "--no-ship-package", *_MULTIRUN}
+_NO_VALUE = {"-h", "--help", "--no-progress", "--dry-run", "--extend", "--ship-package", "--no-ship-package", *_MULTIRUN}
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -479,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train compatible runs (same options but seed and per-run scalars) as packs of at most R "
         "runs, one program each (no R: at most 16 on a CPU, 160 on a GPU, within half the free memory)",
     )
+    s.add_argument(
+        "--extend",
+        action="store_true",
+        help="add this plan's runs to a sweep directory that holds another plan (refused without it)",
+    )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sweep)
 
@@ -505,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a prefix archive: also archive runs stopped before their last episode, with the episodes they "
         "finished (their stop events are the prefix's); never mixed with an archive of finished runs",
+    )
+    a.add_argument(
+        "--merge",
+        action="store_true",
+        help="add the runs of another sweep (another name or base config) to this archive; without it that "
+        "is refused (runs of the same sweep, e.g. another seed slice, need no flag)",
     )
     a.set_defaults(func=cmd_archive)
 

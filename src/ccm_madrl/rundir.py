@@ -17,15 +17,17 @@ Run directory::
     metrics.parquet    one row per episode          monitor/          gradient-flow measurements
     checkpoint.pt      latest checkpoint            status.json       state and heartbeat
     checkpoint.prev.pt the one before it            tb/               TensorBoard events
+    .lock              held (flock) by the process that trains the run, naming its pid and host
 
 Sweep directory::
 
     sweep.yaml         the sweep file as resolved   manifest.json     one entry per run
-    runs/<id>/         a run directory
+    runs/<id>/         a run directory               .lock             held by the sweep process
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -53,6 +55,7 @@ TENSORBOARD = "tb"
 MANIFEST = "manifest.json"
 SWEEP_FILE = "sweep.yaml"
 RUNS = "runs"
+LOCK = ".lock"  # held (flock) by the one process that writes a run or sweep directory
 
 # status.json's "state" of a run while and after it runs; a reader also sees "stale" (see
 # effective_state) and, for a run without status.json, "not-started" / "unknown".
@@ -193,12 +196,52 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         return pd.DataFrame()
-    if columns is not None:
-        import pyarrow.parquet as pq
+    try:
+        if columns is not None:
+            import pyarrow.parquet as pq
 
-        have = set(pq.read_schema(path).names)
-        columns = [c for c in columns if c in have]
-    return pd.read_parquet(path, columns=columns)
+            have = set(pq.read_schema(path).names)
+            columns = [c for c in columns if c in have]
+        return pd.read_parquet(path, columns=columns)
+    except Exception as err:  # noqa: BLE001 - truncated, not Parquet, unreadable: name the file
+        raise DamagedFile(
+            f"{path}: not a readable Parquet file ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+        ) from None
+
+
+class DamagedFile(ValueError):
+    """A file of the run store that cannot be read as what it should be (named in the message)."""
+
+
+class DirBusy(ValueError):
+    """Another live process holds the directory's lock (:func:`dir_lock`)."""
+
+
+@contextmanager
+def dir_lock(path: str | Path, what: str, busy: type[DirBusy] = DirBusy, hint: str = ""):
+    """Hold the exclusive lock of the directory ``path`` (``fcntl.flock`` on ``path/.lock``, which
+    records the holder's pid and host) while inside; the operating system releases it when the
+    process ends, however it ends (a crash, SIGKILL). A second process is refused at once:
+    ``busy`` naming the holder's pid and host (``what``: "run directory", "sweep directory")."""
+    path = Path(path)
+    lock = check_inside(path / LOCK, path)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_json(lock)
+            who = (
+                f"pid {holder.get('pid')} on host {holder.get('host')}"
+                if holder
+                else "another process (starting now)"
+            )
+            raise busy(f"{what} {path}: in use by {who}{hint}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ definitions

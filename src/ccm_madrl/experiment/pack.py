@@ -36,11 +36,13 @@ from .callbacks import Callback, MonitorCallback, default_callbacks
 from .config import ExperimentConfig
 from .runner import (
     EVAL_FIELDS,
+    RunDirBusy,
     RunSummary,
     Trainer,
     diverged_error,
     final_return,
     finished_summary,
+    run_lock,
     training_row,
 )
 from .stop import StopToken
@@ -162,6 +164,7 @@ class PackTrainer:
         self.stop = stop or StopToken()  # Ctrl-C / SIGTERM, or the sweep's stop (experiment/stop.py)
         self.summaries: dict[Path, RunSummary] = {}
         self.busy: dict[Path, str] = {}  # members another live process trains (skipped): who
+        self._locks = contextlib.ExitStack()  # the members' run directory locks
 
     # ------------------------------------------------------------------ main
     def run(self) -> list[RunSummary]:
@@ -170,6 +173,38 @@ class PackTrainer:
         cfg0 = self.cfgs[0]
         device = resolve_device(cfg0.device)
         members = []
+        try:
+            self._members(device, members)
+        except BaseException:
+            self._locks.close()
+            raise
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(cfg0.threads)
+        try:
+            for m in list(members):
+                try:
+                    m.build()
+                except Exception as err:  # noqa: BLE001 - this run cannot start: it fails alone
+                    with contextlib.suppress(OSError):  # a full disk may refuse its status too
+                        m._status("failed", 0, error=traceback.format_exc())
+                    self.summaries[m.run_dir] = RunSummary(m.run_dir, "failed", 0, np.nan, 0.0)
+                    members.remove(m)
+                    if not self.quiet:
+                        print(f"pack: run {m.run_dir} cannot start ({type(err).__name__}: {err})")
+            by_start: dict[int, list[PackMember]] = {}
+            for m in members:
+                by_start.setdefault(m.start, []).append(m)
+            with self.stop.installed():
+                for start in sorted(by_start):
+                    self._train_pack(by_start[start], start)
+        finally:
+            torch.set_num_threads(threads_before)
+            self._locks.close()
+        return [self.summaries[d] for d in self.run_dirs if d in self.summaries]
+
+    def _members(self, device, members: list) -> None:
+        """The runs to train (done ones are summarised, busy ones left to their process), each
+        with its run directory's lock held."""
         for cfg, d in zip(self.cfgs, self.run_dirs):
             m = PackMember(cfg, d, progress=False, quiet=True, callbacks=_member_callbacks)
             m.device = device
@@ -182,29 +217,16 @@ class PackTrainer:
                 self.summaries[d] = finished
                 continue
             who = m.rd.trained_elsewhere()
+            if not who:
+                try:  # held until the pack ends (one process per run directory)
+                    self._locks.enter_context(run_lock(d))
+                except RunDirBusy as err:
+                    who = str(err).split("in use by ", 1)[-1].split(";", 1)[0]
             if who:  # another process trains it now (a second sweep): left to it, the others go on
                 self.busy[d] = who
                 continue
             m.rd.write_config(cfg.to_yaml())
             members.append(m)
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(cfg0.threads)
-        try:
-            for m in members:
-                try:
-                    m.build()
-                except Exception:
-                    m._status("failed", 0, error=traceback.format_exc())
-                    raise
-            by_start: dict[int, list[PackMember]] = {}
-            for m in members:
-                by_start.setdefault(m.start, []).append(m)
-            with self.stop.installed():
-                for start in sorted(by_start):
-                    self._train_pack(by_start[start], start)
-        finally:
-            torch.set_num_threads(threads_before)
-        return [self.summaries[d] for d in self.run_dirs if d in self.summaries]
 
     def _provenance(self, members: list[PackMember], start: int) -> None:
         names = [m.run_dir.name for m in members]
@@ -517,6 +539,7 @@ def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopTok
     """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
     diverged run does not stop the others, and a member that another live process trains now is
     left to it (its result: ``queued``, not run here)."""
+    from ..rundir import read_json
     from .config import build_config
 
     trainer = PackTrainer([build_config(c) for c in cfgs], run_dirs, stop=stop)
@@ -526,7 +549,8 @@ def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopTok
         st = s.run_dir / "status.json"
         r = {"status": s.state, "episodes_done": s.episodes_done, "wall_time_s": time.time() - t0}
         if s.state in ("failed", "diverged"):
-            r["error"] = json.loads(st.read_text()).get("error", s.state)[-400:]
+            err = (read_json(st).get("error") or s.state).strip().splitlines()
+            r["error"] = err[-1][:400] if err else s.state  # the exception's own line
         else:
             r["final_return"] = s.final_return
         res[s.run_dir.name] = r

@@ -52,7 +52,16 @@ from ..mec.dynamics import draw_devices
 from ..mec.env import MECEnv, record_episodes
 from ..mec.rng import RunRNG
 from ..provenance import collect, resolve_device
-from ..rundir import RunDir, check_inside, discard, effective_state, final_return, write_staged  # noqa: F401 - effective_state: re-exported
+from ..rundir import (  # noqa: F401 - effective_state: re-exported
+    DirBusy,
+    RunDir,
+    check_inside,
+    dir_lock,
+    discard,
+    effective_state,
+    final_return,
+    write_staged,
+)
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
 from .stop import StopToken
@@ -72,9 +81,20 @@ class CheckpointError(ValueError):
     """No checkpoint of the run directory can be loaded."""
 
 
-class RunDirBusy(ValueError):
+class RunDirBusy(DirBusy):
     """Another live process trains this run directory now (a second launch of the same run or
     sweep): starting too would interleave two writers of one checkpoint and status."""
+
+
+BUSY_HINT = (
+    "; wait for it to finish or stop it (Ctrl-C / SIGTERM checkpoints it), then run again to resume"
+)
+
+
+def run_lock(run_dir: str | Path):
+    """The run directory's lock (:func:`rundir.dir_lock`), held for the whole run; a second
+    process is refused at once (:class:`RunDirBusy` naming the holder's pid and host)."""
+    return dir_lock(run_dir, "run directory", RunDirBusy, BUSY_HINT)
 
 
 def check_not_busy(rd: RunDir) -> None:
@@ -84,6 +104,27 @@ def check_not_busy(rd: RunDir) -> None:
         raise RunDirBusy(
             f"run directory {rd.path}: another process is training this run ({who}); wait for it to "
             "finish or stop it (Ctrl-C / SIGTERM checkpoints it), then run again to resume"
+        )
+
+
+def check_memory(cfg: ExperimentConfig, runs: int = 1) -> None:
+    """Refuse (ValueError naming the fields and the estimate) a run whose memory, estimated up
+    front (``pack.run_bytes``: replay buffer, networks with their optimiser states, evaluation
+    table), exceeds this machine's physical memory: it could only end in a MemoryError after its
+    run directory was made. ``runs``: the runs that would share this process (a pack)."""
+    from .pack import run_bytes
+
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # unknown: nothing to compare with
+        return
+    need = runs * run_bytes(cfg)
+    if need > total:
+        raise ValueError(
+            f"env.n_agents={cfg.env.n_agents}, agent.replay.capacity={cfg.agent.replay.capacity}, "
+            f"training.eval_episodes={cfg.training.eval_episodes}, env.max_steps={cfg.env.max_steps}: the run "
+            f"needs about {need / 2**30:.3g} GiB of memory (estimated: replay buffer, networks, evaluation "
+            f"table), more than this machine's {total / 2**30:.3g} GiB; refused"
         )
 
 
@@ -368,6 +409,8 @@ class Trainer:
 
     def _check_run_dir(self) -> None:
         cfg_path = self.rd.config_path
+        if cfg_path.exists() and cfg_path.stat().st_size == 0 and not self.rd.checkpoint.exists():
+            return  # an empty config.yaml without a checkpoint: a start that failed (a full disk), redone
         if cfg_path.exists():
             from .config import stored_config
 
@@ -416,20 +459,22 @@ class Trainer:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ValueError(f"run directory {self.run_dir}: exists and is not a directory")
         self.device = resolve_device(self.cfg.device)  # before anything is written
+        check_memory(self.cfg)
         self.rd.check_safe()  # a received run directory: no link for a write to follow
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._check_run_dir()
-        finished = finished_summary(self.rd, self.cfg.id())
-        if finished is not None:
-            return finished
-        check_not_busy(self.rd)
-        self.rd.write_config(self.cfg.to_yaml())
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(self.cfg.threads)
-        try:
-            return self._run()
-        finally:
-            torch.set_num_threads(threads_before)
+        with run_lock(self.run_dir):  # one process per run directory, for the life of the run
+            self._check_run_dir()
+            finished = finished_summary(self.rd, self.cfg.id())
+            if finished is not None:
+                return finished
+            check_not_busy(self.rd)
+            self.rd.write_config(self.cfg.to_yaml())
+            threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.cfg.threads)
+            try:
+                return self._run()
+            finally:
+                torch.set_num_threads(threads_before)
 
     def _run(self) -> RunSummary:
         try:
@@ -538,6 +583,7 @@ def train(
     if cfg.kind == "cross":  # another library's agent (experiment/cross.py): it cannot poll the token
         from .cross import train_cross
 
-        with stop.installed(), stop.interrupting():
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir), stop.installed(), stop.interrupting():
             return train_cross(cfg, run_dir, progress=progress, quiet=quiet)
     return Trainer(cfg, run_dir, progress=progress, quiet=quiet, stop=stop).run()

@@ -108,6 +108,13 @@ class StopToken:
                     signal.signal(s, h)
                 self._old = {}
 
+    def reinstall(self) -> None:
+        """Put this token's handlers back while it is ``installed()`` (after a library replaced
+        one: ``ray.init`` installs a SIGTERM handler that exits the process)."""
+        if self._depth and threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                signal.signal(s, self._handler)
+
     @contextmanager
     def interrupting(self, every_s: float = 0.5):
         """For code that cannot poll the token (another library's training loop): once the token is

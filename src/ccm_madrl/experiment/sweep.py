@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -40,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..agents.config import RESOLVE
-from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, inside, write_json
+from ..rundir import STALE_AFTER_S, SWEEP_FILE, RunDir, SweepDir, dir_lock, inside, write_json
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -83,6 +84,20 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"slurm.{k}: unknown key; allowed: {', '.join(known)}")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | int) -> list[int] | int:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a count must be >= 1, or a list of seeds, e.g. [0, 5]")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list is empty; give at least one seed, e.g. [0]")
+            if any(s < 0 for s in v):
+                raise ValueError("a seed must be >= 0")
+            if len(set(v)) != len(v):
+                raise ValueError("a seed is listed twice")
+        return v
+
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
@@ -119,6 +134,7 @@ def load_sweep(
         data["seeds"] = parse_value(seeds)
     if name:
         data["name"] = name
+    set_ = _axis_overrides(data, list(set_))
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
@@ -129,6 +145,25 @@ def load_sweep(
         base = load_yaml(base_path)
     base = apply_overrides(base, set_)
     return spec, base
+
+
+def _axis_overrides(data: dict, set_: list[str]) -> list[str]:
+    """Hydra's rule for an override of a key the sweep varies: ``--set KEY=V`` (or a bare ``KEY=V``)
+    where ``KEY`` is an axis replaces the axis by ``[V]``, and ``seed=V`` replaces the seeds by
+    ``[V]`` (a base value would be overwritten by the axis: silently ignored). Returns the other
+    overrides, for the base config."""
+    axes = data.get("axes") if isinstance(data.get("axes"), dict) else {}
+    rest = []
+    for item in set_:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if sep and key in axes:
+            axes[key] = [parse_value(text)]
+        elif sep and key == "seed":
+            data["seeds"] = [parse_value(text)]
+        else:
+            rest.append(item)
+    return rest
 
 
 def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
@@ -210,6 +245,8 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
             res["error"] = RunDir(run_dir).status().get("error")
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
         res = {"status": "interrupted"}
+        if not run_dir.startswith("["):  # a single run: where it stopped (a pack's members: their status)
+            res["episodes_done"] = RunDir(run_dir).status().get("episodes_done")
     except RunDirBusy as err:  # another process started it since the plan: not run here, not failed
         res = {"status": "queued", "busy": str(err)}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
@@ -221,6 +258,7 @@ def run_one(cfg_json: str, run_dir: str, threads: int, stop: StopToken | None = 
     return {**res, **where, "wall_time_s": time.time() - t0}
 
 
+STOP_WAIT_S = 60.0  # after a stop, how long the local pool waits for its workers before killing them
 BUSY_GRACE_S = 5.0  # how long a sweep's plan waits for a run's claim by an exiting process to end
 
 
@@ -433,6 +471,11 @@ def pool_worker(tasks, results, stop: StopToken, threads: int) -> None:
     empty; reports ``("start", run id, pid)`` and ``("done", run id, result)`` on ``results``."""
     import queue
 
+    # Ctrl-C at a terminal reaches the whole process group: the sweep relays it through the shared
+    # event, so a worker ignores SIGINT (inherited ignored from its start, see LocalPool.run) and
+    # stops on the event or on a SIGTERM of its own
+    stop.signals = tuple(s for s in stop.signals if s != signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with stop.installed():
             while not stop.requested:
@@ -465,15 +508,30 @@ class LocalPool:
         ctx = mp.get_context("spawn")
         stop.share(ctx.Event())
         tasks, results = ctx.Queue(), ctx.Queue()
-        for job in jobs:
-            tasks.put(job)
         n = min(self.workers, len(jobs))
-        for _ in range(n):
-            tasks.put(None)
+        waiting = list(jobs)  # fed as workers take them: a full pipe never blocks a stop or an exit
+
+        def feed(k: int = 1) -> None:
+            for _ in range(k):
+                if stop.requested:
+                    return
+                if waiting:
+                    tasks.put(waiting.pop(0))
+                    if not waiting:
+                        for _ in range(n):
+                            tasks.put(None)
+
+        feed(n)
 
         def start():
             p = ctx.Process(target=pool_worker, args=(tasks, results, stop.child(), self.threads))
-            p.start()
+            main = threading.current_thread() is threading.main_thread()
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited by the worker
+            try:
+                p.start()
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, old)
             return p
 
         procs = [start() for _ in range(n)]
@@ -488,6 +546,7 @@ class LocalPool:
                 return
             if kind == "start":
                 holding[payload] = rid
+                feed()
             elif rid in left:
                 left.discard(rid)
                 for pid in [p for p, r in holding.items() if r == rid]:
@@ -524,11 +583,17 @@ class LocalPool:
         finally:
             if any(p.is_alive() for p in procs):  # normally every worker has left already
                 stop.event.set()
+            deadline = time.time() + STOP_WAIT_S
+            while any(p.is_alive() for p in procs) and time.time() < deadline:
+                try:  # a second Ctrl-C: still collect, so that no worker blocks on a full pipe
+                    collect(0.2)
+                except KeyboardInterrupt:
+                    pass
             for p in procs:
-                p.join(timeout=60)
                 if p.is_alive():  # pragma: no cover - a stuck worker: never leave it behind
                     p.kill()
-                    p.join()
+                p.join()
+            tasks.cancel_join_thread()  # what is left in the queue is never waited for
 
 
 def _ray_run(cfg_json: str, run_dir: str, threads: int) -> dict:
@@ -602,6 +667,7 @@ class RayTasks:
             env = self.runtime_env()
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, runtime_env=env)
             started = True
+            stop.reinstall()  # ray.init installs its own SIGTERM handler (it exits the driver at once)
         try:
             self._run(ray, jobs, on_done, poll, stop)
         finally:
@@ -741,16 +807,23 @@ def run_sweep(
     options: BackendOptions | None = None,
     stop: StopToken | None = None,
     pack: int | None = None,
+    extend: bool = False,
 ) -> SweepResult:
     """Run (or resume) a sweep. ``out`` defaults to ``sweeps/<name>``; see :func:`load_sweep` for
     ``set_``, ``seeds``, ``axes`` and ``name``, :class:`BackendOptions` for ``options``. ``stop``
     (default: a new token, flagged by SIGINT / SIGTERM to this process) is the sweep's stop token:
     once requested every running run checkpoints and ends ``interrupted``, queued runs do not start,
     and KeyboardInterrupt is raised. ``pack``: train compatible runs in packs of at most this many
-    (0: chosen from memory and device; ``experiment/pack.py``), one run directory each."""
+    (0: chosen from memory and device; ``experiment/pack.py``), one run directory each.
+
+    The sweep directory is locked (``rundir.dir_lock``) for the life of the call: a second sweep
+    of it is refused (:class:`SweepDirBusy`). A directory that holds another plan (other run ids or
+    another sweep name in its manifest) is refused unless ``extend`` (its runs are then added to
+    the manifest; the previous ``sweep.yaml`` is kept as ``sweep.<k>.yaml``)."""
     check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
     runs = expand(spec, base, str(path))
+    planned = [r.id for r in runs]
     if only is not None:
         keep = set(only)
         runs = [r for r in runs if r.id in keep]
@@ -759,10 +832,49 @@ def run_sweep(
         raise ConfigError(f"sweep directory {sweep_dir}: exists and is not a directory")
     sd = SweepDir(sweep_dir)
     sd.check_safe()  # a received sweep directory: no link for a write to follow
+    check_plan(sd, spec.name, planned, extend)  # before anything is created
+    from .runner import check_memory
+
+    for r in runs:  # an impossible size is refused before the sweep directory exists
+        check_memory(r.config, pack or 1)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with dir_lock(sweep_dir, "sweep directory", SweepDirBusy, SWEEP_BUSY_HINT):
+        check_plan(sd, spec.name, planned, extend)  # again, now that no other sweep can write it
+        return _run_sweep(spec, base, runs, sd, backend, workers, address, progress, options, stop, pack, extend)
+
+
+class SweepDirBusy(ValueError):
+    """Another live process runs a sweep in this directory."""
+
+
+SWEEP_BUSY_HINT = "; wait for that sweep to end or stop it (Ctrl-C / SIGTERM), then run again to resume"
+
+
+def check_plan(sd: SweepDir, name: str, planned: list[str], extend: bool) -> None:
+    """Refuse (ConfigError) a sweep directory whose manifest holds another plan than ``planned``
+    (the run ids of the sweep ``name``), unless ``extend``. The same plan again resumes it."""
+    man = sd.manifest()
+    old = [e.get("id") for e in man.get("runs", []) if isinstance(e, dict)]
+    if not old or extend or (set(old) == set(planned) and man.get("sweep") == name):
+        return
+    new, gone = len(set(planned) - set(old)), len(set(old) - set(planned))
+    raise ConfigError(
+        f"sweep directory {sd.path}: holds another plan (sweep {man.get('sweep')!r}, {len(old)} runs; this one: "
+        f"sweep {name!r}, {len(planned)} runs, {new} not in it, {gone} of its runs not in this one); run the "
+        "same file and flags again to resume it, give another --out, or pass --extend to add this plan's runs"
+    )
+
+
+def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, options, stop, pack, extend):
+    sweep_dir = sd.path
     sd.runs_dir.mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump()
     resolved["base"] = base
-    sd.write_file(SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    if extend and sd.sweep_file.exists() and sd.sweep_file.read_text() != text:
+        k = 1 + sum(1 for _ in sweep_dir.glob("sweep.*.yaml"))
+        sd.write_file(f"sweep.{k}.yaml", sd.sweep_file.read_bytes())  # the plan it extends
+    sd.write_file(SWEEP_FILE, text)
     options = options or BackendOptions()
     if spec.slurm:  # the sweep file's slurm: block, under the options given on the command line
         given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}
@@ -829,8 +941,12 @@ def run_sweep(
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
             st = RunDir(run_dir).status()
-            if man.entries[rid].get("status") == "queued" and st.get("state") in ("interrupted", "running"):
+            if man.entries[rid].get("status") != "queued":
+                continue
+            if st.get("state") in ("interrupted", "running"):
                 man.update(rid, status="interrupted", episodes_done=st.get("episodes_done"))
+            else:  # never started: to run on the next call
+                man.update(rid, status="pending")
         man.save(spec.name)
         raise
     return SweepResult(
