@@ -425,17 +425,6 @@ class PackTrainer:
         return rows
 
 
-def train_pack(
-    cfgs: Sequence[ExperimentConfig],
-    run_dirs: Sequence[str | Path],
-    quiet: bool = True,
-    stop: StopToken | None = None,
-) -> list[RunSummary]:
-    """Train (or resume) these runs as packs; one summary per run directory. ``stop``: as for
-    :class:`~ccm_madrl.experiment.runner.Trainer`."""
-    return PackTrainer(cfgs, run_dirs, quiet=quiet, stop=stop).run()
-
-
 # ------------------------------------------------------------------------------ sweeps
 # runs per pack on a CPU: the fastest per run-episode of R in {1, 4, 16} in both update orders
 # (benchmarks/README.md, "Per-run row scoring"; larger packs not measured)

@@ -40,7 +40,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +55,13 @@ from ..rundir import RunDir, check_inside, discard, effective_state, final_retur
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
 from .stop import StopToken
+from .summary import RunDirConflict, RunSummary
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
 # tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
 _np_core = getattr(np, "_core", None) or np.core
 SAFE_GLOBALS = [np.ndarray, np.dtype, _np_core.multiarray._reconstruct]
 SAFE_GLOBALS += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "u4", "u8", "bool")]
-
-
-class RunDirConflict(ValueError):
-    """The run directory holds a different experiment."""
 
 
 class CheckpointError(ValueError):
@@ -85,15 +81,6 @@ def check_not_busy(rd: RunDir) -> None:
             f"run directory {rd.path}: another process is training this run ({who}); wait for it to "
             "finish or stop it (Ctrl-C / SIGTERM checkpoints it), then run again to resume"
         )
-
-
-@dataclass
-class RunSummary:
-    run_dir: Path
-    state: str
-    episodes_done: int
-    final_return: float
-    wall_time_s: float
 
 
 def finished_summary(rd: RunDir, config_id: str) -> RunSummary | None:
