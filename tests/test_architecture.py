@@ -4,6 +4,12 @@ function and one registry entry; the registries are the config's allowed values.
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,8 +177,10 @@ def test_the_monitor_learns_saturation_from_a_declared_property():
 
 
 def test_the_report_reads_the_learners_description(tmp_path):
-    """Table 2 from learner.json equals Table 2 from instantiated networks (runs before 0.2.0)."""
-    from ccm_madrl.report.tables import table2
+    """Table 2 from learner.json; a run from before 0.2.0 (none) is one row saying so, and the
+    description the training side writes for it gives the same table (the report builds nothing)."""
+    from ccm_madrl.experiment.describe import write_missing_descriptions
+    from ccm_madrl.report.tables import NO_DESCRIPTION, table2
     from ccm_madrl.store import load
 
     small = {"env": {"n_agents": 4, "max_steps": 2}, "agent": {"batch_size": 4, "critic_hidden": [16, 8]},
@@ -184,6 +192,9 @@ def test_the_report_reads_the_learners_description(tmp_path):
     from_desc = table2(load(dirs))
     for d in dirs:
         (d / "learner.json").unlink()
+    missing = table2(load(dirs))
+    assert list(missing["role"]) == [f"not recorded: {NO_DESCRIPTION}"] * 3
+    assert write_missing_descriptions(dirs) == dirs
     built = table2(load(dirs))
     pd.testing.assert_frame_equal(from_desc, built)
     assert len(from_desc) == 5 and from_desc["parameters (all)"].iloc[0] > 0
@@ -242,3 +253,198 @@ def test_a_config_option_added_keeps_every_run_id():
     )
     changed = Agent(mitigations={"actor_weight_decay": 0.1}).id_fields()
     assert changed.pop("mitigations.actor_weight_decay") == 0.1 and changed == AgentConfig().id_fields()
+
+
+# ------------------------------------------------------------------------------ the layers
+# docs/architecture.md, "Layers": data flows one way, config -> engine -> run store -> report.
+SRC = Path(__file__).resolve().parents[1] / "src"
+CONFIG_LAYER = ("ccm_madrl.config",)
+# the read side: the run store and the report, and what they read with (the run directory's format,
+# the monitor's stored tables); none of it trains or loads torch. (The package ``ccm_madrl.monitor``
+# itself is no part of it: its lazy names include the measuring monitor.)
+READ_SIDE = (
+    "ccm_madrl",  # the package's face: __version__ and lazy names only
+    "ccm_madrl.store",
+    "ccm_madrl.report",
+    "ccm_madrl.rundir",
+    "ccm_madrl.jsonio",
+    "ccm_madrl.monitor.compact",
+    "ccm_madrl.monitor.stops",
+)
+
+
+def _in(module: str, layer: tuple[str, ...]) -> bool:
+    """Whether ``module`` is one of ``layer``'s or inside one of its packages (``ccm_madrl`` stands
+    for the package's ``__init__`` only)."""
+    whole = [m for m in layer if m != "ccm_madrl"]
+    return module in layer or any(module.startswith(m + ".") for m in whole)
+
+
+def _type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST):
+    """Every import statement, at module level and inside functions and classes, except under
+    ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and _type_checking(child):
+            for other in child.orelse:
+                yield from _imports(ast.Module(body=[other], type_ignores=[]))
+            continue
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        yield from _imports(child)
+
+
+def import_graph(src: Path = SRC) -> dict[str, set[str]]:
+    """module -> the package's modules it imports (relative and absolute; ``from P import m`` is an
+    edge to the submodule P.m when m is one, else to P)."""
+    modules = {}
+    for path in sorted((src / "ccm_madrl").rglob("*.py")):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        package = parts[-1] == "__init__"
+        modules[".".join(parts[:-1] if package else parts)] = (path, package)
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, (path, package) in modules.items():
+        here = module if package else module.rpartition(".")[0]
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    up = here
+                    for _ in range(node.level - 1):
+                        up = up.rpartition(".")[0]
+                    base = f"{up}.{base}" if base else up
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for t in targets:
+                if (k := known(t)) and k != module and k.startswith("ccm_madrl"):
+                    graph[module].add(k)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def test_no_import_cycle_among_the_packages_modules():
+    """Imports inside functions count: a cycle through one is a cycle of the design."""
+    graph = import_graph()
+    assert len(graph) > 50 and "ccm_madrl.store" in graph["ccm_madrl.report"]
+    cycles = _cycles(graph)
+    report = [
+        " <-> ".join(c) + ": " + "; ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a]) if b in c)
+        for c in cycles
+    ]
+    assert not cycles, "import cycles:\n" + "\n".join(report)
+
+
+def test_the_graph_sees_imports_inside_functions_and_skips_type_checking(tmp_path):
+    pkg = tmp_path / "ccm_madrl"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from .sub import b\n")
+    (pkg / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\nimport ccm_madrl.a\n"
+    )
+    (pkg / "sub" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import a\n")
+    graph = import_graph(tmp_path)
+    assert graph["ccm_madrl.a"] == {"ccm_madrl.sub.b"} and graph["ccm_madrl.sub.b"] == {"ccm_madrl.a"}
+    assert graph["ccm_madrl.sub.c"] == set()
+    assert _cycles(graph) == [["ccm_madrl.a", "ccm_madrl.sub.b"]]
+
+
+def test_data_flows_one_way_config_and_read_side_never_import_the_training_side():
+    """The config reaches only the config; the run store and the report reach only the config and
+    the read side (never the engine: experiment/, agents/, mec/, the monitor's torch parts, archive)."""
+    graph = import_graph()
+    wrong = {}
+    for module in graph:
+        if _in(module, CONFIG_LAYER):
+            bad = {m for m in _reached(graph, module) if not _in(m, CONFIG_LAYER)}
+        elif _in(module, READ_SIDE):
+            bad = {m for m in _reached(graph, module) if not (_in(m, CONFIG_LAYER) or _in(m, READ_SIDE))}
+        else:
+            continue
+        if bad:
+            wrong[module] = sorted(bad)
+    assert not wrong, f"the config or the read side imports the training side: {wrong}"
+
+
+def test_config_store_and_report_load_no_torch():
+    code = (
+        "import sys, time; t = time.perf_counter(); "
+        "import ccm_madrl.config, ccm_madrl.store, ccm_madrl.report; "
+        "print('torch' in sys.modules, [m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'numba', 'ccm_madrl.agents')], time.perf_counter() - t)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    loaded, heavy, _ = out.stdout.split(" ", 2)
+    assert loaded == "False" and heavy.startswith("[]"), out.stdout
+
+
+def test_the_public_names_of_the_package_still_import():
+    """``from ccm_madrl.<package> import X`` keeps working for the names exported before the layers
+    moved (the config's models re-exported where they were)."""
+    from ccm_madrl.agents.config import FLAT_KEYS, RESOLVE, AgentConfig, reference_markdown  # noqa: F401
+    from ccm_madrl.config import ExperimentConfig as Layer
+    from ccm_madrl.experiment import ExperimentConfig
+    from ccm_madrl.experiment.cross import CrossConfig  # noqa: F401
+    from ccm_madrl.experiment.loggers import LoggingConfig  # noqa: F401
+    from ccm_madrl.experiment.runner import RunDirConflict, RunSummary  # noqa: F401
+    from ccm_madrl.mec.config import MECConfig  # noqa: F401
+    from ccm_madrl.monitor import GradientFlowMonitor, agent_stops  # noqa: F401
+    from ccm_madrl.monitor.integration import SUMMARY, read_agents  # noqa: F401
+
+    assert ExperimentConfig is Layer and AgentConfig is Layer.model_fields["agent"].annotation

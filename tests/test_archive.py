@@ -570,3 +570,21 @@ def test_the_history_lists_each_run_once_and_the_provenance_counts_the_runs_code
         ["a", "b"],
         ["c"],
     ]
+
+
+def test_an_archive_without_baselines_loads_and_the_report_says_they_are_missing(tmp_path):
+    """The baselines are written when a sweep is archived; the report reads them and never runs a
+    learner: an archive without them still loads, and the report says in one line that they are
+    missing."""
+    import shutil
+
+    from ccm_madrl.report import MISSING_BASELINES, _missing_baselines
+    from ccm_madrl.store import load
+
+    assert _missing_baselines(load(ARCHIVE)) == ""
+    old = tmp_path / "old"
+    shutil.copytree(ARCHIVE, old)
+    (old / "baselines.parquet").unlink()
+    store = load(old)
+    assert len(store.runs) == 8 and store.baselines.empty
+    assert _missing_baselines(store) == MISSING_BASELINES

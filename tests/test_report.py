@@ -16,6 +16,7 @@ import yaml
 
 from ccm_madrl.agents.networks import BatchedActor, MasterCritic
 from ccm_madrl.cli import main
+from ccm_madrl.experiment.describe import write_missing_descriptions
 from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.report import build_report
 from ccm_madrl.report.tables import table2
@@ -188,6 +189,7 @@ def test_table2_parameter_counts_come_from_the_networks(tmp_path):
     rd2 = tmp_path / "s" / "runs" / "r2"
     rd2.mkdir()
     (rd2 / "config.yaml").write_text(yaml.safe_dump({"agent": {"algorithm": "maddpg"}}))
+    write_missing_descriptions(tmp_path / "s")  # the training side describes the learners; the report reads
     t2 = table2(load(tmp_path / "s")).set_index(["algorithm", "role"])
     actor = BatchedActor(50)
     per_actor = sum(p[0].numel() for p in actor.parameters())

@@ -37,11 +37,9 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +59,9 @@ from .rundir import (
     read_parquet,
     write_json,
 )
-from .store import concat_tables
+from .store import INDEX, RUN_TABLES, ArchiveStore, concat_tables, is_archive  # noqa: F401 - read side
 
 FORMAT = 1
-INDEX = "archive.json"
-RUN_TABLES = ("runs", "configs", "metrics", "monitor_summary", "stops")
 BASELINES = ("all_local", "random_selection")  # compared with in the statistics (report/stats.py)
 BASELINE_EPISODES = 101  # 100 evaluations (the first episode has none): the final-return window
 # metrics columns kept exactly (float64: a return must compare exactly with the all-local
@@ -79,10 +75,6 @@ DERIVED_METRICS = ("actors_changed", "actor_max_abs_change", "actor_grad_norm", 
                    "actor_out_gt09_frac", "actor_z_absmax", "actor_frac_flowing", "actor_frac_saturated",
                    "actor_frac_dead", "actor_frac_no_path", "critic_changed", "critic_max_abs_change",
                    "critic_grad_norm", "grad_ratio", "effective_actor_lr", "effective_critic_lr")  # fmt: skip
-
-
-def is_archive(path: str | Path) -> bool:
-    return (Path(path) / INDEX).exists()
 
 
 def round_mantissa(x: np.ndarray, bits: int = MANTISSA_BITS) -> np.ndarray:
@@ -618,134 +610,3 @@ def _result(out: Path, added: list[str], archived: int, finished: int, total: in
         "bytes": sizes,
         "bytes_per_run": sum(sizes.values()) / archived if archived else float("nan"),
     }
-
-
-class ArchiveStore:
-    """The store's tables (``runs``, ``metrics``, ``monitor_summary``, ``stops``) read from one or
-    more archives; plus ``baselines``. Per-agent monitor rows are not archived (``monitor`` is
-    empty): the report's figures use ``monitor_summary``."""
-
-    def __init__(self, paths: str | Path | Iterable[str | Path]):
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        self.paths = [Path(p) for p in paths]
-        for p in self.paths:
-            if not is_archive(p):
-                raise FileNotFoundError(f"archive: {p} holds no {INDEX} (not an archive)")
-        self.index = {p: read_json(p / INDEX) for p in self.paths}
-        self.duplicates = pd.DataFrame(columns=["config_id", "kept", "dropped"])
-        self.monitor = pd.DataFrame()
-        # a run id that an earlier archive holds too (the same config in two sweeps) is renamed in
-        # this archive's tables by the live store's rule (store.unique_run_ids)
-        from .store import unique_run_ids
-
-        owners, ids = [], []
-        for p in self.paths:
-            r = read_parquet(p / "runs.parquet", ["run_id"])
-            for rid in r["run_id"] if len(r) else []:
-                owners.append(p)
-                ids.append(str(rid))
-        sweeps = [self.index[p].get("sweep", p.name) for p in owners]
-        self._renamed: dict[Path, dict[str, str]] = {p: {} for p in self.paths}
-        for p, old, new in zip(owners, ids, unique_run_ids(sweeps, ids)):
-            if new != old:
-                self._renamed[p][old] = new
-
-    @property
-    def sweep_names(self) -> list[str]:
-        return list(dict.fromkeys(self.runs["sweep"])) if len(self.runs) else []
-
-    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """A table over all archives; only ``columns`` (plus ``run_id``) when given."""
-        if name not in (*RUN_TABLES, "baselines"):
-            raise ValueError(
-                f"table: unknown table {name!r}; allowed: {', '.join((*RUN_TABLES, 'baselines'))}"
-            )
-        cols = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
-        if name == "baselines" and cols:
-            cols.remove("run_id")
-        frames = []
-        for p in self.paths:
-            f = read_parquet(p / f"{name}.parquet", cols)
-            if not len(f):
-                continue
-            if self._renamed[p] and "run_id" in f:
-                f["run_id"] = f["run_id"].replace(self._renamed[p])
-            frames.append(f)
-        return concat_tables(frames)
-
-    @cached_property
-    def runs(self) -> pd.DataFrame:
-        r = self.table("runs")
-        c = self.table("configs", ["config_yaml"]).set_index("run_id")["config_yaml"] if len(r) else None
-        if c is not None and r["run_id"].isin(c.index).all():
-            # config columns from each run's resolved config (an option added since reads as its default)
-            from .store import config_columns
-
-            cols = pd.DataFrame([config_columns(self._config(c[rid], rid)) for rid in r["run_id"]])
-            r = pd.concat([r.drop(columns=[x for x in r.columns if x.startswith("cfg.")]), cols], axis=1)
-        for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
-            r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
-        return r
-
-    @cached_property
-    def metrics(self) -> pd.DataFrame:
-        """The metrics, with the monitor columns rebuilt from ``monitor_summary`` (and the
-        effective learning rates from the config): the live store's columns."""
-        from .monitor.compact import metrics_from_summary
-
-        m = self.table("metrics")
-        if m.empty or self.monitor_summary.empty:
-            return m
-        derived = metrics_from_summary(self.monitor_summary)
-        m = m.merge(derived, on=["run_id", "episode"], how="left")
-        r = self.runs.set_index("run_id")
-        for role, col in (("actor", "cfg.agent.actor_lr"), ("critic", "cfg.agent.critic_lr")):
-            if col in r and "batch_reward_abs" in m:
-                lr = m["run_id"].map(r[col]).astype(float)
-                m[f"effective_{role}_lr"] = (lr * m["batch_reward_abs"]).where(m["actor_grad_norm"].notna())
-        return m
-
-    @cached_property
-    def monitor_summary(self) -> pd.DataFrame:
-        return self.table("monitor_summary")
-
-    @cached_property
-    def stops(self) -> pd.DataFrame:
-        return self.table("stops")
-
-    @cached_property
-    def baselines(self) -> pd.DataFrame:
-        """The baselines of every archive, with its sweep's name (``sweep``)."""
-        frames = [
-            read_parquet(p / "baselines.parquet").assign(sweep=self.index[p].get("sweep", p.name))
-            for p in self.paths
-        ]
-        return concat_tables([f for f in frames if len(f)])
-
-    def _config(self, text: str, run_id: str) -> dict:
-        """A run's stored config (``configs.parquet``'s YAML): plain values only (``parse_yaml``),
-        ConfigError naming the archive and the run otherwise."""
-        from .experiment.config import ConfigError, parse_yaml
-
-        where = f"{', '.join(str(p) for p in self.paths)}: configs.parquet, run {run_id}"
-        try:
-            cfg = parse_yaml(text, where) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())[:120]})") from None
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{where}: the config is not a mapping")
-        return cfg
-
-    def descriptions(self) -> list[tuple[dict, dict]]:
-        c = self.table("configs", ["run_id", "config_yaml", "learner_json"])
-        return [
-            (self._config(y, rid), json.loads(j))
-            for rid, y, j in zip(c["run_id"], c["config_yaml"], c["learner_json"])
-        ]
-
-
-def main_archive(sweep_dir: str, out: str, baselines: bool = True) -> dict:
-    t0 = time.perf_counter()
-    res = archive_sweep(sweep_dir, out, baselines=baselines)
-    res["seconds"] = time.perf_counter() - t0
-    return res

@@ -12,6 +12,7 @@ The on-disk layout is documented in ``docs/run_store.md``.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable
 from functools import cached_property
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from .agents.config import nest_flat_keys
+from .config.agent import nest_flat_keys
+from .config.experiment import ConfigError, load_yaml, parse_yaml, stored_config
 from .monitor import compact
-from .monitor.integration import SUMMARY, read_agents
+from .monitor.compact import SUMMARY, read_agents
 from .monitor.stops import agent_stops, run_stops_of
 from .rundir import FINISHED_STATES, RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
 
@@ -45,8 +48,6 @@ def resolve_config(cfg: dict) -> dict:
     written reads as its default, which is what the run ran with (options are added with the old
     behaviour as their default), so that the runs of one sweep written by different versions have
     the same columns and values. A config the schema no longer accepts is kept as written."""
-    from .experiment.config import stored_config
-
     try:
         return stored_config(cfg).model_dump(mode="json")  # imports nothing: stored data names no code
     except Exception:  # noqa: BLE001 - an old or foreign config: as written
@@ -64,8 +65,6 @@ def sweep_name(sweep_dir: Path) -> str:
     man = sd.manifest()
     if isinstance(man.get("sweep"), str) and man["sweep"]:
         return man["sweep"]
-    from .experiment.config import load_yaml
-
     try:
         spec = load_yaml(sd.sweep_file)
         if spec.get("name"):
@@ -257,8 +256,6 @@ class Store:
     def config(self, rd: Path) -> dict:
         """The resolved config of a run directory (cached), its agent options in their sub-configs."""
         if rd not in self._configs:
-            from .experiment.config import load_yaml
-
             cfg = load_yaml(RunDir(rd).config_path)  # plain values only; ConfigError naming the file
             if isinstance(cfg.get("agent"), dict):  # a run written before 0.2.0: flat agent keys
                 cfg["agent"] = nest_flat_keys(cfg["agent"])
@@ -302,8 +299,6 @@ def _config_id(rd: Path) -> str:
         cid = info.get("config_id")
         if cid:
             return str(cid)
-    from .experiment.config import load_yaml, stored_config
-
     try:
         return stored_config(load_yaml(run.config_path)).id()
     except (OSError, ValueError):
@@ -348,11 +343,135 @@ def _dedupe(found: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], pd.D
     return [f for i, f in enumerate(found) if i in keep], pd.DataFrame(dropped, columns=cols)
 
 
+# ------------------------------------------------------------------------------ archives
+# an archive (``ccm_madrl.archive`` writes it): a sweep's finished runs as Parquet tables
+INDEX = "archive.json"
+RUN_TABLES = ("runs", "configs", "metrics", "monitor_summary", "stops")
+
+
+def is_archive(path: str | Path) -> bool:
+    return (Path(path) / INDEX).exists()
+
+
+class ArchiveStore:
+    """The store's tables (``runs``, ``metrics``, ``monitor_summary``, ``stops``) read from one or
+    more archives; plus ``baselines``. Per-agent monitor rows are not archived (``monitor`` is
+    empty): the report's figures use ``monitor_summary``."""
+
+    def __init__(self, paths: str | Path | Iterable[str | Path]):
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        self.paths = [Path(p) for p in paths]
+        for p in self.paths:
+            if not is_archive(p):
+                raise FileNotFoundError(f"archive: {p} holds no {INDEX} (not an archive)")
+        self.index = {p: read_json(p / INDEX) for p in self.paths}
+        self.duplicates = pd.DataFrame(columns=["config_id", "kept", "dropped"])
+        self.monitor = pd.DataFrame()
+        # a run id that an earlier archive holds too (the same config in two sweeps) is renamed in
+        # this archive's tables by the live store's rule (store.unique_run_ids)
+        owners, ids = [], []
+        for p in self.paths:
+            r = read_parquet(p / "runs.parquet", ["run_id"])
+            for rid in r["run_id"] if len(r) else []:
+                owners.append(p)
+                ids.append(str(rid))
+        sweeps = [self.index[p].get("sweep", p.name) for p in owners]
+        self._renamed: dict[Path, dict[str, str]] = {p: {} for p in self.paths}
+        for p, old, new in zip(owners, ids, unique_run_ids(sweeps, ids)):
+            if new != old:
+                self._renamed[p][old] = new
+
+    @property
+    def sweep_names(self) -> list[str]:
+        return list(dict.fromkeys(self.runs["sweep"])) if len(self.runs) else []
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A table over all archives; only ``columns`` (plus ``run_id``) when given."""
+        if name not in (*RUN_TABLES, "baselines"):
+            raise ValueError(
+                f"table: unknown table {name!r}; allowed: {', '.join((*RUN_TABLES, 'baselines'))}"
+            )
+        cols = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
+        if name == "baselines" and cols:
+            cols.remove("run_id")
+        frames = []
+        for p in self.paths:
+            f = read_parquet(p / f"{name}.parquet", cols)
+            if not len(f):
+                continue
+            if self._renamed[p] and "run_id" in f:
+                f["run_id"] = f["run_id"].replace(self._renamed[p])
+            frames.append(f)
+        return concat_tables(frames)
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        r = self.table("runs")
+        c = self.table("configs", ["config_yaml"]).set_index("run_id")["config_yaml"] if len(r) else None
+        if c is not None and r["run_id"].isin(c.index).all():
+            # config columns from each run's resolved config (an option added since reads as its default)
+            cols = pd.DataFrame([config_columns(self._config(c[rid], rid)) for rid in r["run_id"]])
+            r = pd.concat([r.drop(columns=[x for x in r.columns if x.startswith("cfg.")]), cols], axis=1)
+        for c in r.select_dtypes("object").columns:  # lists come back as arrays: tuples, as live
+            r[c] = [tuple(v.tolist()) if isinstance(v, np.ndarray) else v for v in r[c]]
+        return r
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """The metrics, with the monitor columns rebuilt from ``monitor_summary`` (and the
+        effective learning rates from the config): the live store's columns."""
+        m = self.table("metrics")
+        if m.empty or self.monitor_summary.empty:
+            return m
+        derived = compact.metrics_from_summary(self.monitor_summary)
+        m = m.merge(derived, on=["run_id", "episode"], how="left")
+        r = self.runs.set_index("run_id")
+        for role, col in (("actor", "cfg.agent.actor_lr"), ("critic", "cfg.agent.critic_lr")):
+            if col in r and "batch_reward_abs" in m:
+                lr = m["run_id"].map(r[col]).astype(float)
+                m[f"effective_{role}_lr"] = (lr * m["batch_reward_abs"]).where(m["actor_grad_norm"].notna())
+        return m
+
+    @cached_property
+    def monitor_summary(self) -> pd.DataFrame:
+        return self.table("monitor_summary")
+
+    @cached_property
+    def stops(self) -> pd.DataFrame:
+        return self.table("stops")
+
+    @cached_property
+    def baselines(self) -> pd.DataFrame:
+        """The baselines of every archive, with its sweep's name (``sweep``)."""
+        frames = [
+            read_parquet(p / "baselines.parquet").assign(sweep=self.index[p].get("sweep", p.name))
+            for p in self.paths
+        ]
+        return concat_tables([f for f in frames if len(f)])
+
+    def _config(self, text: str, run_id: str) -> dict:
+        """A run's stored config (``configs.parquet``'s YAML): plain values only (``parse_yaml``),
+        ConfigError naming the archive and the run otherwise."""
+        where = f"{', '.join(str(p) for p in self.paths)}: configs.parquet, run {run_id}"
+        try:
+            cfg = parse_yaml(text, where) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())[:120]})") from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{where}: the config is not a mapping")
+        return cfg
+
+    def descriptions(self) -> list[tuple[dict, dict]]:
+        c = self.table("configs", ["run_id", "config_yaml", "learner_json"])
+        return [
+            (self._config(y, rid), json.loads(j))
+            for rid, y, j in zip(c["run_id"], c["config_yaml"], c["learner_json"])
+        ]
+
+
 def load(paths: str | Path | Iterable[str | Path]):
     """Open one or more sweep or run directories, or one or more archives (``ccm_madrl.archive``:
     directories holding ``archive.json``); both give the same tables."""
-    from .archive import ArchiveStore, is_archive
-
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     kinds = {is_archive(p) for p in paths}
     if kinds == {True}:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..config.agent import AgentConfig, import_factory, provide
+from . import parts  # noqa: F401 - hands the part registries to the config
 from .base import Action, Learner
 from .baselines import BASELINE_RULES, FixedPolicy
 from .benchmarks import MADDPGLearner
 from .ccm import CCMLearner
-from .config import AgentConfig, import_factory
 from .networks import BatchedActor, MasterCritic
 from .selection import HEURISTIC_ORDERS
 
@@ -46,6 +47,7 @@ LEARNERS = {
     **{b: _baseline(b) for b in BASELINES},
 }
 ALGORITHMS = tuple(LEARNERS)
+provide(LEARNERS=LEARNERS)  # the config's allowed algorithms (config/agent.py)
 
 
 def make_learner(cfg: ExperimentConfig, rng: RunRNG, device: torch.device | str = "cpu"):

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config.agent import AgentConfig
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG
-from .config import AgentConfig
 from .offpolicy import OffPolicyActorCritic
 from .selection import heuristic_select
 

@@ -17,10 +17,10 @@ import copy
 import numpy as np
 import torch
 
+from ..config.agent import AgentConfig
 from ..mec.config import MECConfig
 from ..mec.rng import RunRNG, standard_normal
 from .base import Action, transition_layout
-from .config import AgentConfig
 from .networks import BatchedActor, MasterCritic
 from .optim import BatchedOptimizer, make_torch_optimizer
 from .parts import (

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..config import agent as _config_registries
 from .networks import ACTIVATIONS, CRITIC_OUTPUTS
 from .optim import OPTIMIZERS
 
@@ -143,3 +144,8 @@ REWARD_SIGNALS: dict[str, Callable] = {"none": raw_reward, "running": running_st
 # the decision x of a proposer the benchmarks' heuristic selection does not accept: punished (x = 2,
 # its offload time becomes MAX_DDL; published) or computing locally (x = 0)
 REJECTED: dict[str, float] = {"punish": 2.0, "local": 0.0}
+
+
+# the config checks a part's name against these registries (config/agent.py: the config layer imports
+# no training code, so the registries are handed to it here)
+_config_registries.provide(**{name: globals()[name] for name in __all__})

@@ -27,37 +27,12 @@ import numpy as np
 if TYPE_CHECKING:
     from .runner import Trainer
 
+from .hooks import Callback
+from .loggers import logger_callbacks  # W&B / MLflow, when cfg.logging enables them
+
+__all__ = ["Callback", "default_callbacks"]
+
 PROGRESS_EVERY_S = 10.0  # plain progress lines when stdout is not a terminal
-
-
-class Callback:
-    """Does nothing at every point; subclasses override what they need."""
-
-    state_key: str | None = None
-
-    def on_run_start(self, trainer: Trainer, start: int) -> None:
-        pass
-
-    def on_episode_start(self, trainer: Trainer, episode: int) -> None:
-        pass
-
-    def on_episode_end(self, trainer: Trainer, row: dict) -> bool:
-        return True
-
-    def on_checkpoint(self, trainer: Trainer) -> None:
-        pass
-
-    def on_run_end(self, trainer: Trainer) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, sd: dict, episodes_done: int) -> None:
-        pass
 
 
 class MonitorCallback(Callback):
@@ -225,8 +200,6 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
     if trainer.progress and not trainer.quiet:
         bar = ProgressBar if sys.stdout.isatty() else ProgressLines
         cbs.append(bar(cfg.training.episodes, trainer.run_dir.name))
-    from .loggers import logger_callbacks  # W&B / MLflow, when cfg.logging enables them
-
     cbs.extend(logger_callbacks(trainer))
     cbs.append(Checkpointing(cfg.training.checkpoint_every))
     return cbs

@@ -32,16 +32,15 @@ field is not part of the run id (adding a logger to a finished or interrupted ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .callbacks import Callback
+from ..config.loggers import LoggingConfig, MLflowConfig, WandbConfig  # noqa: F401 - the section's config
+from .hooks import Callback
 
 if TYPE_CHECKING:
     from .runner import Trainer
@@ -50,55 +49,6 @@ QUANTILES = (0, 10, 50, 90, 100)
 HIST_QUANTITIES = ("grad_norm", "max_abs_change", "frac_sat_exact")
 
 
-def _needs(package: str) -> None:
-    """The error pydantic reports under the field's name (``logging.wandb: ...``)."""
-    if importlib.util.find_spec(package) is None:
-        raise ValueError(
-            f"needs the {package} package, which is not installed (pip install 'ccm-madrl[loggers]')"
-        )
-
-
-class WandbConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    project: str = Field("ccm_madrl", min_length=1, description="W&B project")
-    entity: str | None = Field(None, description="W&B entity (user or team); None: the default")
-    mode: Literal["online", "offline", "disabled"] | None = Field(
-        None, description="None: W&B's own setting (WANDB_MODE); offline: files only, synced later"
-    )
-    dir: str | None = Field(None, description="where W&B writes its files; None: W&B's default")
-    tags: tuple[str, ...] = ()
-    histograms: bool = Field(True, description="log the monitor's distributions as wandb.Histogram")
-
-
-class MLflowConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tracking_uri: str | None = Field(
-        None,
-        description="e.g. file:///abs/mlruns or http://host:5000; None: MLflow's default (MLFLOW_TRACKING_URI)",
-    )
-    experiment: str | None = Field(None, description="MLflow experiment; None: the config's name (the sweep)")
-    histograms: bool = Field(True, description="log the monitor's distributions as per-quantile metrics")
-
-
-class LoggingConfig(BaseModel):
-    """Optional experiment trackers; not part of the run id."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    wandb: WandbConfig | None = Field(None, description="Weights & Biases (extra 'loggers')")
-    mlflow: MLflowConfig | None = Field(None, description="MLflow (extra 'loggers')")
-
-    @field_validator("wandb", "mlflow")
-    @classmethod
-    def _installed(cls, v, info):
-        if v is not None:
-            _needs(info.field_name)  # the package is named like the field
-        return v
-
-
-# ------------------------------------------------------------------------------ what is logged
 def episode_scalars(row: dict) -> dict[str, float]:
     """The finite numbers of a metrics row (bools as 0/1), without the episode index."""
     out = {}
@@ -119,9 +69,10 @@ def monitor_distributions(trainer: Trainer, episode: int) -> dict[str, np.ndarra
     :data:`HIST_QUANTITIES`, and the role's last output pre-activations. Empty when the monitor is
     off or did not measure this episode. It reads the monitor's rows not yet written to Parquet, so a
     logger must come before ``Checkpointing`` in the callback list (as in ``default_callbacks``)."""
-    from .callbacks import MonitorCallback
+    from ..monitor.core import GradientFlowMonitor
 
-    mon = next((cb.monitor for cb in trainer.callbacks if isinstance(cb, MonitorCallback)), None)
+    monitors = (getattr(cb, "monitor", None) for cb in trainer.callbacks)  # MonitorCallback's
+    mon = next((m for m in monitors if isinstance(m, GradientFlowMonitor)), None)
     if mon is None:
         return {}
     rows = [r for r in mon.pending if r.get("episode") == episode]  # this episode's, not yet flushed

@@ -34,6 +34,7 @@ from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..provenance import resolve_device
 from .callbacks import Callback, MonitorCallback, default_callbacks
 from .config import ExperimentConfig
+from .memory import run_bytes
 from .runner import (
     EVAL_FIELDS,
     RunDirBusy,
@@ -447,42 +448,12 @@ class PackTrainer:
         return rows
 
 
-def train_pack(
-    cfgs: Sequence[ExperimentConfig],
-    run_dirs: Sequence[str | Path],
-    quiet: bool = True,
-    stop: StopToken | None = None,
-) -> list[RunSummary]:
-    """Train (or resume) these runs as packs; one summary per run directory. ``stop``: as for
-    :class:`~ccm_madrl.experiment.runner.Trainer`."""
-    return PackTrainer(cfgs, run_dirs, quiet=quiet, stop=stop).run()
-
-
 # ------------------------------------------------------------------------------ sweeps
 # runs per pack on a CPU: the fastest per run-episode of R in {1, 4, 16} in both update orders
 # (benchmarks/README.md, "Per-run row scoring"; larger packs not measured)
 CPU_MAX_PACK = 16
 CUDA_MAX_PACK = 160  # on a GPU: the whole table1_s10 grid
 MEMORY_FRACTION = 0.5  # of the memory available now, for the packs of all workers together
-
-
-def run_bytes(cfg: ExperimentConfig) -> int:
-    """Memory of one run in a pack, estimated: its replay buffer (float32 transitions), its networks
-    and optimiser states (x4: weights, target, two Adam moments), its evaluation table."""
-    n, a = cfg.env.n_agents, cfg.agent
-    transition = n * 7 * 2 + n * 3 + n + 2
-    actor = n * (
-        7 * a.architecture.actor_hidden[0]
-        + a.architecture.actor_hidden[0] * a.architecture.actor_hidden[1]
-        + a.architecture.actor_hidden[1] * 3
-    )
-    critic = (
-        (n * 10 + 10) * a.architecture.critic_hidden[0]
-        + a.architecture.critic_hidden[0] * a.architecture.critic_hidden[1]
-        + a.architecture.critic_hidden[1]
-    )
-    table = cfg.training.eval_episodes * (cfg.env.max_steps + 1) * n * 4 * 8
-    return 4 * a.replay.capacity * transition + 4 * 4 * (actor + critic) + table
 
 
 def default_pack_size(cfg: ExperimentConfig, workers: int = 1) -> int:

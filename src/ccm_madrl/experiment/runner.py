@@ -40,7 +40,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,17 +63,15 @@ from ..rundir import (  # noqa: F401 - effective_state: re-exported
 )
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
+from .memory import check_memory
 from .stop import StopToken
+from .summary import RunDirConflict, RunSummary
 
 # What a checkpoint may hold besides tensors and plain Python values: NumPy arrays and dtypes (replay
 # tree, optimiser step counts, the legacy RandomState's key). Nothing else is unpickled.
 _np_core = getattr(np, "_core", None) or np.core
 SAFE_GLOBALS = [np.ndarray, np.dtype, _np_core.multiarray._reconstruct]
 SAFE_GLOBALS += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "u4", "u8", "bool")]
-
-
-class RunDirConflict(ValueError):
-    """The run directory holds a different experiment."""
 
 
 class CheckpointError(ValueError):
@@ -105,36 +102,6 @@ def check_not_busy(rd: RunDir) -> None:
             f"run directory {rd.path}: another process is training this run ({who}); wait for it to "
             "finish or stop it (Ctrl-C / SIGTERM checkpoints it), then run again to resume"
         )
-
-
-def check_memory(cfg: ExperimentConfig, runs: int = 1) -> None:
-    """Refuse (ValueError naming the fields and the estimate) a run whose memory, estimated up
-    front (``pack.run_bytes``: replay buffer, networks with their optimiser states, evaluation
-    table), exceeds this machine's physical memory: it could only end in a MemoryError after its
-    run directory was made. ``runs``: the runs that would share this process (a pack)."""
-    from .pack import run_bytes
-
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # unknown: nothing to compare with
-        return
-    need = runs * run_bytes(cfg)
-    if need > total:
-        raise ValueError(
-            f"env.n_agents={cfg.env.n_agents}, agent.replay.capacity={cfg.agent.replay.capacity}, "
-            f"training.eval_episodes={cfg.training.eval_episodes}, env.max_steps={cfg.env.max_steps}: the run "
-            f"needs about {need / 2**30:.3g} GiB of memory (estimated: replay buffer, networks, evaluation "
-            f"table), more than this machine's {total / 2**30:.3g} GiB; refused"
-        )
-
-
-@dataclass
-class RunSummary:
-    run_dir: Path
-    state: str
-    episodes_done: int
-    final_return: float
-    wall_time_s: float
 
 
 def finished_summary(rd: RunDir, config_id: str) -> RunSummary | None:

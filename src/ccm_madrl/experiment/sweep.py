@@ -833,7 +833,7 @@ def run_sweep(
     sd = SweepDir(sweep_dir)
     sd.check_safe()  # a received sweep directory: no link for a write to follow
     check_plan(sd, spec.name, planned, extend)  # before anything is created
-    from .runner import check_memory
+    from .memory import check_memory
 
     for r in runs:  # an impossible size is refused before the sweep directory exists
         check_memory(r.config, pack or 1)

@@ -21,8 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..rundir import write_parquet
+from ..rundir import read_parquet, write_parquet
 from .stops import agent_stops
+
+SUMMARY = "summary.json"
+
+
+def read_agents(monitor_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every per-agent row: the compacted ``agents.parquet`` of a finished run and any parts
+    (``monitor.compact``); only ``columns`` (those present) when given."""
+    d = Path(monitor_dir)
+    files = ([d / "agents.parquet"] if (d / "agents.parquet").exists() else []) + sorted(
+        (d / "agents").glob("part-*.parquet")
+    )
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([read_parquet(p, columns) for p in files], ignore_index=True)
+
 
 AGENTS = "agents.parquet"
 EPISODES = "episodes.parquet"
@@ -174,8 +189,6 @@ def episodes_current(monitor_dir: str | Path) -> bool:
 def compact_monitor(monitor_dir: str | Path, threshold: float, agents: pd.DataFrame | None = None) -> None:
     """Replace the parts of a finished run's monitor by one file per table (module docstring).
     Each file is written atomically before the parts are removed; calling it again is a no-op."""
-    from .integration import read_agents
-
     d = Path(monitor_dir)
     run = d.parent  # the run directory: no file written leads out of it (rundir.check_inside)
     parts = sorted((d / "agents").glob("part-*.parquet"))

@@ -16,27 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ..rundir import RunDir, write_json, write_parquet
+from .compact import SUMMARY, compact_monitor, read_agents  # noqa: F401 - re-exported
 from .core import GradientFlowMonitor, summarize
 from .stops import run_stops
 
 PART = re.compile(r"part-(\d+)-(\d+)\.parquet$")
-SUMMARY = "summary.json"
-
-
-def read_agents(monitor_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Every per-agent row: the compacted ``agents.parquet`` of a finished run and any parts
-    (``monitor.compact``); only ``columns`` (those present) when given."""
-    from ..rundir import read_parquet
-
-    d = Path(monitor_dir)
-    files = ([d / "agents.parquet"] if (d / "agents.parquet").exists() else []) + sorted(
-        (d / "agents").glob("part-*.parquet")
-    )
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([read_parquet(p, columns) for p in files], ignore_index=True)
-
-
 def write_part(monitor_dir: str | Path, rows: list[dict]) -> None:
     """Write measured rows as one Parquet part, named by their first and last episode (atomic)."""
     if not rows:
@@ -121,8 +105,6 @@ class RunMonitor:
 
     def finish(self) -> dict:
         """Write the last part and the summary, then compact the parts (``monitor.compact``)."""
-        from .compact import compact_monitor
-
         self.flush()
         stops = write_summary(self.dir, self.cfg.monitor.stop_threshold)
         compact_monitor(self.dir, self.cfg.monitor.stop_threshold)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,12 +264,21 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
          "replications, seed 0). P(better than ...): probability that a run of the cell beats a run of the baseline "
          "[bootstrap CI], δ: Cliff's delta (2P - 1), then the verdict of the two-sided Mann-Whitney test, Holm over the sweep's "
          "comparisons (docs/report.md, 'Verdicts': 'not detectable at n = a vs b' where the design's smallest p, "
-         "2 / C(a + b, a), is not below alpha / m). tables/returns_iqm.csv, tables/probability_of_improvement.csv."),
+         "2 / C(a + b, a), is not below alpha / m). tables/returns_iqm.csv, tables/probability_of_improvement.csv."
+         + _missing_baselines(store)),
     ]  # fmt: skip
 
 
-def main_command(argv: list[str]) -> str:
-    return " ".join(["ccm-madrl", *argv]) if argv else " ".join(sys.argv)
+MISSING_BASELINES = (
+    " The non-learning baselines' returns are missing (not compared): they are written when a sweep is archived "
+    "(`ccm-madrl archive`, unless --no-baselines); the report reads them and never runs them."
+)
+
+
+def _missing_baselines(store) -> str:
+    """One line where the runs' store holds no baselines (run directories, or an archive written
+    without them): the report does not compute them."""
+    return MISSING_BASELINES if not len(store.baselines) else ""
 
 
 __all__ = ["build_report", "ReportResult"]

@@ -97,7 +97,7 @@ def runs_frame(store) -> pd.DataFrame:
     r["master_lr"] = col("cfg.agent.critic_lr")
     r["steps"] = col("cfg.env.max_steps")
     if "cfg.cross.algo" in r:  # kind: cross (another library's agent): its algorithm, lrs and env
-        from ..experiment.cross import DEFAULT_CRITIC_LR
+        from ..config.cross import DEFAULT_CRITIC_LR
 
         x = r["cfg.kind"] == "cross"
         critic_lr = pd.to_numeric(r["cfg.cross.critic_lr"], errors="coerce")
@@ -163,11 +163,16 @@ def algorithm_table(store) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(nums), pd.DataFrame(text)
 
 
+NO_DESCRIPTION = (
+    "the run has no learner.json (written before 0.2.0); scripts/describe_learners.py RUN_OR_SWEEP_DIR writes it"
+)
+
+
 def table2(store) -> pd.DataFrame:
     """Architecture comparison of every distinct network configuration among the runs, from the
-    description each run wrote (``learner.json``); runs from before 0.2.0 have their networks
-    instantiated instead."""
-    from ..experiment.config import stored_config
+    description each run wrote (``learner.json``); a run from before 0.2.0 has none: one row says
+    so (the report builds no learner; ``scripts/describe_learners.py`` writes the description)."""
+    from ..config.experiment import stored_config
 
     rows, seen = [], set()
     for raw, learner in store.descriptions():
@@ -196,28 +201,17 @@ def table2(store) -> pd.DataFrame:
             rows.append({"algorithm": a.algorithm, "role": "learner named by module (no learner.json; not imported)", "inputs": "-",
                          "hidden": "-", "output": "-", "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
             continue
-        desc = learner or _describe(cfg)
+        if not learner:  # a run from before 0.2.0: the training side writes its description
+            rows.append({"algorithm": a.algorithm, "role": f"not recorded: {NO_DESCRIPTION}", "inputs": "-",
+                         "hidden": "-", "output": "-", "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
+            continue
+        desc = learner
         if "actors" not in desc:
             rows.append({"algorithm": a.algorithm, "role": "fixed policy (no networks)", "inputs": "-", "hidden": "-", "output": "-",
                          "parameters (one network)": 0, "parameters (all)": 0, "loss": "-"})  # fmt: skip
             continue
         rows += _architecture_rows(a, desc["actors"], desc["critic"])
     return pd.DataFrame(rows)
-
-
-def _describe(cfg) -> dict:
-    """A learner's description by building it (runs written before learner.json existed)."""
-    from ..agents import make_learner
-    from ..mec.rng import RunRNG
-
-    a = cfg.agent
-    learner = make_learner(
-        cfg.model_copy(
-            update={"agent": a.model_copy(update={"replay": a.replay.model_copy(update={"capacity": 1})})}
-        ),
-        RunRNG("independent", 0, 0),
-    )
-    return learner.describe()
 
 
 def _architecture_rows(a, actors: dict, c: dict) -> list[dict]:

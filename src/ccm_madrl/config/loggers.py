@@ -1,0 +1,60 @@
+"""The section ``logging`` of a config: the optional experiment trackers (W&B, MLflow; run by
+``experiment/loggers.py``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _needs(package: str) -> None:
+    """The error pydantic reports under the field's name (``logging.wandb: ...``)."""
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"needs the {package} package, which is not installed (pip install 'ccm-madrl[loggers]')"
+        )
+
+
+class WandbConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str = Field("ccm_madrl", min_length=1, description="W&B project")
+    entity: str | None = Field(None, description="W&B entity (user or team); None: the default")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="None: W&B's own setting (WANDB_MODE); offline: files only, synced later"
+    )
+    dir: str | None = Field(None, description="where W&B writes its files; None: W&B's default")
+    tags: tuple[str, ...] = ()
+    histograms: bool = Field(True, description="log the monitor's distributions as wandb.Histogram")
+
+
+class MLflowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracking_uri: str | None = Field(
+        None,
+        description="e.g. file:///abs/mlruns or http://host:5000; None: MLflow's default (MLFLOW_TRACKING_URI)",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; None: the config's name (the sweep)")
+    histograms: bool = Field(True, description="log the monitor's distributions as per-quantile metrics")
+
+
+class LoggingConfig(BaseModel):
+    """Optional experiment trackers; not part of the run id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wandb: WandbConfig | None = Field(None, description="Weights & Biases (extra 'loggers')")
+    mlflow: MLflowConfig | None = Field(None, description="MLflow (extra 'loggers')")
+
+    @field_validator("wandb", "mlflow")
+    @classmethod
+    def _installed(cls, v, info):
+        if v is not None:
+            _needs(info.field_name)  # the package is named like the field
+        return v
+
+
+# ------------------------------------------------------------------------------ what is logged
