@@ -70,7 +70,8 @@ def cell_block(root: Path) -> str:
                        f"{int(runs['all_actors_stop_exact'].notna().sum())} of {len(runs)} | `{path}` |")
     pub = pd.read_csv(root / PUBLISHED)
     pub = pub[pub["algo"] == "CCM_MADRL"]
-    local_pub = float(local.iloc[0])  # the evaluation episodes are the published ones: one value
+    # the published runs' evaluation episodes: env seed 37, the same for every seed (one all-local value)
+    local_pub = float(local.iloc[0])  # ``local``: the last archive's all-local returns, the preset's
     n_pub = int((abs(pub["last100_mean"] - local_pub) <= ALL_LOCAL_TOL).sum())
     summary.append(f"| the published repository's runs | {len(pub)} | {_iqm(pub['last100_mean'])} | "
                    f"{n_pub} of {len(pub)} | (not recorded) | `{PUBLISHED}` |")
