@@ -69,10 +69,8 @@ def monitor_distributions(trainer: Trainer, episode: int) -> dict[str, np.ndarra
     :data:`HIST_QUANTITIES`, and the role's last output pre-activations. Empty when the monitor is
     off or did not measure this episode. It reads the monitor's rows not yet written to Parquet, so a
     logger must come before ``Checkpointing`` in the callback list (as in ``default_callbacks``)."""
-    from ..monitor.core import GradientFlowMonitor
-
-    monitors = (getattr(cb, "monitor", None) for cb in trainer.callbacks)  # MonitorCallback's
-    mon = next((m for m in monitors if isinstance(m, GradientFlowMonitor)), None)
+    monitors = (getattr(cb, "monitor", None) for cb in trainer.callbacks)  # MonitorCallback's run monitor
+    mon = next((m for m in monitors if hasattr(m, "pending") and hasattr(m, "mon")), None)
     if mon is None:
         return {}
     rows = [r for r in mon.pending if r.get("episode") == episode]  # this episode's, not yet flushed
