@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shutil
+from html.parser import HTMLParser
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -22,7 +23,7 @@ from ccm_madrl.report import build_report
 from ccm_madrl.report.tables import table2
 from ccm_madrl.store import load
 
-T975 = {1: 12.706, 2: 4.303, 3: 3.182}  # Student t quantiles (t-table)
+T975 = {1: math.tan(0.475 * math.pi)}  # t(0.975, 1): the Cauchy quantile, exact
 THRESHOLD = 1e-3  # large enough that some cells stop within a few episodes
 
 BASE = {
@@ -119,11 +120,65 @@ def test_every_figure_exists_and_is_not_blank(report):
         assert img[..., :3].var() > 1e-3, f"{name} looks blank"
 
 
+class _Tables(HTMLParser):
+    """The cells of every <table> of a page, row by row."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_tables_are_built_from_the_tables_with_every_row_aligned(report):
+    """The HTML tables come from the DataFrames (no Markdown re-parsed): a cell holding '|' (the
+    survival table's '|dw| < threshold' header) stays one cell, every row has the header's width, and
+    each table sits in a box that scrolls sideways."""
+    page = (report.out_dir / "report.html").read_text()
+    p = _Tables()
+    p.feed(page)
+    assert len(p.tables) >= 5
+    for t in p.tables:
+        assert len(t) >= 2 and all(len(row) == len(t[0]) for row in t), t[0]
+    surv = pd.read_csv(report.out_dir / "tables" / "survival.csv")
+    headers = [t[0] for t in p.tables]
+    assert any(any("|dw|" in h for h in hs) for hs in headers), headers
+    assert any(len(t) - 1 == surv.groupby(["sweep", "client_lr", "master_lr"]).ngroups for t in p.tables)
+    assert page.count('<div class="table">') == len(p.tables)
+    assert "overflow-x:auto" in page
+    assert "\\|" not in page and "_(" not in page  # no Markdown escapes or emphasis left in the HTML
+
+
+def test_the_final_return_note_says_how_many_evaluations_it_averages(sweep, report):
+    """Short runs average fewer than 100 evaluations: the note says how many, from the runs."""
+    n = load([sweep]).runs["final_evals"]
+    assert 0 < n.min() < 100
+    md = (report.out_dir / "report.md").read_text()
+    here = f"{n.min()}" + (f" to {n.max()}" if n.max() != n.min() else "")
+    assert f"Final return: mean of the last 100 evaluations, or all where fewer (here {here})" in md
+
+
 def test_html_is_self_contained(report):
     html = (report.out_dir / "report.html").read_text()
     assert not re.search(r"https?://", html)
     assert "<link" not in html and "<script" not in html
-    srcs = re.findall(r"src='([^']*)'", html)
+    srcs = re.findall(r"src=[\"']([^\"']*)[\"']", html)
     assert len(srcs) == len(report.figures) and all(s.startswith("data:image/png;base64,") for s in srcs)
     md = (report.out_dir / "report.md").read_text()
     for p in report.figures.values():
@@ -263,3 +318,14 @@ def test_figures_without_data_say_so(sweep, tmp_path, monkeypatch):
     monkeypatch.setitem(store.__dict__, "stops", stops)  # the cached property's value
     figs.agent_stop_distribution(runs, store, tmp_path)
     assert len(said) == 2 and all("no agent stopped" in t for t in said)
+
+
+def test_a_report_of_standalone_runs_is_titled_after_their_directories(tmp_path):
+    from types import SimpleNamespace
+
+    from ccm_madrl.report import report_title
+
+    runs = [tmp_path / "runs" / "quickstart-a1", tmp_path / "runs" / "quickstart-b2"]
+    assert report_title(SimpleNamespace(sweep_names=[]), runs) == "quickstart-a1, quickstart-b2"
+    assert report_title(SimpleNamespace(sweep_names=["", None]), runs[:1]) == "quickstart-a1"
+    assert report_title(SimpleNamespace(sweep_names=["grid"]), runs) == "grid"

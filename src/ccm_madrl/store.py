@@ -27,7 +27,7 @@ from .config.experiment import ConfigError, load_yaml, parse_yaml, stored_config
 from .monitor import compact
 from .monitor.compact import SUMMARY, read_agents
 from .monitor.stops import agent_stops, run_stops_of
-from .rundir import FINISHED_STATES, RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
+from .rundir import FINAL_EPISODES, FINISHED_STATES, RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -186,6 +186,8 @@ class Store:
             m = run.metrics(RUN_METRICS)
             # a diverged run has no final policy: its evaluations before the divergence are in metrics
             row["final_return"] = final_return(m) if row["status"] != "diverged" else np.nan
+            # how many evaluations the final return averages (fewer than FINAL_EPISODES in a short run)
+            row["final_evals"] = int(min(m["eval_return"].notna().sum(), FINAL_EPISODES)) if "eval_return" in m else 0
             row["final_constraint_frac"] = (
                 final_return(m, column="eval_constraint_frac") if np.isfinite(row["final_return"]) else np.nan
             )

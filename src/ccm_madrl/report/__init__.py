@@ -8,17 +8,17 @@ See ``docs/report.md`` for how every number is computed.
 
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..rundir import FINAL_EPISODES
 from ..store import load
 from . import claims, stats
 from . import figures as figs
+from .render import Section, html_page, markdown_page
 from .tables import algorithm_table, runs_frame, table1, table2
 
 
@@ -49,16 +49,6 @@ CAPTIONS = {
     "sweep_comparison": "Sweeps side by side: stopping heatmaps and final returns with 95% CIs.",
     "algorithm_comparison": "Algorithms side by side: evaluation return over episodes.",
 }
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_(no rows)_\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _provenance(store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
@@ -101,10 +91,8 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     command = command or " ".join(
         ["ccm-madrl report", *map(str, paths), *(["--out", str(out)] if out_dir else [])]
     )
-
-    # the sweeps' own names (manifest / sweep.yaml), not the folders'
-    sweeps = ", ".join(store.sweep_names)
-    res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=sweeps)
+    title = report_title(store, paths)
+    res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=title)
     t1_num, t1_txt = table1(store)
     at_num, at_txt = algorithm_table(store)
     t2 = table2(store)
@@ -120,104 +108,62 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     for name, df in res.tables.items():
         df.to_csv(out / "tables" / f"{name}.csv", index=False)
     res.figures, res.skipped = figs.make_all(runs, store, out / "figures")
-
-    sections = [
-        ("Table 1: stopping and final return per grid cell", _md_table(t1_txt),
-         "Stop episodes: mean ± 95% CI over the seeds in which the event happened, (k/n) when only k of n seeds; "
-         "'never' when none. Final return: mean of the last 100 evaluations, mean ± 95% CI (Student t) over seeds."),
-        ("Table 2: architectures (computed from the instantiated networks)", _md_table(t2), ""),
+    window = final_window(runs)
+    head = [
+        Section("Table 1: stopping and final return per grid cell", t1_txt,
+                "Stop episodes: mean ± 95% CI over the seeds in which the event happened, (k/n) when only k of n seeds; "
+                f"'never' when none. Final return: {window}, mean ± 95% CI (Student t) over seeds."),
+        Section("Table 2: architectures (computed from the instantiated networks)", t2),
+        *stat_sections,
     ]  # fmt: skip
-    sections += stat_sections
-    if len(at_txt) and runs["algorithm"].nunique() > 1:
-        sections.append(("Algorithms: final return and constraint violations", _md_table(at_txt),
-                         "Constraint violation: fraction of evaluation steps whose proposals exceeded the server's limits (mean of the last 100 evaluations)."))  # fmt: skip
-    if len(excluded):
-        sections.append(
-            (
-                "Runs not included (not finished, or diverged)",
-                _md_table(excluded),
-                "Missing grid cells are marked 'n/a' in the figures. A diverged run (training stopped at a "
-                "non-finite loss, priority or action, in the episode after its episodes_done) is a result: "
-                "Table 1 counts it in its cell's 'diverged' column; it has no final return.",
-            )
-        )
-    if len(store.duplicates):
-        sections.append(
-            (
-                "Duplicate runs ignored",
-                _md_table(store.duplicates),
-                "Copies of one run (same config id, seed included) count once: the most advanced copy is kept.",
-            )
-        )
-    if res.skipped:
-        sections.append(
-            (
-                "Figures not drawn",
-                _md_table(pd.DataFrame(sorted(res.skipped.items()), columns=["figure", "reason"])),
-                "",
-            )
-        )
-    sections.append(("Provenance", _md_table(prov), ""))
-
-    md = [f"# Report: {sweeps}\n", f"Command: `{command}`\n"]
-    n_head = 2 + len(stat_sections)
-    for title, body, note in sections[:n_head]:
-        md += [f"## {title}\n", body, note + "\n" if note else ""]
-    md.append("## Figures\n")
-    for name, p in res.figures.items():
-        md += [
-            f"### {name.replace('_', ' ')}\n",
-            f"![{name}](figures/{p.name})\n",
-            CAPTIONS.get(name, "") + f" ([PDF](figures/{p.stem}.pdf))\n",
-        ]
-    for title, body, note in sections[n_head:]:
-        md += [f"## {title}\n", body, note + "\n" if note else ""]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(sweeps, command, sections, res.figures, n_head))
+    tail = _tail_sections(res, runs, at_txt, store, window) + [Section("Provenance", prov)]
+    args = (title, command, head + tail, res.figures, CAPTIONS, len(head))
+    (out / "report.md").write_text(markdown_page(*args))
+    (out / "report.html").write_text(html_page(*args))
     return res
 
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f0f0f0}img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}code{background:#f4f4f4}"""
+def report_title(store, paths) -> str:
+    """The sweeps' own names (manifest / sweep.yaml), not the folders'; for standalone runs (no
+    sweep name) the names of the run directories given."""
+    names = [n for n in store.sweep_names if n]
+    return ", ".join(names) if names else ", ".join(Path(p).resolve().name for p in paths)
 
 
-def _html(title: str, command: str, sections, figures: dict[str, Path], n_head: int = 2) -> str:
-    def table_html(md: str) -> str:
-        lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
-        if len(lines) < 2:
-            return f"<p>{html.escape(md.strip())}</p>"
-        head = [c.strip() for c in lines[0].strip("|").split("|")]
-        body = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
-        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-        return f"<table><tr>{th}</tr>{trs}</table>"
-
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ccm_madrl report: {html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>Report: {html.escape(title)}</h1>", f"<p>Command: <code>{html.escape(command)}</code></p>"]  # fmt: skip
-    for title, body, note in sections[:n_head]:
-        parts += [
-            f"<h2>{html.escape(title)}</h2>",
-            table_html(body),
-            f"<p>{html.escape(note)}</p>" if note else "",
-        ]
-    parts.append("<h2>Figures</h2>")
-    for name, p in figures.items():
-        data = base64.b64encode(p.read_bytes()).decode()
-        parts.append(
-            f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>"
-        )
-    for title, body, note in sections[n_head:]:
-        parts += [
-            f"<h2>{html.escape(title)}</h2>",
-            table_html(body),
-            f"<p>{html.escape(note)}</p>" if note else "",
-        ]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def final_window(runs: pd.DataFrame) -> str:
+    """What the final return averages, as the runs have it: the last 100 evaluations, or fewer
+    where a run has fewer (``final_evals``: the evaluations it averages)."""
+    n = pd.to_numeric(runs["final_evals"], errors="coerce").dropna() if "final_evals" in runs else pd.Series()
+    if n.empty or (n >= FINAL_EPISODES).all():
+        return f"mean of the last {FINAL_EPISODES} evaluations" + ("" if len(n) else " (or all, where fewer)")
+    lo, hi = int(n.min()), int(n.max())
+    return f"mean of the last {FINAL_EPISODES} evaluations, or all where fewer (here {lo}" + (
+        f" to {hi})" if hi != lo else ")"
+    )
 
 
-def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str, str, str]]:
+def _tail_sections(res: ReportResult, runs, at_txt, store, window: str) -> list[Section]:
+    out = []
+    if len(at_txt) and runs["algorithm"].nunique() > 1:
+        out.append(Section("Algorithms: final return and constraint violations", at_txt,
+                           "Constraint violation: fraction of evaluation steps whose proposals exceeded the server's "
+                           f"limits ({window.replace('mean of', 'mean over')})."))  # fmt: skip
+    if res.excluded_runs is not None and len(res.excluded_runs):
+        out.append(Section(
+            "Runs not included (not finished, or diverged)", res.excluded_runs,
+            "Missing grid cells are marked 'n/a' in the figures. A diverged run (training stopped at a "
+            "non-finite loss, priority or action, in the episode after its episodes_done) is a result: "
+            "Table 1 counts it in its cell's 'diverged' column; it has no final return.",
+        ))  # fmt: skip
+    if len(store.duplicates):
+        out.append(Section("Duplicate runs ignored", store.duplicates,
+                           "Copies of one run (same config id, seed included) count once: the most advanced copy is kept."))  # fmt: skip
+    if res.skipped:
+        out.append(Section("Figures not drawn", pd.DataFrame(sorted(res.skipped.items()), columns=["figure", "reason"])))
+    return out
+
+
+def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[Section]:
     """The statistics sections (``report.stats``): survival of the stop events, log-rank tests,
     IQM and probability of improvement; their tables join ``res.tables``."""
     if runs.empty:
@@ -248,18 +194,18 @@ def _statistics(runs: pd.DataFrame, store, res: ReportResult) -> list[tuple[str,
         .round({"stopped_a": 2, "stopped_b": 2}) if len(lr) else lr
     )  # fmt: skip
     return [
-        ("Statistics: stop episodes as survival data (Kaplan-Meier median [95% CI])", _md_table(s_txt),
+        Section("Statistics: stop episodes as survival data (Kaplan-Meier median [95% CI])", s_txt,
          "Runs in which an event did not happen are censored at their last episode. 'not reached': fewer than half "
          "the runs had the event, so the median is not estimable; the CI bound ∞ means not bounded within the runs. "
          "Method: docs/report.md, 'Statistics'; numbers: tables/survival.csv."),
-        ("Statistics: log-rank tests between adjacent learning rates (all actors stopped, |dw| < threshold)", _md_table(lr_txt),
+        Section("Statistics: log-rank tests between adjacent learning rates (all actors stopped, |dw| < threshold)", lr_txt,
          "One family per sweep (every adjacent client-lr pair at each master lr and master-lr pair at each client lr), "
          "Holm-corrected; a = the lower learning rate. Verdicts (docs/report.md, 'Verdicts'): 'not detectable at n = a vs b' "
          "where the smallest p the design can give is not below alpha / m (m tests in the family), whatever the data; "
          "'not detected' where the design could detect and the adjusted p is >= 0.05 (the data neither show nor exclude a "
          "difference). The hazard ratio a / b (Peto) is the effect size. tables/logrank.csv (raw and adjusted p, the design's "
          "smallest attainable p)."),
-        ("Statistics: final return (IQM, probability of improvement over the baselines)", _md_table(i_txt),
+        Section("Statistics: final return (IQM, probability of improvement over the baselines)", i_txt,
          "IQM: mean of the middle 50% of the runs' final returns, 95% stratified-bootstrap CI (rliable, 2000 "
          "replications, seed 0). P(better than ...): probability that a run of the cell beats a run of the baseline "
          "[bootstrap CI], δ: Cliff's delta (2P - 1), then the verdict of the two-sided Mann-Whitney test, Holm over the sweep's "

@@ -16,11 +16,7 @@ import math
 
 import numpy as np
 import pandas as pd
-
-# t(0.975, df) for df = 1..30 (Student's t table); beyond, the normal 1.96
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]  # fmt: skip
+from scipy.stats import t as student_t
 
 GROUP = ["sweep", "algorithm", "client_lr", "master_lr", "steps"]
 ACTOR_LOSS = {
@@ -34,7 +30,8 @@ CRITIC_LOSS = {
 
 
 def t_quantile(df: int) -> float:
-    return T975[df - 1] if 1 <= df <= len(T975) else 1.96
+    """Student's t(0.975, df): the two-sided 95% quantile (scipy), for any df >= 1."""
+    return float(student_t.ppf(0.975, df))
 
 
 def mean_ci(values) -> tuple[float, float, int]:
