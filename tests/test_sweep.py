@@ -372,3 +372,21 @@ def test_sweep_progress_is_plain_lines_where_stdout_is_not_a_terminal():
         p.run_finished("done")
     assert quiet.getvalue() == ""
     assert (_duration(12.4), _duration(250), _duration(3900)) == ("12s", "4m10s", "1h05m")
+
+
+def test_a_sweep_says_which_backend_runs_it_where_and_how_many_at_once(tmp_path, monkeypatch, capsys):
+    from ccm_madrl.experiment.sweep import LocalPool, RayTasks
+
+    assert LocalPool(2, 1).describe(5) == (
+        "backend local: 2 worker process(es) at once on this machine, 1 torch thread(s) each"
+    )
+    assert LocalPool(4, 1).describe(3).startswith("backend local: 3 worker process(es)")
+    assert RayTasks(None, workers=3).describe(10) == (
+        "backend ray: a local Ray instance, at most 3 task(s) in flight, 1 CPU(s) and 0 GPU(s) per task"
+    )
+    assert RayTasks("ray://head:10001").describe(10).startswith("backend ray: the cluster at ray://head:10001, every")
+    monkeypatch.setattr(LocalPool, "run", lambda self, jobs, on_done, poll, stop: None)
+    run_sweep(SMOKE, tmp_path / "s", workers=1, progress=True)
+    out = capsys.readouterr().out
+    name = load_sweep(SMOKE)[0].name
+    assert f"{name}: backend local: 1 worker process(es) at once on this machine" in out

@@ -4,8 +4,10 @@ interrupted ones from their checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -102,6 +104,7 @@ def test_slurm_parameters_follow_the_options_and_the_sweep_file(tmp_path, monkey
     import submitit
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # a cluster's login node
     opts = BackendOptions(
         cpus_per_run=4,
         gpus_per_run=1,
@@ -132,3 +135,72 @@ def test_sigusr2_stops_a_slurm_token():
         os.kill(os.getpid(), signal.SIGUSR2)
         assert token.requested
     assert signal.getsignal(signal.SIGUSR2) == before  # the handler is put back
+
+
+def test_backend_slurm_without_sbatch_is_one_line_unless_the_local_cluster_is_asked_for(tmp_path, monkeypatch, capsys):
+    """No sbatch on the PATH: ``--backend slurm`` refuses in one line naming --slurm-cluster
+    (exit 2, no sweep directory), instead of running local processes without a word."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = tmp_path / "out"
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--backend", "slurm", "--slurm-partition", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no sbatch" in err and "--slurm-cluster local" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(Exception, match="no sbatch"):
+        run_sweep(SMOKE, out, backend="slurm", progress=False,
+                  options=BackendOptions(slurm=SlurmOptions(cluster="slurm")))  # fmt: skip
+
+
+def test_the_local_executor_runs_at_most_workers_jobs_at_once(tmp_path, monkeypatch):
+    """submitit's local executor starts every job it is handed: the backend hands it at most
+    ``--workers`` at a time, the next as one ends."""
+    import submitit
+
+    live, peak = set(), [0]
+
+    class Job:
+        def __init__(self, i):
+            self.job_id, self.polls = str(i), 0
+
+        def done(self):
+            self.polls += 1
+            if self.polls >= 2:
+                live.discard(self)
+            return self.polls >= 2
+
+        def result(self):
+            return {"status": "done"}
+
+        def cancel(self, check=False):
+            pass
+
+    class LocalExecutor:
+        cluster = "local"
+
+        def __init__(self, folder, cluster=None):
+            self.n = 0
+
+        def update_parameters(self, **kw):
+            pass
+
+        @contextlib.contextmanager
+        def batch(self):
+            yield
+
+        def submit(self, fn, *args):
+            self.n += 1
+            job = Job(self.n)
+            live.add(job)
+            peak[0] = max(peak[0], len(live))
+            return job
+
+    monkeypatch.setattr(submitit, "AutoExecutor", LocalExecutor)
+    jobs = [(f"r{i}", "{}", str(tmp_path / f"r{i}")) for i in range(5)]
+    got = []
+    array = SlurmArray(tmp_path / "slurm", workers=2, options=BackendOptions(slurm=SlurmOptions(cluster="local")))
+    array.run(jobs, lambda rid, res: got.append(rid), lambda: None, StopToken())
+    assert sorted(got) == [f"r{i}" for i in range(5)] and peak[0] == 2
+    assert json.loads((tmp_path / "slurm" / "jobs.json").read_text()) == {f"r{i}": str(i + 1) for i in range(5)}
+    assert array.describe(5) == (
+        "backend slurm: cluster local (submitit's local executor: processes on this machine), at most 2 at once"
+    )

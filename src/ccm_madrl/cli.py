@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--slurm-cluster",
         choices=["slurm", "local"],
-        help="slurm: where the array runs (default: SLURM when sbatch is found, else local processes)",
+        help="slurm: where the array runs (default slurm: sbatch must be on the PATH; local: submitit's local executor, at most --workers processes at once)",
     )
     s.add_argument(
         "--slurm-opt",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -316,6 +317,10 @@ class Backend(Protocol):
         self, jobs: list[Job], on_done: Callable[[str, dict], None], poll: Callable[[], None], stop: StopToken
     ) -> None: ...
 
+    def describe(self, jobs: int) -> str:
+        """One line: the backend, where it runs (cluster) and how many jobs at once."""
+        ...
+
 
 @dataclass(frozen=True)
 class SlurmOptions:
@@ -328,7 +333,7 @@ class SlurmOptions:
     qos: str | None = None
     constraint: str | None = None
     array_parallelism: int | None = None  # at most this many array tasks at once (default: --workers)
-    cluster: str | None = None  # None: SLURM when sbatch is found, else local processes; or "local"
+    cluster: str | None = None  # None or "slurm": sbatch (refused when it is not on the PATH); "local": local processes
     additional: dict = field(default_factory=dict)  # any other sbatch option (key without --)
 
 
@@ -385,6 +390,11 @@ def check_options(backend: str, options: BackendOptions | None) -> BackendOption
                 raise ConfigError(
                     f"--{name.replace('_', '-')}: whole numbers under --backend slurm (got {v})"
                 )
+        if (options.slurm.cluster or "slurm") == "slurm" and shutil.which("sbatch") is None:
+            raise ConfigError(
+                "--backend slurm: no sbatch on this machine's PATH; give --slurm-cluster local (or "
+                "slurm: {cluster: local} in the sweep file) to run the array as local processes"
+            )
     return options
 
 
@@ -500,6 +510,10 @@ class LocalPool:
 
     workers: int
     threads: int
+
+    def describe(self, jobs: int) -> str:
+        return (f"backend local: {min(self.workers, jobs)} worker process(es) at once on this machine, "
+                f"{self.threads} torch thread(s) each")  # fmt: skip
 
     def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
         import multiprocessing as mp
@@ -635,6 +649,12 @@ class RayTasks:
     workers: int | None = None
     options: BackendOptions = field(default_factory=BackendOptions)
 
+    def describe(self, jobs: int) -> str:
+        where = f"the cluster at {self.address}" if self.address not in (None, "local") else "a local Ray instance"
+        at_once = f"at most {min(self.workers, jobs)} task(s) in flight" if self.workers else "every task submitted at once"
+        o = self.task_options()
+        return f"backend ray: {where}, {at_once}, {o['num_cpus']} CPU(s) and {o['num_gpus']} GPU(s) per task"
+
     def task_options(self) -> dict:
         """The resource requests and retries of each run's task (``ray.remote`` options)."""
         o = self.options
@@ -744,17 +764,43 @@ class SlurmArray:
         ex.update_parameters(**params)
         return ex
 
+    def at_once(self, cluster: str, jobs: int) -> int:
+        """Array tasks running at once: SLURM's array parallelism on a cluster; submitit's local
+        executor starts every job it is given, so there the backend submits at most this many."""
+        if cluster == "slurm":
+            return min(jobs, self.options.slurm.array_parallelism or self.workers or 256)
+        return max(1, min(jobs, self.workers or usable_cores()))
+
+    def describe(self, jobs: int) -> str:
+        cluster = self.options.slurm.cluster or "slurm"
+        if cluster == "slurm":
+            return (f"backend slurm: cluster slurm (sbatch), one array of {jobs} task(s), at most "
+                    f"{self.at_once(cluster, jobs)} at once, {int(self.options.cpus_per_run or 1)} CPU(s) per task")  # fmt: skip
+        return (f"backend slurm: cluster {cluster} (submitit's local executor: processes on this machine), "
+                f"at most {self.at_once(cluster, jobs)} at once")  # fmt: skip
+
     def run(self, jobs: list[Job], on_done: Callable, poll: Callable, stop: StopToken) -> None:
         ex = self.executor()
-        with ex.batch():
-            # SLURM sends SIGUSR2 before the time limit (submitit asks for it): the run checkpoints
-            token = StopToken(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGUSR2))
-            handles = [
-                ex.submit(run_one, cfg_json, run_dir, self.threads, token) for _, cfg_json, run_dir in jobs
-            ]
-        subs = {h: rid for h, (rid, _, _) in zip(handles, jobs)}
+        # SLURM sends SIGUSR2 before the time limit (submitit asks for it): the run checkpoints
+        token = StopToken(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGUSR2))
+        waiting, subs, job_ids = list(jobs), {}, {}
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.folder / "jobs.json", {rid: h.job_id for h, rid in subs.items()})
+
+        def submit(k: int) -> None:
+            batch, waiting[:] = waiting[:k], waiting[k:]
+            if not batch or stop.requested:
+                return
+            with ex.batch():
+                handles = [ex.submit(run_one, cfg_json, run_dir, self.threads, token) for _, cfg_json, run_dir in batch]
+            for h, (rid, _, _) in zip(handles, batch):
+                subs[h], job_ids[rid] = rid, h.job_id
+            write_json(self.folder / "jobs.json", job_ids)
+
+        def finished(rid: str, res: dict) -> None:
+            on_done(rid, res)
+            submit(1)  # the local executor: the next job as one ends (a cluster had them all)
+
+        submit(self.at_once(ex.cluster, len(jobs)))
 
         def wait_some(pending):
             done = [h for h in pending if h.done()]
@@ -763,7 +809,7 @@ class SlurmArray:
             return done
 
         try:
-            _drain(subs, wait_some, lambda h: h.result(), on_done, poll, stop, "slurm job")
+            _drain(subs, wait_some, lambda h: h.result(), finished, poll, stop, "slurm job")
         except KeyboardInterrupt:  # scancel: SLURM sends SIGTERM, each run checkpoints and stops
             for h in list(subs):
                 h.cancel(check=False)
@@ -820,8 +866,8 @@ def run_sweep(
     of it is refused (:class:`SweepDirBusy`). A directory that holds another plan (other run ids or
     another sweep name in its manifest) is refused unless ``extend`` (its runs are then added to
     the manifest; the previous ``sweep.yaml`` is kept as ``sweep.<k>.yaml``)."""
-    check_options(backend, options)
     spec, base = load_sweep(path, set_, seeds, axes, name)
+    options = check_options(backend, with_file_slurm(spec, options))
     runs = expand(spec, base, str(path))
     planned = [r.id for r in runs]
     if only is not None:
@@ -841,6 +887,15 @@ def run_sweep(
     with dir_lock(sweep_dir, "sweep directory", SweepDirBusy, SWEEP_BUSY_HINT):
         check_plan(sd, spec.name, planned, extend)  # again, now that no other sweep can write it
         return _run_sweep(spec, base, runs, sd, backend, workers, address, progress, options, stop, pack, extend)
+
+
+def with_file_slurm(spec: SweepSpec, options: BackendOptions | None) -> BackendOptions:
+    """The options with the sweep file's ``slurm:`` block under those given on the command line."""
+    options = options or BackendOptions()
+    if spec.slurm:
+        given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}
+        options = replace(options, slurm=SlurmOptions(**{**spec.slurm, **given}))
+    return options
 
 
 class SweepDirBusy(ValueError):
@@ -875,10 +930,6 @@ def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, option
         k = 1 + sum(1 for _ in sweep_dir.glob("sweep.*.yaml"))
         sd.write_file(f"sweep.{k}.yaml", sd.sweep_file.read_bytes())  # the plan it extends
     sd.write_file(SWEEP_FILE, text)
-    options = options or BackendOptions()
-    if spec.slurm:  # the sweep file's slurm: block, under the options given on the command line
-        given = {k: v for k, v in vars(options.slurm).items() if v != getattr(SlurmOptions(), k)}
-        options = replace(options, slurm=SlurmOptions(**{**spec.slurm, **given}))
     plan = plan_sweep(runs, sweep_dir, backend, workers, options)
     man = Manifest(sweep_dir)
     for r in runs:
@@ -906,6 +957,7 @@ def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, option
         return sum(int(sd.run(r.id).status().get("episodes_done", 0)) for r in runs)
 
     bar = _SweepProgress(progress, spec.name, len(runs), skipped, total_eps, episodes_now())
+    runner = BACKENDS[backend](plan, address)
 
     backend_jobs, members = jobs, {}
     if pack is not None:  # whole packs are the backend's jobs; results come back per member run
@@ -936,7 +988,9 @@ def _run_sweep(spec, base, runs, sd, backend, workers, address, progress, option
                 for rid, _, _ in jobs:
                     man.update(rid, status="queued")
                 man.save(spec.name)
-                BACKENDS[backend](plan, address).run(backend_jobs, on_done, poll, stop)
+                if progress:  # what runs where, and how many at once
+                    print(f"{spec.name}: {runner.describe(len(backend_jobs))}", flush=True)
+                runner.run(backend_jobs, on_done, poll, stop)
             poll()
     except KeyboardInterrupt:  # record where each unfinished run stopped, then stop
         for rid, _, run_dir in jobs:
