@@ -2,7 +2,9 @@
 
 One child process per source tree (``PYTHONPATH`` at its ``src``), both alive for the whole
 measurement: each builds the same learner (``single``: one default run, N = 50, batch 64, 10 steps,
-trained ``--episodes`` episodes; ``pack R``: ``bench.grid_pack_batch(R)``) and one replay batch, then
+trained ``--episodes`` episodes; ``pack R``: ``bench.grid_pack_batch(R)``; ``pack Rm``: the same with the gradient-flow monitor
+attached and measuring, as in a monitored episode; ``act R``: one greedy acting step of R x 50
+environments instead of a training step) and one replay batch, then
 times one training step on a fresh copy of that state each time the parent asks. The parent asks
 A, B, B, A, A, B, ... (``--reps`` rounds), so both trees see the same load over time; it reports
 per-step process CPU time and wall time, their medians, the ratio of medians and the median of the
@@ -51,19 +53,53 @@ def child(setup: str, episodes: int) -> None:  # runs in the tree named by PYTHO
     else:
         from ccm_madrl.bench import grid_pack_batch
 
-        learner, batch, w = grid_pack_batch(int(setup.removeprefix("pack")))
-    copy.deepcopy(learner).train_step(batch, w)  # warm-up
+        learner, batch, w = grid_pack_batch(
+            int(setup.removeprefix("pack").removeprefix("act").removesuffix("m"))
+        )
+    if setup.startswith("act"):
+        return act_child(learner, batch)
+    monitored = setup.endswith("m")
+
+    def fresh():
+        """A copy of the learner's state, with a monitor attached and measuring (``pack16m``)."""
+        lr = copy.deepcopy(learner)
+        if monitored:
+            from ccm_madrl.monitor.core import GradientFlowMonitor
+
+            mon = GradientFlowMonitor()
+            lr.attach_monitor(mon)
+            mon.start_episode(0)
+        return lr
+
+    fresh().train_step(batch, w)  # warm-up
     with FlopCounterMode(display=False) as fc:
-        copy.deepcopy(learner).train_step(batch, w)
+        fresh().train_step(batch, w)
     print(json.dumps({"ready": True, "flops": fc.get_total_flops()}), flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
-        lr = copy.deepcopy(learner)
+        lr = fresh()
         t, c = time.perf_counter(), time.process_time()
         lr.train_step(batch, w)
         print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - c}), flush=True)
         del lr
+
+
+def act_child(pack, batch) -> None:
+    """``act R``: one greedy acting step of R x 50 evaluation environments per request (the states
+    of the replay batch's first 50 samples of each run), as ``step`` replies."""
+    r = pack.n_runs
+    per = batch["states"].shape[0] // r
+    states = batch["states"].reshape(r, per, *batch["states"].shape[1:])[:, : min(per, 50)]
+    states = states.reshape(-1, *states.shape[2:]).double().numpy()
+    pack.act(states)  # warm-up
+    print(json.dumps({"ready": True, "flops": 0}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t, c = time.perf_counter(), time.process_time()
+        pack.act(states)
+        print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - c}), flush=True)
 
 
 def measure(srcs: dict[str, str], setup: str, reps: int, episodes: int) -> dict:

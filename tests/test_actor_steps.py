@@ -275,6 +275,20 @@ def test_the_hidden_layers_in_chunks_score_the_rows_as_the_gathered_pass(monkeyp
     assert torch.equal(got, want)
 
 
+def _pack_rows(runs: int, per: int):
+    """A random packed critic, a run-major batch and its candidate rows (sample, agent): run 1
+    without a row, run 2 with three."""
+    critic = _random_critic(runs)
+    n = critic.n_agents
+    s, u = torch.rand(runs * per, n, 7), torch.rand(runs * per, n, 3) * 2 - 1
+    cand = torch.rand(runs * per, n) < 0.6
+    cand[per : 2 * per] = False  # run 1: no row
+    cand[2 * per : 3 * per] = False
+    cand[2 * per, :3] = True  # run 2: three rows
+    bi, ji = cand.nonzero(as_tuple=True)
+    return critic, s, u, bi, ji
+
+
 @pytest.mark.parametrize("chunk", [8, 11, 100_000])
 def test_a_packs_rows_from_the_kept_own_parts_score_as_rows_q(monkeypatch, chunk):
     """``PackedCritic.rows_q_kept`` (each run's rows in chunks, gathered from the kept own parts) is
@@ -284,16 +298,133 @@ def test_a_packs_rows_from_the_kept_own_parts_score_as_rows_q(monkeypatch, chunk
 
     monkeypatch.setattr(argmax, "CHUNK_ROWS", chunk)
     runs, per = 4, 12
-    critic = _random_critic(runs)
+    critic, s, u, bi, ji = _pack_rows(runs, per)
     n = critic.n_agents
-    s, u = torch.rand(runs * per, n, 7), torch.rand(runs * per, n, 3) * 2 - 1
-    cand = torch.rand(runs * per, n) < 0.6
-    cand[per : 2 * per] = False  # run 1: no row
-    cand[2 * per : 3 * per] = False
-    cand[2 * per, :3] = True  # run 2: three rows
-    bi, ji = cand.nonzero(as_tuple=True)
     with torch.no_grad():
         joint, own = critic.joint(s, u), critic.own_rows(s, u)
         want = critic.rows_q(joint, bi, s[bi, ji], u[bi, ji], bi, own=own[bi, ji])
         got = critic.rows_q_kept(joint, bi, own.reshape(-1, own.shape[-1]), bi * n + ji)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("chunk", [8, 11, 100_000])
+def test_a_packs_scored_rows_in_chunks_are_each_runs_critic_alone(monkeypatch, chunk):
+    """``PackedCritic.rows_q`` without gradient (acting's scores, the TD target's maximum): each
+    run's rows in chunks (``hidden_rows`` with the own parts' product chunk by chunk) score as the
+    whole run's rows through its critic slice at once (the computation before the chunks) bit for
+    bit, and so as that run's critic alone (``MasterCritic.rows_q`` on the same joint parts) where
+    it has at least ``MIN_ROWS`` rows (fewer: not chunked, the computation before); with a run
+    without rows and one with three."""
+    import torch.nn.functional as F
+
+    from ccm_madrl.agents import argmax
+
+    monkeypatch.setattr(argmax, "CHUNK_ROWS", chunk)
+    runs, per = 4, 12
+    critic, s, u, bi, ji = _pack_rows(runs, per)
+    n = critic.n_agents
+    with torch.no_grad():
+        joint = critic.joint(s, u)
+        got = critic.rows_q(joint, bi, s[bi, ji], u[bi, ji], bi)
+        x = argmax.own_inputs(critic, s[bi, ji], u[bi, ji])
+        w1 = critic.fc1.weight[:, :, critic.joint_dim :]
+        checked = 0
+        for r in range(runs):
+            mine = (bi >= r * per) & (bi < (r + 1) * per)
+            if int(mine.sum()) < argmax.MIN_ROWS:  # not chunked (a GEMM of so few rows sums by
+                continue  # the rows' place in memory: no reference to compare with bit for bit)
+            checked += 1
+            h = (joint[bi[mine]] + F.linear(x[mine], w1[r])).relu_()
+            a = F.linear(h, critic.fc2.weight[r], critic.fc2.bias[r]).relu_()
+            whole = F.linear(a, critic.fc3.weight[r], critic.fc3.bias[r]).squeeze(-1)
+            assert torch.equal(got[mine], whole)
+            alone = MasterCritic(n, hidden=critic.hidden)
+            for dst, src in zip(alone.parameters(), critic.parameters()):
+                dst.copy_(src[r].reshape(dst.shape))
+            j = joint[r * per : (r + 1) * per]  # the joint parts as the pack computes them
+            b, k = bi[mine] - r * per, ji[mine]
+            assert torch.equal(got[mine], alone.rows_q(j, b, s[bi[mine], k], u[bi[mine], k]))
+    assert checked == 2
+    assert torch.isfinite(got).all() and got.shape == bi.shape
+
+
+def _monitored_step(cfgs, fed: bool, monkeypatch, monitor: bool = True):
+    """One training step (with the gradient-flow monitor measuring unless not ``monitor``); its rows,
+    its last output pre-activations, the networks after the step, and what each ActorSteps was
+    (``fed``: the monitor's hooks fed by the sliced forward; otherwise the full forward of every
+    actor at every step)."""
+    from ccm_madrl.monitor.core import GradientFlowMonitor
+
+    learner = _learner(cfgs)
+    if not fed:
+        monkeypatch.setattr(BatchedActor, "hooks_fed", lambda self: False)
+    built = []
+    plain = offpolicy.ActorSteps.__init__
+
+    def record(self, *a, **k):
+        plain(self, *a, **k)
+        built.append((self.sliced, self.kept is not None))
+
+    monkeypatch.setattr(offpolicy.ActorSteps, "__init__", record)
+    rs = np.random.default_rng(0)
+    layout = learner.transition_layout()
+    lead = (len(cfgs), 4) if len(cfgs) > 1 else (4,)
+    for _ in range(3):
+        tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in layout.items()}
+        tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
+        tr["done"][:] = 0.0
+        learner.observe(tr)
+    mon = GradientFlowMonitor()
+    if monitor:
+        learner.attach_monitor(mon)
+        mon.start_episode(0)
+    learner.train()
+    last_z = mon.roles["actors"].last_z.clone() if monitor else None
+    rows = mon.end_episode(0) if monitor else None
+    monkeypatch.undo()
+    nets = [p.detach().clone() for p in [*learner.actors.parameters(), *learner.critic.parameters()]]
+    return rows, last_z, nets, built
+
+
+# The full forward (the monitor's path before its hooks were fed by the sliced forward) sums the
+# actors' output-bias gradients over another layout: measured, 1 ulp-level gaps (~1e-11 absolute of
+# ~1e-4) that move the networks after the first step, and the monitor's statistics with them, by
+# at most ~1e-6 relative over a training step (N = 12). Held to 1e-4: far below a wrong or missing
+# agent slice (order 1).
+MONITOR_RTOL = 1e-4
+
+
+@pytest.mark.parametrize(
+    "runs,agent",
+    [
+        (1, {}),
+        (2, {}),
+        (1, {"mitigations": {"actor_layernorm": True}}),
+        (2, {"architecture": {"activation": "linear_clip"}}),
+    ],
+)
+def test_the_monitors_hooks_fed_by_the_sliced_forward_measure_as_the_full_forward(monkeypatch, runs, agent):
+    """With the monitor attached, the stepping actor alone (its hooks fed with every agent's kept
+    activations, ``ActorSteps.kept``): the networks are those of the run without the monitor, bit for
+    bit, and the monitor measures what the full forward at every step gave it (every statistic,
+    every agent's last output pre-activations), up to that path's own summation order."""
+    cfgs = _cfgs(runs, **agent)
+    rows_f, z_f, nets_f, built_f = _monitored_step(cfgs, True, monkeypatch)
+    rows_o, z_o, nets_o, built_o = _monitored_step(cfgs, False, monkeypatch)
+    _, _, nets_n, built_n = _monitored_step(cfgs, True, monkeypatch, monitor=False)
+    assert built_f == [(True, True)] and built_o == [(False, False)] and built_n == [(True, False)]
+    assert all(torch.equal(x, y) for x, y in zip(nets_f, nets_n))
+    assert all(torch.allclose(x, y, rtol=MONITOR_RTOL, atol=1e-9) for x, y in zip(nets_f, nets_o))
+    assert len(rows_f) == len(rows_o) > 0
+    measured = 0
+    for a, b in zip(rows_f, rows_o):
+        assert a.keys() == b.keys()
+        for k in a:
+            va, vb = a[k], b[k]
+            if isinstance(va, float):
+                np.testing.assert_allclose(va, vb, rtol=MONITOR_RTOL, atol=1e-12, err_msg=k)
+            elif not (isinstance(va, str) and a["role"] == "critic"):
+                assert va == vb, (k, va, vb)
+        measured += a["role"] == "actors" and a.get("grad_norm", 0.0) > 0
+    assert measured == runs * 12  # every actor stepped, with a gradient the monitor saw
+    torch.testing.assert_close(z_f, z_o, rtol=MONITOR_RTOL, atol=1e-9)

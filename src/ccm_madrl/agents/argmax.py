@@ -108,12 +108,13 @@ def rows_h1(
 
 def hidden_rows(
     own: torch.Tensor,
-    own_index: torch.Tensor,
+    own_index: torch.Tensor | None,
     joint: torch.Tensor,
     rows: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     chunk: int | None = None,
+    own_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The second hidden layer ``relu(W2 relu(own[own_index] + joint[rows]) + b2)`` of M rows, (M,
     H2), no gradient: ``own`` (K, H1) the kept own parts, ``joint`` (B, H1) the joint parts, the
@@ -125,8 +126,13 @@ def hidden_rows(
     elementwise; the GEMM of a chunk gives each row the value it has in the GEMM of all rows when
     both have at least ``MIN_ROWS`` rows, at one torch thread: a last chunk shorter than that is
     merged into the one before, and fewer than ``MIN_ROWS`` rows in all are one chunk). Saves
-    writing and re-reading the (M, H1) intermediates, ~4x the size of the output."""
-    m, h1 = rows.shape[0], own.shape[-1]
+    writing and re-reading the (M, H1) intermediates, ~4x the size of the output.
+
+    ``own_index`` None: row m's own part is ``own[m]``. ``own_weight`` (H1, D): ``own`` holds the
+    rows' own first-layer inputs (K, D) instead, and each chunk's own part is their product with
+    it, ``F.linear(own[own_index], own_weight)`` chunk by chunk (row-invariant, as above)."""
+    m = rows.shape[0]
+    h1 = own.shape[-1] if own_weight is None else own_weight.shape[0]
     chunk = CHUNK_ROWS if chunk is None else chunk
     out = own.new_empty((m, weight.shape[0]))
     starts = list(range(0, m, chunk))
@@ -135,10 +141,16 @@ def hidden_rows(
     ends = [*starts[1:], m]
     width = max(e - s for s, e in zip(starts, ends)) if m else 0
     buf, jbuf = own.new_empty((width, h1)), own.new_empty((width, h1))
-    wt = weight.t()
+    wt, ot = weight.t(), None if own_weight is None else own_weight.t()
     for s, e in zip(starts, ends):
         h, hj = buf[: e - s], jbuf[: e - s]
-        torch.index_select(own, 0, own_index[s:e], out=h)
+        mine = own[s:e] if own_index is None else None
+        if ot is None and mine is None:
+            torch.index_select(own, 0, own_index[s:e], out=h)
+        elif ot is None:
+            h.copy_(mine)
+        else:
+            torch.mm(own.index_select(0, own_index[s:e]) if mine is None else mine, ot, out=h)
         torch.index_select(joint, 0, rows[s:e], out=hj)
         h.add_(hj).relu_()
         torch.addmm(bias, h, wt, out=out[s:e])

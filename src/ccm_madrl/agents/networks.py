@@ -301,8 +301,45 @@ class BatchedActor(nn.Module):
         nets = self.agent_nets(agent)
         return {nm: p.detach()[nets].requires_grad_() for nm, p in self.named_parameters()}
 
+    # the sub-modules of one actor's forward, in order (without ``norm`` when there is none)
+    CHAIN = ("fc1", "act1", "fc2", "act2", "fc3", "norm", "out_act")
+
+    def hooks_fed(self) -> bool:
+        """Whether :meth:`forward_agent` can feed this module's forward hooks with full-layout
+        activations (:meth:`activations`): plain forward hooks on the sub-modules of :data:`CHAIN`
+        only (no pre-hooks, no hooks with keyword arguments, no global hooks)."""
+        from torch.nn.modules import module as nn_module
+
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return False
+        chain = {getattr(self, nm) for nm in self.CHAIN if getattr(self, nm) is not None}
+        return not any(
+            m._forward_pre_hooks or m._forward_hooks_with_kwargs or (m._forward_hooks and m not in chain)
+            for m in self.modules()
+        )
+
+    @torch.no_grad()
+    def activations(self, states: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every network's activations on ``states`` (..., N, state_dim), agent-major (n_nets, M,
+        features), without gradient and without calling hooks: ``"input"`` (the scaled states) and
+        the output of each sub-module of :data:`CHAIN`, the values of :meth:`forward`. What
+        :meth:`forward_agent` keeps up to date and hands to the forward hooks (``kept``)."""
+        if self.stochastic or self.shared:
+            raise ValueError("activations: deterministic, independent networks only")
+        kept = {"input": self._agent_major(states)}
+        h = kept["input"]
+        for nm in self.CHAIN:
+            m = getattr(self, nm)
+            if m is not None:
+                h = kept[nm] = m.forward(h)
+        return kept
+
     def forward_agent(
-        self, states: torch.Tensor, agent: int, params: dict[str, torch.Tensor] | None = None
+        self,
+        states: torch.Tensor,
+        agent: int,
+        params: dict[str, torch.Tensor] | None = None,
+        kept: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Agent ``agent``'s actions alone: states (..., N, state_dim) -> (..., action_dim), at the
         cost of its own networks only (a pack: agent ``agent`` of every run, rows run-major). Bit for
@@ -310,34 +347,70 @@ class BatchedActor(nn.Module):
         for the output activations tanh, softsign, hardtanh and linear_clip; ``scaled_sigmoid``
         differs in the last bits (torch's sigmoid rounds differently in its kernels' vector body
         and scalar tail, so an element's rounding depends on its place in the tensor); a test pins
-        both. In a pass with gradients while forward hooks are registered (the monitor's), the full
-        forward instead, so that the hooks see the ``(N, M, features)`` layout of every agent.
-        Independent (not shared) networks only. ``params``: the agent's parameters given
-        (:meth:`agent_parameters`, the same values), instead of gathered from the networks'."""
+        both. Independent (not shared) networks only. ``params``: the agent's parameters given
+        (:meth:`agent_parameters`, the same values), instead of gathered from the networks'.
+
+        Forward hooks (the monitor's) see the ``(N, M, features)`` layout of every agent: with
+        ``kept`` (:meth:`activations` of the same states, kept by the caller), the agent's slices
+        are written into it and each hooked sub-module's hooks are called with its full-layout
+        input and output (:meth:`_agent_chain`); without ``kept``, in a pass with gradients while
+        hooks are registered, the full forward instead."""
         if self.shared:
             raise ValueError("forward_agent: a shared network serves every agent; use forward")
-        if torch.is_grad_enabled() and any(m._forward_hooks for m in self.modules()):
+        if kept is None and torch.is_grad_enabled() and any(m._forward_hooks for m in self.modules()):
             return self.forward(states)[..., agent, :]
         runs = self.n_nets // self.n_agents
+        nets = self.agent_nets(agent, states.device)
         if params is None:
-            nets = self.agent_nets(agent, states.device)
             params = {nm: p[nets] for nm, p in self.named_parameters()}
         x = states[..., agent, :]
         if self.in_lo is not None:
             x = (x - self.in_lo) / self.in_span
         lead = x.shape[:-1]
+        out = self._agent_chain(x.reshape(runs, -1, self.state_dim), params, nets, kept)
+        return out.reshape(*lead, self.action_dim)
 
-        def linear(name: str, h: torch.Tensor) -> torch.Tensor:
-            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
-            return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-
-        h = torch.relu(linear("fc1", x.reshape(runs, -1, self.state_dim)))
-        h = torch.relu(linear("fc2", h))
-        z = linear("fc3", h)[..., : self.action_dim]
-        if self.norm is not None:
-            z = F.layer_norm(z, z.shape[-1:], eps=self.norm.eps)
-            z = z * params["norm.weight"].unsqueeze(1) + params["norm.bias"].unsqueeze(1)
-        return self.out_act(z).reshape(*lead, self.action_dim)
+    def _agent_chain(
+        self,
+        x: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        nets: torch.Tensor,
+        kept: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """:meth:`forward_agent`'s networks on their inputs x (runs, P, state_dim). With ``kept``,
+        each sub-module's output slice is written into ``kept[name]`` (rows ``nets``), and a hooked
+        sub-module's hooks get ``(kept[previous],)`` and ``kept[name]``; the output activation's
+        output is handed over as a new full-layout tensor in the graph (its slice the returned
+        actions), so that a hook's gradient hook on it sees the full-layout gradient, and its input
+        as a copy (a hook may keep it beyond the step). The hidden layers' are the kept tensors
+        themselves, valid until the agent's next :meth:`forward_agent`: a hook must not keep them."""
+        h, prev = x, "input"
+        for nm in self.CHAIN:
+            m = getattr(self, nm)
+            if m is None:
+                continue
+            if nm.startswith("fc"):
+                w, b = params[f"{nm}.weight"], params[f"{nm}.bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = h[..., : self.action_dim] if nm == "fc3" else h
+            elif nm == "norm":
+                h = F.layer_norm(h, h.shape[-1:], eps=m.eps)
+                h = h * params["norm.weight"].unsqueeze(1) + params["norm.bias"].unsqueeze(1)
+            else:
+                h = torch.relu(h) if nm.startswith("act") else m.forward(h)
+            if kept is None:
+                continue
+            kept[nm].index_copy_(0, nets, h.detach())
+            if m._forward_hooks:
+                last = nm == "out_act"
+                full_in = kept[prev].clone() if last else kept[prev]
+                full = kept[nm].index_put((nets,), h) if last and h.requires_grad else kept[nm]
+                for hook in list(m._forward_hooks.values()):
+                    if hook(m, (full_in,), full) is not None:
+                        raise RuntimeError("forward_agent: a forward hook that replaces the output")
+                h = full[nets] if full.requires_grad else h
+            prev = nm
+        return h
 
     @contextmanager
     def gradients_for(self, nets: int | torch.Tensor | None):
@@ -715,6 +788,8 @@ class PackedCritic(nn.Module):
         if not one_run_at_a_time:
             own = self.own(states, actions, sample) if own is None else own
             return self.head(joint[rows] + own, sample)
+        from .argmax import MIN_ROWS, hidden_rows
+
         counts = torch.bincount(run, minlength=self.runs).tolist()
         w1, b2, w2, b3, w3 = (
             self.fc1.weight[:, :, self.joint_dim :],
@@ -730,8 +805,13 @@ class PackedCritic(nn.Module):
             if not c:
                 continue
             sl = slice(start, start + c)
-            h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
-            q[sl] = F.linear(F.linear(h.relu_(), w2[r], b2[r]).relu_(), w3[r], b3[r]).squeeze(-1)
+            if c < MIN_ROWS:  # a GEMM of so few rows sums by their layout: kept as computed before
+                h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
+                a = F.linear(h.relu_(), w2[r], b2[r]).relu_()
+            else:  # the hidden layers in cache-sized chunks, the own parts' product chunk by chunk
+                src, w_own = (x[sl], w1[r]) if own is None else (own[sl], None)
+                a = hidden_rows(src, None, joint, rows[sl], w2[r], b2[r], own_weight=w_own)
+            q[sl] = F.linear(a, w3[r], b3[r]).squeeze(-1)
             start += c
         return self.out(q)
 

@@ -398,7 +398,12 @@ class ActorSteps:
     updated by that agent's columns after its update (:meth:`update_joint`); the stepping actor's
     parameters are leaves of their own, their gradients written into buffers kept for the training
     step (:meth:`gradients`); and the critic's own first-layer part of every (sample, agent) row is
-    kept for the actor loss's maximum (:meth:`own_part`).
+    kept for the actor loss's maximum (:meth:`own_part`). With forward hooks on the actors (the
+    monitor's), every network's activations are kept as well (``kept``,
+    ``BatchedActor.activations``), the stepping actor's slices written into them, and the hooks
+    fed with them in the full ``(N, M, features)`` layout (``BatchedActor.forward_agent``): the
+    monitor measures what the full forward gave it, without every actor's forward and backward at
+    every step.
 
     Values: the actions are those of the full forward bit for bit (the output activations but
     scaled_sigmoid: ``BatchedActor.forward_agent``); the own parts too; the joint part is the one
@@ -414,14 +419,22 @@ class ActorSteps:
         self.states = states
         self.by_column = self.steps_by_column(learner, agents)
         actors = learner.actors
+        # the stepping actor's parameters as leaves of their own, unless the actors carry hooks that
+        # forward_agent cannot feed (then the full forward and gradients)
+        self.sliced = self.by_column and actors.hooks_fed()
+        # with forward hooks (the monitor's), every network's activations, kept for them
+        hooked = self.sliced and any(m._forward_hooks for m in actors.modules())
+        self.kept = actors.activations(states) if hooked else None
         with torch.no_grad():
             self.state_part = learner.critic.joint_state(joint_states)
-            self.u = actors(states) if self.by_column else None
+            if not self.by_column:
+                self.u = None
+            elif self.kept is None:
+                self.u = actors(states)
+            else:  # the actions of the kept activations (the values of ``actors(states)``)
+                self.u = actors._batch_major(self.kept["out_act"], states.shape[:-2]).clone()
             # the joint part of the current actions, kept by rank-a updates (``refresh``)
             self.base = self.state_part + learner.critic.joint_actions(self.u) if self.by_column else None
-        # the stepping actor's parameters as leaves of their own (no forward hooks to feed: the
-        # monitor's read every agent's activations, so with it the full forward and gradients)
-        self.sliced = self.by_column and not any(m._forward_hooks for m in actors.modules())
         self._leaves: dict[str, torch.Tensor] | None = None
         self._agent: int | None = None
         self._grads: list[torch.Tensor] | None = None
@@ -443,7 +456,7 @@ class ActorSteps:
         critic, actors = self.learner.critic, self.learner.actors
         self._agent = agent
         self._leaves = actors.agent_parameters(agent) if self.sliced else None
-        live = actors.forward_agent(self.states, agent, self._leaves)
+        live = actors.forward_agent(self.states, agent, self._leaves, self.kept)
         u = self.u.clone()
         u[:, agent] = live
         part = critic.joint_actions(live, agent)
@@ -488,7 +501,7 @@ class ActorSteps:
     def refresh(self, agent: int) -> None:
         """Agent ``agent``'s actions after its update, the joint part by their change (a rank-a update
         of ``base``, :meth:`update_joint`), and its column of the own parts, if kept."""
-        new = self.learner.actors.forward_agent(self.states, agent)
+        new = self.learner.actors.forward_agent(self.states, agent, None, self.kept)
         self.update_joint(agent, new)
         self.u[:, agent] = new
         if self._own is not None:
