@@ -11,8 +11,9 @@ The ranks' cost at ``rank_interval = k`` is one k-th of theirs: overhead(k) = ov
 (overhead(ranks_every) - overhead(no_ranks)) / k, reported for the candidate intervals. Medians over
 ``--rounds`` rounds. Usage (from the repository root)::
 
-    OMP_NUM_THREADS=1 python benchmarks/monitor_plasticity.py --base-src /path/to/main/src \
-        --rounds 3 --out benchmarks/results/monitor_plasticity.json
+    git archive 52d0eeb src | tar -x -C /tmp/base    # the tree before the plasticity measures
+    OMP_NUM_THREADS=1 python benchmarks/monitor_plasticity.py --base-src /tmp/base/src \
+        --base-commit 52d0eeb --rounds 5 --out benchmarks/results/monitor_plasticity.json
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-src", type=Path, help="src/ of the tree to compare against (e.g. main)")
+    ap.add_argument("--base-commit", help="the base tree's commit, when it is not a git checkout")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--eval-episodes", type=int, default=50)
@@ -107,7 +109,7 @@ def main() -> None:
         "benchmark": "monitor_plasticity",
         "command": "OMP_NUM_THREADS=1 python benchmarks/monitor_plasticity.py " + " ".join(sys.argv[1:]),
         "machine": runs["no_ranks"][0]["machine"],
-        "commits": {"base": commit(a.base_src), "this": commit(SRC)},
+        "commits": {"base": a.base_commit or commit(a.base_src), "this": commit(SRC)},
         "episodes_per_run": a.episodes,
         "eval_episodes": a.eval_episodes,
         "rounds": a.rounds,
