@@ -105,6 +105,11 @@ def main() -> None:
             print(f"round {i + 1}/{a.rounds} {name}: "
                   + ", ".join(f"{r['actor_update']} {r['overhead_fraction']:.3f}" for r in runs[name][-1]["results"]),
                   flush=True)  # fmt: skip
+        write(a, runs, i + 1)
+
+
+def write(a: argparse.Namespace, runs: dict[str, list[dict]], rounds_done: int) -> None:
+    """The result after each complete round (the file holds the rounds done so far)."""
     res = {
         "benchmark": "monitor_plasticity",
         "command": "OMP_NUM_THREADS=1 python benchmarks/monitor_plasticity.py " + " ".join(sys.argv[1:]),
@@ -112,7 +117,7 @@ def main() -> None:
         "commits": {"base": a.base_commit or commit(a.base_src), "this": commit(SRC)},
         "episodes_per_run": a.episodes,
         "eval_episodes": a.eval_episodes,
-        "rounds": a.rounds,
+        "rounds": rounds_done,
         "summary": summarize(runs),
         "runs": runs,
     }
@@ -120,7 +125,7 @@ def main() -> None:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text + "\n")
-    print(json.dumps(res["summary"], indent=2))
+    print(json.dumps(res["summary"], indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -274,3 +274,16 @@ def test_the_measures_reach_the_compacted_tables_and_old_tables_still_load(tmp_p
     agg = compact.aggregate_agents(both)
     assert "stable_rank.act1_mean" in agg and agg["grad_norm_mean"].notna().all()
     assert len(read_agents(mdir)) == len(agents)
+
+
+def test_the_rank_interval_setting_keeps_run_ids_and_matches_the_monitor_default():
+    from ccm_madrl.config.experiment import ExperimentConfig, MonitorConfig
+
+    assert MonitorConfig().rank_interval == core.RANK_INTERVAL == GradientFlowMonitor().rank_interval
+    base = ExperimentConfig()
+    assert "rank_interval" in base.model_dump()["monitor"]
+    same = ExperimentConfig(monitor={"rank_interval": core.RANK_INTERVAL})
+    other = ExperimentConfig(monitor={"rank_interval": 1})
+    assert same.id() == base.id() != other.id()  # at its default the field leaves earlier run ids as they were
+    with pytest.raises(ValueError, match="rank_interval"):
+        build_config({}, ["monitor.rank_interval=0"])

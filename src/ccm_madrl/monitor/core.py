@@ -27,7 +27,11 @@ value at 0 — for any output activation, computed by autograd through it), outp
 ReLU units per hidden layer, and the cause attribution of each output element's gradient:
 ``flowing``, ``saturated`` (derivative 0), ``dead`` (every unit feeding the output layer is zero for
 that sample, so only the output bias can learn from it) or ``no_path`` (the loss does not depend on
-the output: its gradient there is exactly 0) — fractions that sum to one.
+the output: its gradient there is exactly 0) — fractions that sum to one. And the plasticity
+measures (``monitor.plasticity``): per hidden activation, the fraction of active units, feature norm
+and variance of each agent's last training batch of the episode, and its stable and effective rank
+(on every ``rank_interval``-th measured episode); per layer, the weights' RMS magnitude and RMS
+distance from the weights at attach.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ MEAN_STATS = (
 NEAR_SATURATION = 1e-3  # "nearly saturated": derivative below this fraction of the derivative at 0
 ATTRIBUTION = ("frac_flowing", "frac_saturated", "frac_dead", "frac_no_path")
 # the ranks need one SVD per hidden layer and measured episode: on every k-th measured episode only
-# (the cost that sets this default: benchmarks/README.md, "Monitor")
-RANK_INTERVAL = 1
+# (the cost that sets this default: benchmarks/README.md, "Monitor"; config.MonitorConfig.rank_interval)
+RANK_INTERVAL = 50
 
 
 def _is_bounded_activation(m: nn.Module) -> bool:
