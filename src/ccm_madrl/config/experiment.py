@@ -76,6 +76,13 @@ class MonitorConfig(BaseModel):
 
     enabled: bool = Field(True, description="record gradient-flow measurements")
     interval: int = Field(1, ge=1, description="measure every k-th training episode")
+    rank_interval: int = Field(
+        50,
+        ge=1,
+        description="compute the features' stable and effective ranks on every k-th measured episode (one "
+        "SVD per hidden layer and role costs about a training episode: benchmarks/README.md, 'Monitor'); the "
+        "other plasticity measures are taken on every measured episode",
+    )
     stop_threshold: float = Field(1e-8, ge=0, description="'stopped' = max |weight change| below this")
     histograms: bool = Field(True, description="TensorBoard histograms of pre-activations and grad norms")
     histogram_every: int = Field(50, ge=1, description="episodes between TensorBoard histograms")
@@ -114,9 +121,10 @@ def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
 # (added after 0.1.0), kind and cross (the run kinds). A new field that must not change existing ids
 # goes here; any other field is part of the id (the published_code preset's fields deliberately are:
 # CHANGELOG 0.2.0). A dotted name is a field of a section: training.eval_every (the evaluation
-# schedule). The agent's options follow the same rule through AgentConfig.id_fields (an option
-# added after 0.1.0, such as agent.argmax_row_skip, counts only while it differs from its default).
-ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross", "training.eval_every")
+# schedule), monitor.rank_interval (added with the plasticity measures). The agent's options follow
+# the same rule through AgentConfig.id_fields (an option added after 0.1.0, such as
+# agent.argmax_row_skip, counts only while it differs from its default).
+ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross", "training.eval_every", "monitor.rank_interval")
 
 
 class ExperimentConfig(BaseModel):

@@ -7,7 +7,7 @@ While a run trains, the monitor writes one Parquet part per checkpoint (``monito
 - ``monitor/episodes.parquet``: one row per (measured episode, role): aggregates over the agents
   (:func:`aggregate_agents`: quantiles of gradient norms, counts of changed / stopped agents,
   saturation fractions, pre-activation extremes, per-layer means: gradient norms, dead and dormant
-  unit fractions);
+  unit fractions, the plasticity measures);
 - ``monitor/stops.parquet``: one row per (role, agent): its stop events (:func:`agent_stops`).
 
 Readers (``ccm_madrl.store``, ``ccm_madrl.archive``) take these when present, else compute them
@@ -58,9 +58,23 @@ MEAN_COLUMNS = (
     "frac_saturated",
     "frac_dead",
     "frac_no_path",
+    "weight_magnitude",
+    "weight_difference",
 )
-# per-layer columns averaged over the agents: gradient norms, dead and dormant fractions of each ReLU
-LAYER_PREFIXES = ("grad_norm.", "dead.", "dormant.")
+# per-layer columns averaged over the agents: gradient norms, dead and dormant fractions of each ReLU,
+# the plasticity measures of each hidden layer (features and weights; docs/monitor.md)
+LAYER_PREFIXES = (
+    "grad_norm.",
+    "dead.",
+    "dormant.",
+    "active_units.",
+    "feature_norm.",
+    "feature_variance.",
+    "stable_rank.",
+    "effective_rank.",
+    "weight_magnitude.",
+    "weight_difference.",
+)
 
 
 def aggregate_agents(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFrame:
@@ -72,7 +86,7 @@ def aggregate_agents(agents: pd.DataFrame, threshold: float = 1e-8) -> pd.DataFr
     (``monitor.stops``) is at or before the episode: ``n_stopped_exact``, ``n_stopped_thr``,
     ``n_grad_zero_for_good``; quantiles over agents ``grad_norm_<q>`` (q = min, q25, median, q75,
     max) and ``max_abs_change_median``, ``max_abs_change_max``; means over agents
-    ``<column>_mean`` of :data:`MEAN_COLUMNS` and of each layer's ``grad_norm.<layer>``;
+    ``<column>_mean`` of :data:`MEAN_COLUMNS` and of each per-layer column of :data:`LAYER_PREFIXES`;
     ``frac_sat_exact_max``; ``z_min`` (min over agents) and ``z_max`` (max). For a one-agent role
     (the critic) the quantiles other than ``max_abs_change_max`` are left empty (NaN): they equal
     the mean."""

@@ -27,7 +27,11 @@ value at 0 — for any output activation, computed by autograd through it), outp
 ReLU units per hidden layer, and the cause attribution of each output element's gradient:
 ``flowing``, ``saturated`` (derivative 0), ``dead`` (every unit feeding the output layer is zero for
 that sample, so only the output bias can learn from it) or ``no_path`` (the loss does not depend on
-the output: its gradient there is exactly 0) — fractions that sum to one.
+the output: its gradient there is exactly 0) — fractions that sum to one. And the plasticity
+measures (``monitor.plasticity``): per hidden activation, the fraction of active units, feature norm
+and variance of each agent's last training batch of the episode, and its stable and effective rank
+(on every ``rank_interval``-th measured episode); per layer, the weights' RMS magnitude and RMS
+distance from the weights at attach.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from . import plasticity
+from .plasticity import FEATURES, RANKS
 
 BOUNDED = (nn.Tanh, nn.Softsign, nn.Hardtanh, nn.Sigmoid)
 DORMANT_TAU = 0.025  # a unit is dormant when its mean |activation| <= tau x the layer's mean
@@ -55,6 +62,9 @@ MEAN_STATS = (
 )
 NEAR_SATURATION = 1e-3  # "nearly saturated": derivative below this fraction of the derivative at 0
 ATTRIBUTION = ("frac_flowing", "frac_saturated", "frac_dead", "frac_no_path")
+# the ranks need one SVD per hidden layer and measured episode: on every k-th measured episode only
+# (the cost that sets this default: benchmarks/README.md, "Monitor"; config.MonitorConfig.rank_interval)
+RANK_INTERVAL = 50
 
 
 def _is_bounded_activation(m: nn.Module) -> bool:
@@ -85,17 +95,51 @@ class _Role:
     output_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: torch.Tensor | None = None
+    features: dict[str, nn.Module] = field(default_factory=dict)  # hidden activations: name -> module
+    init: list[torch.Tensor] = field(default_factory=list)  # the weights when attached
+    feat: dict[str, _Stash] = field(default_factory=dict)
+
+
+@dataclass
+class _Stash:
+    """Each agent's features of its last optimiser step in the episode: the hidden activation's
+    input (its output for an in-place activation) ``x`` (agents, rows, units) and the number of rows
+    ``rows`` (agents,) (0: the agent did not step)."""
+
+    x: torch.Tensor
+    rows: torch.Tensor
+
+    def put(self, idx: torch.Tensor, x: torch.Tensor) -> None:
+        m, have = x.shape[1], self.x.shape[1]
+        if m > have or x.shape[2] != self.x.shape[2]:
+            grown = self.x.new_zeros((self.x.shape[0], m, x.shape[2]))
+            if x.shape[2] == self.x.shape[2]:
+                grown[:, :have] = self.x
+            else:
+                self.rows.zero_()
+            self.x = grown
+        self.x[idx, :m] = x.to(self.x.dtype)
+        self.rows[idx] = m
 
 
 class GradientFlowMonitor:
-    """See the module docstring. ``interval``: measure every k-th episode."""
+    """See the module docstring. ``interval``: measure every k-th episode; ``rank_interval``:
+    compute the feature ranks on every k-th measured episode (default :data:`RANK_INTERVAL`)."""
 
     def __init__(
-        self, interval: int = 1, stop_threshold: float = 1e-8, warn: Callable[[str], None] | None = None
+        self,
+        interval: int = 1,
+        stop_threshold: float = 1e-8,
+        warn: Callable[[str], None] | None = None,
+        rank_interval: int | None = None,
     ):
         if interval < 1:
             raise ValueError(f"interval: must be >= 1, got {interval}")
+        rank_interval = RANK_INTERVAL if rank_interval is None else rank_interval
+        if rank_interval < 1:
+            raise ValueError(f"rank_interval: must be >= 1, got {rank_interval}")
         self.interval = int(interval)
+        self.rank_interval = int(rank_interval)
         self.stop_threshold = float(stop_threshold)
         self.warn = warn
         self.roles: dict[str, _Role] = {}
@@ -172,6 +216,9 @@ class GradientFlowMonitor:
                 f"role {role!r}: per_agent=True needs every parameter to stack agents in dimension 0"
             )
         hidden = [n for n, m in named.items() if n and isinstance(m, nn.ReLU)]
+        features = {
+            n: m for n, m in named.items() if n and n != output and plasticity.activation_kind(m) is not None
+        }
         r = _Role(
             role,
             module,
@@ -187,6 +234,8 @@ class GradientFlowMonitor:
             params,
         )
         r.output_fn = output_fn
+        r.features = features
+        r.init = [p.detach().clone() for p in params]
         self._register_hooks(r, named, optimizer)
         self.roles[role] = r
         self.first_stop[role] = {"exact": np.full(n_agents, -1), "threshold": np.full(n_agents, -1)}
@@ -234,11 +283,16 @@ class GradientFlowMonitor:
                     r.captured["h_last"] = inputs[0].detach()
 
             r.handles.append(named[r.output_layer].register_forward_hook(last_hidden_hook))
-        for hname in r.hidden:
+        for hname in dict.fromkeys([*r.hidden, *r.features]):
+            relu, feat = hname in r.hidden, hname in r.features
+            inplace = getattr(named[hname], "inplace", False) is True
 
-            def relu_hook(mod, inputs, output, r=r, hname=hname):
+            def relu_hook(mod, inputs, output, r=r, hname=hname, relu=relu, feat=feat, inplace=inplace):
                 if want():
-                    r.captured[f"relu:{hname}"] = output.detach()
+                    if relu:
+                        r.captured[f"relu:{hname}"] = output.detach()
+                    if feat:  # the features are recomputed from the input when measured
+                        r.captured[f"pre:{hname}"] = (output if inplace else inputs[0]).detach()
 
             r.handles.append(named[hname].register_forward_hook(relu_hook))
         if optimizer is not None:
@@ -276,6 +330,7 @@ class GradientFlowMonitor:
                 r.acc = {}
                 r.steps = torch.zeros(r.n_agents, dtype=torch.float64)
                 r.captured.clear()
+                r.feat = {}
         return self._active
 
     def record_step(self, role: str, agents: int | None = None) -> None:
@@ -360,6 +415,10 @@ class GradientFlowMonitor:
             score = hs.mean(1)
             layer_mean = score.mean(1, keepdim=True).clamp_min(torch.finfo(score.dtype).tiny)
             self._add(r, f"dormant.{hname}", idx, (score / layer_mean <= DORMANT_TAU).double().mean(1))
+        for name in r.features:
+            x = cap.get(f"pre:{name}")
+            if x is not None:
+                self._stash(r, name, idx, sel(x))
         if r.output is None or "z" not in cap:
             cap.clear()
             return
@@ -403,6 +462,17 @@ class GradientFlowMonitor:
                 self._add(r, key, idx, m.double().mean(1))
         cap.clear()
 
+    @staticmethod
+    def _stash(r: _Role, name: str, idx: torch.Tensor, x: torch.Tensor) -> None:
+        """Keep the stepping agents' features (their last step's are measured at the episode's end)."""
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        s = r.feat.get(name)
+        if s is None:
+            s = r.feat[name] = _Stash(
+                x.new_zeros((r.n_agents, *x.shape[1:])), torch.zeros(r.n_agents, dtype=torch.long, device=x.device)
+            )
+        s.put(idx.to(x.device), x)
+
     def _derivative(self, r: _Role, z: torch.Tensor) -> torch.Tensor:
         """The output activation's derivative at z, as backward computes it (float32). Calls
         ``forward`` directly so that the monitor's own hooks do not fire."""
@@ -425,26 +495,9 @@ class GradientFlowMonitor:
             return None
         self._active = False
         rows: list[dict] = []
+        ranks = (episode // self.interval) % self.rank_interval == 0
         for r in self.roles.values():
-            changed = torch.zeros(r.n_agents, dtype=torch.bool)
-            max_change = torch.zeros(r.n_agents, dtype=torch.float64)
-            upd_sq = torch.zeros(r.n_agents, dtype=torch.float64)
-            w_sq = torch.zeros(r.n_agents, dtype=torch.float64)
-            layer_upd: dict[str, torch.Tensor] = {}
-            k = 0
-            all_idx = torch.arange(r.n_agents) if r.per_agent else torch.zeros(1, dtype=torch.long)
-            for layer, ps in r.layers.items():
-                lsq = torch.zeros(r.n_agents, dtype=torch.float64)
-                for _, p in ps:
-                    before = r.snapshot[k]
-                    k += 1
-                    d = self._per_agent(r, p.detach() - before, all_idx)
-                    changed |= (d != 0).any(1).cpu()
-                    max_change = torch.maximum(max_change, d.abs().amax(1).double().cpu())
-                    lsq += d.double().pow(2).sum(1).cpu()
-                    w_sq += self._per_agent(r, p.detach(), all_idx).double().pow(2).sum(1).cpu()
-                layer_upd[layer] = lsq.sqrt()
-                upd_sq += lsq
+            changed, max_change, upd_sq, w_sq, weights = self._weights(r)
             steps = r.steps
             n = torch.where(steps > 0, steps, torch.nan)
             stats = {}
@@ -474,8 +527,9 @@ class GradientFlowMonitor:
                 "max_abs_change": max_change.tolist(),
                 "update_l2": upd_sq.sqrt().tolist(),
                 "weight_l2": w_sq.sqrt().tolist(),
-                **{f"update_l2.{layer}": v.tolist() for layer, v in layer_upd.items()},
+                **weights,
                 **{key: v.tolist() for key, v in stats.items()},
+                **self._features(r, ranks),
             }
             for i in range(r.n_agents):
                 row = {"episode": episode, "role": r.name, "agent": i, "is_actor": r.actor}
@@ -496,6 +550,66 @@ class GradientFlowMonitor:
             for row in rows:
                 row.update(extra)
         return rows
+
+    def _weights(self, r: _Role) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Per agent: any weight changed, max |change|, squared update and weight L2 norms over the
+        episode; and the per-layer columns: ``update_l2.<layer>``, ``weight_magnitude[.<layer>]``
+        (RMS of the weights) and ``weight_difference[.<layer>]`` (RMS distance from the weights at
+        attach)."""
+        n = r.n_agents
+        changed = torch.zeros(n, dtype=torch.bool)
+        max_change = torch.zeros(n, dtype=torch.float64)
+        upd_sq, w_sq, init_sq = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
+        cols: dict[str, list] = {}
+        k, size = 0, 0
+        all_idx = torch.arange(n) if r.per_agent else torch.zeros(1, dtype=torch.long)
+        for layer, ps in r.layers.items():
+            lsq, lw, li = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
+            lsize = 0
+            for _, p in ps:
+                w = p.detach()
+                d = self._per_agent(r, w - r.snapshot[k], all_idx)
+                changed |= (d != 0).any(1).cpu()
+                max_change = torch.maximum(max_change, d.abs().amax(1).double().cpu())
+                lsq += d.double().pow(2).sum(1).cpu()
+                lw += self._per_agent(r, w, all_idx).double().pow(2).sum(1).cpu()
+                li += self._per_agent(r, w - r.init[k], all_idx).double().pow(2).sum(1).cpu()
+                lsize += d.shape[1]
+                k += 1
+            cols[f"update_l2.{layer}"] = lsq.sqrt().tolist()
+            cols[f"weight_magnitude.{layer}"] = (lw / lsize).sqrt().tolist()
+            cols[f"weight_difference.{layer}"] = (li / lsize).sqrt().tolist()
+            upd_sq, w_sq, init_sq, size = upd_sq + lsq, w_sq + lw, init_sq + li, size + lsize
+        cols["weight_magnitude"] = (w_sq / size).sqrt().tolist()
+        cols["weight_difference"] = (init_sq / size).sqrt().tolist()
+        return changed, max_change, upd_sq, w_sq, cols
+
+    @staticmethod
+    def _features(r: _Role, ranks: bool) -> dict[str, list]:
+        """Per hidden activation, the plasticity measures of each agent's features on its last
+        training batch of the episode (``monitor.plasticity``; NaN for an agent that did not step,
+        and for the ranks on episodes that do not compute them)."""
+        cols: dict[str, list] = {}
+        for name, mod in r.features.items():
+            s = r.feat.get(name)
+            keys = (*FEATURES, *RANKS)
+            if s is None:
+                cols.update({f"{key}.{name}": [math.nan] * r.n_agents for key in keys})
+                continue
+            inplace = getattr(mod, "inplace", False) is True
+            valid = torch.arange(s.x.shape[1], device=s.x.device) < s.rows.unsqueeze(1)
+            if r.per_agent and not inplace:
+                valid &= ~plasticity.padding_rows(s.x)
+            h = s.x if inplace else mod.forward(s.x)  # forward: the monitor's own hooks do not fire
+            kind = plasticity.activation_kind(mod)
+            vals = plasticity.feature_stats(h, valid, kind)
+            if ranks:
+                vals.update(plasticity.ranks(h, valid))
+            stepped = (s.rows > 0).cpu()
+            for key in keys:
+                v = vals[key].cpu() if key in vals else torch.full((r.n_agents,), math.nan)
+                cols[f"{key}.{name}"] = torch.where(stepped, v, math.nan).tolist()
+        return cols
 
     @staticmethod
     def _changed_now(rows: list[dict], role: str) -> np.ndarray:
