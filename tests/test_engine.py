@@ -130,3 +130,32 @@ def test_the_loop_finder_sees_a_second_loop(tmp_path):
         "    def observe(self, b):\n        self.inner.observe(b); self.env.step(0)\n"
     )
     assert episode_loops(tmp_path) == {"other.py": ["T.run"]}
+
+
+def _callers(root: Path, names: set[str]) -> set[str]:
+    """Modules (relative paths) that call a function of ``names`` (by name or attribute)."""
+    out = set()
+    for f in sorted(root.rglob("*.py")):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Call):
+                fn = n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
+                if fn in names:
+                    out.add(str(f.relative_to(root)))
+    return out
+
+
+def test_one_module_writes_the_monitors_files(tmp_path):
+    """A run alone, a run in a pack and another library's loop (MonitorSession) write their
+    ``monitor/`` through MonitorFiles (monitor/integration.py), the only caller of the part, summary
+    and compaction writers."""
+    from ccm_madrl.experiment.callbacks import PackRunMonitor
+    from ccm_madrl.integrations import MonitorSession
+    from ccm_madrl.monitor.integration import MonitorFiles, RunMonitor
+
+    assert _callers(SRC, {"write_part", "write_summary", "compact_monitor"}) == {"monitor/integration.py"}
+    (tmp_path / "x.py").write_text("from m import write_part\nwrite_part('d', [])\n")
+    assert _callers(tmp_path, {"write_part"}) == {"x.py"}  # the finder sees a call
+    cfg = build_config({"monitor": {"enabled": True}})
+    assert isinstance(PackRunMonitor(cfg, tmp_path / "p").monitor, RunMonitor)
+    assert isinstance(PackRunMonitor(cfg, tmp_path / "p").monitor.files, MonitorFiles)
+    assert isinstance(MonitorSession(run_dir=tmp_path / "s").files, MonitorFiles)

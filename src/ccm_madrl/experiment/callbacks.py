@@ -87,7 +87,6 @@ class PackRunMonitor(MonitorCallback):
         from ..monitor.integration import monitor_for
 
         self.monitor = monitor_for(_NoNetworks(), cfg, run_dir)
-        self.threshold = cfg.monitor.stop_threshold
 
     def on_episode_start(self, trainer: Trainer, episode: int) -> None:
         pass
@@ -96,13 +95,8 @@ class PackRunMonitor(MonitorCallback):
         return not self.monitor.should_stop()
 
     def take(self, episode: int, rows: list[dict] | None, row: dict) -> None:
-        mon = self.monitor.mon
-        if rows is not None and row.get("trained"):
-            actors = [r for r in rows if r["is_actor"]]
-            if actors and all(r["steps"] > 0 for r in actors):
-                stopped = all(r["max_abs_change"] < self.threshold for r in actors)
-                mon.all_actors_stopped_streak = mon.all_actors_stopped_streak + 1 if stopped else 0
-        row.update(self.monitor.take(episode, rows, row))
+        """The run's rows of the pack's measurement of ``episode`` (None: not measured)."""
+        row.update(self.monitor.take_shared(episode, rows, row))
 
 
 # metrics.parquet column -> TensorBoard tag
