@@ -73,6 +73,32 @@ class MonitorCallback(Callback):
         self.monitor.load_state_dict(sd, episodes_done)
 
 
+class _NoNetworks:
+    def attach_monitor(self, monitor) -> None:  # the batch's monitor watches the networks
+        pass
+
+
+class PackRunMonitor(MonitorCallback):
+    """A run's monitor in a pack: the pack's one :class:`GradientFlowMonitor` measures every run's
+    networks; the engine hands the run's rows (its slice) to this run's writer (``take``), which
+    writes its ``monitor/`` exactly as alone and keeps its own stop streak."""
+
+    def __init__(self, cfg, run_dir):
+        from ..monitor.integration import monitor_for
+
+        self.monitor = monitor_for(_NoNetworks(), cfg, run_dir)
+
+    def on_episode_start(self, trainer: Trainer, episode: int) -> None:
+        pass
+
+    def on_episode_end(self, trainer: Trainer, row: dict) -> bool:
+        return not self.monitor.should_stop()
+
+    def take(self, episode: int, rows: list[dict] | None, row: dict) -> None:
+        """The run's rows of the pack's measurement of ``episode`` (None: not measured)."""
+        row.update(self.monitor.take_shared(episode, rows, row))
+
+
 # metrics.parquet column -> TensorBoard tag
 TB_TAGS = {
     "eval_return": "charts/eval_return",
@@ -202,4 +228,13 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
         cbs.append(bar(cfg.training.episodes, trainer.run_dir.name))
     cbs.extend(logger_callbacks(trainer))
     cbs.append(Checkpointing(cfg.training.checkpoint_every))
+    return cbs
+
+
+def pack_member_callbacks(trainer: Trainer) -> list[Callback]:
+    """The defaults of a run in a pack, with the run's monitor writer (:class:`PackRunMonitor`) in
+    place of a monitor of its own."""
+    cbs = [cb for cb in default_callbacks(trainer) if not isinstance(cb, MonitorCallback)]
+    if trainer.cfg.monitor.enabled:
+        cbs.insert(0, PackRunMonitor(trainer.cfg, trainer.run_dir))
     return cbs

@@ -1,6 +1,7 @@
 """One training run: config -> (env <-> learner, observed by the monitor) -> run directory.
 
-The episode loop reproduces the published schedule: evaluation on the fixed evaluation episodes
+The episode loop (:mod:`ccm_madrl.experiment.engine`, the one loop of a run alone and of a pack)
+reproduces the published schedule: evaluation on the fixed evaluation episodes
 before every training episode from episode ``episodes_before_train`` on, one training episode with
 exploration, the new transitions inserted into the replay with their priorities, then one training
 step once ``episodes_before_train + 1`` episodes are done. ``training.eval_every = k > 1``
@@ -63,6 +64,14 @@ from ..rundir import (  # noqa: F401 - effective_state: re-exported
 )
 from .callbacks import Callback, default_callbacks
 from .config import ExperimentConfig, load_yaml
+from .engine import (  # noqa: F401 - EVAL_FIELDS, check_actions, diverged_error, training_row: re-exported
+    EVAL_FIELDS,
+    Engine,
+    SoloEngine,
+    check_actions,
+    diverged_error,
+    training_row,
+)
 from .memory import check_memory
 from .stop import StopToken
 from .summary import RunDirConflict, RunSummary
@@ -116,52 +125,6 @@ def finished_summary(rd: RunDir, config_id: str) -> RunSummary | None:
     return None
 
 
-def check_actions(hybrid: np.ndarray) -> None:
-    """Actions with a non-finite value come from a diverged actor: the run diverged (not a bad
-    action handed to the environment)."""
-    if not np.isfinite(hybrid).all():
-        raise FloatingPointError(
-            "actions not finite: the actors have diverged; try smaller learning rates or "
-            "agent.mitigations (actor_grad_clip, input_norm, reward_scale)"
-        )
-
-
-EVAL_FIELDS = (
-    "eval_return",
-    "eval_return_std",
-    "eval_constraint_frac",
-    "eval_energy_penalty_frac",
-    "eval_time_penalty_frac",
-)  # an episode without evaluation has NaN in each
-
-
-def training_row(acc, t_max: int, eps: float, stats: dict, replay_size: int, times, share: int = 1) -> dict:
-    """The training part of an episode's metrics row: ``acc`` = (return, exceeded steps, energy and
-    time penalty fractions summed over the steps), the train step's ``stats`` ({} when not trained),
-    ``times`` = (start, after evaluation, after acting, after training) in seconds, divided by
-    ``share`` (a pack of ``share`` runs: each run's share of the pack's time)."""
-    ret, exceeded, pen_e, pen_t = acc
-    t0, t_eval, t_act, t_train = times
-    return dict(
-        train_return=float(ret),
-        train_constraint_frac=exceeded / t_max,
-        train_energy_penalty_frac=pen_e / t_max,
-        train_time_penalty_frac=pen_t / t_max,
-        epsilon=float(eps),
-        trained=bool(stats),
-        critic_loss=stats.get("critic_loss", np.nan),
-        actor_loss=stats.get("actor_loss", np.nan),
-        q_mean=stats.get("q_mean", np.nan),
-        target_mean=stats.get("target_mean", np.nan),
-        batch_reward_abs=stats.get("batch_reward_abs", np.nan),
-        replay_size=replay_size,
-        time_eval_s=(t_eval - t0) / share,
-        time_act_s=(t_act - t_eval) / share,
-        time_train_s=(t_train - t_act) / share,
-        time_episode_s=(t_train - t0) / share,
-    )
-
-
 class Trainer:
     """Runs (or resumes) one experiment into ``run_dir``."""
 
@@ -188,6 +151,9 @@ class Trainer:
         self.stop = stop or StopToken()  # Ctrl-C / SIGTERM, or the sweep's stop (experiment/stop.py)
         self.early_stop = False  # a callback asked to stop
         self.device: torch.device | None = None
+        self.engine: Engine | None = None  # the engine training this run (set by its attach)
+        self.index = 0  # this run's place in the engine's batch
+        self._closed = False
 
     @property
     def stopping(self) -> bool:
@@ -214,34 +180,22 @@ class Trainer:
         self.eval_env = (
             MECEnv(cfg.env, e, cfg.rng_mode, cfg.env_seed, devices=self.env.devices) if e else None
         )
+        SoloEngine().attach([self])  # alone until a pack's engine attaches it
         self.callbacks = self.make_callbacks(self)
 
-    # ------------------------------------------------------------------ evaluation
+    def prepare(self) -> int:
+        """Build the run (streams, environments, learner, callbacks) and resume it from its newest
+        checkpoint; returns the episode it starts from."""
+        self._build()
+        start, self.rows = self._resume()
+        self.episodes_done = self.start = start
+        return start
+
+    # ------------------------------------------------------------------ evaluation and one episode
     def evaluate(self) -> dict:
-        """Greedy policy on the fixed evaluation episodes, all as one batch of environments."""
-        env, table = self.eval_env, self.eval_table
-        obs = env.reset(table=table)
-        e, t_max = env.num_envs, self.cfg.env.max_steps
-        ret = np.zeros(e)
-        exceeded = np.zeros(e)
-        pen_e = np.zeros(e)
-        pen_t = np.zeros(e)
-        for _ in range(t_max):
-            act = self.learner.act(obs, explore=False)
-            check_actions(act.hybrid)
-            obs, r, _, info = env.step(act.hybrid)
-            ret += r
-            exceeded += act.exceeded
-            pen_e += info["energy_penalty_frac"]
-            pen_t += info["time_penalty_frac"]
-        self.rng.after_evaluation(table.final_stream_state)
-        return {
-            "eval_return": float(ret.mean()),
-            "eval_return_std": float(ret.std()),
-            "eval_constraint_frac": float((exceeded / t_max).mean()),
-            "eval_energy_penalty_frac": float((pen_e / t_max).mean()),
-            "eval_time_penalty_frac": float((pen_t / t_max).mean()),
-        }
+        """Greedy policy on the fixed evaluation episodes, all as one batch of environments (the
+        engine's evaluation of this run)."""
+        return self.engine.evaluate()[self.index]
 
     def evaluates(self, ep: int) -> bool:
         """Whether episode ``ep`` starts with an evaluation: from episode ``episodes_before_train``
@@ -249,59 +203,15 @@ class Trainer:
         ebt, k = self.cfg.agent.replay.episodes_before_train, self.cfg.training.eval_every
         return ep >= ebt and ((ep - ebt) % k == 0 or ep == self.total - 1)
 
-    # ------------------------------------------------------------------ one episode
     def episode(self, ep: int) -> dict:
-        cfg, learner, env = self.cfg, self.learner, self.env
-        t0 = time.perf_counter()
-        ebt = cfg.agent.replay.episodes_before_train
-        state = env.reset()
-        row: dict = {"episode": ep}
-        if self.eval_env is not None and self.evaluates(ep):
-            row.update(self.evaluate())
-        else:
-            row.update(dict.fromkeys(EVAL_FIELDS, np.nan))
-        t_eval = time.perf_counter()
-        eps = learner.epsilon(ep, cfg.training.episodes)
-        t_max = cfg.env.max_steps
-        buf = {k: np.zeros((t_max, *shape)) for k, shape in learner.transition_layout().items()}
-        ret, exceeded, pen_e, pen_t = 0.0, 0, 0.0, 0.0
-        for t in range(t_max):
-            act = learner.act(state, explore=True, epsilon=eps)
-            check_actions(act.hybrid)
-            nxt, r, done, info = env.step(act.hybrid)
-            buf["states"][t] = state[0]
-            buf["actions"][t] = act.actor[0]
-            buf["selected"][t] = act.selected[0]
-            buf["reward"][t] = r[0]
-            buf["next_states"][t] = nxt[0]
-            buf["done"][t] = float(done)
-            ret += float(r[0])
-            exceeded += int(act.exceeded[0])
-            pen_e += float(info["energy_penalty_frac"][0])
-            pen_t += float(info["time_penalty_frac"][0])
-            state = nxt
-        learner.observe(buf)
-        t_act = time.perf_counter()
-        stats: dict = {}
-        if ep + 1 > ebt:  # published: once more than episodes_before_train episodes are done
-            stats = learner.train()
-        t_train = time.perf_counter()
-        row.update(
-            training_row(
-                (ret, exceeded, pen_e, pen_t),
-                t_max,
-                eps,
-                stats,
-                learner.replay_size,
-                (t0, t_eval, t_act, t_train),
-            )
-        )
-        return row
+        """This run's row of episode ``ep`` (run alone: the engine's episode of this one run)."""
+        return self.engine.episode(ep)[self.index]
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> None:
         """Write the new checkpoint completely, then keep it and the one before it (two in all)."""
         episode_done = self.episodes_done
+        self.engine.batch.write_back(self.index)  # a pack's slice of this run into its learner
         state = {
             "config_id": self.cfg.id(),
             "episodes_done": episode_done,
@@ -445,8 +355,7 @@ class Trainer:
 
     def _run(self) -> RunSummary:
         try:
-            self._build()
-            start, self.rows = self._resume()
+            start = self.prepare()
         except Exception:
             self._status("failed", 0, error=traceback.format_exc())
             raise
@@ -456,48 +365,9 @@ class Trainer:
                 f"run directory: {self.run_dir}" + (f" (resuming after episode {start})" if start else ""),
                 flush=True,
             )
-        self.episodes_done = start
-        self._status("running", start)
-        t_start = time.perf_counter()
-        diverged = None
-        try:
-            with self.stop.installed(), self.live.beating():
-                self._call("on_run_start", start)
-                try:
-                    self._loop()
-                except FloatingPointError as err:
-                    diverged = err
-            end = {}
-            for cb in self.callbacks:
-                end.update(cb.on_run_end(self))
-        except Exception:
-            self._status("failed", self.episodes_done, error=traceback.format_exc())
-            raise
-        finally:
-            for cb in self.callbacks:
-                cb.close()
-        ep = self.episodes_done
-        if diverged is not None:
-            return self.end_diverged(diverged_error(diverged, ep), end, t_start)
-        self._status("done", ep, early_stopped=ep < self.total, stops=end.get("stops"))
-        df = pd.DataFrame(self.rows)
-        return RunSummary(self.run_dir, "done", ep, final_return(df), time.perf_counter() - t_start)
-
-    def _loop(self) -> None:
-        """Episodes until the last, a callback's stop (after its checkpoint) or a signal (after its
-        checkpoint: status 'interrupted', KeyboardInterrupt)."""
-        while self.episodes_done < self.total and not self.early_stop:
-            ep = self.episodes_done
-            self._call("on_episode_start", ep)
-            row = self.episode(ep)
-            row["time_monitor_s"] = 0.0  # the monitor's callback sets its own time
-            self.rows.append(row)
-            self.episodes_done = ep + 1
-            for cb in self.callbacks:  # every callback sees the row; any of them may ask to stop
-                self.early_stop = not cb.on_episode_end(self, row) or self.early_stop
-            if self.stop.requested:
-                self._status("interrupted", self.episodes_done)
-                raise KeyboardInterrupt
+        with self.stop.installed():
+            self.engine.train(start)
+        return self.engine.summaries[self.run_dir]
 
     def end_diverged(self, error: str, end: dict, t_start: float) -> RunSummary:
         """The metrics of the episodes before the divergence (whatever the last checkpoint), then
@@ -512,11 +382,12 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-
-def diverged_error(err: BaseException | str, episode: int) -> str:
-    """The ``error`` of a diverged run's status: what was not finite, and in which episode."""
-    what = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-    return f"training diverged in episode {episode} (its metrics end before it): {what}"
+    def close_callbacks(self) -> None:
+        """Every callback's ``close`` (once)."""
+        if not self._closed:
+            self._closed = True
+            for cb in self.callbacks:
+                cb.close()
 
 
 SEGMENT_KEYS = (

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..monitor.core import GradientFlowMonitor
-from ..monitor.integration import write_part, write_summary
+from ..monitor.integration import MonitorFiles
 from ..rundir import RunDir
 
 
@@ -22,6 +22,8 @@ class MonitorSession:
     learning rate (read from its optimiser), the unit's mean |reward| of the training batches
     (``note_rewards``) and ``effective_lr`` = lr x |reward|, and writes them to
     ``RUN_DIR/monitor/agents/`` every ``flush_every`` rows. ``finish()`` writes ``summary.json``.
+    The files are written by :class:`~ccm_madrl.monitor.integration.MonitorFiles`, the writer of a
+    MEC run's monitor too.
 
     Plain PyTorch loop (CleanRL style)::
 
@@ -43,13 +45,13 @@ class MonitorSession:
     ):
         self.mon = monitor or GradientFlowMonitor(interval, stop_threshold)
         self.dir = RunDir(run_dir).monitor_dir if run_dir is not None else None
+        self.files = MonitorFiles(self.dir) if self.dir is not None else None
         self.early_stop = early_stop
         self.early_stop_patience = int(early_stop_patience)
         self.flush_every = int(flush_every)
         self.unit = 0
         self.open = False
         self.rows: list[dict] = []
-        self._pending: list[dict] = []
         self._optimizers: dict[str, Any] = {}
         self._reward_sum = 0.0
         self._reward_n = 0
@@ -92,9 +94,10 @@ class MonitorSession:
             r["effective_lr"] = r.get("lr", float("nan")) * reward_abs
             r.update(extra)
         self.rows.extend(rows)
-        self._pending.extend(rows)
-        if len(self._pending) >= self.flush_every:
-            self.flush()
+        if self.files is not None:
+            self.files.add(rows)
+            if len(self.files.pending) >= self.flush_every:
+                self.flush()
         return rows
 
     def should_stop(self) -> bool:
@@ -102,16 +105,13 @@ class MonitorSession:
         return bool(self.early_stop and self.mon.all_actors_stopped_streak >= self.early_stop_patience)
 
     def flush(self) -> None:
-        if self.dir is not None and self._pending:
-            write_part(self.dir, self._pending)
-        self._pending = []
+        if self.files is not None:
+            self.files.flush()
 
     def finish(self, **extra) -> dict | None:
         """End the open unit, write the remaining rows and the stop events; detach the monitor."""
         self.end(**extra)
-        self.flush()
         self.mon.detach()
-        if self.dir is None:
+        if self.files is None:
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        return write_summary(self.dir, self.mon.stop_threshold)
+        return self.files.finish(self.mon.stop_threshold, compact=False)
