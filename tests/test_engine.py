@@ -1,6 +1,7 @@
 """The one episode loop (experiment/engine.py): a run alone and the runs of a pack go through the same
-engine, so every feature works the same for every R; here: ``training.eval_every > 1`` in a pack,
-and that no other module holds an episode loop."""
+engine, so every feature works the same for every R; here: ``training.eval_every > 1`` in a pack, an
+early stop and an interrupt inside a pack, that no other module holds an episode loop, and that one
+module writes the monitor's files."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import ast
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from ccm_madrl.experiment import Trainer, build_config
+from ccm_madrl.experiment import Callback, Trainer, build_config
 from ccm_madrl.experiment.engine import PackedBatch, SoloBatch
 from ccm_madrl.experiment.pack import PackTrainer, pack_jobs, packable
-from test_pack import COLUMNS, configs, rel
+from ccm_madrl.experiment.stop import StopToken
+from test_pack import assert_like_alone, configs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # exactness at one thread (conftest)
 
@@ -41,21 +43,75 @@ def test_a_pack_with_eval_every_gives_each_run_its_trajectory_alone(tmp_path, rn
     scheduled = [ep >= ebt and ((ep - ebt) % 2 == 0 or ep == 19) for ep in range(20)]
     assert 0 < sum(scheduled) < 20 - ebt  # some evaluations skipped
     for c in cfgs:
-        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
-        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
-        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
-        assert len(a) == len(p) == 20
+        p = assert_like_alone(tmp_path, c, 20)
         assert p["eval_return"].notna().tolist() == scheduled
-        np.testing.assert_array_equal(a["trained"], p["trained"])
-        np.testing.assert_array_equal(
-            a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1)
-        )
-        np.testing.assert_array_equal(a["train_constraint_frac"], p["train_constraint_frac"])
-        for col, tol in COLUMNS.items():
-            x, y = a[col].to_numpy(), p[col].to_numpy()
-            assert np.array_equal(np.isnan(x), np.isnan(y)), col
-            ok = ~np.isnan(x)
-            assert rel(x[ok], y[ok]) < tol, (c.name, col, rel(x[ok], y[ok]))
+
+
+class StopAfter(Callback):
+    """Asks its run to stop after ``n`` episodes (an early stop by a callback)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_episode_end(self, trainer, row) -> bool:
+        return trainer.episodes_done < self.n
+
+
+def test_a_run_stopped_by_its_callback_leaves_its_pack_and_the_others_go_on(tmp_path, monkeypatch):
+    """Run r1's callback stops it after 3 episodes: it ends done (early-stopped, checkpointed at 3),
+    the other runs train their 8 episodes with the trajectories they have alone."""
+    import ccm_madrl.experiment.pack as pack_mod
+
+    real = pack_mod.pack_member_callbacks
+
+    def callbacks(trainer):
+        cbs = real(trainer)
+        return [StopAfter(3), *cbs] if trainer.cfg.name == "r1" else cbs
+
+    monkeypatch.setattr(pack_mod, "pack_member_callbacks", callbacks)
+    cfgs = with_eval_every(configs("simultaneous", episodes=8), 2)
+    summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
+    assert [(s.state, s.episodes_done) for s in summaries] == [
+        ("done", 8),
+        ("done", 3),
+        ("done", 8),
+        ("done", 8),
+    ]
+    st = json.loads((tmp_path / "pack" / "r1" / "status.json").read_text())
+    assert st["state"] == "done" and st["early_stopped"] and st["episodes_done"] == 3
+    assert torch.load(tmp_path / "pack" / "r1" / "checkpoint.pt", weights_only=False)["episodes_done"] == 3
+    for c in (cfgs[0], cfgs[2]):
+        assert_like_alone(tmp_path, c, 8)
+
+
+def test_an_interrupted_pack_with_eval_every_resumes_bit_identically(tmp_path):
+    """A stop request (Ctrl-C / SIGTERM, a sweep's stop) after episode 5 of a pack with
+    ``eval_every = 2`` (reference mode: the skipped evaluations move the training stream): every run
+    checkpoints and ends ``interrupted``; run again, each ends with the metrics of an uninterrupted
+    pack, bit for bit."""
+    cfgs = with_eval_every(configs("sequential", episodes=10), 2)
+    dirs = lambda root: [tmp_path / root / c.name for c in cfgs]  # noqa: E731
+    PackTrainer(cfgs, dirs("whole")).run()
+    token = StopToken()
+    cut = PackTrainer(cfgs, dirs("cut"), stop=token)
+    real = cut.episode
+
+    def episode(ep):
+        if ep == 5:
+            token.request()
+        return real(ep)
+
+    cut.episode = episode
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    for d in dirs("cut"):
+        st = json.loads((d / "status.json").read_text())
+        assert (st["state"], st["episodes_done"]) == ("interrupted", 6)
+    assert [s.episodes_done for s in PackTrainer(cfgs, dirs("cut")).run()] == [10] * 4
+    for a, b in zip(dirs("whole"), dirs("cut")):
+        x, y = pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet")
+        cols = [k for k in x.columns if not k.startswith("time_")]
+        pd.testing.assert_frame_equal(x[cols], y[cols])
 
 
 def test_the_solo_and_the_pack_engine_batch_their_learners(tmp_path):

@@ -107,19 +107,26 @@ def test_a_pack_gives_each_run_its_trajectory_alone(tmp_path, update, rng_mode):
     cfgs = configs(update, rng_mode)
     PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
     for c in cfgs:
-        Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
-        a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
-        p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
-        assert len(a) == len(p) == 20
-        np.testing.assert_array_equal(a["trained"], p["trained"])
-        np.testing.assert_array_equal(
-            a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1)
-        )
-        for col, tol in COLUMNS.items():
-            x, y = a[col].to_numpy(), p[col].to_numpy()
-            assert np.array_equal(np.isnan(x), np.isnan(y)), col
-            ok = ~np.isnan(x)
-            assert rel(x[ok], y[ok]) < tol, (c.name, col, rel(x[ok], y[ok]))
+        assert_like_alone(tmp_path, c, 20)
+
+
+def assert_like_alone(tmp_path, c, episodes: int) -> pd.DataFrame:
+    """Run ``c`` alone into ``tmp_path/alone`` and compare its metrics with its run in
+    ``tmp_path/pack``: the same selections (constraint fractions exactly), the same missing values,
+    COLUMNS within their bounds; returns the pack's metrics."""
+    Trainer(c, tmp_path / "alone" / c.name, progress=False, quiet=True).run()
+    a = pd.read_parquet(tmp_path / "alone" / c.name / "metrics.parquet")
+    p = pd.read_parquet(tmp_path / "pack" / c.name / "metrics.parquet")
+    assert len(a) == len(p) == episodes
+    np.testing.assert_array_equal(a["trained"], p["trained"])
+    np.testing.assert_array_equal(a["eval_constraint_frac"].fillna(-1), p["eval_constraint_frac"].fillna(-1))
+    np.testing.assert_array_equal(a["train_constraint_frac"], p["train_constraint_frac"])
+    for col, tol in COLUMNS.items():
+        x, y = a[col].to_numpy(), p[col].to_numpy()
+        assert np.array_equal(np.isnan(x), np.isnan(y)), col
+        ok = ~np.isnan(x)
+        assert rel(x[ok], y[ok]) < tol, (c.name, col, rel(x[ok], y[ok]))
+    return p
 
 
 def test_the_controls_pack_like_the_published_networks(tmp_path):

@@ -404,16 +404,15 @@ class Engine:
         for cb in m.callbacks:
             end.update(cb.on_run_end(m))
         m.close_callbacks()
-        self._left.add(id(m))
         ep = m.episodes_done
         if diverged is not None:
             self.summaries[m.run_dir] = m.end_diverged(diverged_error(diverged, ep), end, self.t_start)
-            return
-        m._status("done", ep, early_stopped=ep < m.total, stops=end.get("stops"))
-        df = pd.DataFrame(m.rows) if m.rows else m.rd.metrics()
-        self.summaries[m.run_dir] = RunSummary(
-            m.run_dir, "done", ep, final_return(df), time.perf_counter() - self.t_start
-        )
+        else:
+            m._status("done", ep, early_stopped=ep < m.total, stops=end.get("stops"))
+            df = pd.DataFrame(m.rows) if m.rows else m.rd.metrics()
+            wall = time.perf_counter() - self.t_start
+            self.summaries[m.run_dir] = RunSummary(m.run_dir, "done", ep, final_return(df), wall)
+        self._left.add(id(m))  # ended: an error after this does not make it failed
 
     def _drop(self, keep: list[int]) -> None:
         """Go on with these members only (indices into the current batch): their slices written back
