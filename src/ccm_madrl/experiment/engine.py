@@ -162,7 +162,7 @@ class PackedBatch:
         mc = members[0].cfg.monitor
         self.monitor = None
         if mc.enabled:
-            self.monitor = GradientFlowMonitor(mc.interval, mc.stop_threshold)
+            self.monitor = GradientFlowMonitor(mc.interval, mc.stop_threshold, rank_interval=mc.rank_interval)
             self.pack.attach_monitor(self.monitor)
 
     def __getattr__(self, name: str):

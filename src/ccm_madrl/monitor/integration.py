@@ -97,6 +97,7 @@ class RunMonitor:
             mc.interval,
             mc.stop_threshold,
             warn=(lambda m: console.print(f"[yellow]monitor:[/yellow] {m}")) if mc.warn else None,
+            rank_interval=mc.rank_interval,
         )
         learner.attach_monitor(self.mon)
         self.dir = RunDir(run_dir).monitor_dir
