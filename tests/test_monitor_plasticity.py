@@ -287,3 +287,18 @@ def test_the_rank_interval_setting_keeps_run_ids_and_matches_the_monitor_default
     assert same.id() == base.id() != other.id()  # at its default the field leaves earlier run ids as they were
     with pytest.raises(ValueError, match="rank_interval"):
         build_config({}, ["monitor.rank_interval=0"])
+
+
+def test_the_run_monitor_takes_the_configs_rank_interval(tmp_path):
+    """``monitor.rank_interval`` of a run's config reaches the run's monitor."""
+    from ccm_madrl.config.experiment import ExperimentConfig
+    from ccm_madrl.monitor.integration import monitor_for
+
+    class NoNetworks:
+        def attach_monitor(self, monitor):
+            self.monitor = monitor
+
+    cfg = ExperimentConfig(monitor={"rank_interval": 7})
+    learner = NoNetworks()
+    run_mon = monitor_for(learner, cfg, tmp_path / "run")
+    assert run_mon.mon.rank_interval == 7 and learner.monitor is run_mon.mon
