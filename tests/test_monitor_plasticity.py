@@ -239,9 +239,8 @@ SMALL = {
 }
 
 
-def test_the_measures_reach_the_compacted_tables_and_old_tables_still_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(core, "RANK_INTERVAL", 1)  # the run's monitor takes the default interval
-    cfg = build_config(json.loads(json.dumps(SMALL)), ["monitor.enabled=true"])
+def test_the_measures_reach_the_compacted_tables_and_old_tables_still_load(tmp_path):
+    cfg = build_config(json.loads(json.dumps(SMALL)), ["monitor.enabled=true", "monitor.rank_interval=1"])
     Trainer(cfg, tmp_path / "r", progress=False, quiet=True).run()
     mdir = tmp_path / "r" / "monitor"
     assert compact.compacted(mdir)
