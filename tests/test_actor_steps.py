@@ -29,6 +29,18 @@ GRAD_RTOL = 1e-5
 LOSS_RTOL = 1e-5
 
 
+
+def observe_random(learner, n_runs: int) -> None:
+    """Three rounds of random transitions (4 steps each; 12 clients) into the learner's replay."""
+    rs = np.random.default_rng(0)
+    layout = learner.transition_layout()
+    lead = (n_runs, 4) if n_runs > 1 else (4,)
+    for _ in range(3):
+        tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in layout.items()}
+        tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
+        tr["done"][:] = 0.0
+        learner.observe(tr)
+
 def _cfgs(runs: int, **agent) -> list:
     out = []
     for seed in range(runs):
@@ -61,14 +73,7 @@ def _one_training_step(cfgs, monkeypatch, factorised: bool):
     monkeypatch.setattr(BatchedActor, "forward_agent", lambda self, *a: calls.append(1) or plain(self, *a))
     steps = []
     learner.actor_opt.register_step_pre_hook(lambda o, g, ag: steps.append((ag, [x.clone() for x in g])))
-    rs = np.random.default_rng(0)
-    layout = learner.transition_layout()
-    lead = (len(cfgs), 4) if len(cfgs) > 1 else (4,)
-    for _ in range(3):
-        tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in layout.items()}
-        tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
-        tr["done"][:] = 0.0
-        learner.observe(tr)
+    observe_random(learner, len(cfgs))
     stats = learner.train()
     monkeypatch.undo()
     loss = [s["actor_loss"] for s in stats] if isinstance(stats, list) else [stats["actor_loss"]]
@@ -366,14 +371,7 @@ def _monitored_step(cfgs, fed: bool, monkeypatch, monitor: bool = True):
         built.append((self.sliced, self.kept is not None))
 
     monkeypatch.setattr(offpolicy.ActorSteps, "__init__", record)
-    rs = np.random.default_rng(0)
-    layout = learner.transition_layout()
-    lead = (len(cfgs), 4) if len(cfgs) > 1 else (4,)
-    for _ in range(3):
-        tr = {k: rs.normal(size=(*lead, *shape)) for k, shape in layout.items()}
-        tr["selected"] = (rs.random((*lead, 12)) < 0.3).astype(float)
-        tr["done"][:] = 0.0
-        learner.observe(tr)
+    observe_random(learner, len(cfgs))
     mon = GradientFlowMonitor()
     if monitor:
         learner.attach_monitor(mon)
