@@ -27,7 +27,16 @@ from .config.experiment import ConfigError, load_yaml, parse_yaml, stored_config
 from .monitor import compact
 from .monitor.compact import SUMMARY, read_agents
 from .monitor.stops import agent_stops, run_stops_of
-from .rundir import FINAL_EPISODES, FINISHED_STATES, RunDir, SweepDir, effective_state, final_return, read_json, read_parquet
+from .rundir import (
+    FINAL_EPISODES,
+    FINISHED_STATES,
+    RunDir,
+    SweepDir,
+    effective_state,
+    final_return,
+    read_json,
+    read_parquet,
+)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
