@@ -659,6 +659,16 @@ def grouped_rows(x: torch.Tensor, run: torch.Tensor, runs: int, fn) -> torch.Ten
     return out.new_empty(out.shape).index_put((order,), out)
 
 
+def run_slices(counts: list[int]):
+    """(run, slice) of each run's rows in rows sorted by run, ``counts[r]`` rows of run r; runs
+    without a row are left out."""
+    start = 0
+    for r, c in enumerate(counts):
+        if c:
+            yield r, slice(start, start + c)
+            start += c
+
+
 class PackedCritic(nn.Module):
     """The master critics of R runs as ONE module: every layer a :class:`BatchedLinear` over the runs
     (run r's critic is slice r of every parameter, in :class:`MasterCritic`'s layout). Batches are
@@ -800,19 +810,14 @@ class PackedCritic(nn.Module):
         )
         x = torch.cat([self._scale(states), actions], dim=-1)
         q = x.new_empty(x.shape[0])
-        start = 0
-        for r, c in enumerate(counts):
-            if not c:
-                continue
-            sl = slice(start, start + c)
-            if c < MIN_ROWS:  # a GEMM of so few rows sums by their layout: kept as computed before
+        for r, sl in run_slices(counts):
+            if sl.stop - sl.start < MIN_ROWS:  # a GEMM of so few rows sums by their layout: kept as computed before
                 h = joint[rows[sl]] + (F.linear(x[sl], w1[r]) if own is None else own[sl])
                 a = F.linear(h.relu_(), w2[r], b2[r]).relu_()
             else:  # the hidden layers in cache-sized chunks, the own parts' product chunk by chunk
                 src, w_own = (x[sl], w1[r]) if own is None else (own[sl], None)
                 a = hidden_rows(src, None, joint, rows[sl], w2[r], b2[r], own_weight=w_own)
             q[sl] = F.linear(a, w3[r], b3[r]).squeeze(-1)
-            start += c
         return self.out(q)
 
     @torch.no_grad()
@@ -829,14 +834,9 @@ class PackedCritic(nn.Module):
 
         counts = torch.bincount(self._runs_of(rows), minlength=self.runs).tolist()
         q = own.new_empty(rows.shape[0])
-        start = 0
-        for r, c in enumerate(counts):
-            if not c:
-                continue
-            sl = slice(start, start + c)
+        for r, sl in run_slices(counts):
             a = hidden_rows(own, own_index[sl], joint, rows[sl], self.fc2.weight[r], self.fc2.bias[r])
             q[sl] = F.linear(a, self.fc3.weight[r], self.fc3.bias[r]).squeeze(-1)
-            start += c
         return self.out(q)
 
     def proposer_q(
