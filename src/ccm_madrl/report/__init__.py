@@ -2,7 +2,8 @@
 
 ``ccm-madrl report SWEEP_DIR [more dirs] [--out DIR]`` writes into DIR:
 ``report.md`` (tables and figure links), ``report.html`` (self-contained: figures embedded, inline
-CSS, no external resource), ``tables/*.csv`` (every table), ``figures/*.png`` and ``*.pdf``.
+CSS, no external resource), ``tables/*.csv`` (every table), ``figures/*.png`` and ``*.pdf``,
+``marl_eval.json`` (the runs in marl-eval's raw-data layout, ``report.export``).
 See ``docs/report.md`` for how every number is computed.
 """
 
@@ -18,6 +19,7 @@ from ..rundir import FINAL_EPISODES
 from ..store import load
 from . import claims, stats
 from . import figures as figs
+from .export import write_marl_eval
 from .render import Section, html_page, markdown_page
 from .tables import algorithm_table, runs_frame, table1, table2
 
@@ -31,11 +33,13 @@ class ReportResult:
     excluded_runs: pd.DataFrame | None = None
     duplicates: pd.DataFrame | None = None
     title: str = ""
+    marl_eval: Path | None = None  # the runs in marl-eval's raw-data JSON (report.export)
 
 
 CAPTIONS = {
     "km_curves": "Kaplan-Meier estimates per cell: the fraction of runs in which the event has not happened by each episode; runs in which it never happened are censored at their last episode (tick marks). Counts: runs with the event / runs.",
-    "performance_profiles": "Performance profiles: the fraction of a cell's runs whose final return exceeds tau; vertical lines: the non-learning baselines' returns (median over their seeds).",
+    "performance_profiles": "Performance profiles (rliable): the fraction of a cell's runs whose final return exceeds tau, shaded: 95% stratified-bootstrap band; vertical lines: the non-learning baselines' returns (median over their seeds).",
+    "interval_estimates": "Final return per cell (rliable): IQM, median and mean over the cell's runs with 95% stratified-bootstrap CIs (2000 replications, random state 0); cells of fewer than 2 runs left out.",
     "stop_heatmap": "Stopping episode of all actors per grid cell (top: exact criterion; bottom: thresholded); 'never' when no seed stopped, 'n/a' when the cell has no finished run, (k/n) when only k of n seeds stopped.",
     "agent_stop_distribution": "Per-agent stopping episodes: the fraction of all agents (of all runs with that client lr) stopped by each episode.",
     "learning_curves": "Evaluation return over episodes per cell, with the all-actors stopping episode marked.",
@@ -44,7 +48,7 @@ CAPTIONS = {
     "saturation_over_time": "Fraction of the actors' outputs exactly saturated (derivative 0) and with |output| > 0.9.",
     "saturation_heatmap": "Final saturation (mean of the last 20 measured episodes) per grid cell.",
     "preactivations": "Statistics of the actors' output pre-activations over episodes.",
-    "asymmetry_vs_stop": "Early actor/critic gradient-norm ratio against the all-actors stopping episode, one point per run.",
+    "asymmetry_vs_stop": "Early actor/critic gradient-norm ratio against the all-actors stopping episode, one point per run; runs whose actors never all stopped are drawn in the shaded 'never' band above the last episode (censored).",
     "reward_at_stop": "Evaluation return when all actors stopped against the final return.",
     "sweep_comparison": "Sweeps side by side: stopping heatmaps and final returns with 95% CIs.",
     "algorithm_comparison": "Algorithms side by side: evaluation return over episodes.",
@@ -108,6 +112,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     for name, df in res.tables.items():
         df.to_csv(out / "tables" / f"{name}.csv", index=False)
     res.figures, res.skipped = figs.make_all(runs, store, out / "figures")
+    res.marl_eval = write_marl_eval(runs, store.metrics, out / "marl_eval.json") if len(runs) else None
     window = final_window(runs)
     head = [
         Section("Table 1: stopping and final return per grid cell", t1_txt,

@@ -101,10 +101,21 @@ def _colorbar(fig, im, ax, **kw) -> None:
         fig.colorbar(im, ax=ax, **kw)
 
 
-def _no_data(ax, text: str) -> None:
-    """Say in words that a panel has nothing to draw, instead of empty axes."""
-    ax.axis("off")
-    ax.text(0.5, 0.5, textwrap.fill(text, 40), ha="center", va="center", fontsize=9, transform=ax.transAxes)
+class NoData(Exception):
+    """A figure has nothing to draw; the message says why (the report lists it under "Figures
+    not drawn" instead of drawing empty axes)."""
+
+
+def _never_band(ax, horizon: float) -> float:
+    """A band above the last episode for the runs in which an event never happened (censored at
+    the run's end): shaded, labelled 'never' on the y axis, on a linear scale. Returns the y at
+    which to draw those runs."""
+    top, y = horizon * 1.12 + 1, horizon * 1.06 + 0.5
+    ax.axhspan(horizon + 0.5 * (y - horizon), top, color="0.92", zorder=0, lw=0)
+    ticks = [t for t in ax.get_yticks() if 0 <= t <= horizon]
+    ax.set_yticks(ticks + [y], [f"{t:g}" for t in ticks] + ["never"])
+    ax.set_ylim(bottom=min(0, ax.get_ylim()[0]), top=top)
+    return y
 
 
 def stop_heatmap(runs: pd.DataFrame, store, out: Path) -> Path | None:
@@ -308,16 +319,12 @@ def agent_stop_distribution(runs: pd.DataFrame, store, out: Path) -> Path | None
         runs[["run_id", "client_lr"]], on="run_id"
     )
     clrs = sorted(st["client_lr"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), squeeze=False)
-    for k, (col, label) in enumerate((("stop_exact", "exact"), ("stop_thr", "|dw| < threshold"))):
+    panels = [(c, lbl) for c, lbl in (("stop_exact", "exact"), ("stop_thr", "|dw| < threshold")) if st[c].notna().any()]
+    if not panels:
+        raise NoData(f"no agent stopped ({len(st)} agents of {st['run_id'].nunique()} runs)")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.75 * len(panels), 3.6), squeeze=False)
+    for k, (col, label) in enumerate(panels):
         ax = axes[0, k]
-        if st[col].notna().sum() == 0:
-            _no_data(
-                ax,
-                f"per-agent stopping episode ({label}): no agent stopped "
-                f"({len(st)} agents of {st['run_id'].nunique()} runs)",
-            )
-            continue
         for clr in clrs:
             v = st.loc[st["client_lr"] == clr, col]
             x = np.sort(v.dropna().to_numpy())
@@ -325,18 +332,9 @@ def agent_stop_distribution(runs: pd.DataFrame, store, out: Path) -> Path | None
                 ax.step(x, np.arange(1, len(x) + 1) / len(v), where="post", color=_color(clrs, clr),
                         label=f"client lr {clr:g} ({v.notna().mean():.0%} of {len(v)} agents stopped)")  # fmt: skip
             else:
-                ax.plot(
-                    [],
-                    [],
-                    color=_color(clrs, clr),
-                    label=f"client lr {clr:g} (none of {len(v)} agents stopped)",
-                )
-        ax.set(
-            title=f"per-agent stopping episode ({label})",
-            xlabel="episode",
-            ylabel="fraction of agents stopped",
-            ylim=(0, 1.02),
-        )
+                ax.plot([], [], color=_color(clrs, clr), label=f"client lr {clr:g} (none of {len(v)} agents stopped)")
+        ax.set(title=f"per-agent stopping episode ({label})", xlabel="episode", ylabel="fraction of agents stopped",
+               ylim=(0, 1.02))  # fmt: skip
         ax.legend()
     fig.suptitle("Distribution of per-agent stopping episodes (ECDF over all agents of all runs)")
     return _save(fig, out, "agent_stop_distribution", _describe(runs))
@@ -351,18 +349,13 @@ def asymmetry_vs_stop(runs: pd.DataFrame, store, out: Path) -> Path | None:
     r = runs.assign(ratio=runs["run_id"].map(ratio))
     horizon = float(r["episodes_done"].max())
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.set_ylim(0, horizon)
+    never = _never_band(ax, horizon)  # runs whose actors never all stopped: censored at their end
     clrs = sorted(r["client_lr"].unique())
     for clr, g in r.groupby("client_lr"):
-        stop = (
-            g["all_actors_stop_thr"].fillna(horizon * 1.05)
-            if "all_actors_stop_thr" in g
-            else pd.Series(horizon * 1.05, index=g.index)
-        )
-        ax.scatter(
-            g["ratio"].clip(lower=1e-12), stop, color=_color(clrs, clr), label=f"client lr {clr:g}", s=20
-        )
-    ax.axhline(horizon * 1.05, color="0.5", ls=":", lw=1)
-    ax.text(ax.get_xlim()[0], horizon * 1.05, " never stopped", va="bottom", fontsize=7, color="0.4")
+        stop = g["all_actors_stop_thr"] if "all_actors_stop_thr" in g else pd.Series(np.nan, index=g.index)
+        ax.scatter(g["ratio"].clip(lower=1e-12), stop.fillna(never), color=_color(clrs, clr), s=20,
+                   label=f"client lr {clr:g} ({int(stop.isna().sum())} of {len(g)} never stopped)")  # fmt: skip
     ax.set_xscale("log")
     ax.set(
         xlabel="actor / critic gradient norm (median of the first 20 trained episodes; 0 at 1e-12)",
@@ -509,8 +502,10 @@ def km_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
 
 
 def performance_profiles(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    """Fraction of runs whose final return exceeds tau, per client lr (one panel per sweep and
-    master lr), with the baselines' returns marked."""
+    """Fraction of runs whose final return exceeds tau with its 95% bootstrap band, per client lr
+    (one panel per sweep and master lr), drawn by ``rliable.plot_utils``, the baselines marked."""
+    from rliable import plot_utils
+
     from . import stats
 
     groups = list(runs.groupby(["sweep", "steps", "master_lr"]))
@@ -518,29 +513,63 @@ def performance_profiles(runs: pd.DataFrame, store, out: Path) -> Path | None:
     lo = min(runs["final_return"].min(), base["final_return"].min() if len(base) else np.inf)
     hi = max(runs["final_return"].max(), base["final_return"].max() if len(base) else -np.inf)
     if not np.isfinite(lo) or not np.isfinite(hi):
-        return None
+        raise NoData("no finite final return")
     taus = np.linspace(lo - 1, hi + 1, 200)
+    clrs = sorted(runs["client_lr"].unique())
     fig, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups), 3.4), squeeze=False)
     for col, ((sweep, steps, mlr), g) in enumerate(groups):
         ax = axes[0, col]
-        clrs = sorted(g["client_lr"].unique())
-        scores = {clr: cell["final_return"].dropna().to_numpy() for clr, cell in g.groupby("client_lr")}
-        for clr, prof in stats.performance_profile(scores, taus).items():
-            ax.plot(taus, prof, color=_color(clrs, clr), label=f"client lr {clr:g} ({len(scores[clr])} runs)")
+        labels = {clr: f"client lr {clr:g} ({c['final_return'].notna().sum()} runs)" for clr, c in g.groupby("client_lr")}
+        scores = {labels[clr]: c["final_return"].dropna().to_numpy() for clr, c in g.groupby("client_lr")}
+        profiles, cis = stats.performance_profile(scores, taus)
+        colors = {label: _color(clrs, clr) for clr, label in labels.items()}
+        plot_utils.plot_performance_profiles(
+            profiles, taus, performance_profile_cis=cis, ax=ax, colors=colors, xlabel="final return tau",
+            ylabel="fraction of runs with return > tau", labelsize="medium", ticklabelsize="small",
+        )  # fmt: skip
         for k, (name, b) in enumerate(base.groupby("baseline") if len(base) else []):
             ax.axvline(float(np.median(b["final_return"])), color="0.3", ls=[":", "--"][k % 2], lw=1,
                        label=stats.BASELINE_LABELS.get(name, name))  # fmt: skip
-        ax.set(title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}", 40), xlabel="final return tau",
-               ylabel="fraction of runs with return > tau", ylim=(-0.02, 1.02))  # fmt: skip
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}", 40))
         ax.legend()
-    fig.suptitle("Performance profiles of the final return (rliable score distributions)")
+    fig.suptitle("Performance profiles of the final return (rliable; bands: 95% stratified bootstrap)")
     return _save(fig, out, "performance_profiles", _describe(runs))
+
+
+def interval_estimates(runs: pd.DataFrame, store, out: Path) -> Path | None:
+    """IQM, median and mean of each cell's final returns with 95% stratified-bootstrap CIs, drawn by
+    ``rliable.plot_utils.plot_interval_estimates`` (cells of fewer than 2 runs left out)."""
+    from rliable import plot_utils
+
+    from . import stats
+
+    scores = {}
+    for (sweep, algo, clr, mlr, steps), g in runs.groupby(stats.CELL, sort=True):
+        label = f"{sweep}, {algo}: client lr {clr:g}, master lr {mlr:g}" + ("" if runs["steps"].nunique() == 1 else f", {steps} steps")
+        scores[label] = g["final_return"].to_numpy(float)  # fmt: skip
+    points, cis, names = stats.interval_estimates(scores)
+    if not points:
+        raise NoData("no cell has 2 or more finished runs with a final return")
+    labels = list(points)
+    colors = {k: OKABE_ITO[i % len(OKABE_ITO)] for i, k in enumerate(labels)}
+    fig, axes = plot_utils.plot_interval_estimates(
+        points, cis, names, algorithms=labels, colors=colors, xlabel="", subfigure_width=3.2, row_height=0.38
+    )
+    for ax in np.atleast_1d(axes):  # rliable's defaults are sized for a slide
+        ax.tick_params(labelsize=8)
+        ax.title.set_fontsize(9)
+    fig.set_size_inches(3.2 * len(names) + 0.06 * max(map(len, labels)) + 1, 0.38 * len(labels) + 1.4)
+    fig.supxlabel("final return", fontsize=9, y=0.05)
+    fig.suptitle("Final return per cell: IQM, median and mean, 95% stratified-bootstrap CIs (rliable)")
+    return _save(fig, out, "interval_estimates", _describe(runs))
 
 
 FIGURES = [
     stop_heatmap,
     km_curves,
     performance_profiles,
+    interval_estimates,
     agent_stop_distribution,
     learning_curves,
     grad_norms,
@@ -563,7 +592,12 @@ def make_all(runs: pd.DataFrame, store, out: Path) -> tuple[dict[str, Path], dic
             if runs.empty:
                 skipped[fn.__name__] = "no finished runs"
                 continue
-            p = fn(runs, store, out)
+            try:
+                p = fn(runs, store, out)
+            except NoData as why:
+                plt.close("all")
+                skipped[fn.__name__] = str(why)
+                continue
             if p is None:
                 skipped[fn.__name__] = (
                     "the data it needs are absent (monitor off, no stops, or a single sweep/algorithm)"

@@ -255,14 +255,45 @@ def probability_of_improvement(x, y, reps: int = REPS) -> dict:
     return {"poi": poi, "ci_low": lo, "ci_high": hi, "p": p, "cliffs_delta": 2 * poi - 1}
 
 
-def performance_profile(scores: dict[str, np.ndarray], taus: np.ndarray) -> dict[str, np.ndarray]:
-    """The fraction of runs with a score above each tau (rliable's score distribution)."""
+def performance_profile(
+    scores: dict[str, np.ndarray], taus: np.ndarray, reps: int = REPS
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The fraction of runs with a score above each tau (rliable's score distribution) and its 95%
+    stratified-bootstrap band (``reps`` replications, random state SEED); a cell of one run gets its
+    step function as its band."""
     from rliable import library as rly
 
-    profiles, _ = rly.create_performance_profile(
-        {k: np.asarray(v, float).reshape(-1, 1) for k, v in scores.items() if len(v)}, taus, reps=1
-    )
-    return profiles
+    scores = {k: np.asarray(v, float).reshape(-1, 1) for k, v in scores.items() if len(v)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with _bootstrap_rng():
+            return rly.create_performance_profile(scores, taus, reps=reps)
+
+
+def interval_estimates(scores: dict[str, np.ndarray], reps: int = REPS) -> tuple[dict, dict, list[str]]:
+    """IQM, median and mean of each group's scores with 95% stratified-bootstrap CIs (rliable's
+    ``get_interval_estimates``, random state SEED): (points, intervals, metric names), as
+    ``rliable.plot_utils.plot_interval_estimates`` takes them. Groups with fewer than 2 finite
+    scores are left out (no interval)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    names = ["IQM", "median", "mean"]
+
+    def agg(s):  # over runs (rliable's aggregate_median is a median over tasks of run means)
+        return np.array([metrics.aggregate_iqm(s), np.median(s), np.mean(s)])
+
+    scores = {k: np.asarray([v for v in x if np.isfinite(v)], float) for k, x in scores.items()}
+    scores = {k: x.reshape(-1, 1) for k, x in scores.items() if len(x) > 1}
+    if not scores:
+        return {}, {}, names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with _bootstrap_rng() as rs:
+            points, cis = rly.get_interval_estimates(scores, agg, reps=reps, random_state=rs)
+    return points, cis, names
 
 
 # ----------------------------------------------------------------------------- report tables
