@@ -118,3 +118,21 @@ def test_a_figure_without_data_is_not_drawn_and_says_why(runs, store, tmp_path, 
     assert "agent_stop_distribution" not in made
     assert skipped["agent_stop_distribution"].startswith("no agent stopped (")
     assert not (tmp_path / "agent_stop_distribution.png").exists()
+
+
+def test_variants_of_a_sweep_are_separate_lines_and_each_panel_names_its_quantity(runs, store, tmp_path, monkeypatch):
+    seen = {}
+    orig = figs._save
+
+    def keep(fig, out, name, data):
+        seen[name] = [(ax.get_title(), ax.get_ylabel(), [ln.get_label() for ln in ax.get_lines()]) for ax in fig.axes]
+        return orig(fig, out, name, data)
+
+    monkeypatch.setattr(figs, "_save", keep)
+    two = runs.assign(sweep=np.where(runs["cfg.seed"] % 2 == 0, "tiny [agent.actor_update=a]", "tiny [agent.actor_update=b]"))
+    with plt.rc_context(figs.STYLE):
+        figs.grad_norms(two, store, tmp_path)
+    panels = {title: (ylabel, labels) for title, ylabel, labels in seen["grad_norms"]}
+    assert panels["grad_ratio"][0] == "actor / critic norm ratio" and panels["actor_grad_norm"][0] == "L2 norm"
+    labels = panels["actor_grad_norm"][1]
+    assert len(labels) == 4 and any("actor_update=a" in lbl for lbl in labels) and any("actor_update=b" in lbl for lbl in labels)

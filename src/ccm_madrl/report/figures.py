@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from ..monitor.compact import metrics_from_summary  # noqa: E402
 from .tables import mean_ci  # noqa: E402
 
+TITLE_WIDTH = 44  # characters per line of a panel title (panels are ~4.2 in wide at font size 9)
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 STYLE = {
     "figure.dpi": 100,
@@ -90,7 +91,7 @@ def _grid_heatmap(
     ax.set_yticks(range(len(clr)), [_lr_label(v) for v in clr])
     ax.set_xlabel("master (critic) lr")
     ax.set_ylabel("client (actor) lr")
-    ax.set_title(title + ("\n(no value in any cell)" if empty else ""))
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH) + ("\n(no value in any cell)" if empty else ""))
     ax.grid(False)
     return None if empty else im
 
@@ -182,8 +183,9 @@ def learning_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
             if n:
                 ax.axvline(stop, color=color, ls=":", lw=1.2)
         ax.set(
-            title=f"{sweep}, {steps} steps, master lr {mlr:g}", xlabel="episode", ylabel="evaluation return"
-        )
+            title=textwrap.fill(f"{sweep}, {steps} steps, master lr {mlr:g}", TITLE_WIDTH), xlabel="episode",
+            ylabel="evaluation return",
+        )  # a long sweep label wraps instead of running into its neighbour's title
         ax.legend()
     fig.suptitle(
         "Learning curves (mean, band = min..max over seeds; dotted: all actors stopped, |dw| < threshold)"
@@ -191,30 +193,36 @@ def learning_curves(runs: pd.DataFrame, store, out: Path) -> Path | None:
     return _save(fig, out, "learning_curves", _describe(runs))
 
 
+LINESTYLES = ["-", "--", ":", "-."]
+
+
 def _by_client_lr(
     runs: pd.DataFrame,
     m: pd.DataFrame,
-    cols: list[str],
+    cols: dict[str, str],
     title: str,
     name: str,
     out: Path,
-    ylabel: str,
     log: bool = True,
 ):
+    """One panel per column (``cols``: column -> y label), one line per client lr, and per sweep
+    variant where there are several (a variant: a sweep's runs that differ beyond its grid, e.g. the
+    actor update order), each the mean over its runs."""
     if m.empty or any(c not in m for c in cols):
         return None
     m = m[m["run_id"].isin(runs["run_id"])]
     clrs = sorted(runs["client_lr"].unique())
+    variants = sorted(runs["sweep"].unique())
     fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.6), squeeze=False)
-    for k, col in enumerate(cols):
+    for k, (col, ylabel) in enumerate(cols.items()):
         ax = axes[0, k]
-        for clr in clrs:
-            ids = runs.loc[runs["client_lr"] == clr, "run_id"]
-            c = _curve(m[m["run_id"].isin(ids)].dropna(subset=[col]), col)
+        for (variant, clr), g in runs.groupby(["sweep", "client_lr"], sort=True):
+            c = _curve(m[m["run_id"].isin(g["run_id"])].dropna(subset=[col]), col)
             if c.empty:
                 continue
-            y = c["mean"].clip(lower=1e-12) if log else c["mean"]
-            ax.plot(c.index, y, color=_color(clrs, clr), label=f"client lr {clr:g}")
+            label = f"client lr {clr:g}" if len(variants) == 1 else textwrap.shorten(f"{variant}: client lr {clr:g}", 60)
+            ax.plot(c.index, c["mean"].clip(lower=1e-12) if log else c["mean"], color=_color(clrs, clr),
+                    ls=LINESTYLES[variants.index(variant) % len(LINESTYLES)], label=label)  # fmt: skip
         if log:
             ax.set_yscale("log")
         ax.set(title=col, xlabel="episode", ylabel=ylabel)
@@ -237,13 +245,15 @@ def _unit_metrics(store) -> pd.DataFrame:
 
 
 def grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    return _by_client_lr(runs, _unit_metrics(store), ["actor_grad_norm", "critic_grad_norm", "grad_ratio"],
-                         "Actor vs critic gradient L2 norms (mean over runs; 0 drawn at 1e-12)", "grad_norms", out, "L2 norm")  # fmt: skip
+    cols = {"actor_grad_norm": "L2 norm", "critic_grad_norm": "L2 norm", "grad_ratio": "actor / critic norm ratio"}
+    return _by_client_lr(runs, _unit_metrics(store), cols,
+                         "Actor vs critic gradient L2 norms (mean over runs; 0 drawn at 1e-12)", "grad_norms", out)  # fmt: skip
 
 
 def saturation_over_time(runs: pd.DataFrame, store, out: Path) -> Path | None:
-    return _by_client_lr(runs, _unit_metrics(store), ["actor_sat_exact_frac", "actor_out_gt09_frac"],
-                         "Saturation of the actors' outputs over time (mean over runs)", "saturation", out, "fraction", log=False)  # fmt: skip
+    cols = {"actor_sat_exact_frac": "fraction of outputs", "actor_out_gt09_frac": "fraction of outputs"}
+    return _by_client_lr(runs, _unit_metrics(store), cols,
+                         "Saturation of the actors' outputs over time (mean over runs)", "saturation", out, log=False)  # fmt: skip
 
 
 def layer_grad_norms(runs: pd.DataFrame, store, out: Path) -> Path | None:
