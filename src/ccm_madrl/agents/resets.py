@@ -1,0 +1,148 @@
+"""Resets against the loss of plasticity, for the three-layer networks of this package (the client
+actors, batched over agents or runs, and the master critic), as the literature compares them first:
+
+- **ReDo** (Sokar et al. 2023, "The dormant neuron phenomenon in deep RL"): a hidden unit is
+  tau-dormant when its score ``s_j = E|h_j| / mean_k E|h_k|`` over a batch of inputs (per network,
+  over that layer's units) is ``<= tau``. Each dormant unit is recycled: its incoming weights and
+  bias re-drawn from the layer's initial distribution, its outgoing weights set to zero (the
+  network's output is unchanged at the moment of the reset), and the optimiser's moment estimates
+  of those entries zeroed.
+- **Shrink-and-Perturb** (Ash and Adams 2020): every parameter ``theta <- lambda * theta + sigma *
+  theta_0'``, with ``theta_0'`` a fresh draw from the initial distribution; the moments are kept.
+
+The initial distributions are the networks' own: PyTorch's default ``Linear`` init for the hidden
+layers (weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the last layer U(-init_w, init_w)
+(actors and critic alike; init_w = 3e-3 unless the network says otherwise). Every draw comes from the generator
+given (seeded from the run's seed and the episode by the caller), so a resumed run draws what the
+uninterrupted one drew. Parameters are ``(n, out, in)`` stacks (``BatchedLinear``: one network
+per agent, or per run of a pack) or plain ``(out, in)`` ``nn.Linear`` layers (one network).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LAYERS = ("fc1", "fc2", "fc3")
+INIT_W = 3e-3  # the last layer's init bound of the actors and the critic (networks.py)
+
+
+@dataclass
+class Layer:
+    """One linear layer as ``(n, out, in)`` / ``(n, out)`` views of its parameters, with the bounds
+    of its initial uniform distribution."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    params: tuple[nn.Parameter, nn.Parameter]
+    weight_bound: float
+    bias_bound: float
+
+
+def layers_of(net: nn.Module, last_bound: float | None = None) -> list[Layer]:
+    """The ``fc1 -> fc2 -> fc3`` chain of an actor or critic module (``last_bound``: the last
+    layer's init bound, by default the network's ``init_w`` or :data:`INIT_W`)."""
+    out = []
+    for k, name in enumerate(LAYERS):
+        lin = getattr(net, name)
+        w, b = lin.weight, lin.bias
+        fan_in = w.shape[-1]
+        bound = 1 / math.sqrt(fan_in)
+        if k == len(LAYERS) - 1:
+            wb = bb = float(last_bound if last_bound is not None else getattr(net, "init_w", INIT_W))
+        else:
+            wb = bb = bound
+        wv, bv = (w, b) if w.dim() == 3 else (w.unsqueeze(0), b.unsqueeze(0))
+        out.append(Layer(wv, bv, (w, b), wb, bb))
+    return out
+
+
+def dormant(features: torch.Tensor, tau: float) -> torch.Tensor:
+    """Boolean ``(n, units)``: the tau-dormant units of features ``(n, batch, units)`` (or
+    ``(batch, units)`` for one network)."""
+    f = features if features.dim() == 3 else features.unsqueeze(0)
+    score = f.abs().mean(dim=1)
+    return score / (score.mean(dim=1, keepdim=True) + 1e-9) <= tau
+
+
+def _uniform(like: torch.Tensor, bound: float, generator: torch.Generator) -> torch.Tensor:
+    fresh = torch.empty(like.shape, dtype=like.dtype, device=generator.device)
+    return fresh.uniform_(-bound, bound, generator=generator).to(like.device)
+
+
+class Moments:
+    """The optimiser's per-entry state of a parameter (Adam's moments, RMSprop's square average),
+    for this package's ``BatchedOptimizer`` and for ``torch.optim`` optimisers alike."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def of(self, param: nn.Parameter) -> list[torch.Tensor]:
+        opt = self.optimizer
+        if opt is None:
+            return []
+        if hasattr(opt, "params") and hasattr(opt, "m"):  # BatchedOptimizer
+            k = next((i for i, p in enumerate(opt.params) if p is param), None)
+            if k is None:
+                return []
+            return [t[k] for t in (opt.m, opt.v) if t]
+        state = opt.state.get(param, {})
+        return [t for t in state.values() if isinstance(t, torch.Tensor) and t.shape == param.shape]
+
+    def zero(self, param: nn.Parameter, mask: torch.Tensor) -> None:
+        for t in self.of(param):
+            t.masked_fill_(mask.reshape(t.shape) if mask.numel() == t.numel() else mask, 0)
+
+
+@torch.no_grad()
+def redo(
+    net: nn.Module,
+    features: Sequence[torch.Tensor],
+    tau: float,
+    generator: torch.Generator,
+    optimizer=None,
+) -> torch.Tensor:
+    """Recycle the tau-dormant units of the hidden layers (``features``: the post-activation
+    outputs of fc1 and fc2 on a batch, ``(n, batch, units)``). Returns the number of units
+    recycled per network, ``(n,)``."""
+    layers, moments = layers_of(net), Moments(optimizer)
+    if len(features) != len(layers) - 1:
+        raise ValueError(f"redo: need the features of {len(layers) - 1} hidden layers, got {len(features)}")
+    count = torch.zeros(layers[0].weight.shape[0], dtype=torch.long)
+    for k, feats in enumerate(features):
+        mask = dormant(feats, tau)  # (n, units)
+        if not bool(mask.any()):
+            continue
+        count += mask.sum(dim=1).cpu()
+        inc, nxt = layers[k], layers[k + 1]
+        rows = mask.unsqueeze(-1).expand_as(inc.weight)
+        inc.weight.copy_(torch.where(rows, _uniform(inc.weight, inc.weight_bound, generator), inc.weight))
+        inc.bias.copy_(torch.where(mask, _uniform(inc.bias, inc.bias_bound, generator), inc.bias))
+        cols = mask.unsqueeze(1).expand_as(nxt.weight)
+        nxt.weight.masked_fill_(cols, 0.0)
+        moments.zero(inc.params[0], rows)
+        moments.zero(inc.params[1], mask)
+        moments.zero(nxt.params[0], cols)
+    return count
+
+
+@torch.no_grad()
+def shrink_perturb(net: nn.Module, shrink: float, sigma: float, generator: torch.Generator) -> None:
+    """``theta <- shrink * theta + sigma * theta_0'`` for every weight and bias of the chain."""
+    for layer in layers_of(net):
+        layer.weight.mul_(shrink).add_(_uniform(layer.weight, layer.weight_bound, generator), alpha=sigma)
+        layer.bias.mul_(shrink).add_(_uniform(layer.bias, layer.bias_bound, generator), alpha=sigma)
+
+
+def reset_generator(seed: int, episode: int, network: str) -> torch.Generator:
+    """The generator of one reset: a function of the run's seed, the episode and the network, so
+    that a resumed run draws what the uninterrupted one drew (no state to checkpoint)."""
+    salt = {"actors": 1, "critic": 2}[network]
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(episode)) * 4 + salt)
+
+
+__all__ = ["Layer", "Moments", "dormant", "layers_of", "redo", "reset_generator", "shrink_perturb"]
