@@ -136,3 +136,16 @@ def test_variants_of_a_sweep_are_separate_lines_and_each_panel_names_its_quantit
     assert panels["grad_ratio"][0] == "actor / critic norm ratio" and panels["actor_grad_norm"][0] == "L2 norm"
     labels = panels["actor_grad_norm"][1]
     assert len(labels) == 4 and any("actor_update=a" in lbl for lbl in labels) and any("actor_update=b" in lbl for lbl in labels)
+
+
+def test_the_report_says_each_stage_and_figure_with_its_time(tmp_path):
+    from ccm_madrl.report import build_report
+
+    lines = []
+    build_report([ARCHIVE], tmp_path / "rep", progress=lines.append)
+    assert lines[0].startswith("report: loading 1 directory (")
+    assert any(ln.startswith("report: statistics") for ln in lines)
+    assert [ln.split()[2] for ln in lines if ln.startswith("report: figure ")] == [f.__name__ for f in figs.FIGURES]
+    assert lines[-1].startswith(f"report: written: {tmp_path / 'rep'} (")
+    secs = [float(ln.rsplit("(", 1)[1].split()[0]) for ln in lines]
+    assert secs == sorted(secs)

@@ -9,6 +9,7 @@ See ``docs/report.md`` for how every number is computed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,9 +80,26 @@ def _provenance(store, runs: pd.DataFrame, command: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item", "value"])
 
 
-def build_report(paths, out_dir: str | Path | None = None, command: str | None = None) -> ReportResult:
-    """Build the report of one or more sweep (or run) directories."""
+class _Progress:
+    """Stage lines ``report: <stage> (<seconds since the start> s)`` for a terminal or a log (the
+    report of a grid takes about a minute); silent without a writer."""
+
+    def __init__(self, write=None):
+        self.write, self.t0 = write, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        if self.write is not None:
+            self.write(f"report: {stage} ({time.perf_counter() - self.t0:.1f} s)")
+
+
+def build_report(
+    paths, out_dir: str | Path | None = None, command: str | None = None, progress=None
+) -> ReportResult:
+    """Build the report of one or more sweep (or run) directories (``progress``: a callable that
+    takes one line per stage, e.g. ``print``; None: silent)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    say = _Progress(progress)
+    say(f"loading {len(paths)} director{'y' if len(paths) == 1 else 'ies'}")
     store = load(paths)
     out = Path(out_dir) if out_dir else Path("reports") / "-".join(Path(p).name for p in paths)
     all_runs = runs_frame(store)  # reads every run's config: a refused one leaves no report directory
@@ -97,6 +115,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     )
     title = report_title(store, paths)
     res = ReportResult(out, excluded_runs=excluded, duplicates=store.duplicates, title=title)
+    say(f"tables of {len(runs)} finished runs")
     t1_num, t1_txt = table1(store)
     at_num, at_txt = algorithm_table(store)
     t2 = table2(store)
@@ -108,10 +127,11 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
         "provenance": prov,
         "excluded_runs": excluded,
     }
+    say("statistics (survival, log-rank, IQM, bootstrap CIs)")
     stat_sections = _statistics(runs, store, res)
     for name, df in res.tables.items():
         df.to_csv(out / "tables" / f"{name}.csv", index=False)
-    res.figures, res.skipped = figs.make_all(runs, store, out / "figures")
+    res.figures, res.skipped = figs.make_all(runs, store, out / "figures", progress=say)
     res.marl_eval = write_marl_eval(runs, store.metrics, out / "marl_eval.json") if len(runs) else None
     window = final_window(runs)
     head = [
@@ -125,6 +145,7 @@ def build_report(paths, out_dir: str | Path | None = None, command: str | None =
     args = (title, command, head + tail, res.figures, CAPTIONS, len(head))
     (out / "report.md").write_text(markdown_page(*args))
     (out / "report.html").write_text(html_page(*args))
+    say(f"written: {out}")
     return res
 
 

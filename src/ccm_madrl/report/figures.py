@@ -594,11 +594,14 @@ FIGURES = [
 ]
 
 
-def make_all(runs: pd.DataFrame, store, out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+def make_all(runs: pd.DataFrame, store, out: Path, progress=None) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every figure of :data:`FIGURES` (``progress``: called with each figure's name first)."""
     out.mkdir(parents=True, exist_ok=True)
     made, skipped = {}, {}
     with plt.rc_context(STYLE):
         for fn in FIGURES:
+            if progress is not None:
+                progress(f"figure {fn.__name__}")
             if runs.empty:
                 skipped[fn.__name__] = "no finished runs"
                 continue
