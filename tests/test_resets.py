@@ -121,3 +121,68 @@ def test_reset_generators_differ_by_seed_episode_and_network(network):
     for g in (resets.reset_generator(2, 10, network), resets.reset_generator(1, 11, network),
               resets.reset_generator(1, 10, other)):  # fmt: skip
         assert not torch.equal(base, draw(g))
+
+
+# ----------------------------------------------------------------------------- in a run
+def _run_cfg(reset: str, episodes: int = 8, **mit):
+    import json
+
+    from ccm_madrl.experiment import build_config
+    from test_pack import SMALL
+
+    d = json.loads(json.dumps(SMALL))
+    d["agent"].update(actor_update="sequential", actor_lr=1e-2, critic_lr=1e-2)
+    d["agent"]["mitigations"] = {"reset": reset, "reset_every": 3, **mit}
+    d["training"]["episodes"] = episodes
+    d.update(seed=5, name=f"reset-{reset}")
+    return build_config(d)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("reset", ["redo", "shrink_perturb"])
+def test_a_run_with_resets_records_them_and_resumes_bit_identically(tmp_path, reset, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from ccm_madrl.experiment import Trainer
+    from ccm_madrl.experiment.engine import Engine
+    from ccm_madrl.experiment.pack import packable
+    from ccm_madrl.experiment.stop import StopToken
+
+    cfg = _run_cfg(reset, redo_tau=0.5)
+    assert packable(cfg) is not None and "reset" in packable(cfg)
+    assert Trainer(cfg, tmp_path / "whole", progress=False, quiet=True).run().state == "done"
+    m = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
+    ebt = cfg.agent.replay.episodes_before_train
+    due = [(ep + 1) % 3 == 0 and ep + 1 > ebt for ep in m["episode"]]
+    col = "reset_units_actors" if reset == "redo" else "reset_applied_actors"
+    assert m[col].notna().tolist() == due and any(due)
+    if reset == "redo":
+        assert (m.loc[due, "reset_units_critic"] >= 0).all() and m.loc[due, "reset_units_actors"].sum() > 0
+    base = _run_cfg("none")
+    Trainer(base, tmp_path / "plain", progress=False, quiet=True).run()
+    plain = pd.read_parquet(tmp_path / "plain" / "metrics.parquet")
+    first = due.index(True)
+    same = slice(0, first + 1)  # up to the first reset (after that episode's training step), the run without
+    assert plain["train_return"].iloc[same].tolist() == m["train_return"].iloc[same].tolist()
+    later = m["eval_return"].iloc[first + 1 :].to_numpy()
+    if reset == "shrink_perturb":  # every weight moved: the runs part after the first reset
+        assert not (later == plain["eval_return"].iloc[first + 1 :].to_numpy()).all()
+
+    token, real = StopToken(), Engine.episode
+
+    def episode(self, ep):
+        if ep == first + 1:
+            token.request()
+        return real(self, ep)
+
+    monkeypatch.setattr(Engine, "episode", episode)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "cut", progress=False, quiet=True, stop=token).run()
+    assert json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.setattr(Engine, "episode", real)
+    Trainer(cfg, tmp_path / "cut", progress=False, quiet=True).run()
+    y = pd.read_parquet(tmp_path / "cut" / "metrics.parquet")
+    cols = [k for k in m.columns if not k.startswith("time_")]
+    pd.testing.assert_frame_equal(m[cols], y[cols])

@@ -25,7 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .utils import hard_update
 
 LAYERS = ("fc1", "fc2", "fc3")
 INIT_W = 3e-3  # the last layer's init bound of the actors and the critic (networks.py)
@@ -145,4 +148,75 @@ def reset_generator(seed: int, episode: int, network: str) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(episode)) * 4 + salt)
 
 
-__all__ = ["Layer", "Moments", "dormant", "layers_of", "redo", "reset_generator", "shrink_perturb"]
+
+
+# ----------------------------------------------------------------------------- on a learner
+def recent(replay, n: int) -> dict[str, torch.Tensor]:
+    """The ``n`` most recently stored transitions (newest first), drawn without any random stream,
+    so that a reset does not move the run's replay sampling."""
+    k = min(len(replay), int(n))
+    slots = (replay.tree.write - 1 - torch.arange(k)) % replay.capacity
+    return {f: t[slots.to(t.device)] for f, t in replay.data.items()}
+
+
+def _chain(net: nn.Module, h1_pre: torch.Tensor) -> list[torch.Tensor]:
+    """The post-ReLU outputs of fc1 and fc2 from fc1's pre-activation, by the layers' weights (no
+    module is called, so no hook of the monitor sees these passes)."""
+    h1 = torch.relu(h1_pre)
+    w, b = net.fc2.weight, net.fc2.bias
+    h2 = torch.relu(torch.baddbmm(b.unsqueeze(1), h1, w.transpose(1, 2)) if w.dim() == 3 else F.linear(h1, w, b))
+    return [h1, h2]
+
+
+def actor_features(actors: nn.Module, states: torch.Tensor) -> list[torch.Tensor]:
+    """Hidden features ``(networks, rows, units)`` of the actors on states ``(B, N, s)``."""
+    x = actors._agent_major(states)  # the layout forward() computes in, without calling a module
+    w, b = actors.fc1.weight, actors.fc1.bias
+    return _chain(actors, torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
+
+
+def critic_features(critic: nn.Module, batch: dict[str, torch.Tensor], per_agent: bool) -> list[torch.Tensor]:
+    """Hidden features ``(rows, units)`` of the master critic on the rows it trains on: one per
+    (sample, selected agent) and the fake agent's row where nobody was selected (per-agent critic),
+    or one per sample (joint critic)."""
+    s, u = batch["states"], batch["actions"]
+    joint = critic.joint(s, u)
+    if not per_agent:
+        return _chain(critic, joint)
+    sel = batch["selected"] > 0.5
+    bi, ii = sel.nonzero(as_tuple=True)
+    none = (~sel.any(dim=1)).nonzero(as_tuple=True)[0]
+    return _chain(critic, torch.cat([joint[bi] + critic.own(s[bi, ii], u[bi, ii]), joint[none]]))
+
+
+@torch.no_grad()
+def apply(learner, episode: int) -> dict[str, float]:
+    """The reset of ``agent.mitigations`` due after episode ``episode``'s training step, on the
+    networks it names (``reset_networks``); returns what it did (``reset_units_<network>``: units
+    recycled by ReDo, summed over the networks; ``reset_applied``: 1 for Shrink-and-Perturb) or {}."""
+    mit = learner.cfg.mitigations
+    if mit.reset == "none" or (episode + 1) % mit.reset_every:
+        return {}
+    nets = {"actors": (learner.actors, learner.actor_opt), "critic": (learner.critic, learner.critic_opt)}
+    which = ["actors", "critic"] if mit.reset_networks == "both" else [mit.reset_networks]
+    batch = recent(learner.replay, learner.batch_size) if mit.reset == "redo" else None
+    out: dict[str, float] = {}
+    for name in which:
+        net, opt = nets[name]
+        gen = reset_generator(learner.rng.seed, episode, name)
+        if mit.reset == "shrink_perturb":
+            shrink_perturb(net, mit.sp_shrink, mit.sp_sigma, gen)
+            out[f"reset_applied_{name}"] = 1.0
+            continue
+        feats = (
+            actor_features(net, batch["states"])
+            if name == "actors"
+            else critic_features(net, batch, learner.per_agent_critic)
+        )
+        out[f"reset_units_{name}"] = float(redo(net, feats, mit.redo_tau, gen, opt).sum())
+    for name in which:  # the targets follow, as after an optimiser step (published: hard updates)
+        hard_update(getattr(learner, f"{name}_target"), nets[name][0])
+    return out
+
+
+__all__ = ["Layer", "Moments", "apply", "dormant", "layers_of", "recent", "redo", "reset_generator", "shrink_perturb"]

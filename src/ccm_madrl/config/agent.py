@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -207,6 +207,22 @@ class MitigationsConfig(_Section):
         description="scale every state feature to [0, 1] by the environment's bounds before the actors' "
         "and the critic's first layers (published: raw states, e.g. cycles of 300-737)",
     )
+
+    reset: Literal["none", "redo", "shrink_perturb"] = Field(
+        "none",
+        description="resets against the loss of plasticity (agents.resets), after every reset_every-th "
+        "episode's training step. redo: recycle the tau-dormant hidden units (Sokar et al. 2023: incoming "
+        "weights re-drawn from the init distribution, outgoing weights and their optimiser moments zeroed), "
+        "scored on the replay's newest batch_size transitions; shrink_perturb: theta <- sp_shrink * theta + "
+        "sp_sigma * fresh init (Ash and Adams 2020)",
+    )
+    reset_every: int = Field(100, ge=1, description="episodes between two resets (the first after this many)")
+    reset_networks: Literal["actors", "critic", "both"] = Field("both", description="the networks reset")
+    redo_tau: float = Field(
+        0.1, ge=0, description="ReDo's threshold: a unit is dormant when E|h| / (layer mean of E|h|) <= tau"
+    )
+    sp_shrink: float = Field(0.8, gt=0, le=1, description="Shrink-and-Perturb's shrink factor lambda")
+    sp_sigma: float = Field(0.01, ge=0, description="Shrink-and-Perturb's noise scale sigma (times a fresh init)")
 
     @model_validator(mode="after")
     def _coefficient(self) -> MitigationsConfig:

@@ -32,6 +32,7 @@ import traceback
 import numpy as np
 import pandas as pd
 
+from ..agents import resets
 from ..agents.pack import make_pack
 from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..monitor.core import GradientFlowMonitor
@@ -121,6 +122,11 @@ class SoloBatch:
     def train(self) -> list[dict]:
         return [self.learner.train()]
 
+    def plasticity_reset(self, episode: int) -> list[dict]:
+        """The reset of ``agent.mitigations.reset`` due after this episode's training step ({}: none)."""
+        mit = getattr(getattr(self.learner, "cfg", None), "mitigations", None)
+        return [resets.apply(self.learner, episode) if mit is not None and mit.reset != "none" else {}]
+
     def epsilon(self, episode: int, n_episodes: int) -> np.ndarray:
         return np.array([self.learner.epsilon(episode, n_episodes)])
 
@@ -181,6 +187,9 @@ class PackedBatch:
         per_run[bad] = (0.0, 1.0, 1.0)
         self.pack.mark_diverged(bad, "actions not finite")
         return per_run.reshape(hybrid.shape)
+
+    def plasticity_reset(self, episode: int) -> list[dict]:
+        return [{} for _ in range(self.n_runs)]  # packable() keeps runs with resets out of packs
 
     def start_monitor(self, episode: int) -> None:
         if self.monitor is not None:
@@ -308,10 +317,11 @@ class Engine:
         batch.observe(buf)
         t_act = time.perf_counter()
         stats = batch.train() if ep + 1 > ebt else [{} for _ in range(r)]  # published: after ebt episodes
+        done_resets = batch.plasticity_reset(ep) if ep + 1 > ebt else [{} for _ in range(r)]
         t_train = time.perf_counter()
         sizes, times = batch.replay_size, (t0, t_eval, t_act, t_train)
         for i, row in enumerate(rows):
-            row.update(training_row(acc[:, i], t_max, eps[i], stats[i], sizes[i], times, r))
+            row.update(training_row(acc[:, i], t_max, eps[i], stats[i], sizes[i], times, r), **done_resets[i])
         return rows
 
     # ------------------------------------------------------------------ the runs

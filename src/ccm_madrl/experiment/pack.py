@@ -61,6 +61,8 @@ def packable(cfg: ExperimentConfig) -> str | None:
         return f"kind {cfg.kind!r}"
     if cfg.agent.mitigations.actor_reg == "entropy":
         return "stochastic actors (actor_reg: entropy)"
+    if cfg.agent.mitigations.reset != "none":
+        return f"agent.mitigations.reset {cfg.agent.mitigations.reset!r} (resets are per single run)"
     if cfg.agent.argmax_row_skip:
         return (
             "agent.argmax_row_skip (the single run's row-invariant scoring; a pack scores rows its own way)"
