@@ -253,7 +253,7 @@ def serve() -> None:
     import traceback
 
     import ccm_madrl.bench  # noqa: F401 - import once, before forking
-    import ccm_madrl.experiment.sweep  # noqa: F401
+    import ccm_madrl.sweep  # noqa: F401
     import ccm_madrl.parity  # noqa: F401
     import ccm_madrl.report  # noqa: F401
 
@@ -434,7 +434,7 @@ def test_stored_configs_name_code_that_reading_them_never_imports(tmp_path, monk
     to start a run is imported (the marker appears), so the module would have shown an import."""
     from ccm_madrl import cli
     from ccm_madrl.experiment.config import build_config
-    from ccm_madrl.experiment.sweep import run_sweep
+    from ccm_madrl.sweep import run_sweep
     from ccm_madrl.store import load
 
     module = f"ccm_marker_{os.getpid()}"
