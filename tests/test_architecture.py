@@ -21,8 +21,8 @@ from ccm_madrl.agents.config import MitigationsConfig, VariantConfig, part_regis
 from ccm_madrl.agents.parts import ACTOR_CANDIDATES, ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.callbacks import Callback, default_callbacks
-from ccm_madrl.sweep import run_sweep
 from ccm_madrl.mec import RunRNG
+from ccm_madrl.sweep import run_sweep
 
 
 # ------------------------------------------------------------------------------ a learner

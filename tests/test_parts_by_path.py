@@ -117,6 +117,20 @@ def test_a_part_and_a_logger_by_import_path_train_in_spawned_workers(tmp_path, u
         assert stored["agent"]["variant"]["actor_update"] == f"{MODULE}:first_actor_only"
 
 
+def test_a_part_by_import_path_trains_in_a_slurm_array_task(tmp_path, user_module):
+    """The SLURM backend's array task (submitit's local executor: a process of its own) resolves the
+    part as a local worker does (``run_one``, the one code path of every backend)."""
+    pytest.importorskip("submitit")
+    from ccm_madrl.sweep import BackendOptions, SlurmOptions
+
+    local = BackendOptions(slurm=SlurmOptions(cluster="local"))
+    res = run_sweep(sweep_file(tmp_path, TINY, seeds=[0]), tmp_path / "out", backend="slurm",
+                    backend_options=local, progress=False)  # fmt: skip
+    assert (res.total, res.done, res.failed) == (1, 1, 0)
+    tasks = pids(user_module, "schedule")
+    assert len(tasks) == 1 and os.getpid() not in tasks
+
+
 def test_the_part_is_the_same_object_in_the_parent(user_module):
     from ccm_madrl.agents import make_learner
     from ccm_madrl.agents.parts import UPDATE_SCHEDULES
@@ -155,9 +169,13 @@ def test_an_unknown_import_path_fails_in_one_line_naming_its_field(tmp_path, use
 
 def test_an_unknown_backend_by_import_path_fails_in_one_line(tmp_path, user_module):
     with pytest.raises(ConfigError) as err:
-        run_sweep(sweep_file(tmp_path, TINY), tmp_path / "out", backend="no_such_backend_module:B", progress=False)
+        run_sweep(
+            sweep_file(tmp_path, TINY), tmp_path / "out", backend="no_such_backend_module:B", progress=False
+        )
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("backend: cannot import backend 'no_such_backend_module:B'"), msg
+    assert "\n" not in msg and msg.startswith("backend: cannot import backend 'no_such_backend_module:B'"), (
+        msg
+    )
 
 
 def test_a_stored_config_names_code_it_does_not_import():

@@ -21,8 +21,8 @@ import yaml
 
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.runner import effective_state
-from ccm_madrl.sweep import run_states
 from ccm_madrl.store import load
+from ccm_madrl.sweep import run_states
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {

@@ -18,8 +18,8 @@ import yaml
 
 from ccm_madrl.cli import main
 from ccm_madrl.experiment import ConfigError, Trainer
-from ccm_madrl.sweep import expand, load_sweep, run_sweep
 from ccm_madrl.store import load
+from ccm_madrl.sweep import expand, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -391,3 +391,20 @@ def test_a_sweep_says_which_backend_runs_it_where_and_how_many_at_once(tmp_path,
     out = capsys.readouterr().out
     name = load_sweep(SMOKE)[0].name
     assert f"{name}: backend local: 1 worker process(es) at once on this machine" in out
+
+
+def test_the_sweep_package_has_small_functions_and_one_job_per_module():
+    """No function of ``ccm_madrl.sweep`` runs over 60 lines, and its modules are the ones
+    ``docs/architecture.md`` names."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "src" / "ccm_madrl" / "sweep"
+    long = {}
+    for f in sorted(pkg.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long[f"{f.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, long
+    modules = {f.stem for f in pkg.glob("*.py")}
+    assert modules == {"__init__", "plan", "options", "jobs", "packing", "control", "backends", "local",
+                       "ray_tasks", "slurm", "manifest", "progress", "run"}  # fmt: skip

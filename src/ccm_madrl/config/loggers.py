@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
 from .imports import import_object, is_import_path
 
@@ -62,6 +62,14 @@ class LoggingConfig(BaseModel):
         if v is not None:
             _needs(info.field_name)  # the package is named like the field
         return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """``custom`` only where it names a logger: every config without one dumps as before it existed."""
+        d = handler(self)
+        if isinstance(d, dict) and not d.get("custom"):
+            d.pop("custom", None)
+        return d
 
     @field_validator("custom")
     @classmethod

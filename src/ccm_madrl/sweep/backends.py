@@ -62,7 +62,9 @@ def _check_backend(backend: str) -> None:
             BACKENDS[backend]
         except ValueError as err:
             raise ConfigError(f"backend: {err}") from None
-    raise ConfigError(f"backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}, or 'module:attribute'")
+    raise ConfigError(
+        f"backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}, or 'module:attribute'"
+    )
 
 
 def check_options(backend: str, options: BackendOptions | None) -> BackendOptions:

@@ -10,8 +10,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from ..rundir import STALE_AFTER_S, RunDir
 from ..experiment.stop import StopToken
+from ..rundir import STALE_AFTER_S, RunDir
 from .jobs import Job, PackJob, RunJob
 
 STOP_WAIT_S = 60.0  # after a stop, how long the local pool waits for its workers before killing them
@@ -26,7 +26,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
 
 
 def _train(job: RunJob, stop: StopToken) -> dict:
@@ -64,7 +63,10 @@ def run_one(job: Job, threads: int, stop: StopToken | None = None) -> dict:
         if isinstance(job, PackJob):  # several runs as one program (experiment/pack.py)
             from ..experiment.pack import run_pack_job
 
-            return {**run_pack_job([m.config for m in job.members], list(job.run_dirs), t0, stop=stop), **where}
+            return {
+                **run_pack_job([m.config for m in job.members], list(job.run_dirs), t0, stop=stop),
+                **where,
+            }
         res = _train(job, stop)
     except KeyboardInterrupt:  # stopped (its token, a signal): the run checkpointed and can resume
         res = {"status": "interrupted"}
@@ -73,7 +75,11 @@ def run_one(job: Job, threads: int, stop: StopToken | None = None) -> dict:
     except RunDirBusy as err:  # another process started it since the plan: not run here, not failed
         res = {"status": "queued", "busy": str(err)}
     except BaseException as err:  # noqa: BLE001 - isolate every failure of a run, even SystemExit
-        res = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        res = {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
     return {**res, **where, "wall_time_s": time.time() - t0}
 
 

@@ -86,7 +86,9 @@ class _PoolRun:
                         self.tasks.put(None)
 
     def start(self):
-        p = self.ctx.Process(target=pool_worker, args=(self.tasks, self.results, self.stop.child(), self.pool.threads))
+        p = self.ctx.Process(
+            target=pool_worker, args=(self.tasks, self.results, self.stop.child(), self.pool.threads)
+        )
         main = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited by the worker
         try:

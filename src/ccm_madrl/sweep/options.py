@@ -20,7 +20,8 @@ class SlurmOptions:
     qos: str | None = None
     constraint: str | None = None
     array_parallelism: int | None = None  # at most this many array tasks at once (default: --workers)
-    cluster: str | None = None  # None or "slurm": sbatch (refused when it is not on the PATH); "local": local processes
+    # None or "slurm": sbatch (refused when it is not on the PATH); "local": local processes
+    cluster: str | None = None
     additional: dict = field(default_factory=dict)  # any other sbatch option (key without --)
 
 

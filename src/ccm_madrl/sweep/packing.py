@@ -28,5 +28,7 @@ def pack_jobs(jobs: list[RunJob], size: int | None, workers: int = 1) -> list[Jo
         r = size or default_pack_size(group[0][1], workers)
         for i in range(0, len(group), r):
             chunk = tuple(job for job, _ in group[i : i + r])
-            out.append(chunk[0] if len(chunk) == 1 else PackJob(f"pack:{chunk[0].id}+{len(chunk) - 1}", chunk))
+            out.append(
+                chunk[0] if len(chunk) == 1 else PackJob(f"pack:{chunk[0].id}+{len(chunk) - 1}", chunk)
+            )
     return out

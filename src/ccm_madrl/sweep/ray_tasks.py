@@ -50,8 +50,16 @@ class RayTasks:
     options: BackendOptions = field(default_factory=BackendOptions)
 
     def describe(self, jobs: int) -> str:
-        where = f"the cluster at {self.address}" if self.address not in (None, "local") else "a local Ray instance"
-        at_once = f"at most {min(self.workers, jobs)} task(s) in flight" if self.workers else "every task submitted at once"
+        where = (
+            f"the cluster at {self.address}"
+            if self.address not in (None, "local")
+            else "a local Ray instance"
+        )
+        at_once = (
+            f"at most {min(self.workers, jobs)} task(s) in flight"
+            if self.workers
+            else "every task submitted at once"
+        )
         o = self.task_options()
         return f"backend ray: {where}, {at_once}, {o['num_cpus']} CPU(s) and {o['num_gpus']} GPU(s) per task"
 

@@ -57,7 +57,9 @@ def run_sweep(
     the manifest; the previous ``sweep.yaml`` is kept as ``sweep.<k>.yaml``)."""
     opts = replace(opts or SweepOptions(), **fields, **({} if out is None else {"out": out}))
     spec, base = load_sweep(path, opts.set_, opts.seeds, opts.axes, opts.name)
-    opts = replace(opts, backend_options=check_options(opts.backend, with_file_slurm(spec, opts.backend_options)))
+    opts = replace(
+        opts, backend_options=check_options(opts.backend, with_file_slurm(spec, opts.backend_options))
+    )
     runs = expand(spec, base, str(path))
     planned = [r.id for r in runs]
     if opts.only is not None:
@@ -205,4 +207,6 @@ def _run_sweep(spec: SweepSpec, base: dict, runs: list[RunSpec], sd: SweepDir, o
         _record_stopped(man, plan.jobs, spec.name)
         raise
     c = results.counts
-    return SweepResult(sd.path, len(runs), c["done"], c["failed"], len(plan.done), c["diverged"], len(plan.busy))
+    return SweepResult(
+        sd.path, len(runs), c["done"], c["failed"], len(plan.done), c["diverged"], len(plan.busy)
+    )
