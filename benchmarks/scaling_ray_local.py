@@ -32,8 +32,8 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ccm_madrl.experiment.sweep import BackendOptions, run_sweep
     from ccm_madrl.provenance import collect
+    from ccm_madrl.sweep import BackendOptions, run_sweep
 
     work = Path(tempfile.mkdtemp(prefix="scaling-"))
     changes = {"set_": [f"training.episodes={args.episodes}"], "progress": False}
@@ -50,7 +50,7 @@ def main() -> None:
             work / "ray",
             backend="ray",
             address=cluster.address,
-            options=BackendOptions(ship_package=False),
+            backend_options=BackendOptions(ship_package=False),
             **changes,
         )
         t_ray = time.perf_counter() - t1

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ccm_madrl.archive import archive_sweep
-from ccm_madrl.experiment.sweep import run_sweep
+from ccm_madrl.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "tests" / "data" / "archive_tiny_sweep.yaml"

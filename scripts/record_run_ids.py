@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ccm_madrl.experiment.config import ConfigError, build_config, load_config, load_yaml
-from ccm_madrl.experiment.sweep import expand, load_sweep
+from ccm_madrl.sweep import expand, load_sweep
 
 # Configs with every agent option away from its default (flat keys, as files before 0.2.0 wrote them).
 EVERY_OPTION = {

@@ -529,7 +529,7 @@ STUDY = [
 
 def progress_section() -> list[str]:
     """How many runs of each of the study's sweeps are finished and archived in ``results/``."""
-    from ccm_madrl.experiment.sweep import expand, load_sweep
+    from ccm_madrl.sweep import expand, load_sweep
 
     rows = []
     for path, sets, name in STUDY:

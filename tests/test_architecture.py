@@ -21,8 +21,8 @@ from ccm_madrl.agents.config import MitigationsConfig, VariantConfig, part_regis
 from ccm_madrl.agents.parts import ACTOR_CANDIDATES, ACTOR_REGULARISERS, REWARD_SIGNALS, UPDATE_SCHEDULES
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.callbacks import Callback, default_callbacks
-from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.mec import RunRNG
+from ccm_madrl.sweep import run_sweep
 
 
 # ------------------------------------------------------------------------------ a learner
@@ -208,10 +208,10 @@ class InProcess:
         self.threads = plan.threads
 
     def run(self, jobs, on_done, poll, stop):
-        from ccm_madrl.experiment.sweep import run_one
+        from ccm_madrl.sweep import run_one
 
-        for run_id, cfg_json, run_dir in jobs:
-            on_done(run_id, run_one(cfg_json, run_dir, self.threads, stop))
+        for job in jobs:
+            on_done(job.id, run_one(job, self.threads, stop))
             poll()
 
 
@@ -220,7 +220,7 @@ def test_a_sweep_backend_is_one_class_and_one_registry_entry(tmp_path, monkeypat
 
     import yaml
 
-    from ccm_madrl.experiment import sweep
+    from ccm_madrl import sweep
 
     monkeypatch.setitem(sweep.BACKENDS, "inprocess", InProcess)
     spec = {"name": "toy", "base": TOY, "axes": {"env.n_agents": [3, 4]}, "seeds": [0, 1]}

@@ -17,11 +17,11 @@ import yaml
 
 from ccm_madrl.archive import ArchiveStore, archive_sweep, round_mantissa
 from ccm_madrl.cli import main
-from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.monitor.integration import read_agents
 from ccm_madrl.monitor.stops import agent_stops, run_stops, summary_stops
 from ccm_madrl.report import build_report, stats
 from ccm_madrl.store import Store, load
+from ccm_madrl.sweep import run_sweep
 
 ARCHIVE = Path(__file__).parent / "data" / "archive_tiny"
 

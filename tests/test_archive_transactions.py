@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ccm_madrl.experiment.sweep import run_sweep
+from ccm_madrl.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

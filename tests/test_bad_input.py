@@ -253,9 +253,9 @@ def serve() -> None:
     import traceback
 
     import ccm_madrl.bench  # noqa: F401 - import once, before forking
-    import ccm_madrl.experiment.sweep  # noqa: F401
     import ccm_madrl.parity  # noqa: F401
     import ccm_madrl.report  # noqa: F401
+    import ccm_madrl.sweep  # noqa: F401
 
     jobs = json.load(sys.stdin)
     results = []
@@ -434,8 +434,8 @@ def test_stored_configs_name_code_that_reading_them_never_imports(tmp_path, monk
     to start a run is imported (the marker appears), so the module would have shown an import."""
     from ccm_madrl import cli
     from ccm_madrl.experiment.config import build_config
-    from ccm_madrl.experiment.sweep import run_sweep
     from ccm_madrl.store import load
+    from ccm_madrl.sweep import run_sweep
 
     module = f"ccm_marker_{os.getpid()}"
     marker = tmp_path / "imported.txt"

@@ -18,7 +18,7 @@ from ccm_madrl.agents.config import FLAT_KEYS, SECTIONS, AgentConfig, canonical_
 from ccm_madrl.cli import main
 from ccm_madrl.experiment import ConfigError, Trainer, build_config
 from ccm_madrl.experiment.config import load_config, load_yaml
-from ccm_madrl.experiment.sweep import expand, load_sweep
+from ccm_madrl.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = json.loads((ROOT / "tests" / "data" / "run_ids.json").read_text())

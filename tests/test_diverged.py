@@ -16,8 +16,8 @@ import yaml
 from ccm_madrl.archive import ArchiveStore, archive_sweep
 from ccm_madrl.cli import main
 from ccm_madrl.experiment import Trainer, build_config
-from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.report.tables import table1
+from ccm_madrl.sweep import run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

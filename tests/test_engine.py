@@ -15,8 +15,10 @@ import torch
 
 from ccm_madrl.experiment import Callback, Trainer, build_config
 from ccm_madrl.experiment.engine import PackedBatch, SoloBatch
-from ccm_madrl.experiment.pack import PackTrainer, pack_jobs, packable
+from ccm_madrl.experiment.pack import PackTrainer, packable
 from ccm_madrl.experiment.stop import StopToken
+from ccm_madrl.sweep.jobs import PackJob, RunJob
+from ccm_madrl.sweep.packing import pack_jobs
 from test_pack import assert_like_alone, configs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # exactness at one thread (conftest)
@@ -130,10 +132,10 @@ def test_the_solo_and_the_pack_engine_batch_their_learners(tmp_path):
 def test_pack_jobs_pack_configs_with_eval_every():
     """A sweep's runs with ``training.eval_every = 3`` are packed like any other."""
     cfgs = with_eval_every(configs(), 3)
-    jobs = [(c.id(), c.model_dump_json(), f"runs/{c.id()}") for c in cfgs]
-    out, members = pack_jobs(jobs, 4)
-    assert len(out) == 1 and [len(m) for m in members.values()] == [4]
-    assert json.loads(out[0][1])[0]["training"]["eval_every"] == 3
+    jobs = [RunJob(c.id(), c.model_dump(mode="json"), f"runs/{c.id()}") for c in cfgs]
+    out = pack_jobs(jobs, 4)
+    assert len(out) == 1 and isinstance(out[0], PackJob) and len(out[0].members) == 4
+    assert out[0].members[0].config["training"]["eval_every"] == 3
 
 
 def _functions(tree: ast.AST):

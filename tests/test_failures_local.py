@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ccm_madrl.experiment.sweep import expand, load_sweep
+from ccm_madrl.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

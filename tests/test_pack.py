@@ -515,26 +515,29 @@ def test_a_pack_at_the_published_size_gives_each_run_its_trajectory_alone(tmp_pa
 def test_pack_jobs_group_compatible_runs_and_leave_the_others_single():
     """Runs that differ only in seed / per-run scalars share packs of at most R; a run with another
     gamma gets its own group, a baseline stays a single job; the default R is within 1..16 on a CPU."""
-    from ccm_madrl.experiment.pack import CPU_MAX_PACK, default_pack_size, pack_jobs
+    from ccm_madrl.experiment.pack import CPU_MAX_PACK, default_pack_size
+    from ccm_madrl.sweep.jobs import PackJob, RunJob
+    from ccm_madrl.sweep.packing import pack_jobs
 
     cfgs = configs() + configs(update="sequential")[:1]
     base = build_config(
         {**json.loads(json.dumps(SMALL)), "agent": {**SMALL["agent"], "algorithm": "all_local"}}
     )
-    jobs = [(c.id(), c.model_dump_json(), f"runs/{c.id()}") for c in [*cfgs, base]]
-    out, members = pack_jobs(jobs, 3)
-    assert sorted(len(m) for m in members.values()) == [3]
-    singles = [j for j in out if not j[0].startswith("pack:")]
-    assert {j[0] for j in singles} == {cfgs[3].id(), cfgs[4].id(), base.id()}
-    packed = next(j for j in out if j[0].startswith("pack:"))
-    assert json.loads(packed[2]) == [f"runs/{c.id()}" for c in cfgs[:3]]
+    jobs = [RunJob(c.id(), c.model_dump(mode="json"), f"runs/{c.id()}") for c in [*cfgs, base]]
+    out = pack_jobs(jobs, 3)
+    packs = [j for j in out if isinstance(j, PackJob)]
+    assert [len(p.members) for p in packs] == [3] and packs[0].id == f"pack:{cfgs[0].id()}+2"
+    singles = [j for j in out if isinstance(j, RunJob)]
+    assert {j.id for j in singles} == {cfgs[3].id(), cfgs[4].id(), base.id()}
+    assert list(packs[0].run_dirs) == [f"runs/{c.id()}" for c in cfgs[:3]]
     assert 1 <= default_pack_size(cfgs[0]) <= CPU_MAX_PACK
 
 
 def test_pack_jobs_put_runs_of_one_start_episode_together_the_furthest_first(tmp_path):
     """Runs resuming from different episodes train one after another inside a pack, so packs are
     formed per start episode (from status.json), the runs closest to their end first."""
-    from ccm_madrl.experiment.pack import pack_jobs
+    from ccm_madrl.sweep.jobs import RunJob
+    from ccm_madrl.sweep.packing import pack_jobs
 
     cfgs = configs() + [build_config({**c.model_dump(mode="json"), "seed": c.seed + 10}) for c in configs()]
     starts = [0, 40, 0, 40, 0, 0, 0, 0]
@@ -544,9 +547,8 @@ def test_pack_jobs_put_runs_of_one_start_episode_together_the_furthest_first(tmp
         d.mkdir()
         if start:
             (d / "status.json").write_text(json.dumps({"state": "interrupted", "episodes_done": start}))
-        jobs.append((c.id(), c.model_dump_json(), str(d)))
-    out, members = pack_jobs(jobs, 4)
-    groups = [members[j[0]] if j[0] in members else [j[0]] for j in out]
+        jobs.append(RunJob(c.id(), c.model_dump(mode="json"), str(d)))
+    groups = [[m.id for m in j.members] for j in pack_jobs(jobs, 4)]
     assert groups == [[cfgs[1].id(), cfgs[3].id()], [c.id() for i, c in enumerate(cfgs) if starts[i] == 0][:4],
                       [c.id() for i, c in enumerate(cfgs) if starts[i] == 0][4:]]  # fmt: skip
 

@@ -21,8 +21,8 @@ import yaml
 
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.runner import effective_state
-from ccm_madrl.experiment.sweep import run_states
 from ccm_madrl.store import load
+from ccm_madrl.sweep import run_states
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -288,7 +288,7 @@ def test_a_run_another_live_process_trains_is_refused_and_untouched(tmp_path, ca
 
 
 def test_a_sweep_skips_the_runs_another_live_process_trains(tmp_path):
-    from ccm_madrl.experiment.sweep import expand, load_sweep, run_sweep
+    from ccm_madrl.sweep import expand, load_sweep, run_sweep
 
     spec = {"name": "two", "base": {**SMALL, "training": {**SMALL["training"], "episodes": 6}},
             "axes": {"agent.actor_lr": [1e-4, 1e-3]}}  # fmt: skip
@@ -339,7 +339,7 @@ def test_a_sweep_job_waits_for_a_run_to_be_released_then_trains_it(tmp_path):
     """A job whose run is still held by an exiting process (a Ray task retried while its first
     worker dies) waits for the release; a run held by a live process past the wait is left to it."""
     from ccm_madrl.experiment.stop import StopToken
-    from ccm_madrl.experiment.sweep import wait_released
+    from ccm_madrl.sweep import wait_released
 
     rd = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])

@@ -18,10 +18,10 @@ import yaml
 from ccm_madrl.agents.networks import BatchedActor, MasterCritic
 from ccm_madrl.cli import main
 from ccm_madrl.experiment.describe import write_missing_descriptions
-from ccm_madrl.experiment.sweep import run_sweep
 from ccm_madrl.report import build_report
 from ccm_madrl.report.tables import table2
 from ccm_madrl.store import load
+from ccm_madrl.sweep import run_sweep
 
 T975 = {1: math.tan(0.475 * math.pi)}  # t(0.975, 1): the Cauchy quantile, exact
 THRESHOLD = 1e-3  # large enough that some cells stop within a few episodes

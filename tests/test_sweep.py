@@ -18,8 +18,8 @@ import yaml
 
 from ccm_madrl.cli import main
 from ccm_madrl.experiment import ConfigError, Trainer
-from ccm_madrl.experiment.sweep import expand, load_sweep, run_sweep
 from ccm_madrl.store import load
+from ccm_madrl.sweep import expand, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -337,11 +337,12 @@ def test_sigterm_to_the_sweep_interrupts_its_running_runs_at_once(tmp_path):
 
 def test_pool_and_threads_follow_the_cpu_affinity(tmp_path, monkeypatch):
     """Under taskset / a cpuset the sweep sizes itself to the cores it may use, not the machine's."""
-    import ccm_madrl.experiment.sweep as sw
+    import ccm_madrl.sweep.control as sw
+    from ccm_madrl.sweep import LocalPool
 
     seen = {}
     monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {3}, raising=False)
-    monkeypatch.setattr(sw.LocalPool, "run", lambda self, *a: seen.update(w=self.workers, t=self.threads))
+    monkeypatch.setattr(LocalPool, "run", lambda self, *a: seen.update(w=self.workers, t=self.threads))
     run_sweep(SMOKE, tmp_path / "out", progress=False)
     assert seen == {"w": 1, "t": 1}
     monkeypatch.setattr(sw.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
@@ -354,10 +355,10 @@ def test_sweep_progress_is_plain_lines_where_stdout_is_not_a_terminal():
     interval, at each finished run and at the end; --no-progress shows nothing."""
     import io
 
-    from ccm_madrl.experiment.sweep import _duration, _SweepProgress
+    from ccm_madrl.sweep.progress import SweepProgress, duration
 
     buf = io.StringIO()
-    with _SweepProgress(True, "grid", 4, 1, 400, 100, every_s=0.0, stream=buf) as p:
+    with SweepProgress(True, "grid", 4, 1, 400, 100, every_s=0.0, stream=buf) as p:
         p.episodes(200)
         p.run_finished("done")
         p.run_finished("diverged")
@@ -367,15 +368,15 @@ def test_sweep_progress_is_plain_lines_where_stdout_is_not_a_terminal():
     assert "runs 1/4 finished; episodes 200/400 (50%)" in lines[1] and "ETA" in lines[1]
     assert "runs 3/4 finished, 1 diverged; episodes 200/400" in lines[-1]
     quiet = io.StringIO()
-    with _SweepProgress(False, "grid", 4, 1, 400, 100, stream=quiet) as p:
+    with SweepProgress(False, "grid", 4, 1, 400, 100, stream=quiet) as p:
         p.episodes(200)
         p.run_finished("done")
     assert quiet.getvalue() == ""
-    assert (_duration(12.4), _duration(250), _duration(3900)) == ("12s", "4m10s", "1h05m")
+    assert (duration(12.4), duration(250), duration(3900)) == ("12s", "4m10s", "1h05m")
 
 
 def test_a_sweep_says_which_backend_runs_it_where_and_how_many_at_once(tmp_path, monkeypatch, capsys):
-    from ccm_madrl.experiment.sweep import LocalPool, RayTasks
+    from ccm_madrl.sweep import LocalPool, RayTasks
 
     assert LocalPool(2, 1).describe(5) == (
         "backend local: 2 worker process(es) at once on this machine, 1 torch thread(s) each"
@@ -390,3 +391,20 @@ def test_a_sweep_says_which_backend_runs_it_where_and_how_many_at_once(tmp_path,
     out = capsys.readouterr().out
     name = load_sweep(SMOKE)[0].name
     assert f"{name}: backend local: 1 worker process(es) at once on this machine" in out
+
+
+def test_the_sweep_package_has_small_functions_and_one_job_per_module():
+    """No function of ``ccm_madrl.sweep`` runs over 60 lines, and its modules are the ones
+    ``docs/architecture.md`` names."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "src" / "ccm_madrl" / "sweep"
+    long = {}
+    for f in sorted(pkg.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long[f"{f.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, long
+    modules = {f.stem for f in pkg.glob("*.py")}
+    assert modules == {"__init__", "plan", "options", "jobs", "packing", "control", "backends", "local",
+                       "ray_tasks", "slurm", "manifest", "progress", "run"}  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ccm_madrl.experiment.sweep import run_sweep
+from ccm_madrl.sweep import run_sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 

@@ -16,7 +16,7 @@ import yaml
 ray = pytest.importorskip("ray")
 
 from ccm_madrl.experiment import Trainer  # noqa: E402
-from ccm_madrl.experiment.sweep import (  # noqa: E402
+from ccm_madrl.sweep import (  # noqa: E402
     BackendOptions,
     RayTasks,
     expand,
@@ -55,7 +55,7 @@ def test_task_options_request_what_each_run_needs(monkeypatch, tmp_path):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     opts = BackendOptions(cpus_per_run=4, gpus_per_run=1)
     with pytest.raises(RuntimeError, match="stop here"):
-        run_sweep(SMOKE, tmp_path / "out", backend="ray", progress=False, options=opts)
+        run_sweep(SMOKE, tmp_path / "out", backend="ray", progress=False, backend_options=opts)
     assert seen["num_gpus"] == 1 and seen["num_cpus"] == 4
 
 
@@ -64,7 +64,8 @@ def test_run_directories_are_absolute_on_the_driver(tmp_path, monkeypatch):
     runs = expand(*load_sweep(SMOKE))
     plan = plan_sweep(runs, Path("rel/out"), "ray", None)
     assert all(
-        Path(d).is_absolute() and Path(d).parent.parent == tmp_path / "rel" / "out" for _, _, d in plan.jobs
+        Path(j.run_dir).is_absolute() and Path(j.run_dir).parent.parent == tmp_path / "rel" / "out"
+        for j in plan.jobs
     )
 
 
@@ -82,7 +83,7 @@ def cluster():
 def test_two_nodes_share_a_sweep_and_workers_limits_tasks_in_flight(cluster, tmp_path):
     out = tmp_path / "both"
     res = run_sweep(
-        SMOKE, out, backend="ray", address=cluster.address, progress=False, seeds="1", options=LOCAL
+        SMOKE, out, backend="ray", address=cluster.address, progress=False, seeds="1", backend_options=LOCAL
     )
     assert (res.done, res.failed) == (2, 0)
     man = manifest(out)
@@ -98,7 +99,7 @@ def test_two_nodes_share_a_sweep_and_workers_limits_tasks_in_flight(cluster, tmp
         workers=1,
         progress=False,
         seeds="1",
-        options=BackendOptions(ship_package=True),
+        backend_options=BackendOptions(ship_package=True),
     )
     assert (res.done, res.failed) == (2, 0)
     spans = sorted((e["started_at"], e["started_at"] + e["wall_time_s"]) for e in manifest(out).values())
@@ -131,7 +132,7 @@ def test_stopping_the_sweep_stops_its_ray_tasks_through_their_tokens(cluster, tm
             progress=False,
             seeds="1",
             set_=["training.episodes=100000"],
-            options=LOCAL,
+            backend_options=LOCAL,
             stop=stop,
         )
     assert time.time() - t0 < 240
@@ -179,7 +180,7 @@ def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):
 
     t = threading.Thread(target=kill_once_the_victims_run_checkpointed, daemon=True)
     t.start()
-    res = run_sweep(f, out, backend="ray", address=cluster.address, progress=False, options=LOCAL)
+    res = run_sweep(f, out, backend="ray", address=cluster.address, progress=False, backend_options=LOCAL)
     t.join()
     assert killed.get("run"), "no run started on the victim node, or it never checkpointed"
     assert killed["state"]["state"] == "running", killed  # it was killed mid-run
@@ -202,5 +203,5 @@ def test_a_node_killed_mid_sweep_its_run_resumes_elsewhere(cluster, tmp_path):
     Trainer(by_id[resumed[0]].config, ref, progress=False).run()
     got = pd.read_parquet(out / "runs" / resumed[0] / "metrics.parquet")
     pd.testing.assert_frame_equal(NON_TIME(got), NON_TIME(pd.read_parquet(ref / "metrics.parquet")))
-    again = run_sweep(f, out, backend="ray", address=cluster.address, progress=False, options=LOCAL)
+    again = run_sweep(f, out, backend="ray", address=cluster.address, progress=False, backend_options=LOCAL)
     assert again.skipped == 3  # nothing finished is lost or run again

@@ -22,8 +22,9 @@ from ccm_madrl.cli import main  # noqa: E402
 from ccm_madrl.experiment import Trainer  # noqa: E402
 from ccm_madrl.experiment.callbacks import Callback, default_callbacks  # noqa: E402
 from ccm_madrl.experiment.stop import StopToken  # noqa: E402
-from ccm_madrl.experiment.sweep import (  # noqa: E402
+from ccm_madrl.sweep import (  # noqa: E402
     BackendOptions,
+    RunJob,
     SlurmArray,
     SlurmOptions,
     expand,
@@ -82,7 +83,7 @@ def test_slurm_array_runs_the_sweep_and_resumes_on_resubmit(tmp_path):
     got = pd.read_parquet(out / "runs" / first.id / "metrics.parquet")
     pd.testing.assert_frame_equal(NON_TIME(got), NON_TIME(pd.read_parquet(ref / "metrics.parquet")))
     again = run_sweep(
-        f, out, backend="slurm", progress=False, options=BackendOptions(slurm=SlurmOptions(cluster="local"))
+        f, out, backend="slurm", progress=False, backend_options=BackendOptions(slurm=SlurmOptions(cluster="local"))
     )
     assert again.skipped == 2
 
@@ -119,7 +120,7 @@ def test_slurm_parameters_follow_the_options_and_the_sweep_file(tmp_path, monkey
     (tmp_path / "file.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.setattr(SlurmArray, "run", lambda self, *a: seen.update(options=self.options))
     given = BackendOptions(slurm=SlurmOptions(partition="gpu"))
-    run_sweep(tmp_path / "file.yaml", tmp_path / "o", backend="slurm", progress=False, options=given)
+    run_sweep(tmp_path / "file.yaml", tmp_path / "o", backend="slurm", progress=False, backend_options=given)
     assert (seen["options"].slurm.partition, seen["options"].slurm.account) == ("gpu", "proj")
     data["slurm"] = {"partition": "cpu", "nope": 1}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
@@ -148,7 +149,7 @@ def test_backend_slurm_without_sbatch_is_one_line_unless_the_local_cluster_is_as
     assert not out.exists()
     with pytest.raises(Exception, match="no sbatch"):
         run_sweep(SMOKE, out, backend="slurm", progress=False,
-                  options=BackendOptions(slurm=SlurmOptions(cluster="slurm")))  # fmt: skip
+                  backend_options=BackendOptions(slurm=SlurmOptions(cluster="slurm")))  # fmt: skip
 
 
 def test_the_local_executor_runs_at_most_workers_jobs_at_once(tmp_path, monkeypatch):
@@ -195,7 +196,7 @@ def test_the_local_executor_runs_at_most_workers_jobs_at_once(tmp_path, monkeypa
             return job
 
     monkeypatch.setattr(submitit, "AutoExecutor", LocalExecutor)
-    jobs = [(f"r{i}", "{}", str(tmp_path / f"r{i}")) for i in range(5)]
+    jobs = [RunJob(f"r{i}", {}, str(tmp_path / f"r{i}")) for i in range(5)]
     got = []
     array = SlurmArray(tmp_path / "slurm", workers=2, options=BackendOptions(slurm=SlurmOptions(cluster="local")))
     array.run(jobs, lambda rid, res: got.append(rid), lambda: None, StopToken())

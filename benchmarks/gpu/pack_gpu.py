@@ -35,8 +35,8 @@ from ccm_madrl.bench import machine
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.pack import PackTrainer
 from ccm_madrl.experiment.stop import StopToken
-from ccm_madrl.experiment.sweep import expand, load_sweep
 from ccm_madrl.rundir import SweepDir
+from ccm_madrl.sweep import expand, load_sweep
 
 LRS = [(1e-4, 1e-3), (1e-3, 1e-2), (1e-2, 1e-3), (1e-1, 1e-1)]
 

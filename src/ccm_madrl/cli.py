@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiment.sweep import expand, load_sweep, run_sweep
+    from .sweep import SweepOptions, expand, load_sweep, run_sweep
 
     _no_stray_arguments(args)
     changes = {"set_": args.set or [], "seeds": args.seeds, "axes": args.axis or [], "name": args.name}
@@ -107,7 +107,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.pack is not None and args.pack < 0:
         raise UsageError(f"--pack: must be >= 1 runs per pack, or given without a number (got {args.pack})")
     if args.dry_run:
-        from .experiment.sweep import run_states
+        from .sweep import run_states
 
         spec, base = load_sweep(args.file, **changes)
         runs = expand(spec, base, args.file)
@@ -120,18 +120,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(runs)} runs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
         return 0
     try:
-        res = run_sweep(
-            args.file,
-            args.out,
+        opts = SweepOptions(
+            out=args.out,
             backend=args.backend,
             workers=args.workers,
             address=args.address,
             progress=not args.no_progress,
-            options=options,
+            backend_options=options,
             pack=args.pack,
             extend=args.extend,
             **changes,
         )
+        res = run_sweep(args.file, opts=opts)
     except KeyboardInterrupt:
         _console().print(
             "[yellow]sweep interrupted; finished runs are kept and running ones checkpointed — re-run to resume[/yellow]"
@@ -151,7 +151,7 @@ def _backend_options(args: argparse.Namespace):
     """``--cpus-per-run``, ``--gpus-per-run``, ``--ship-package``, ``--max-retries`` and the
     ``--slurm-*`` options as :class:`BackendOptions` (only what was given)."""
     from .experiment.config import parse_value
-    from .experiment.sweep import BackendOptions, SlurmOptions
+    from .sweep import BackendOptions, SlurmOptions
 
     slurm = {
         "partition": args.slurm_partition,

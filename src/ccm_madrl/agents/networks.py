@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.imports import Registry
+
 
 class ScaledSigmoid(nn.Module):
     """``2 * sigmoid(x) - 1``: a bounded output in (-1, 1) with a slower-saturating derivative."""
@@ -46,13 +48,13 @@ class StraightThroughClip(nn.Module):
 
 # architecture.activation -> the actors' output activation (a module class); a registry of
 # agents/parts.py, so the config accepts every name here
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = Registry({
     "tanh": nn.Tanh,
     "softsign": nn.Softsign,
     "hardtanh": nn.Hardtanh,
     "scaled_sigmoid": ScaledSigmoid,
     "linear_clip": StraightThroughClip,
-}
+}, "activation")
 
 
 def _tanh_scaled(q: torch.Tensor, scale: float) -> torch.Tensor:
@@ -61,10 +63,10 @@ def _tanh_scaled(q: torch.Tensor, scale: float) -> torch.Tensor:
 
 # architecture.critic_output -> the critic's output as a function of its last layer's value q and
 # architecture.critic_output_scale (published: linear, q itself); a registry of agents/parts.py
-CRITIC_OUTPUTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+CRITIC_OUTPUTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = Registry({
     "linear": lambda q, scale: q,
     "tanh_scaled": _tanh_scaled,  # bounded to (-scale, scale), ~linear well inside
-}
+}, "critic output")
 
 
 def make_activation(name: str) -> nn.Module:

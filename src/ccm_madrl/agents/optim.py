@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config.imports import Registry
+
 StepHook = Callable[["BatchedOptimizer", Sequence[torch.Tensor], "int | None"], None]
 
 
@@ -54,11 +56,11 @@ class OptimizerRule:
 
 
 # agent.optimizer -> its rule; a registry of agents/parts.py, so the config accepts every name here
-OPTIMIZERS: dict[str, OptimizerRule] = {
+OPTIMIZERS: dict[str, OptimizerRule] = Registry({
     "adam": OptimizerRule(torch.optim.Adam, _adam, first_moment=True, second_moment=True),
     "rmsprop": OptimizerRule(torch.optim.RMSprop, _rmsprop, second_moment=True),
     "sgd": OptimizerRule(torch.optim.SGD, _sgd),
-}
+}, "optimizer")
 
 
 def optimizer_rule(kind: str) -> OptimizerRule:

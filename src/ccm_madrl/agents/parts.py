@@ -1,6 +1,8 @@
 """The named parts of the learners, each chosen by a config value from a registry. The config's
 allowed values ARE these registries' keys (``agents/config.py`` checks a name against the registry
-when it validates), so adding a part is one function (or class) and one registry entry.
+when it validates), so adding a part is one function (or class) and one registry entry. A part defined elsewhere is
+named by its import path, ``module:attribute`` (``config/imports.py``): every process that runs the
+config (the sweep's parent, a spawned worker, a Ray task, a SLURM job) imports it the same way.
 
 - ``UPDATE_SCHEDULES[agent.variant.actor_update]``: which actor steps one training step takes, as a
   list of agents (None: every actor, or the one shared network, in one step);
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from ..config import agent as _config_registries
+from ..config.imports import Registry
 from .networks import ACTIVATIONS, CRITIC_OUTPUTS
 from .optim import OPTIMIZERS
 
@@ -61,13 +64,12 @@ def sequential(n_agents: int, shared: bool) -> list[int | None]:
     return [None] * n_agents if shared else list(range(n_agents))
 
 
-UPDATE_SCHEDULES: dict[str, Callable[[int, bool], list[int | None]]] = {
-    "sequential": sequential,
-    "simultaneous": simultaneous,
-}
+UPDATE_SCHEDULES: dict[str, Callable[[int, bool], list[int | None]]] = Registry(
+    {"sequential": sequential, "simultaneous": simultaneous}, "update schedule"
+)
 
 # one network per client, or one network for all (the published repository's first commit)
-ACTOR_SHARING: dict[str, bool] = {"independent": False, "shared": True}
+ACTOR_SHARING: dict[str, bool] = Registry({"independent": False, "shared": True}, "actor sharing")
 
 
 # ------------------------------------------------------------------------------ actor objectives
@@ -83,14 +85,13 @@ def stored_selection(u: torch.Tensor, selected: torch.Tensor | None) -> torch.Te
     return selected > 0.5
 
 
-ACTOR_CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
-    "proposers": proposers,
-    "selected": stored_selection,
-}
+ACTOR_CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = Registry(
+    {"proposers": proposers, "selected": stored_selection}, "actor objective"
+)
 
 # the batch field the critic sees as the joint state S in the actor loss: the sampled transition's
 # current states (the spec) or its next states (the published repository's first commit)
-JOINT_STATES: dict[str, str] = {"current": "states", "next": "next_states"}
+JOINT_STATES: dict[str, str] = Registry({"current": "states", "next": "next_states"}, "joint states")
 
 
 # ------------------------------------------------------------------------------ actor regularisers
@@ -118,11 +119,9 @@ def needs_stochastic_actor(name: str) -> bool:
     return getattr(ACTOR_REGULARISERS[name], "stochastic_actor", False)
 
 
-ACTOR_REGULARISERS: dict[str, Callable] = {
-    "none": no_regulariser,
-    "preact": preactivation_penalty,
-    "entropy": entropy_bonus,
-}
+ACTOR_REGULARISERS: dict[str, Callable] = Registry(
+    {"none": no_regulariser, "preact": preactivation_penalty, "entropy": entropy_bonus}, "actor regulariser"
+)
 
 
 # ------------------------------------------------------------------------------ reward signals
@@ -137,13 +136,13 @@ def running_standardised(reward: torch.Tensor, stats) -> torch.Tensor:
     return reward
 
 
-REWARD_SIGNALS: dict[str, Callable] = {"none": raw_reward, "running": running_standardised}
+REWARD_SIGNALS: dict[str, Callable] = Registry({"none": raw_reward, "running": running_standardised}, "reward signal")
 
 
 # ------------------------------------------------------------------------------ heuristic selection
 # the decision x of a proposer the benchmarks' heuristic selection does not accept: punished (x = 2,
 # its offload time becomes MAX_DDL; published) or computing locally (x = 0)
-REJECTED: dict[str, float] = {"punish": 2.0, "local": 0.0}
+REJECTED: dict[str, float] = Registry({"punish": 2.0, "local": 0.0}, "rejected decision")
 
 
 # the config checks a part's name against these registries (config/agent.py: the config layer imports

@@ -19,8 +19,6 @@ so every run id stays what it was.
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -35,25 +33,21 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .imports import IMPORT_PATH, import_object, is_import_path
+
 # 'module:attribute' naming a learner factory: dotted identifiers, nothing else
-FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-# the validation context under which a 'module:factory' algorithm is imported and checked
-# (``ExperimentConfig.model_validate(data, context=RESOLVE)``): a config the user gives to start a
-# run. Without it (a stored config: a run directory's config.yaml, an archive, a sweep directory)
-# validation imports nothing; the learner's factory is imported when a run starts (make_learner).
+FACTORY = IMPORT_PATH
+# the validation context under which a 'module:attribute' (a learner factory, a part) is imported
+# and checked (``ExperimentConfig.model_validate(data, context=RESOLVE)``): a config the user gives to
+# start a run. Without it (a stored config: a run directory's config.yaml, an archive, a sweep
+# directory) validation imports nothing; the object is imported when a run starts.
 RESOLVE = {"import_factories": True}
 
 
 def import_factory(path: str):
     """The object named by ``'module:attribute'`` (a learner factory); ValueError naming it if absent.
     This imports the module, running its code: only for a config the user gave to start a run."""
-    if not FACTORY.fullmatch(path):
-        raise ValueError(f"learner factory {path!r}: expected 'module:attribute' (dotted identifiers)")
-    module, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import learner factory {path!r}: {err}") from None
+    return import_object(path, "learner factory")
 
 
 # registry name -> the training side's registry (the same mapping object, so that an entry added
@@ -88,7 +82,8 @@ def needs_stochastic_actor(name: str) -> bool:
 
 class PartName:
     """Validator of an option naming a part: the value must be a key of ``parts.<registry>`` at the
-    time of validation."""
+    time of validation, or ``'module:attribute'`` (a part defined anywhere importable; imported and
+    checked under the context :data:`RESOLVE`, a config given to start a run)."""
 
     def __init__(self, registry: str):
         self.registry = registry
@@ -97,7 +92,13 @@ class PartName:
         reg = registry(self.registry)
         return None if reg is None else list(reg)
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: str, info: ValidationInfo) -> str:
+        if ":" in value:
+            if not is_import_path(value):
+                raise ValueError(f"{value!r}: expected a part's name or 'module:attribute' (dotted identifiers)")
+            if (info.context or {}).get("import_factories"):
+                import_object(value, "part")
+            return value
         allowed = self.allowed()
         if allowed is not None and value not in allowed:
             expected = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"

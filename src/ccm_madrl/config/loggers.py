@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
+
+from .imports import import_object, is_import_path
 
 
 def _needs(package: str) -> None:
@@ -48,12 +50,37 @@ class LoggingConfig(BaseModel):
 
     wandb: WandbConfig | None = Field(None, description="Weights & Biases (extra 'loggers')")
     mlflow: MLflowConfig | None = Field(None, description="MLflow (extra 'loggers')")
+    custom: tuple[str, ...] = Field(
+        (),
+        description="loggers named 'module:attribute': each a factory f(config) -> a trainer callback, "
+        "importable by every process that trains (docs/architecture.md)",
+    )
 
     @field_validator("wandb", "mlflow")
     @classmethod
     def _installed(cls, v, info):
         if v is not None:
             _needs(info.field_name)  # the package is named like the field
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """``custom`` only where it names a logger: every config without one dumps as before it existed."""
+        d = handler(self)
+        if isinstance(d, dict) and not d.get("custom"):
+            d.pop("custom", None)
+        return d
+
+    @field_validator("custom")
+    @classmethod
+    def _importable(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """Each a 'module:attribute', imported and checked under ``config.agent.RESOLVE`` (a config
+        given to start a run; a stored config names code it does not run)."""
+        for path in v:
+            if not is_import_path(path):
+                raise ValueError(f"{path!r}: expected 'module:attribute' (dotted identifiers)")
+            if (info.context or {}).get("import_factories") and not callable(import_object(path, "logger")):
+                raise ValueError(f"logger {path!r} is not callable")
         return v
 
 

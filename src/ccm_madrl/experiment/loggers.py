@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..config.imports import import_object
 from ..config.loggers import LoggingConfig, MLflowConfig, WandbConfig  # noqa: F401 - the section's config
 from .hooks import Callback
 
@@ -246,4 +247,5 @@ def logger_callbacks(trainer: Trainer) -> list[Callback]:
         cbs.append(WandbCallback(lc.wandb))
     if lc.mlflow is not None:
         cbs.append(MLflowCallback(lc.mlflow))
+    cbs.extend(import_object(path, "logger")(trainer.cfg) for path in lc.custom)
     return cbs

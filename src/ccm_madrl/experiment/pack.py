@@ -207,43 +207,8 @@ def default_pack_size(cfg: ExperimentConfig, workers: int = 1) -> int:
     return max(1, min(cap, int(MEMORY_FRACTION * avail / workers // run_bytes(cfg))))
 
 
-def pack_jobs(jobs: list, size: int | None, workers: int = 1) -> tuple[list, dict[str, list[str]]]:
-    """Group a sweep's jobs ``(run id, config JSON, run dir)`` into packs of at most ``size``
-    compatible runs (``size`` 0 or None: :func:`default_pack_size`). A pack job is
-    ``("pack:<first id>+<k>", JSON list of configs, JSON list of run dirs)``; runs that cannot be
-    packed stay single jobs. Runs resuming from different episodes would train one after another
-    in their pack (:meth:`PackTrainer.run`), so a pack takes runs of one start episode (the episode
-    their status.json records), the furthest first. Returns the jobs and each pack job's member
-    run ids."""
-    from ..rundir import RunDir
-    from .config import build_config
-
-    groups: dict[tuple[str, int], list] = {}
-    out, members = [], {}
-    for job in jobs:
-        cfg = build_config(json.loads(job[1]))
-        if packable(cfg):
-            out.append(job)
-        else:
-            start = int(RunDir(job[2]).status().get("episodes_done") or 0)
-            groups.setdefault((pack_key(cfg), start), []).append((job, cfg))
-    for _, group in sorted(groups.items(), key=lambda kv: -kv[0][1]):
-        r = size or default_pack_size(group[0][1], workers)
-        for i in range(0, len(group), r):
-            chunk = [job for job, _ in group[i : i + r]]
-            if len(chunk) == 1:
-                out.append(chunk[0])
-                continue
-            rid = f"pack:{chunk[0][0]}+{len(chunk) - 1}"
-            members[rid] = [j[0] for j in chunk]
-            out.append(
-                (rid, json.dumps([json.loads(j[1]) for j in chunk]), json.dumps([j[2] for j in chunk]))
-            )
-    return out, members
-
-
 def run_pack_job(cfgs: list[dict], run_dirs: list[str], t0: float, stop: StopToken | None = None) -> dict:
-    """A sweep's pack job (called by ``sweep.run_one``): one result per member run under "pack"; a
+    """A sweep's pack job (called by ``sweep.control.run_one``): one result per member run under "pack"; a
     diverged run does not stop the others, and a member that another live process trains now is
     left to it (its result: ``queued``, not run here)."""
     from ..rundir import read_json
