@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import _CpuClock, _started, _step_flops, _with, sequential_step_profile
+from .common import _CpuClock, _started, _step_flops, _with, ms_medians, sequential_step_profile, step_rates
 from .options import AgentBench
 from .published import _time_published
 
@@ -60,14 +60,15 @@ def _agent_row(t_max: int, upd: str, n_ep: int, eval_episodes: int, monitor: boo
         "monitor": monitor,
         "argmax_row_skip": cfg.agent.argmax_row_skip,
         "episodes_measured": len(steady),
-        "episode_ms_median": 1e3 * float(steady["time_episode_s"].median()),
-        "episode_cpu_ms_median": 1e3 * float(steady["cpu_episode_s"].median()),
-        "eval_ms_median": 1e3 * float(steady["time_eval_s"].median()),
-        "act_ms_median": 1e3 * float(steady["time_act_s"].median()),
-        "train_step_ms_median": 1e3 * float(steady["time_train_s"].median()),
-        "train_step_gflop": flops / 1e9,
-        "train_step_gflops_achieved": flops / t_step / 1e9,
-        "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+        **ms_medians(
+            steady,
+            episode_ms_median="time_episode_s",
+            episode_cpu_ms_median="cpu_episode_s",
+            eval_ms_median="time_eval_s",
+            act_ms_median="time_act_s",
+            train_step_ms_median="time_train_s",
+        ),
+        **step_rates(flops, t_step, peak, "train_step_gflop"),
         **extra,
     }
 

@@ -112,6 +112,21 @@ def _step_flops(step, args: tuple, repeat: int, device: torch.device | str = "cp
     return fc.get_total_flops(), min(ts)
 
 
+def ms_medians(steady, **columns: str) -> dict[str, float]:
+    """``{key: median of steady[column] in ms}`` for each ``key=column``."""
+    return {key: 1e3 * float(steady[col].median()) for key, col in columns.items()}
+
+
+def step_rates(flops: float, t_step: float, peak: float, gflop_key: str) -> dict[str, float]:
+    """A training step's GFLOP (under ``gflop_key``), the GFLOP/s it reaches and its fraction of
+    the matmul ``peak``."""
+    return {
+        gflop_key: flops / 1e9,
+        "train_step_gflops_achieved": flops / t_step / 1e9,
+        "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+    }
+
+
 def _started(device: str = "cpu", **fields) -> tuple[dict, float, float]:
     """A result with the matmul peak in wall time and in process CPU time (a CUDA device: its own
     float32 peak, and the CPU's), ``fields`` and empty ``results``; and the two peaks."""

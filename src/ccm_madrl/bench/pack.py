@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import jsonio
-from .common import _agent_header, _step_flops
+from .common import _agent_header, _step_flops, ms_medians, step_rates
 from .options import PackBench
 from .published import _time_published
 
@@ -108,12 +108,13 @@ def _pack_row(cfgs: list, mon: bool, device: str, peak: float) -> dict:
         "run_episode_ms_median": 1e3 * float(steady["time_episode_s"].median()) + mon_ms,
         "monitor_ms_per_run_episode": mon_ms,
         "monitor_overhead_fraction": overhead,
-        "eval_ms_per_run": 1e3 * float(steady["time_eval_s"].median()),
-        "act_ms_per_run": 1e3 * float(steady["time_act_s"].median()),
-        "train_step_ms_per_run": 1e3 * float(steady["time_train_s"].median()),
-        "pack_train_step_gflop": flops / 1e9,
-        "train_step_gflops_achieved": flops / t_step / 1e9,
-        "fraction_of_matmul_peak": flops / t_step / 1e9 / peak,
+        **ms_medians(
+            steady,
+            eval_ms_per_run="time_eval_s",
+            act_ms_per_run="time_act_s",
+            train_step_ms_per_run="time_train_s",
+        ),
+        **step_rates(flops, t_step, peak, "pack_train_step_gflop"),
         "wall_s_incl_startup": wall,
         "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **({"peak_gpu_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20} if cuda else {}),
