@@ -83,15 +83,16 @@ def test_the_pack_benchmark_times_the_published_code_in_the_same_run(monkeypatch
     """``bench agent --pack R --published PATH``: the published training episode over each pack's
     run-episode, one ratio per (update order, R); an absent checkout is recorded as skipped."""
     from ccm_madrl import bench
+    from ccm_madrl.bench import published
 
-    real = bench.bench_published
+    real = published.bench_published
 
     def timed(path, episodes=3):  # a stand-in for the child interpreter (slow; tested above)
         if "nowhere" in str(path):
             return real(path, episodes)
         return {"path": str(path), "episode_ms_median": 20_000.0, "episodes_measured": episodes}
 
-    monkeypatch.setattr(bench, "bench_published", timed)
+    monkeypatch.setattr(published, "bench_published", timed)  # the module that calls it
     out = bench.bench_pack(
         packs=(1, 2),
         updates=("simultaneous",),

@@ -112,3 +112,32 @@ def test_bad_backend_options_name_the_option_and_write_nothing(tmp_path, extra, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_command_line_seed_replaces_the_files_seeds(capsys):
+    """smoke.yaml sets ``seeds: 2``; ``seed=7`` on the command line (with or without -m) leaves one
+    run per axis value, at seed 7."""
+    for extra in (["-m", "seed=7"], ["seed=7"]):
+        assert main(["sweep", SMOKE, "--dry-run", *extra]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert lines[-1] == "2 runs: 2 not-started", extra
+        assert all(line.endswith("seed=7") for line in lines[:-1]), lines
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1e-4", 1e-4), ("2E5", 2e5), ("1.5e3", 1500.0), ("-3e+2", -300.0), ("[1e-4, 0.1]", [1e-4, 0.1]),
+     ("1e5x", "1e5x"), ("12", 12), ("adam", "adam")],  # fmt: skip
+)
+def test_override_values_are_typed_as_yaml_1_2(text, value):
+    from ccm_madrl.config.experiment import parse_value
+
+    got = parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_an_axis_of_the_command_line_is_stored_as_numbers(capsys):
+    """``1e-4`` is a number (YAML 1.1 read it as the string '1e-4')."""
+    assert main(["sweep", SMOKE, "--dry-run", "-m", "agent.actor_lr=1e-4,1e-3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert {line.split()[2] for line in lines[:-1]} == {"agent.actor_lr=0.0001", "agent.actor_lr=0.001"}

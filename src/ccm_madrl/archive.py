@@ -226,19 +226,19 @@ def archive_sweep(
         return _archive(sweep_dir, out, baselines, command, include_complete_failed, include_interrupted, merge)
 
 
-def _archive(sweep_dir, out, baselines, command, include_complete_failed, include_interrupted, merge) -> dict:
-    from .store import Store
-
-    old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
-    have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
-    index = read_json(out / INDEX)
+def _check_kind(out: Path, index: dict, include_interrupted: bool) -> None:
+    """An archive holds finished runs or a prefix (interrupted runs too), never both."""
     if index and bool(index.get("includes_interrupted", False)) != include_interrupted:
         raise ValueError(
             f"archive: {out} holds only finished runs; archive interrupted runs into an archive of their own"
             if include_interrupted
             else f"archive: {out} is a prefix archive (includes interrupted runs); archive finished runs elsewhere"
         )
-    store = Store([sweep_dir])
+
+
+def _with_notes(store, include_complete_failed: bool) -> pd.DataFrame:
+    """The store's run table with ``archive_note``: with ``include_complete_failed``, the runs of
+    :func:`complete_but_failed` become ``done`` with a note naming their failure."""
     runs = store.runs.copy()
     runs["archive_note"] = ""
     if include_complete_failed:
@@ -249,20 +249,11 @@ def _archive(sweep_dir, out, baselines, command, include_complete_failed, includ
                 err[-1] if err else "no error recorded"
             )
             runs.at[i, "status"] = "done"
-    done = runs[runs["status"].isin(FINISHED_STATES + (("interrupted",) if include_interrupted else ()))]
-    new = done[~done["run_id"].isin(have)]
-    if done.empty and not index:
-        raise ValueError(
-            f"archive: {sweep_dir} has no finished run ({len(runs)} runs, none done or diverged); nothing written"
-        )
-    sweep_name = store.sweep_names[0] if store.sweep_names else sweep_dir.name
-    axes = sweep_axes(sweep_dir)
-    if index and not merge:
-        check_same_sweep(out, index, old["configs"], sweep_dir, sweep_name, axes, [store.config(r) for r in (
-            {rd.name: rd for _, rd in store.run_dirs}[rid] for rid in new["run_id"])])  # fmt: skip
-    want_baselines = baselines and bool(_missing_baselines(old["baselines"], _archived_configs(old["configs"])))
-    if new.empty and index and not want_baselines:
-        return _result(out, [], len(have), len(done), len(runs))
+    return runs
+
+
+def _new_tables(store, old: dict, new: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """The archive's run tables: the old ones and the rows of the ``new`` runs."""
     dirs = {rd.name: rd for _, rd in store.run_dirs}
     tables: dict[str, list[pd.DataFrame]] = {t: [old[t]] if len(old[t]) else [] for t in RUN_TABLES}
     # a run's directory relative to its sweep (runs/<id>), never a path of the machine it ran on
@@ -295,22 +286,56 @@ def _archive(sweep_dir, out, baselines, command, include_complete_failed, includ
         stops = store._stops_of(rd)
         if len(stops):
             tables["stops"].append(stops.assign(run_id=run_id))
+    return tables
+
+
+def _write_tables(stage: Path, out: Path, tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Into the new folder: what the archive holds besides its tables, and every table, sorted;
+    returns the configs table."""
+    for p in out.iterdir() if out.is_dir() else []:
+        if p.name != INDEX and p.suffix != ".parquet":
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, stage / p.name)
+    configs = pd.DataFrame()
+    for name, frames in tables.items():
+        if not frames:
+            continue
+        df = pd.concat(frames, ignore_index=True)
+        if name == "configs":
+            configs = df
+        keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
+        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+        df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
+        write_table(stage / f"{name}.parquet", df)
+    return configs
+
+
+def _archive(sweep_dir, out, baselines, command, include_complete_failed, include_interrupted, merge) -> dict:
+    from .store import Store
+
+    old = {t: read_parquet(out / f"{t}.parquet") for t in (*RUN_TABLES, "baselines")}
+    have = set(old["runs"]["run_id"]) if len(old["runs"]) else set()
+    index = read_json(out / INDEX)
+    _check_kind(out, index, include_interrupted)
+    store = Store([sweep_dir])
+    runs = _with_notes(store, include_complete_failed)
+    done = runs[runs["status"].isin(FINISHED_STATES + (("interrupted",) if include_interrupted else ()))]
+    new = done[~done["run_id"].isin(have)]
+    if done.empty and not index:
+        raise ValueError(
+            f"archive: {sweep_dir} has no finished run ({len(runs)} runs, none done or diverged); nothing written"
+        )
+    sweep_name = store.sweep_names[0] if store.sweep_names else sweep_dir.name
+    axes = sweep_axes(sweep_dir)
+    if index and not merge:
+        check_same_sweep(out, index, old["configs"], sweep_dir, sweep_name, axes, [store.config(r) for r in (
+            {rd.name: rd for _, rd in store.run_dirs}[rid] for rid in new["run_id"])])  # fmt: skip
+    want_baselines = baselines and bool(_missing_baselines(old["baselines"], _archived_configs(old["configs"])))
+    if new.empty and index and not want_baselines:
+        return _result(out, [], len(have), len(done), len(runs))
+    tables = _new_tables(store, old, new)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
     try:
-        for p in out.iterdir() if out.is_dir() else []:  # what the archive holds besides its tables
-            if p.name != INDEX and p.suffix != ".parquet":
-                (shutil.copytree if p.is_dir() else shutil.copy2)(p, stage / p.name)
-        configs = pd.DataFrame()
-        for name, frames in tables.items():
-            if not frames:
-                continue
-            df = pd.concat(frames, ignore_index=True)
-            if name == "configs":
-                configs = df
-            keys = [k for k in ("run_id", "role", "episode", "agent") if k in df]
-            df = df.sort_values(keys, kind="stable").reset_index(drop=True)
-            df = df[["run_id", *[c for c in df.columns if c != "run_id"]]]
-            write_table(stage / f"{name}.parquet", df)
+        configs = _write_tables(stage, out, tables)
         if baselines:  # every archived run's setting: one a killed run left out is added now
             _add_baselines(stage, old["baselines"], _archived_configs(configs))
         elif len(old["baselines"]):

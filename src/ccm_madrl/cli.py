@@ -8,6 +8,7 @@ import sys
 import tempfile
 import traceback
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=quickstart"]
@@ -271,46 +272,68 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# `bench` option (its dest) -> the benchmark option it sets (bench/options.py)
+BENCH_FIELDS = {
+    "pack": "packs",
+    "steps": "steps",
+    "update": "updates",
+    "episodes": "episodes",
+    "monitor": "monitor",
+    "published": "published",
+    "published_episodes": "published_episodes",
+    "lr": "lrs",
+    "eval_every": "eval_every",
+    "device": "device",
+}
+
+
+def bench_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The benchmark a ``bench`` command line runs (``pack`` for ``agent --pack``) and the options
+    given on it, checked by the benchmark's options model (``bench.options.OPTIONS``); an option the
+    benchmark does not take, or a value out of its range, is a UsageError naming the flag."""
+    from pydantic import ValidationError
+
+    from .bench import OPTIONS
+
+    which = "pack" if args.which == "agent" and args.pack else args.which
+    given = {f: getattr(args, dest) for dest, f in BENCH_FIELDS.items() if getattr(args, dest) is not None}
+    if which == "pack":  # one monitor setting and one episode length per call
+        given["monitors"] = (bool(given.pop("monitor", False)),)
+        if len(given.get("steps", [0])) != 1:
+            raise UsageError("--steps: agent --pack trains at one episode length (one value)")
+        given["steps"] = given["steps"][0] if "steps" in given else None
+        given = {k: v for k, v in given.items() if v is not None}
+    flag = {f: "--" + dest.replace("_", "-") for dest, f in BENCH_FIELDS.items()} | {"monitors": "--monitor"}
+    model = OPTIONS[which]
+    for f in given:
+        if f not in model.model_fields:
+            raise UsageError(
+                f"{flag[f]}: not an option of bench {args.which}" + (" --pack" if which == "pack" else "")
+            )
+    try:
+        model(**given)
+    except ValidationError as err:
+        e = err.errors()[0]
+        f = str(e["loc"][0])
+        raise UsageError(f"{flag.get(f, f)}: {e['msg']} ({model.model_fields[f].description})") from None
+    return which, {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import jsonio
-    from .bench import run
-    from .provenance import resolve_device
+    from .bench import OPTIONS, run
 
     need_dir_or_new(args.out, "--out")
-    kw = {}
-    if args.which == "agent" and args.pack:  # packs of R runs (experiment/pack.py)
-        kw = {"packs": tuple(args.pack), "episodes": args.episodes if args.episodes != 30 else 8}
-        if args.update:
-            kw["updates"] = tuple(args.update)
-        kw["monitors"] = (bool(args.monitor),)
-        kw["device"] = str(resolve_device(args.device))
-        if args.published:
-            kw["published"] = tuple(args.published)
-            kw["published_episodes"] = args.published_episodes
-        name = f"pack_{'_'.join(map(str, args.pack))}" + ("_monitor" if args.monitor else "")
+    which, kw = bench_options(args)
+    name = None
+    if which == "pack":
+        from .provenance import resolve_device
+
+        kw["device"] = str(resolve_device(kw.get("device", OPTIONS["pack"]().device)))
+        name = f"pack_{'_'.join(map(str, kw['packs']))}" + ("_monitor" if kw["monitors"][0] else "")
         if kw["device"] != "cpu":
             name += f"_{kw['device'].replace(':', '')}"
-        res = run("pack", args.out, name=name, **kw)
-        print(jsonio.dumps(res))
-        return 0
-    if args.which == "agent":
-        kw = {"episodes": args.episodes, "monitor": args.monitor}
-        if args.steps:
-            kw["steps"] = tuple(args.steps)
-        if args.update:
-            kw["updates"] = tuple(args.update)
-        if args.published:
-            kw["published"] = tuple(args.published)
-            kw["published_episodes"] = args.published_episodes
-    elif args.which == "argmax":
-        kw = {"episodes": args.episodes, "eval_every": args.eval_every}
-        if args.lr:
-            kw["lrs"] = tuple(args.lr)
-    elif args.which == "monitor":
-        kw = {"episodes": args.episodes}
-        if args.update:
-            kw["updates"] = tuple(args.update)
-    res = run(args.which, args.out, **kw)
+    res = run(which, args.out, name=name, **kw)
     print(jsonio.dumps(res))
     return 0
 
@@ -318,7 +341,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 _MULTIRUN = ("-m", "--multirun")
 # options of `train` and `sweep` that take no value (every other option takes the next argument)
-_NO_VALUE = {"-h", "--help", "--no-progress", "--dry-run", "--extend", "--ship-package", "--no-ship-package", *_MULTIRUN}
+_NO_VALUE = {
+    "-h",
+    "--help",
+    "--no-progress",
+    "--dry-run",
+    "--extend",
+    "--ship-package",
+    "--no-ship-package",
+    *_MULTIRUN,
+}
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -381,46 +413,95 @@ def hydra_style(argv: list[str]) -> list[str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+class Choices(Sequence):
+    """The allowed values of an option, read from a registry when first needed (checking a value,
+    printing the help): the registries live on the training side, which a command line that never
+    uses the option does not load."""
 
-    p = argparse.ArgumentParser(prog="ccm-madrl", description=__doc__)
-    p.add_argument("--version", action="version", version=f"ccm_madrl {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    def __init__(self, load: Callable[[], Iterable[str]]):
+        self._load, self._values = load, None
 
-    t = sub.add_parser("train", help="run one experiment (resumes if its run directory has a checkpoint)")
-    t.add_argument("config", nargs="?", help="experiment YAML (omit for the short default)")
-    t.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. agent.actor_lr=0.1"
+    def _all(self) -> list[str]:
+        if self._values is None:
+            self._values = list(self._load())
+        return self._values
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _backends() -> list[str]:
+    from .sweep import BACKENDS
+
+    return list(BACKENDS)
+
+
+def _update_orders() -> list[str]:
+    from .agents.parts import UPDATE_SCHEDULES
+
+    return list(UPDATE_SCHEDULES)
+
+
+def _overrides(p: argparse.ArgumentParser, what: str) -> None:
+    """``--set KEY=VALUE`` and bare ``KEY=VALUE`` arguments (the same)."""
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help=f"override a {what} field, e.g. {_EXAMPLE[what]}"
     )
-    t.add_argument("--run-dir", help="output directory (default: runs/<name>-<config id>)")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bare overrides: the same as --set")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="KEY=VALUE", help="bare overrides: the same as --set"
+    )
+
+
+_EXAMPLE = {"config": "agent.actor_lr=0.1", "base-config": "training.episodes=300"}
+_NO_PROGRESS = "no progress bar (the final summary line is still printed)"
+
+
+def _train_parser(sub) -> None:
+    t = sub.add_parser(
+        "train",
+        help="run one experiment (resumes if its run directory has a checkpoint)",
+        description="Train one experiment. A run directory that holds a checkpoint (an interrupted run: "
+        "Ctrl-C, a lost machine) is resumed where it stopped, bit-identically: re-run the same command. "
+        "A finished run is not trained again.",
+    )
+    t.add_argument(
+        "config",
+        nargs="?",
+        help="experiment YAML (omit for the short default: " + " ".join(QUICK_DEFAULT) + ")",
+    )
+    _overrides(t, "config")
+    t.add_argument(
+        "--run-dir",
+        help="output directory (default: runs/<name>-<config id>); resumed if it holds a checkpoint",
+    )
+    t.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sweep", help="run (or resume) a sweep of experiments locally or on Ray")
-    s.add_argument("file", help="sweep YAML (base config + axes + seeds)")
-    s.add_argument("--out", help="sweep directory (default: sweeps/<name>)")
+
+def _sweep_backend_options(s: argparse.ArgumentParser) -> None:
+    """Where and how a sweep's runs are trained (docs/scaling.md)."""
     s.add_argument(
         "--backend",
-        choices=["local", "ray", "slurm"],
+        choices=Choices(_backends),
         default="local",
-        help="local process pool (default), Ray tasks or a SLURM array job (submitit); docs/scaling.md",
+        metavar="NAME",
+        help="%(choices)s (default %(default)s): a local process pool, Ray tasks or a SLURM array job "
+        "(submitit); docs/scaling.md",
     )
     s.add_argument(
         "--workers",
         type=int,
-        help="local: parallel runs (default: the usable CPU cores); each run uses its config's `threads` "
-        "torch threads (default 1); ray: at most this many tasks at once (default: as resources allow); "
-        "slurm: array tasks at once",
+        help="local: parallel runs (default: the usable CPU cores); each run uses its config's `threads` torch threads (default 1); ray: at most this many tasks at once (default: as resources allow); slurm: array tasks at once",
     )
     s.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
     s.add_argument("--cpus-per-run", type=float, help="ray/slurm: CPUs each run asks for (default 1)")
     s.add_argument(
         "--gpus-per-run",
         type=float,
-        help="ray/slurm: GPUs each run asks for (ray: a fraction shares a GPU; default 0); `device: auto` "
-        "then runs on the GPU assigned",
+        help="ray/slurm: GPUs each run asks for (ray: a fraction shares a GPU; default 0); `device: auto` then runs on the GPU assigned",
     )
     s.add_argument(
         "--ship-package",
@@ -432,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-retries",
         type=int,
         default=3,
-        help="ray: times a task lost with its node runs again (it resumes)",
+        help="ray: times a task lost with its node runs again (it resumes; default %(default)s)",
     )
     s.add_argument("--slurm-partition", help="slurm: partition")
     s.add_argument("--slurm-time", type=int, help="slurm: time limit per array task, minutes (default 1440)")
@@ -451,12 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="slurm: any other sbatch option, e.g. gres=gpu:1",
     )
-    s.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a base-config field, e.g. training.episodes=300",
+
+
+def _sweep_parser(sub) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="run (or resume) a sweep of experiments: local processes, Ray or a SLURM array",
+        description="Run a sweep file's runs (base config x axes x seeds). Finished runs are skipped and "
+        "interrupted ones resumed: re-run the same command to continue a sweep.",
     )
+    s.add_argument(
+        "file", metavar="FILE", help="sweep YAML (base config + axes + seeds), e.g. configs/smoke.yaml"
+    )
+    s.add_argument("--out", help="sweep directory (default: sweeps/<name>)")
+    _sweep_backend_options(s)
+    _overrides(s, "base-config")
     s.add_argument("--seeds", help="replace the seeds: a count (3) or a list ([0, 5])")
     s.add_argument(
         "-m",
@@ -464,7 +554,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Hydra style: bare KEY=a,b arguments become axes (--axis KEY=[a, b]; seed=0,1 sets --seeds)",
     )
-    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bare overrides: the same as --set")
     s.add_argument(
         "--axis",
         action="append",
@@ -472,28 +561,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace or add an axis, e.g. agent.critic_lr=[1e-3]",
     )
     s.add_argument("--name", help="rename the sweep (default output: sweeps/<name>)")
-    s.add_argument("--dry-run", action="store_true", help="list the runs (id and overrides) and exit")
+    s.add_argument("--dry-run", action="store_true", help="list the runs (id, state and overrides) and exit")
     s.add_argument(
         "--pack",
         type=int,
         nargs="?",
         const=0,
         metavar="R",
-        help="train compatible runs (same options but seed and per-run scalars) as packs of at most R "
-        "runs, one program each (no R: at most 16 on a CPU, 160 on a GPU, within half the free memory)",
+        help="train compatible runs (same options but seed and per-run scalars) as packs of at most R runs, one program each (no R: at most 16 on a CPU, 160 on a GPU, within half the free memory)",
     )
     s.add_argument(
         "--extend",
         action="store_true",
         help="add this plan's runs to a sweep directory that holds another plan (refused without it)",
     )
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     s.set_defaults(func=cmd_sweep)
 
+
+def _report_parsers(sub) -> None:
     r = sub.add_parser(
-        "report", help="tables and figures (Markdown, HTML, CSV, PNG/PDF) from sweep or run directories"
+        "report",
+        help="tables and figures (Markdown, HTML, CSV, PNG/PDF) from sweep, run or archive directories",
     )
-    r.add_argument("dirs", nargs="+", help="sweep or run directories (several: compared side by side)")
+    r.add_argument(
+        "dirs",
+        nargs="+",
+        help="sweep, run or archive (results/<sweep>, `ccm-madrl archive`) directories; several: compared side by side",
+    )
     r.add_argument("--out", help="output directory (default: reports/<names>)")
     r.set_defaults(func=cmd_report)
 
@@ -511,17 +606,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--include-interrupted",
         action="store_true",
-        help="a prefix archive: also archive runs stopped before their last episode, with the episodes they "
-        "finished (their stop events are the prefix's); never mixed with an archive of finished runs",
+        help="a prefix archive: also archive runs stopped before their last episode, with the episodes they finished (their stop events are the prefix's); never mixed with an archive of finished runs",
     )
     a.add_argument(
         "--merge",
         action="store_true",
-        help="add the runs of another sweep (another name or base config) to this archive; without it that "
-        "is refused (runs of the same sweep, e.g. another seed slice, need no flag)",
+        help="add the runs of another sweep (another name or base config) to this archive; without it that is refused (runs of the same sweep, e.g. another seed slice, need no flag)",
     )
     a.set_defaults(func=cmd_archive)
 
+
+def _parity_parser(sub) -> None:
     q = sub.add_parser("parity", help="replay golden file(s) of the published implementation and compare")
     q.add_argument(
         "files", nargs="+", help="golden file(s): .npz (env or agent) or .json (trajectory: whole episodes)"
@@ -529,65 +624,99 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--rtol",
         metavar="X",
-        help="replace every relative tolerance (rewards 1e-9, gradients and priority errors 1e-4, "
-        "trajectory returns 1e-6) by X for this call, e.g. on a new machine; exact checks stay exact",
+        help="replace every relative tolerance (rewards 1e-9, gradients and priority errors 1e-4, trajectory returns 1e-6) by X for this call, e.g. on a new machine; exact checks stay exact",
     )
     q.add_argument(
         "--atol",
         metavar="X",
-        help="replace the absolute tolerances (actions, weights after the step: 1e-6) by X; weight "
-        "elements with a ~0 gradient keep their bound of 2.5 x lr where it is looser",
+        help="replace the absolute tolerances (actions, weights after the step: 1e-6) by X; weight elements with a ~0 gradient keep their bound of 2.5 x lr where it is looser",
     )
     q.set_defaults(func=cmd_parity)
 
-    b = sub.add_parser("bench", help="speed measurements (results as JSON)")
+
+def _shown(value) -> str:
+    """A benchmark option's default as the help prints it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _bench_help(field: str, *which: str, extra: str = "") -> str:
+    """The help of a ``bench`` option: the benchmark option's description, each benchmark's default
+    and its minimum where it has one (``bench/options.py``)."""
+    from .bench import OPTIONS
+
+    name = {"pack": "agent --pack"}
+    fields = {w: OPTIONS[w].model_fields[field] for w in which}
+    per = []
+    for w, f in fields.items():
+        least = [m.ge for m in f.metadata if getattr(m, "ge", None) is not None]
+        per.append(f"{name.get(w, w)} {_shown(f.default)}" + (f", at least {least[0]}" if least else ""))
+    text = fields[which[0]].description
+    return f"{' / '.join(name.get(w, w) for w in which)}: {text}{extra} (default: {'; '.join(per)})"
+
+
+def _bench_parser(sub) -> None:
+    from .bench import BENCHMARKS
+    from .bench.options import DEVICES
+
+    b = sub.add_parser(
+        "bench",
+        help="speed measurements (results as JSON)",
+        description="Speed measurements (bench/), written as JSON with the machine's description; benchmarks/ keeps the recorded ones.",
+    )
     b.add_argument(
         "which",
-        choices=["env", "agent", "monitor", "argmax"],
-        help="env: batched step; agent: training episodes; monitor: its overhead; argmax: the actor loss's "
-        "row skipping over real runs per actor learning rate",
+        choices=[w for w in BENCHMARKS if w != "pack"],
+        help="env: batched step; agent: training episodes (--pack R: packs of R runs); monitor: its overhead; argmax: the actor loss's row skipping over real runs per actor learning rate",
     )
-    b.add_argument("--out", default=None, help="directory to write <which>.json into")
+    b.add_argument("--out", default=None, help="directory to write <which>.json into (default: print only)")
+    b.add_argument("--episodes", type=int, help=_bench_help("episodes", "agent", "pack", "monitor", "argmax"))
+    b.add_argument("--steps", type=int, nargs="+", help=_bench_help("steps", "agent", "pack"))
     b.add_argument(
-        "--episodes",
-        type=int,
-        default=30,
-        help="agent: episodes per measured run; argmax: episodes per learning rate",
+        "--update",
+        nargs="+",
+        choices=Choices(_update_orders),
+        metavar="ORDER",
+        help=_bench_help("updates", "agent", "pack", "monitor", extra=": %(choices)s"),
     )
     b.add_argument(
-        "--steps", type=int, nargs="*", help="agent: steps per episode to measure (default 10 100)"
+        "--monitor",
+        action="store_true",
+        default=None,
+        help=_bench_help("monitor", "agent", extra="; agent --pack: the same"),
     )
-    b.add_argument("--update", nargs="*", choices=["simultaneous", "sequential"], help="agent: update orders")
-    b.add_argument("--monitor", action="store_true", help="agent: with the gradient-flow monitor on")
     b.add_argument(
         "--pack",
         type=int,
         nargs="+",
         metavar="R",
-        help="agent: packs of R runs trained as one program (e.g. 1 4 16; with --monitor: monitor on), "
-        "ms per run-episode at 10 steps (default --episodes 8)",
+        help=_bench_help("packs", "pack", extra="; trained as one program, ms per run-episode"),
     )
-    b.add_argument(
-        "--published",
-        nargs="+",
-        metavar="PATH",
-        help="agent (with or without --pack): local checkout(s) of the published repository (TesfayZ/CCM_MADRL_MEC), timed in the same "
-        "run; skipped with a message where absent",
-    )
-    b.add_argument(
-        "--published-episodes", type=int, default=3, help="agent: published episodes to time (after a first)"
-    )
-    b.add_argument(
-        "--lr", type=float, nargs="+", help="argmax: actor learning rates (default 1e-4 1e-3 1e-2 1e-1)"
-    )
-    b.add_argument("--eval-every", type=int, default=25, help="argmax: evaluate every k-th episode")
+    b.add_argument("--published", nargs="+", metavar="PATH", help=_bench_help("published", "agent", "pack"))
+    b.add_argument("--published-episodes", type=int, help=_bench_help("published_episodes", "agent", "pack"))
+    b.add_argument("--lr", type=float, nargs="+", help=_bench_help("lrs", "argmax"))
+    b.add_argument("--eval-every", type=int, help=_bench_help("eval_every", "argmax"))
     b.add_argument(
         "--device",
-        default="cpu",
-        help="agent --pack: where the packs train (cpu, cuda, auto); a device other than the CPU is "
-        "added to the results file's name",
+        choices=DEVICES,
+        help=_bench_help(
+            "device", "pack", extra="; a device other than the CPU is added to the results file's name"
+        ),
     )
     b.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="ccm-madrl", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ccm_madrl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_parser, _sweep_parser, _report_parsers, _parity_parser, _bench_parser):
+        add(sub)
     return p
 
 

@@ -298,7 +298,9 @@ def golden_batch(d, batch_size: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _check_agent(d: dict, rep: ParityReport) -> None:
+def _golden_learner(d: dict) -> tuple[CCMLearner, AgentConfig, int, int]:
+    """The learner of an agent golden file, with its initial weights loaded: (learner, its agent
+    config, the number of agents, the batch size)."""
     n = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"init/actor(\d+)\.", k)))
     batch_size = 1 + max(int(m.group(1)) for k in d if (m := re.match(r"batch/states/(\d+)$", k)))
     env_cfg = MECConfig(n_agents=n, mode=str(d["mode"]) if "mode" in d else "H2")
@@ -317,9 +319,12 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
     learner.critic.load_state_dict({p: torch.as_tensor(d[f"init/critic.{p}"]) for p in _PARAMS})
     learner.actors_target.load_state_dict(learner.actors.state_dict())
     learner.critic_target.load_state_dict(learner.critic.state_dict())
+    return learner, cfg, n, batch_size
 
+
+def _check_selections(d: dict, learner: CCMLearner, rep: ParityReport) -> None:
+    """The greedy selection cases ``select<k>/*``: actor actions, master decisions, hybrid actions."""
     sel_tol = _tol("atol", SELECT_ATOL, rep.atol)
-    grad_tol = _tol("rtol", GRAD_RTOL, rep.rtol)
     k = 0
     while f"select{k}/state" in d:
         s = d[f"select{k}/state"]
@@ -334,6 +339,11 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
         rep.checks.append(Check(f"select{k} hybrid action", a, r, a <= sel_tol.value, tolerance=sel_tol))
         k += 1
 
+
+def _check_gradients(d: dict, learner: CCMLearner, rep: ParityReport, n: int, batch_size: int) -> None:
+    """One sequential training step on the recorded batch: the critic's and every actor's gradients
+    (caught before their optimiser steps) and the priority errors."""
+    grad_tol = _tol("rtol", GRAD_RTOL, rep.rtol)
     batch = golden_batch(d, batch_size)
     grads: dict = {}
     names = [nm for nm, _ in learner.actors.named_parameters()]
@@ -374,50 +384,57 @@ def _check_agent(d: dict, rep: ParityReport) -> None:
     a, r = _abs_rel(stats["errors"], d["priority_errors"])
     rep.checks.append(Check("priority errors", a, r, r < grad_tol.value, tolerance=grad_tol))
 
+
+def _after(d: dict, got: dict, prefix: str, after_tol: Tolerance) -> tuple[float, float, int, int]:
+    """Worst |diff| of the elements held to ``after_tol`` and of the exempt ones (golden |grad| <
+    TINY_GRAD), the number of exempt elements, and how many of them are beyond ``after_tol``."""
+    worst, worst_tiny, n_tiny, n_beyond = 0.0, 0.0, 0, 0
+    for p in _PARAMS:
+        diff = np.abs(np.asarray(got[p], dtype=np.float64) - d[f"after/{prefix}.{p}"])
+        tiny = np.abs(d[f"grad/{prefix}.{p}"]) < TINY_GRAD
+        worst = max(worst, float(diff[~tiny].max(initial=0.0)))
+        worst_tiny = max(worst_tiny, float(diff[tiny].max(initial=0.0)))
+        n_tiny += int(tiny.sum())
+        n_beyond += int((diff[tiny] > after_tol.value).sum())
+    return worst, worst_tiny, n_tiny, n_beyond
+
+
+def _after_rows(label: str, results: list, lr: float, after_tol: Tolerance) -> list[Check]:
+    """The two checks of the weights after the step (:func:`_after` of each network)."""
+    worst = max(r[0] for r in results)
+    worst_tiny = max(r[1] for r in results)
+    n_tiny, n_beyond = sum(r[2] for r in results), sum(r[3] for r in results)
+    # the exempt elements: one Adam step (ADAM_STEPS x lr), or the absolute tolerance if looser
+    tiny_tol = Tolerance("atol", max(after_tol.value, ADAM_STEPS * lr), max(AFTER_ATOL, ADAM_STEPS * lr))
+    return [
+        Check(
+            f"weights after step: {label}",
+            worst,
+            float("nan"),
+            worst <= after_tol.value,
+            f"elements with |grad| >= {TINY_GRAD:g}",
+            after_tol,
+        ),
+        Check(
+            f"weights after step: {label}, |grad| < {TINY_GRAD:g}",
+            worst_tiny,
+            float("nan"),
+            worst_tiny <= tiny_tol.value,
+            f"{n_tiny} element(s), {n_beyond} beyond {after_tol.value:g}; bound {ADAM_STEPS:g} x lr",
+            tiny_tol,
+        ),
+    ]
+
+
+def _check_agent(d: dict, rep: ParityReport) -> None:
+    learner, cfg, n, batch_size = _golden_learner(d)
+    _check_selections(d, learner, rep)
+    _check_gradients(d, learner, rep, n, batch_size)
     after_tol = _tol("atol", AFTER_ATOL, rep.atol)
-
-    def after(got: dict, prefix: str) -> tuple[float, float, int, int]:
-        """Worst |diff| of the elements held to ``after_tol`` and of the exempt ones (golden |grad| <
-        TINY_GRAD), the number of exempt elements, and how many of them are beyond ``after_tol``."""
-        worst, worst_tiny, n_tiny, n_beyond = 0.0, 0.0, 0, 0
-        for p in _PARAMS:
-            diff = np.abs(np.asarray(got[p], dtype=np.float64) - d[f"after/{prefix}.{p}"])
-            tiny = np.abs(d[f"grad/{prefix}.{p}"]) < TINY_GRAD
-            worst = max(worst, float(diff[~tiny].max(initial=0.0)))
-            worst_tiny = max(worst_tiny, float(diff[tiny].max(initial=0.0)))
-            n_tiny += int(tiny.sum())
-            n_beyond += int((diff[tiny] > after_tol.value).sum())
-        return worst, worst_tiny, n_tiny, n_beyond
-
-    def rows(label: str, results: list, lr: float) -> list[Check]:
-        worst = max(r[0] for r in results)
-        worst_tiny = max(r[1] for r in results)
-        n_tiny, n_beyond = sum(r[2] for r in results), sum(r[3] for r in results)
-        # the exempt elements: one Adam step (ADAM_STEPS x lr), or the absolute tolerance if looser
-        tiny_tol = Tolerance("atol", max(after_tol.value, ADAM_STEPS * lr), max(AFTER_ATOL, ADAM_STEPS * lr))
-        return [
-            Check(
-                f"weights after step: {label}",
-                worst,
-                float("nan"),
-                worst <= after_tol.value,
-                f"elements with |grad| >= {TINY_GRAD:g}",
-                after_tol,
-            ),
-            Check(
-                f"weights after step: {label}, |grad| < {TINY_GRAD:g}",
-                worst_tiny,
-                float("nan"),
-                worst_tiny <= tiny_tol.value,
-                f"{n_tiny} element(s), {n_beyond} beyond {after_tol.value:g}; bound {ADAM_STEPS:g} x lr",
-                tiny_tol,
-            ),
-        ]
-
     critic_sd = {p: v.numpy() for p, v in learner.critic.state_dict().items()}
-    checks = rows("critic", [after(critic_sd, "critic")], cfg.critic_lr)
-    actors = [after(learner.actors.agent_state_dict(i), f"actor{i}") for i in range(n)]
-    checks += rows(f"{n} actors", actors, cfg.actor_lr)
+    checks = _after_rows("critic", [_after(d, critic_sd, "critic", after_tol)], cfg.critic_lr, after_tol)
+    actors = [_after(d, learner.actors.agent_state_dict(i), f"actor{i}", after_tol) for i in range(n)]
+    checks += _after_rows(f"{n} actors", actors, cfg.actor_lr, after_tol)
     rep.checks.extend(checks)
 
 

@@ -239,9 +239,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def parse_value(text: str) -> Any:
-    """Parse an override value as YAML (numbers, bools, lists), falling back to the raw string."""
+    """Parse an override value as YAML (numbers, bools, lists), falling back to the raw string.
+    Numbers are read as YAML 1.2 reads them: ``1e-4`` is a float (YAML 1.1, a sweep file's reading,
+    makes it a string that the config then converts; a value of the command line is stored typed)."""
     try:
-        return parse_yaml(text, f"value {text!r}")
+        return parse_yaml(text, f"value {text!r}", _OverrideLoader)
     except yaml.YAMLError:
         return text
 
@@ -306,6 +308,16 @@ class _PlainLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
 
+class _OverrideLoader(_PlainLoader):
+    """:class:`_PlainLoader` with YAML 1.2's floats: an exponent without a dot or without a sign
+    (``1e-4``, ``2E5``, ``1.5e3``) is a float."""
+
+
+_OverrideLoader.add_implicit_resolver(
+    _YAML + "float", re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
 def _tag(tag: str) -> str:
     return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
 
@@ -354,14 +366,14 @@ def _check_document(root: yaml.Node, source: str) -> None:
     walk(root, 1)
 
 
-def parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str, loader_class: type[yaml.SafeLoader] = _PlainLoader) -> Any:
     """YAML ``text`` (from ``source``, named in every error) as plain values: mappings, lists,
     strings, numbers, booleans and null. A tag (``!!python/object``, ...) is refused, and so is a
     document that its aliases expand beyond :data:`YAML_MAX_VALUES` values or :data:`YAML_MAX_DEPTH`
     levels (ConfigError); not valid YAML: ``yaml.YAMLError``."""
     if len(text) > YAML_MAX_BYTES:
         raise ConfigError(f"{source}: larger than {YAML_MAX_BYTES} bytes (refused)")
-    loader = _PlainLoader(text)
+    loader = loader_class(text)
     loader.source = source
     try:
         return loader.get_single_data()

@@ -12,18 +12,9 @@ import numpy as np
 from .config import MECConfig
 
 
-def loop_step(
-    cfg: MECConfig,
-    power: list[float],
-    gain: list[float],
-    res: list[float],
-    energy: list[float],
-    tasks: list[list[float]],
-    action: list[list[float]],
-    harvest: list[float],
-) -> dict:
-    """One step of ONE environment, agent by agent. Returns new energy, per-agent T, E, penalties,
-    per-agent rewards, the shared reward and the penalty fractions."""
+def _costs(cfg: MECConfig, power, gain, res, tasks, action) -> tuple[list[float], ...]:
+    """The spec's first block, agent by agent: x (2 -> offload at MAX_DDL), T_off, T_proc, T_local,
+    A_power and A_res."""
     n = cfg.n_agents
     x = [0.0] * n
     t_off = [0.0] * n
@@ -51,7 +42,13 @@ def loop_step(
         if x[i] == 2:
             t_off[i] = cfg.max_ddl
             x[i] = 1.0
+    return x, t_off, t_proc, t_local, a_power, a_res
 
+
+def _finish(cfg: MECConfig, x: list[float], t_off: list[float], t_proc: list[float]) -> list[float]:
+    """The spec's second block: the finish times of the offloaded tasks (H2: the units' queue with
+    its re-adding quirk; TOBM: every task its own unit)."""
+    n = cfg.n_agents
     finish = [0.0] * n
     if cfg.mode == "H2":
         order = list(np.argsort(np.array(t_off)))  # the same visiting order as the published code
@@ -72,6 +69,25 @@ def loop_step(
     else:
         for k in range(n):
             finish[k] = t_off[k] + t_proc[k]
+    return finish
+
+
+def loop_step(
+    cfg: MECConfig,
+    power: list[float],
+    gain: list[float],
+    res: list[float],
+    energy: list[float],
+    tasks: list[list[float]],
+    action: list[list[float]],
+    harvest: list[float],
+) -> dict:
+    """One step of ONE environment, agent by agent, in the spec's three blocks (:func:`_costs`,
+    :func:`_finish`, then time, energy, penalties and rewards here). Returns new energy, per-agent T,
+    E, penalties, per-agent rewards, the shared reward and the penalty fractions."""
+    n = cfg.n_agents
+    x, t_off, t_proc, t_local, a_power, a_res = _costs(cfg, power, gain, res, tasks, action)
+    finish = _finish(cfg, x, t_off, t_proc)
 
     new_energy, t_norm, e_cost, p_t, p_e, r = [], [], [], [], [], []
     for i in range(n):
