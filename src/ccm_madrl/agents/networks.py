@@ -520,6 +520,12 @@ class MasterCritic(nn.Module):
         w = self.fc1.weight[:, self._action_columns(agent)]
         return F.linear(actions.reshape(actions.shape[0], -1), w)
 
+    def joint_actions_grad(self, g: torch.Tensor, agent: int) -> torch.Tensor:
+        """The gradient of ``(g * joint_actions(u, agent)).sum()`` with respect to ``u`` (B, a): the
+        product autograd's backward of :meth:`joint_actions` computes (``g @ W_U[:, cols]``), the
+        same operands and the same call, without the forward."""
+        return g.mm(self.fc1.weight[:, self._action_columns(agent)])
+
     def _action_columns(self, agent: int | None) -> slice:
         k, a = self.n_agents * self.state_dim, self.action_dim
         return slice(k, self.joint_dim) if agent is None else slice(k + agent * a, k + (agent + 1) * a)
@@ -738,6 +744,12 @@ class PackedCritic(nn.Module):
         """:meth:`MasterCritic.joint_actions` of every run (a run-major batch)."""
         w = self.fc1.weight[:, :, self._action_columns(agent)]
         return self._linear(actions.reshape(actions.shape[0], -1), w, None, None)
+
+    def joint_actions_grad(self, g: torch.Tensor, agent: int) -> torch.Tensor:
+        """:meth:`MasterCritic.joint_actions_grad` of every run (a run-major batch): autograd's
+        backward of the batched product (``g_r @ W_U,r[:, cols]``, run by run in one ``bmm``)."""
+        w = self.fc1.weight[:, :, self._action_columns(agent)]
+        return g.reshape(self.runs, -1, g.shape[-1]).bmm(w).reshape(g.shape[0], -1)
 
     def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """:meth:`MasterCritic.own_rows` of every run (a run-major batch), each run's rows with its
