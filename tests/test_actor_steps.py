@@ -170,12 +170,7 @@ def test_the_live_columns_carry_autograds_gradient_bit_for_bit(runs):
     """``_LiveColumns``: the kept joint part's value, and for the stepping agent's actions the
     gradient autograd gives ``base + (part - part.detach())`` (the form it replaces), bit for bit;
     a wrong column or run gives another gradient."""
-    torch.manual_seed(2)
-    one = MasterCritic(10, hidden=(64, 32))
-    critic = PackedCritic(runs, one) if runs > 1 else one
-    with torch.no_grad():
-        for p in critic.parameters():
-            p.copy_(torch.randn_like(p) * 0.2)
+    critic = _random_critic(runs, n=10, hidden=(64, 32))
     base, g = torch.randn(runs * 16, 64), torch.randn(runs * 16, 64)
     for agent in (0, 4, 9):
         live = (torch.rand(runs * 16, 3) * 2 - 1).requires_grad_()
