@@ -165,6 +165,26 @@ def test_the_joint_part_in_two_products_is_the_joint_product(runs):
     )
 
 
+@pytest.mark.parametrize("runs", [1, 3])
+def test_the_live_columns_carry_autograds_gradient_bit_for_bit(runs):
+    """``_LiveColumns``: the kept joint part's value, and for the stepping agent's actions the
+    gradient autograd gives ``base + (part - part.detach())`` (the form it replaces), bit for bit;
+    a wrong column or run gives another gradient."""
+    critic = _random_critic(runs, n=10, hidden=(64, 32))
+    base, g = torch.randn(runs * 16, 64), torch.randn(runs * 16, 64)
+    for agent in (0, 4, 9):
+        live = (torch.rand(runs * 16, 3) * 2 - 1).requires_grad_()
+        part = critic.joint_actions(live, agent)
+        old = base + (part - part.detach())
+        (want,) = torch.autograd.grad(old, live, g)
+        new = offpolicy._LiveColumns.apply(base, live, critic, agent)
+        (got,) = torch.autograd.grad(new, live, g)
+        assert torch.equal(new, old)
+        assert torch.equal(got, want)
+        other = critic.joint_actions_grad(g, (agent + 1) % 10)
+        assert not torch.equal(other, want)
+
+
 @pytest.mark.parametrize("runs,objective", [(1, "proposers"), (1, "selected"), (2, "proposers")])
 def test_the_kept_own_parts_change_no_score(monkeypatch, runs, objective):
     """The actor loss's maximum with every row's own part computed once per training step (and the

@@ -648,3 +648,52 @@ def test_a_sequential_actor_step_computes_the_stepping_actors_gradients_bit_for_
         for name, x in zip([n for n, _ in learner.actors.named_parameters()], gr):
             if name.startswith("fc") and name.endswith("weight"):
                 assert not x[others].any(), name
+
+
+@pytest.mark.parametrize("frac", [1.0, 0.5, 0.05])
+def test_the_joint_part_of_picked_samples_run_by_run_is_the_padded_batchs(frac):
+    """Acting's joint part of some samples (no gradient, CPU, grouped by run) goes one run at a time
+    when every run with samples has at least ``MIN_ROWS`` of them, bit for bit the padded batch's
+    values (and the padded batch otherwise: few samples per run); a run without samples is left out."""
+    from ccm_madrl.agents.networks import MasterCritic, PackedCritic
+
+    torch.manual_seed(0)
+    r, n, per = 4, 6, 50
+    packed = PackedCritic(r, MasterCritic(n, hidden=(64, 16)))
+    with torch.no_grad():
+        for p in packed.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    packed.per = per
+    states, actions = torch.rand(r * per, n, 7), torch.rand(r * per, n, 3) * 2 - 1
+    pick = torch.rand(r * per) < frac
+    pick[per : 2 * per] = False  # run 1: no sample
+    env = pick.nonzero(as_tuple=True)[0]
+    x = torch.cat([packed._scale(states[env]).reshape(len(env), -1), actions[env].reshape(len(env), -1)], -1)
+    with torch.no_grad():
+        got = packed.joint(states[env], actions[env], env)
+        padded = packed._linear(x, packed.fc1.weight[:, :, : packed.joint_dim], packed.fc1.bias, env)
+        assert (packed._counts_by_run(env) is not None) == (frac >= 0.5)
+    assert packed._counts_by_run(env) is None  # with gradients: the padded batch
+    assert torch.equal(got, padded)
+    own = [packed._runs_of(env) == k for k in range(r)]
+    w, b = packed.fc1.weight[:, :, : packed.joint_dim], packed.fc1.bias
+    for k in (0, 2, 3):  # each run's rows with its own slice
+        torch.testing.assert_close(got[own[k]], x[own[k]] @ w[k].t() + b[k], rtol=1e-5, atol=1e-5)
+
+
+def test_acting_forward_with_the_relus_in_place_is_the_forward():
+    """The actors' gradient-free forward without hooks (ReLUs in place) gives the values of the
+    module forward with a forward hook attached (the out-of-place path), bit for bit."""
+    from ccm_madrl.agents.networks import PackedActor
+
+    torch.manual_seed(0)
+    actors = PackedActor(3, 5)
+    s = torch.rand(3 * 8, 5, 7)
+    with torch.no_grad():
+        fast = actors(s)
+        seen = []
+        h = actors.act1.register_forward_hook(lambda m, i, o: seen.append(o))
+        slow = actors(s)
+        h.remove()
+    assert seen and actors._unhooked()
+    assert torch.equal(fast, slow)

@@ -171,7 +171,10 @@ class CCMLearner(OffPolicyActorCritic):
         own = self.critic.own(
             states[b, arg], u[b, arg]
         )  # one row per sample: the winner's row only: the max's gradient path
-        return self.critic.head(torch.where(cand.any(dim=1, keepdim=True), joint + own, joint))
+        has = cand.any(dim=1, keepdim=True)
+        if bool(has.all()):  # every sample has a candidate (the usual case): the sum, without a where
+            return self.critic.head(joint + own)
+        return self.critic.head(torch.where(has, joint + own, joint))
 
     @torch.no_grad()
     def candidate_q(

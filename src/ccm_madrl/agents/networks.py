@@ -276,9 +276,20 @@ class BatchedActor(nn.Module):
         log_prob = log_prob - (2 * (math.log(2) - z - F.softplus(-2 * z))).sum(-1)  # log |d tanh / dz|
         return self._batch_major(a, lead), log_prob.transpose(0, 1).reshape(*lead, self.n_agents)
 
+    def _unhooked(self) -> bool:
+        """No forward hook or pre-hook on this module, its sub-modules or globally (nothing reads
+        the activations of a forward)."""
+        from torch.nn.modules import module as nn_module
+
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+
     def _z(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act1(self.fc1(x))
-        h = self.act2(self.fc2(h))
+        if not torch.is_grad_enabled() and self._unhooked():  # acting: the ReLUs in place, same values
+            h = self.fc2(self.fc1(x).relu_()).relu_()
+        else:
+            h = self.act2(self.fc2(self.act1(self.fc1(x))))
         z = self.fc3(h)
         if self.norm is not None:
             z = (
@@ -522,6 +533,12 @@ class MasterCritic(nn.Module):
         w = self.fc1.weight[:, self._action_columns(agent)]
         return F.linear(actions.reshape(actions.shape[0], -1), w)
 
+    def joint_actions_grad(self, g: torch.Tensor, agent: int) -> torch.Tensor:
+        """The gradient of ``(g * joint_actions(u, agent)).sum()`` with respect to ``u`` (B, a): the
+        product autograd's backward of :meth:`joint_actions` computes (``g @ W_U[:, cols]``), the
+        same operands and the same call, without the forward."""
+        return g.mm(self.fc1.weight[:, self._action_columns(agent)])
+
     def _action_columns(self, agent: int | None) -> slice:
         k, a = self.n_agents * self.state_dim, self.action_dim
         return slice(k, self.joint_dim) if agent is None else slice(k + agent * a, k + (agent + 1) * a)
@@ -723,7 +740,35 @@ class PackedCritic(nn.Module):
                 raise ValueError(f"a pack of {self.runs} critics needs a run-major batch, got {b} samples")
             self.per = b // self.runs
         x = torch.cat([self._scale(states).reshape(b, -1), actions.reshape(b, -1)], dim=-1)
-        return self._linear(x, self.fc1.weight[:, :, : self.joint_dim], self.fc1.bias, sample)
+        w = self.fc1.weight[:, :, : self.joint_dim]
+        counts = None if sample is None else self._counts_by_run(sample)
+        if counts is not None:
+            return self._linear_by_run(x, w, self.fc1.bias, counts)
+        return self._linear(x, w, self.fc1.bias, sample)
+
+    def _counts_by_run(self, sample: torch.Tensor) -> list[int] | None:
+        """Each run's row count when the rows of the samples ``sample`` go through their runs'
+        slices one run at a time (as :meth:`rows_q` does; None: the padded batch): without gradient
+        on a CPU, the rows grouped by run, every run with rows having at least ``MIN_ROWS`` of them
+        (GEMMs that give each row the value it has in the padded batch; fewer rows sum otherwise)."""
+        from .argmax import MIN_ROWS
+
+        if not sample.numel() or torch.is_grad_enabled() or sample.device.type != "cpu":
+            return None
+        if not bool((sample[1:] >= sample[:-1]).all()):
+            return None
+        counts = torch.bincount(self._runs_of(sample), minlength=self.runs).tolist()
+        return counts if min(c for c in counts if c) >= MIN_ROWS else None
+
+    @staticmethod
+    def _linear_by_run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """``x @ w[r]^T + b[r]`` of each run r's rows (``counts[r]`` of them, grouped by run), one
+        GEMM per run, no padded (R, L, d) batch (on a CPU its gathers and zero fill cost more than
+        one batched call saves)."""
+        out = x.new_empty((x.shape[0], w.shape[1]))
+        for r, sl in run_slices(counts):
+            torch.addmm(b[r], x[sl], w[r].t(), out=out[sl])
+        return out
 
     _action_columns = MasterCritic._action_columns
 
@@ -740,6 +785,12 @@ class PackedCritic(nn.Module):
         """:meth:`MasterCritic.joint_actions` of every run (a run-major batch)."""
         w = self.fc1.weight[:, :, self._action_columns(agent)]
         return self._linear(actions.reshape(actions.shape[0], -1), w, None, None)
+
+    def joint_actions_grad(self, g: torch.Tensor, agent: int) -> torch.Tensor:
+        """:meth:`MasterCritic.joint_actions_grad` of every run (a run-major batch): autograd's
+        backward of the batched product (``g_r @ W_U,r[:, cols]``, run by run in one ``bmm``)."""
+        w = self.fc1.weight[:, :, self._action_columns(agent)]
+        return g.reshape(self.runs, -1, g.shape[-1]).bmm(w).reshape(g.shape[0], -1)
 
     def own_rows(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """:meth:`MasterCritic.own_rows` of every run (a run-major batch), each run's rows with its

@@ -385,6 +385,23 @@ class OffPolicyActorCritic:
             self.torch_gen.set_state(sd["torch_gen"].cpu())  # a checkpoint loaded onto a GPU holds it there
 
 
+class _LiveColumns(torch.autograd.Function):
+    """The kept joint part ``base`` (its value, returned as a view, no copy) with the gradient of
+    agent ``agent``'s action columns: the backward of ``base + (part - part.detach())``, ``part =
+    critic.joint_actions(live, agent)``, without computing ``part`` nor the two sums: the gradient
+    reaching ``live`` is ``critic.joint_actions_grad(g, agent)``, the product autograd computes
+    for ``part`` (bit for bit: ``tests/test_actor_steps.py``)."""
+
+    @staticmethod
+    def forward(ctx, base, live, critic, agent):  # noqa: D102
+        ctx.critic, ctx.agent = critic, agent
+        return base.view_as(base)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return None, ctx.critic.joint_actions_grad(g, ctx.agent), None, None
+
+
 class ActorSteps:
     """What the actor steps of one training step share: the critic is fixed while the actors step,
     so the state part of its joint first layer, ``W_S S + b`` (``critic.joint_state``), is computed
@@ -459,8 +476,7 @@ class ActorSteps:
         live = actors.forward_agent(self.states, agent, self._leaves, self.kept)
         u = self.u.clone()
         u[:, agent] = live
-        part = critic.joint_actions(live, agent)
-        return u, self.base + (part - part.detach())  # the value of base; the gradient of part
+        return u, _LiveColumns.apply(self.base, live, critic, agent)  # base's value, the columns' gradient
 
     def gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
         """The gradients of ``loss`` (summed over runs) for every actor parameter, full stacked shapes,
