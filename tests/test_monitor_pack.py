@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from ccm_madrl.experiment import Trainer, build_config
 from ccm_madrl.experiment.engine import PackedBatch
@@ -16,7 +15,7 @@ from test_pack import configs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-EPISODES, POISON = 8, 5  # run r1's actors are made NaN before episode 5: it leaves the pack
+EPISODES, POISON = 8, 5  # run r1 leaves the pack after episode 5
 
 
 def _pack_with_a_run_leaving(tmp_path, monkeypatch) -> list:
@@ -26,15 +25,14 @@ def _pack_with_a_run_leaving(tmp_path, monkeypatch) -> list:
     ]
     real = PackTrainer.episode
 
-    def poisoned(self, ep):
-        if ep == POISON and "r1" in [m.cfg.name for m in self.members]:
-            k = self.pack.actors.nets_per_run
-            i = [m.cfg.name for m in self.members].index("r1")
-            with torch.no_grad():
-                self.pack.actors.fc3.weight[i * k : (i + 1) * k] = float("nan")
-        return real(self, ep)
+    def leaving(self, ep):  # r1 is marked diverged in episode POISON: the pack is made again without it
+        rows = real(self, ep)
+        names = [m.cfg.name for m in self.members]
+        if ep == POISON and "r1" in names:
+            self.batch.mark_diverged(np.array([n == "r1" for n in names]), "made to leave")
+        return rows
 
-    monkeypatch.setattr(PackTrainer, "episode", poisoned)
+    monkeypatch.setattr(PackTrainer, "episode", leaving)
     summaries = PackTrainer(cfgs, [tmp_path / "pack" / c.name for c in cfgs]).run()
     assert [s.state for s in summaries] == ["done", "diverged", "done"]
     return cfgs
