@@ -203,17 +203,26 @@ def _callers(root: Path, names: set[str]) -> set[str]:
 
 
 def test_one_module_writes_the_monitors_files(tmp_path):
-    """A run alone, a run in a pack and another library's loop (MonitorSession) write their
-    ``monitor/`` through MonitorFiles (monitor/integration.py), the only caller of the part, summary
-    and compaction writers."""
-    from ccm_madrl.experiment.callbacks import PackRunMonitor
-    from ccm_madrl.integrations import MonitorSession
-    from ccm_madrl.monitor.integration import MonitorFiles, RunMonitor
+    """A run alone, a run in a pack and another library's loop use one session class
+    (MonitorSession, monitor/integration.py) and write their ``monitor/`` through MonitorFiles
+    (monitor/integration.py), the only caller of the part, summary and compaction writers."""
+    from ccm_madrl.experiment.callbacks import MonitorCallback, PackRunMonitor
+    from ccm_madrl.integrations import MonitorSession as Reexported
+    from ccm_madrl.monitor import integration
+    from ccm_madrl.monitor.integration import MonitorFiles, MonitorSession
 
     assert _callers(SRC, {"write_part", "write_summary", "compact_monitor"}) == {"monitor/integration.py"}
     (tmp_path / "x.py").write_text("from m import write_part\nwrite_part('d', [])\n")
     assert _callers(tmp_path, {"write_part"}) == {"x.py"}  # the finder sees a call
+    assert Reexported is MonitorSession and not hasattr(integration, "RunMonitor")
     cfg = build_config({"monitor": {"enabled": True}})
-    assert isinstance(PackRunMonitor(cfg, tmp_path / "p").monitor, RunMonitor)
-    assert isinstance(PackRunMonitor(cfg, tmp_path / "p").monitor.files, MonitorFiles)
-    assert isinstance(MonitorSession(run_dir=tmp_path / "s").files, MonitorFiles)
+    from ccm_madrl.agents import make_learner
+    from ccm_madrl.mec.rng import RunRNG
+
+    learner = make_learner(cfg, RunRNG(cfg.rng_mode, cfg.seed, cfg.env_seed), torch.device("cpu"))
+    for session in (
+        MonitorCallback(learner, cfg, tmp_path / "a").monitor,
+        PackRunMonitor(cfg, tmp_path / "p").monitor,
+        MonitorSession(run_dir=tmp_path / "s"),
+    ):
+        assert type(session) is MonitorSession and isinstance(session.files, MonitorFiles)

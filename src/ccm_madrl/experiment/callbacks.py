@@ -44,9 +44,9 @@ class MonitorCallback(Callback):
     state_key = "monitor"
 
     def __init__(self, learner, cfg, run_dir):
-        from ..monitor.integration import monitor_for
+        from ..monitor.integration import MonitorSession
 
-        self.monitor = monitor_for(learner, cfg, run_dir)
+        self.monitor = MonitorSession.for_run(cfg, run_dir, learner)
         self._t_start = 0.0
 
     def on_episode_start(self, trainer: Trainer, episode: int) -> None:
@@ -73,20 +73,23 @@ class MonitorCallback(Callback):
         self.monitor.load_state_dict(sd, episodes_done)
 
 
-class _NoNetworks:
-    def attach_monitor(self, monitor) -> None:  # the batch's monitor watches the networks
-        pass
-
-
 class PackRunMonitor(MonitorCallback):
     """A run's monitor in a pack: the pack's one :class:`GradientFlowMonitor` measures every run's
-    networks; the engine hands the run's rows (its slice) to this run's writer (``take``), which
-    writes its ``monitor/`` exactly as alone and keeps its own stop streak."""
+    networks; the engine hands the run's rows (its slice) to this run's session (``take``), which
+    writes its ``monitor/`` exactly as alone and keeps its own stop streak. ``initial``: the run's
+    own first weights (its learner's when built, before a checkpoint is loaded), per role of the
+    pack's monitor, so that its ``weight_difference`` counts from them as alone."""
 
-    def __init__(self, cfg, run_dir):
-        from ..monitor.integration import monitor_for
+    def __init__(self, cfg, run_dir, learner=None):
+        from ..monitor.integration import MonitorSession
 
-        self.monitor = monitor_for(_NoNetworks(), cfg, run_dir)
+        self.monitor = MonitorSession.for_run(cfg, run_dir)
+        self.initial: dict[str, list] = {}
+        if learner is not None:
+            self.initial = {
+                role: [p.detach().clone() for p in getattr(learner, role).parameters()]
+                for role in ("actors", "critic")
+            }
 
     def on_episode_start(self, trainer: Trainer, episode: int) -> None:
         pass
@@ -236,5 +239,5 @@ def pack_member_callbacks(trainer: Trainer) -> list[Callback]:
     place of a monitor of its own."""
     cbs = [cb for cb in default_callbacks(trainer) if not isinstance(cb, MonitorCallback)]
     if trainer.cfg.monitor.enabled:
-        cbs.insert(0, PackRunMonitor(trainer.cfg, trainer.run_dir))
+        cbs.insert(0, PackRunMonitor(trainer.cfg, trainer.run_dir, trainer.learner))
     return cbs

@@ -16,18 +16,40 @@ from pathlib import Path
 
 from ..config.cross import BENCHMARL_ALGOS, DEFAULT_CRITIC_LR, FINAL_EVALS, MEC_ONLY, SB3_ALGOS, CrossConfig
 
-__all__ = ["BENCHMARL_ALGOS", "DEFAULT_CRITIC_LR", "FINAL_EVALS", "MEC_ONLY", "SB3_ALGOS", "CrossConfig", "train_cross"]
+__all__ = [
+    "BENCHMARL_ALGOS",
+    "DEFAULT_CRITIC_LR",
+    "FINAL_EVALS",
+    "MEC_ONLY",
+    "SB3_ALGOS",
+    "CrossConfig",
+    "train_cross",
+]
 
 
 # ------------------------------------------------------------------------------ the run
+def refuse_logging(cfg) -> None:
+    """A cross run has no W&B / MLflow logger of the package's (the library's own logger gets the
+    monitor's scalars): a ``logging`` section naming one is refused, in one line naming the field."""
+    for name in ("wandb", "mlflow"):
+        if getattr(cfg.logging, name) is not None:
+            raise ValueError(
+                f"logging.{name}: a kind: cross run does not log to {name}; remove the logging section "
+                "(the library's own logger receives the monitor's scalars)"
+            )
+
+
 def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = False):
     """Run one ``kind: cross`` experiment into ``run_dir`` (skipped if already done)."""
     import torch
     import yaml
 
+    from ..integrations.session import library_versions
     from ..provenance import collect
     from ..rundir import RunDir, final_return
     from .summary import RunDirConflict, RunSummary
+
+    refuse_logging(cfg)
 
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
@@ -47,7 +69,7 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     # the config without the MEC sections, which a cross run does not use (they load as defaults)
     rd.write_config(yaml.safe_dump(cfg.model_dump(mode="json", exclude=set(MEC_ONLY)), sort_keys=False))
     prov = collect(torch.device("cpu"))
-    prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **_library_versions(c.library))
+    prov.update(seed=cfg.seed, config_id=cfg.id(), kind="cross", **library_versions(c.library))
     rd.write_provenance(prov)
 
     live = rd.live_status()
@@ -72,20 +94,6 @@ def train_cross(cfg, run_dir: str | Path, progress: bool = True, quiet: bool = F
     wall = time.perf_counter() - t0
     status("done", episodes_done=n_ep, timesteps=steps, early_stopped=early, stops=stops, wall_time_s=wall)
     return RunSummary(run_dir, "done", n_ep, final_return(metrics, FINAL_EVALS), wall)
-
-
-def _library_versions(library: str) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = {"sb3": ["stable-baselines3", "gymnasium", "mujoco", "gymnasium-robotics"],
-             "benchmarl": ["benchmarl", "torchrl", "tensordict", "vmas"]}[library]  # fmt: skip
-    out = {}
-    for n in names:
-        try:
-            out[n] = version(n)
-        except PackageNotFoundError:
-            out[n] = None
-    return {"libraries": out}
 
 
 def _monitor_kwargs(mc) -> dict:
@@ -150,6 +158,7 @@ def _train_sb3(cfg, run_dir: Path):
         eval_env=eval_env,
         eval_every=c.eval_every,
         eval_episodes=c.eval_episodes,
+        run_files=False,  # this module writes the run's config, provenance and status
     )
     model.learn(c.total_steps, callback=cb)
     if eval_env is not None and cb.num_timesteps % c.eval_every:
@@ -161,7 +170,7 @@ def _train_benchmarl(cfg, run_dir: Path):
     from ..integrations.benchmarl import EarlyStop, MonitorCallback, make_experiment
 
     c = cfg.cross
-    cb = MonitorCallback(run_dir, actor_lr=c.actor_lr, **_monitor_kwargs(cfg.monitor))
+    cb = MonitorCallback(run_dir, actor_lr=c.actor_lr, **_monitor_kwargs(cfg.monitor), run_files=False)
     exp = make_experiment(c, cfg.seed, run_dir / "benchmarl", [cb])
     try:
         exp.run()

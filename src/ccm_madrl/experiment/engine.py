@@ -170,6 +170,24 @@ class PackedBatch:
         if mc.enabled:
             self.monitor = GradientFlowMonitor(mc.interval, mc.stop_threshold, rank_interval=mc.rank_interval)
             self.pack.attach_monitor(self.monitor)
+            self._initial_weights(members)
+
+    def _initial_weights(self, members: list) -> None:
+        """Each run's own first weights (its :class:`PackRunMonitor`'s ``initial``) as the pack's
+        monitor's initial weights, so that ``weight_difference`` counts from them as alone (not from
+        the pack's attach: a resumed pack, or one made again after a run left), in the layout of the
+        runs' slices of the packed networks (``PackMixin._put``)."""
+        writers = [next((cb for cb in m.callbacks if isinstance(cb, PackRunMonitor)), None) for m in members]
+        if any(w is None or not w.initial for w in writers):
+            return
+        k = self.pack.actors.nets_per_run
+        for role, module in (("actors", self.pack.actors), ("critic", self.pack.critic)):
+            packed = [p.detach().clone() for p in module.parameters()]
+            for r, w in enumerate(writers):
+                for p, q in zip(packed, w.initial[role]):
+                    part = p[r * k : (r + 1) * k] if role == "actors" else p[r]
+                    part.copy_(q.reshape(part.shape))
+            self.monitor.set_initial(role, packed)
 
     def __getattr__(self, name: str):
         return getattr(self.pack, name)  # what the packed learner offers as is

@@ -32,11 +32,21 @@ A measurement unit is one optimiser step of one group (``per="step"``, BenchMARL
 (``per="iteration"``). ``actor_lr`` gives the actors their own learning rate (BenchMARL has one
 ``lr``). ``metrics.parquet``: one row per iteration (``train_return``: mean return of the episodes
 that ended in the batch, over the group's agents) and one per evaluation (``eval_return``).
+
+The callback finishes by itself when the experiment closes (the end of ``Experiment.run``, also
+after an error or an early stop: status ``done``, ``failed`` or ``interrupted``), or when the
+interpreter exits before (``interrupted``). With ``run_files`` (the default) the run directory
+also gets ``config.yaml`` (a ``kind: cross`` config of the experiment), ``provenance.json`` and
+``status.json``, so that ``ccm-madrl report`` and ``ccm-madrl archive`` read it like any other run.
+Each measured unit's summary goes to the experiment's logger
+(``experiment.logger.log({"monitor/<name>": value}, step=iteration)``: BenchMARL's loggers, e.g.
+``csv``, ``tensorboard``, ``wandb``).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -49,7 +59,7 @@ from benchmarl.environments.pettingzoo.common import PettingZooClass
 from benchmarl.experiment.callback import Callback
 
 from ..rundir import RunDir
-from .session import MonitorSession
+from .session import LibraryRun, MonitorSession, scalars
 
 
 class EarlyStop(Exception):
@@ -73,6 +83,7 @@ class MonitorCallback(Callback):
         stop_threshold: float = 1e-8,
         early_stop: bool = False,
         early_stop_patience: int = 20,
+        run_files: bool = True,
     ):
         super().__init__()
         if per not in ("step", "iteration"):
@@ -85,6 +96,7 @@ class MonitorCallback(Callback):
         self.stopped_early = False
         self.stops: dict | None = None
         self._finished = False
+        self.run = LibraryRun(run_dir, "benchmarl") if run_dir is not None and run_files else None
 
     # ------------------------------------------------------------------ setup
     def on_setup(self) -> None:
@@ -104,6 +116,50 @@ class MonitorCallback(Callback):
                 )
             critic = getattr(loss, "value_network", None) or loss.qvalue_network
             self.session.attach(f"critic/{group}", critic, opts["loss_value"], output=None, actor=False)
+        close = exp.close
+
+        def _close(close=close) -> None:  # Experiment.run closes the experiment at its end, and on errors
+            close()
+            err = sys.exc_info()[1]
+            ok = err is None or isinstance(err, EarlyStop)
+            self.finish("done" if ok else "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+
+        exp.close = _close
+        if self.run is not None:
+            self.run.start(self.run_config(), self._end_at_exit)
+
+    def run_config(self) -> dict:
+        """The ``kind: cross`` config of the experiment (``config.yaml``)."""
+        exp = self.experiment
+        ec, lr = exp.config, float(exp.config.lr)
+        cross = {
+            "library": "benchmarl",
+            "algo": str(exp.algorithm_name),
+            "env": f"{exp.environment_name}/{exp.task_name}",
+            "total_steps": int(ec.max_n_frames or 1),
+            "actor_lr": float(self.actor_lr) if self.actor_lr is not None else lr,
+            "critic_lr": lr,
+            "frames_per_batch": int(ec.off_policy_collected_frames_per_batch),
+            "n_envs": int(ec.off_policy_n_envs_per_worker),
+            "optimizer_steps": int(ec.off_policy_n_optimizer_steps),
+        }
+        mon = self.session.mon
+        monitor = {"enabled": True, "interval": mon.interval, "stop_threshold": mon.stop_threshold,
+                   "early_stop": self.session.early_stop, "early_stop_patience": self.session.early_stop_patience}  # fmt: skip
+        return {
+            "kind": "cross",
+            "name": self.run_dir.name,
+            "seed": int(exp.seed),
+            "cross": cross,
+            "monitor": monitor,
+        }
+
+    def _end_unit(self) -> None:
+        """End the open unit; its summary to the experiment's logger."""
+        exp = self.experiment
+        rows = self.session.end(timesteps=exp.total_frames)
+        if rows and getattr(exp, "logger", None) is not None:
+            exp.logger.log(scalars(rows), step=exp.n_iters_performed)
 
     # ------------------------------------------------------------------ units
     def on_batch_collected(self, batch) -> None:
@@ -130,13 +186,13 @@ class MonitorCallback(Callback):
         if r is not None:
             self.session.note_rewards(r)
         if self.per == "step":
-            self.session.end(timesteps=self.experiment.total_frames)
+            self._end_unit()
             self.session.begin()
         return None
 
     def on_train_end(self, training_td, group: str) -> None:
         if self.per == "iteration" and group == list(self.experiment.group_map)[-1]:
-            self.session.end(timesteps=self.experiment.total_frames)
+            self._end_unit()
         if self.session.should_stop():
             self.stopped_early = True
             raise EarlyStop(f"every actor froze (iteration {self.experiment.n_iters_performed})")
@@ -156,14 +212,23 @@ class MonitorCallback(Callback):
             }
         )
 
-    def finish(self) -> dict | None:
-        """Write the run directory's tables (idempotent)."""
+    def finish(self, state: str = "done") -> dict | None:
+        """Write the run directory's tables and its final status (once; called when the experiment
+        closes, and with ``interrupted`` at exit if it did not)."""
         if not self._finished:
             self._finished = True
             self.stops = self.session.finish(timesteps=self.experiment.total_frames)
             if self.run_dir is not None:
-                RunDir(self.run_dir).write_metrics(self.metrics_frame())
+                metrics = self.metrics_frame()
+                RunDir(self.run_dir).write_metrics(metrics)
+                if self.run is not None:
+                    self.run.end(metrics, state, stops=self.stops, timesteps=int(self.experiment.total_frames),
+                                 early_stopped=self.stopped_early)  # fmt: skip
         return self.stops
+
+    def _end_at_exit(self) -> None:
+        if not self._finished:
+            self.finish("interrupted")
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics)

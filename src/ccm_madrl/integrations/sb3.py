@@ -18,7 +18,13 @@ once every actor has been below ``stop_threshold`` for ``early_stop_patience`` m
 
 With ``run_dir`` it writes ``monitor/agents/part-*.parquet``, ``monitor/summary.json`` and
 ``metrics.parquet`` (one row per finished training episode, ``train_return`` from SB3's ``Monitor``
-wrapper when present, and one row per evaluation with ``eval_return``).
+wrapper when present, and one row per evaluation with ``eval_return``), and (``run_files``, the
+default) ``config.yaml`` (a ``kind: cross`` config of the model's run), ``provenance.json`` and
+``status.json``, so that ``ccm-madrl report`` and ``ccm-madrl archive`` read it like any other run.
+It finishes by itself at the end of ``learn()`` (status ``done``), or when the interpreter exits
+before (``interrupted``). Each measured unit's summary goes to SB3's logger
+(``self.logger.record("monitor/<name>", value)``: ``actor_grad_norm``, ``actor_sat_exact_frac``,
+``grad_ratio``, ...), shown and written with SB3's own output at its ``log_interval``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from ..rundir import RunDir
-from .session import MonitorSession
+from .session import LibraryRun, MonitorSession, scalars
 
 
 def separate_actor_lr(model, actor_lr: float) -> None:
@@ -63,6 +69,7 @@ class MonitorCallback(BaseCallback):
         eval_every: int = 0,
         eval_episodes: int = 5,
         verbose: int = 0,
+        run_files: bool = True,
     ):
         super().__init__(verbose)
         if per not in ("rollout", "episode"):
@@ -70,6 +77,9 @@ class MonitorCallback(BaseCallback):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.per = per
         self.session = MonitorSession(run_dir, interval, stop_threshold, early_stop, early_stop_patience)
+        self.run = LibraryRun(run_dir, "sb3") if run_dir is not None and run_files else None
+        self.stops: dict | None = None
+        self.finished = False
         self.eval_env = eval_env
         self.eval_every = int(eval_every)
         self.eval_episodes = int(eval_episodes)
@@ -103,14 +113,50 @@ class MonitorCallback(BaseCallback):
         if self.per == "episode":
             self.session.begin()
 
+    def _on_training_start(self) -> None:
+        if self.run is not None:
+            self.run.start(self.run_config(int(self.locals.get("total_timesteps", 0))), self._end_at_exit)
+
+    def run_config(self, total_steps: int) -> dict:
+        """The ``kind: cross`` config of the model's run (``config.yaml``)."""
+        m = self.model
+        try:
+            env = m.get_env().get_attr("spec")[0].id
+        except (AttributeError, IndexError, TypeError):
+            env = type(m.get_env()).__name__
+        cross = {
+            "library": "sb3",
+            "algo": type(m).__name__.lower(),
+            "env": env,
+            "total_steps": max(total_steps, 1),
+            "actor_lr": float(m.actor.optimizer.param_groups[0]["lr"]),
+            "critic_lr": float(m.critic.optimizer.param_groups[0]["lr"]),
+            "learning_starts": int(m.learning_starts),
+            "eval_every": self.eval_every if self.eval_env is not None else 0,
+            "eval_episodes": self.eval_episodes,
+            "monitor_per": self.per,
+        }
+        mon = self.session.mon
+        monitor = {"enabled": True, "interval": mon.interval, "stop_threshold": mon.stop_threshold,
+                   "early_stop": self.session.early_stop, "early_stop_patience": self.session.early_stop_patience}  # fmt: skip
+        cfg = {"kind": "cross", "name": self.run_dir.name, "cross": cross, "monitor": monitor}
+        return cfg if m.seed is None else {**cfg, "seed": int(m.seed)}
+
     # ------------------------------------------------------------------ units
+    def _end_unit(self) -> None:
+        """End the open unit; its summary to SB3's logger."""
+        rows = self.session.end(timesteps=self.num_timesteps)
+        if rows:
+            for key, value in scalars(rows).items():
+                self.logger.record(key, value)
+
     def _on_rollout_end(self) -> None:
         if self.per == "rollout":
             self.session.begin()  # the gradient steps of the following train() call
 
     def _on_rollout_start(self) -> None:
         if self.per == "rollout":
-            self.session.end(timesteps=self.num_timesteps)
+            self._end_unit()
 
     def _on_step(self) -> bool:
         rewards = np.asarray(self.locals.get("rewards", 0.0), dtype=float).reshape(-1)
@@ -136,7 +182,7 @@ class MonitorCallback(BaseCallback):
             self._returns[i] = 0.0
             self._lengths[i] = 0
             if self.per == "episode" and i == 0:
-                self.session.end(timesteps=self.num_timesteps)
+                self._end_unit()
                 self.session.begin()
         if self.eval_every and self.eval_env is not None and self.num_timesteps % self.eval_every == 0:
             self.evaluate()
@@ -161,12 +207,29 @@ class MonitorCallback(BaseCallback):
         return row["eval_return"]
 
     def _on_training_end(self) -> None:
-        rb = self.model.replay_buffer
-        if "sample" in vars(rb):
+        self.finish()
+
+    def finish(self, state: str = "done") -> dict | None:
+        """Write the run directory's tables and its final status (once; called at the end of
+        ``learn()``, and with ``interrupted`` at exit if ``learn()`` did not end)."""
+        if self.finished:
+            return self.stops
+        self.finished = True
+        rb = getattr(self.model, "replay_buffer", None)
+        if rb is not None and "sample" in vars(rb):
             del rb.sample
         self.stops = self.session.finish(timesteps=self.num_timesteps)
         if self.run_dir is not None:
-            RunDir(self.run_dir).write_metrics(self.metrics_frame())
+            metrics = self.metrics_frame()
+            RunDir(self.run_dir).write_metrics(metrics)
+            if self.run is not None:
+                self.run.end(metrics, state, stops=self.stops, timesteps=int(self.num_timesteps),
+                             early_stopped=self.stopped_early)  # fmt: skip
+        return self.stops
+
+    def _end_at_exit(self) -> None:
+        if not self.finished:
+            self.finish("interrupted")
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics)

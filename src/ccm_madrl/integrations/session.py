@@ -1,117 +1,112 @@
-"""Measurement units, rows and run-directory tables for a monitor driven by someone else's loop."""
+"""What the integrations share: the monitor session of another library's loop
+(:class:`ccm_madrl.monitor.integration.MonitorSession`, the one session of every loop, re-exported
+here) and :class:`LibraryRun`, the run directory files of a callback used on its own, so that
+``ccm-madrl report`` and ``ccm-madrl archive`` read its run like any other."""
 
 from __future__ import annotations
 
+import atexit
+import time
+import weakref
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
+import yaml
 
-from ..monitor.core import GradientFlowMonitor
-from ..monitor.integration import MonitorFiles
-from ..rundir import RunDir
+from ..config.cross import FINAL_EVALS
+from ..monitor.core import summarize
+from ..monitor.integration import MonitorSession
+from ..rundir import RunDir, final_return
+
+__all__ = ["LibraryRun", "MonitorSession", "library_versions", "scalars"]
+
+LIBRARIES = {
+    "sb3": ["stable-baselines3", "gymnasium", "mujoco", "gymnasium-robotics"],
+    "benchmarl": ["benchmarl", "torchrl", "tensordict", "vmas"],
+}
 
 
-class MonitorSession:
-    """A :class:`GradientFlowMonitor` plus the bookkeeping a training library's callback needs.
+def library_versions(library: str) -> dict:
+    """The installed versions of a library and the packages its runs depend on (None: absent)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    ``begin()`` / ``end()`` bracket one measurement unit (a rollout and the gradient steps after
-    it, or an episode): they are the monitor's ``start_episode`` / ``end_episode`` with a running
-    unit index. ``end()`` keeps the rows of the roles that stepped, adds each role's current
-    learning rate (read from its optimiser), the unit's mean |reward| of the training batches
-    (``note_rewards``) and ``effective_lr`` = lr x |reward|, and writes them to
-    ``RUN_DIR/monitor/agents/`` every ``flush_every`` rows. ``finish()`` writes ``summary.json``.
-    The files are written by :class:`~ccm_madrl.monitor.integration.MonitorFiles`, the writer of a
-    MEC run's monitor too.
+    out = {}
+    for n in LIBRARIES[library]:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = None
+    return {"libraries": out}
 
-    Plain PyTorch loop (CleanRL style)::
 
-        s = MonitorSession(run_dir="runs/mine")
-        s.attach("actor", actor, actor_opt); s.attach("critic", critic, critic_opt)
-        for step in ...: s.begin(); ...update...; s.end(timesteps=step)
-        s.finish()
-    """
+def scalars(rows: list[dict]) -> dict[str, float]:
+    """A measured unit's summary (``monitor.core.summarize``) as ``monitor/<name>`` scalars for
+    the host library's logger (finite numbers only)."""
+    out = {}
+    for k, v in summarize(rows).items():
+        v = float(v)
+        if np.isfinite(v):
+            out[f"monitor/{k}"] = v
+    return out
 
-    def __init__(
-        self,
-        run_dir: str | Path | None = None,
-        interval: int = 1,
-        stop_threshold: float = 1e-8,
-        early_stop: bool = False,
-        early_stop_patience: int = 20,
-        flush_every: int = 5000,
-        monitor: GradientFlowMonitor | None = None,
-    ):
-        self.mon = monitor or GradientFlowMonitor(interval, stop_threshold)
-        self.dir = RunDir(run_dir).monitor_dir if run_dir is not None else None
-        self.files = MonitorFiles(self.dir) if self.dir is not None else None
-        self.early_stop = early_stop
-        self.early_stop_patience = int(early_stop_patience)
-        self.flush_every = int(flush_every)
-        self.unit = 0
-        self.open = False
-        self.rows: list[dict] = []
-        self._optimizers: dict[str, Any] = {}
-        self._reward_sum = 0.0
-        self._reward_n = 0
 
-    def attach(self, role: str, module: torch.nn.Module, optimizer: Any = None, **kw) -> MonitorSession:
-        """``GradientFlowMonitor.attach`` (keyword arguments passed on)."""
-        self.mon.attach(role, module, optimizer=optimizer, **kw)
-        self._optimizers[role] = optimizer
-        return self
+def _config_id(cfg: dict) -> str | None:
+    from ..config.experiment import stored_config
 
-    def note_rewards(self, rewards: torch.Tensor | np.ndarray) -> None:
-        """Rewards of a training batch (for ``reward_abs`` and ``effective_lr``)."""
-        if self.open:
-            r = torch.as_tensor(rewards).detach()
-            self._reward_sum += float(r.abs().double().sum())
-            self._reward_n += r.numel()
+    try:
+        return stored_config(cfg).id()
+    except Exception:  # noqa: BLE001 - a config of another task or algorithm than kind: cross knows: kept as written
+        return None
 
-    def begin(self) -> bool:
-        """Start a unit (no-op if one is open); returns whether it is measured."""
-        if self.open:
-            return self.mon.sampled(self.unit)
-        self.open = True
-        self._reward_sum, self._reward_n = 0.0, 0
-        return self.mon.start_episode(self.unit)
 
-    def end(self, **extra) -> list[dict]:
-        """End the open unit; returns its rows (roles that took no optimiser step are left out)."""
-        if not self.open:
-            return []
-        self.open = False
-        rows = self.mon.end_episode(self.unit) or []
-        self.unit += 1
-        rows = [r for r in rows if r["steps"] > 0]
-        reward_abs = self._reward_sum / self._reward_n if self._reward_n else float("nan")
-        for r in rows:
-            opt = self._optimizers.get(r["role"])
-            if opt is not None and getattr(opt, "param_groups", None):
-                r["lr"] = float(opt.param_groups[0]["lr"])
-            r["reward_abs"] = reward_abs
-            r["effective_lr"] = r.get("lr", float("nan")) * reward_abs
-            r.update(extra)
-        self.rows.extend(rows)
-        if self.files is not None:
-            self.files.add(rows)
-            if len(self.files.pending) >= self.flush_every:
-                self.flush()
-        return rows
+class LibraryRun:
+    """The run directory of a library callback used on its own (a ``kind: cross`` run writes its
+    own, ``experiment/cross.py``): ``start`` writes ``config.yaml`` (a ``kind: cross`` config of
+    what the callback sees of the library's run), ``provenance.json`` and ``status.json``
+    (``running``, with its heartbeat); ``end`` writes the final status (``done``, or the state
+    given: ``interrupted`` when the interpreter exits before the library's run ended). If the
+    run is not ended when the interpreter exits, ``end_at_exit`` is called then (atexit, through a
+    weak reference: a callback that is gone is not kept alive)."""
 
-    def should_stop(self) -> bool:
-        """Every actor has been below the stop threshold for ``early_stop_patience`` measured units."""
-        return bool(self.early_stop and self.mon.all_actors_stopped_streak >= self.early_stop_patience)
+    def __init__(self, run_dir: str | Path, library: str):
+        self.rd = RunDir(run_dir)
+        self.library = library
+        self.config_id: str | None = None
+        self.t0 = 0.0
+        self.ended = False
+        self._live = None
 
-    def flush(self) -> None:
-        if self.files is not None:
-            self.files.flush()
+    def start(self, cfg: dict, end_at_exit) -> None:
+        from ..provenance import collect
 
-    def finish(self, **extra) -> dict | None:
-        """End the open unit, write the remaining rows and the stop events; detach the monitor."""
-        self.end(**extra)
-        self.mon.detach()
-        if self.files is None:
-            return None
-        return self.files.finish(self.mon.stop_threshold, compact=False)
+        self.rd.check_safe()  # a received run directory: no link for a write to follow
+        self.rd.path.mkdir(parents=True, exist_ok=True)
+        self.config_id = _config_id(cfg)
+        self.rd.write_config(yaml.safe_dump(cfg, sort_keys=False))
+        prov = collect()
+        prov.update(
+            seed=cfg.get("seed"), config_id=self.config_id, kind="cross", **library_versions(self.library)
+        )
+        self.rd.write_provenance(prov)
+        self._live = self.rd.live_status()
+        self._live.set("running", config_id=self.config_id, episodes_done=0)
+        self.t0 = time.perf_counter()
+        ref = weakref.WeakMethod(end_at_exit)
+        atexit.register(lambda: (m := ref()) is not None and m())
+
+    def end(self, metrics, state: str = "done", **fields) -> None:
+        """The final status: ``episodes_done`` (training episodes in ``metrics``), the final return
+        (mean of the last :data:`~ccm_madrl.config.cross.FINAL_EVALS` evaluations), the wall time
+        and ``fields`` (stops, timesteps, early_stopped)."""
+        if self.ended or self._live is None:
+            return
+        self.ended = True
+        n_ep = int(metrics["train_return"].notna().sum()) if "train_return" in metrics else 0
+        self._live.set(
+            state,
+            config_id=self.config_id,
+            episodes_done=n_ep,
+            final_return=final_return(metrics, FINAL_EVALS) if "eval_return" in metrics else float("nan"),
+            wall_time_s=time.perf_counter() - self.t0,
+            **fields,
+        )

@@ -72,6 +72,58 @@ def _is_bounded_activation(m: nn.Module) -> bool:
     return isinstance(m, BOUNDED) or getattr(m, "bounded", False) is True
 
 
+def _output_names(
+    role: str,
+    named: dict[str, nn.Module],
+    output: str | None,
+    output_layer: str | None,
+    output_fn: Callable | None,
+) -> tuple[str | None, str | None]:
+    """The output activation's and the output layer's sub-module names (``attach``'s ``"auto"``
+    resolved, names checked)."""
+    if output_fn is not None:
+        if output in ("auto", None):
+            raise ValueError("output: with output_fn, name the sub-module producing the pre-activation")
+        if output_layer == "auto":
+            output_layer = output
+    if output == "auto":
+        bounded = [n for n, m in named.items() if n and _is_bounded_activation(m)]
+        output = bounded[-1] if bounded else None
+    if output is not None and output not in named:
+        raise ValueError(f"output: {role!r} has no sub-module named {output!r}")
+    if output_layer == "auto":
+        names = list(named)
+        stop_at = names.index(output) if output is not None else len(names)
+        weighted = [
+            n
+            for n in names[:stop_at]
+            if n
+            and isinstance(getattr(named[n], "weight", None), torch.Tensor)
+            and not isinstance(named[n], nn.LayerNorm)
+        ]
+        output_layer = weighted[-1] if weighted else None
+    if output_layer is not None and output_layer not in named:
+        raise ValueError(f"output_layer: {role!r} has no sub-module named {output_layer!r}")
+    return output, output_layer
+
+
+def _layers(role: str, module: nn.Module, per_agent: bool) -> tuple[dict, list[nn.Parameter], int]:
+    """The module's parameters by owning layer, all of them in that order, and the agent count."""
+    layers: dict[str, list[tuple[str, nn.Parameter]]] = {}
+    for pname, p in module.named_parameters():
+        owner = pname.rsplit(".", 1)[0] if "." in pname else "(root)"
+        layers.setdefault(owner, []).append((pname, p))
+    params = [p for ps in layers.values() for _, p in ps]
+    if not params:
+        raise ValueError(f"role {role!r}: the module has no parameters")
+    n_agents = params[0].shape[0] if per_agent else 1
+    if per_agent and any(p.shape[0] != n_agents for p in params):
+        raise ValueError(
+            f"role {role!r}: per_agent=True needs every parameter to stack agents in dimension 0"
+        )
+    return layers, params, n_agents
+
+
 @dataclass
 class _Role:
     name: str
@@ -98,6 +150,11 @@ class _Role:
     features: dict[str, nn.Module] = field(default_factory=dict)  # hidden activations: name -> module
     init: list[torch.Tensor] = field(default_factory=list)  # the weights when attached
     feat: dict[str, _Stash] = field(default_factory=dict)
+
+
+def _sel(r: _Role, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The stepping agents' slice of a captured tensor, agent first: (agents, ...)."""
+    return t.movedim(r.agent_dim, 0)[idx.to(t.device)] if r.per_agent else t.unsqueeze(0)
 
 
 @dataclass
@@ -180,41 +237,8 @@ class GradientFlowMonitor:
         if role in self.roles:
             raise ValueError(f"role {role!r} is already attached")
         named = dict(module.named_modules())
-        if output_fn is not None:
-            if output in ("auto", None):
-                raise ValueError("output: with output_fn, name the sub-module producing the pre-activation")
-            if output_layer == "auto":
-                output_layer = output
-        if output == "auto":
-            bounded = [n for n, m in named.items() if n and _is_bounded_activation(m)]
-            output = bounded[-1] if bounded else None
-        if output is not None and output not in named:
-            raise ValueError(f"output: {role!r} has no sub-module named {output!r}")
-        if output_layer == "auto":
-            names = list(named)
-            stop_at = names.index(output) if output is not None else len(names)
-            weighted = [
-                n
-                for n in names[:stop_at]
-                if n
-                and isinstance(getattr(named[n], "weight", None), torch.Tensor)
-                and not isinstance(named[n], nn.LayerNorm)
-            ]
-            output_layer = weighted[-1] if weighted else None
-        if output_layer is not None and output_layer not in named:
-            raise ValueError(f"output_layer: {role!r} has no sub-module named {output_layer!r}")
-        layers: dict[str, list[tuple[str, nn.Parameter]]] = {}
-        for pname, p in module.named_parameters():
-            owner = pname.rsplit(".", 1)[0] if "." in pname else "(root)"
-            layers.setdefault(owner, []).append((pname, p))
-        params = [p for ps in layers.values() for _, p in ps]
-        if not params:
-            raise ValueError(f"role {role!r}: the module has no parameters")
-        n_agents = params[0].shape[0] if per_agent else 1
-        if per_agent and any(p.shape[0] != n_agents for p in params):
-            raise ValueError(
-                f"role {role!r}: per_agent=True needs every parameter to stack agents in dimension 0"
-            )
+        output, output_layer = _output_names(role, named, output, output_layer, output_fn)
+        layers, params, n_agents = _layers(role, module, per_agent)
         hidden = [n for n, m in named.items() if n and isinstance(m, nn.ReLU)]
         features = {
             n: m for n, m in named.items() if n and n != output and plasticity.activation_kind(m) is not None
@@ -241,6 +265,21 @@ class GradientFlowMonitor:
         self.first_stop[role] = {"exact": np.full(n_agents, -1), "threshold": np.full(n_agents, -1)}
         return self
 
+    def set_initial(self, role: str, weights: Sequence[torch.Tensor]) -> None:
+        """The weights that ``role``'s ``weight_difference`` counts from (default: those at attach),
+        one tensor per parameter in the order of the module's ``parameters()``."""
+        r = self.roles[role]
+        order = {id(p): i for i, p in enumerate(r.module.parameters())}
+        if len(weights) != len(order):
+            raise ValueError(f"role {role!r}: {len(order)} parameters, got {len(weights)} initial weights")
+        init = [weights[order[id(p)]].detach().to(p.device, p.dtype).clone() for p in r.params]
+        for p, w in zip(r.params, init):
+            if w.shape != p.shape:
+                raise ValueError(
+                    f"role {role!r}: initial weight of shape {tuple(w.shape)} for {tuple(p.shape)}"
+                )
+        r.init = init
+
     def detach(self) -> None:
         for r in self.roles.values():
             for h in r.handles:
@@ -248,10 +287,32 @@ class GradientFlowMonitor:
             r.handles.clear()
         self.roles.clear()
 
-    def _register_hooks(self, r: _Role, named: dict[str, nn.Module], optimizer: Any | None) -> None:
-        def want() -> bool:
-            return self._active and torch.is_grad_enabled()
+    def _want(self) -> bool:
+        """Whether a forward pass is a measured training one (hooks keep what it computes)."""
+        return self._active and torch.is_grad_enabled()
 
+    def _register_hooks(self, r: _Role, named: dict[str, nn.Module], optimizer: Any | None) -> None:
+        self._output_hooks(r, named)
+        want = self._want
+        for hname in dict.fromkeys([*r.hidden, *r.features]):
+            relu, feat = hname in r.hidden, hname in r.features
+            inplace = getattr(named[hname], "inplace", False) is True
+
+            def relu_hook(mod, inputs, output, r=r, hname=hname, relu=relu, feat=feat, inplace=inplace):
+                if want():
+                    if relu:
+                        r.captured[f"relu:{hname}"] = output.detach()
+                    if feat:  # the features are recomputed from the input when measured
+                        r.captured[f"pre:{hname}"] = (output if inplace else inputs[0]).detach()
+
+            r.handles.append(named[hname].register_forward_hook(relu_hook))
+        if optimizer is not None:
+            self._optimizer_hook(r, optimizer)
+
+    def _output_hooks(self, r: _Role, named: dict[str, nn.Module]) -> None:
+        """Forward hooks keeping the output pre-activation, output and its gradient, and the input
+        of the output layer (the last hidden features)."""
+        want = self._want
         if r.output is not None and r.output_fn is not None:
 
             def pre_out_hook(mod, inputs, output, r=r):
@@ -283,38 +344,28 @@ class GradientFlowMonitor:
                     r.captured["h_last"] = inputs[0].detach()
 
             r.handles.append(named[r.output_layer].register_forward_hook(last_hidden_hook))
-        for hname in dict.fromkeys([*r.hidden, *r.features]):
-            relu, feat = hname in r.hidden, hname in r.features
-            inplace = getattr(named[hname], "inplace", False) is True
 
-            def relu_hook(mod, inputs, output, r=r, hname=hname, relu=relu, feat=feat, inplace=inplace):
-                if want():
-                    if relu:
-                        r.captured[f"relu:{hname}"] = output.detach()
-                    if feat:  # the features are recomputed from the input when measured
-                        r.captured[f"pre:{hname}"] = (output if inplace else inputs[0]).detach()
+    def _optimizer_hook(self, r: _Role, optimizer: Any) -> None:
+        """The optimiser's step pre-hook: the step's measurements (:meth:`_record`)."""
+        ids = {id(p): i for i, p in enumerate(r.params)}
+        if isinstance(optimizer, torch.optim.Optimizer):
 
-            r.handles.append(named[hname].register_forward_hook(relu_hook))
-        if optimizer is not None:
-            ids = {id(p): i for i, p in enumerate(r.params)}
-            if isinstance(optimizer, torch.optim.Optimizer):
+            def pre(opt, args, kwargs, r=r):
+                if self._active:
+                    self._record(r, [p.grad for p in r.params], None)
 
-                def pre(opt, args, kwargs, r=r):
-                    if self._active:
-                        self._record(r, [p.grad for p in r.params], None)
+            r.handles.append(optimizer.register_step_pre_hook(pre))
+        else:  # BatchedOptimizer: grads are passed to step(), aligned with optimizer.params
 
-                r.handles.append(optimizer.register_step_pre_hook(pre))
-            else:  # BatchedOptimizer: grads are passed to step(), aligned with optimizer.params
+            def pre_b(opt, grads, agent, r=r, ids=ids):
+                if self._active:
+                    by = [None] * len(r.params)
+                    for p, g in zip(opt.params, grads):
+                        if id(p) in ids:
+                            by[ids[id(p)]] = g
+                    self._record(r, by, agent)
 
-                def pre_b(opt, grads, agent, r=r, ids=ids):
-                    if self._active:
-                        by = [None] * len(r.params)
-                        for p, g in zip(opt.params, grads):
-                            if id(p) in ids:
-                                by[ids[id(p)]] = g
-                        self._record(r, by, agent)
-
-                r.handles.append(optimizer.register_step_pre_hook(pre_b))
+            r.handles.append(optimizer.register_step_pre_hook(pre_b))
 
     # ------------------------------------------------------------------ episode bracket
     def sampled(self, episode: int) -> bool:
@@ -384,9 +435,21 @@ class GradientFlowMonitor:
     def _record(self, r: _Role, grads: Sequence[torch.Tensor | None], agents: int | None) -> None:
         idx = self._agent_index(r, agents)
         r.steps[idx] += 1
-        # gradient L2 norm per layer and in total (per agent), on the parameters' device
+        idx = idx.to(r.params[0].device)  # once per step: every statistic below indexes on the device
+        self._grad_norms(r, grads, idx)
+        self._hidden_stats(r, idx)
+        cap = r.captured
+        for name in r.features:
+            x = cap.get(f"pre:{name}")
+            if x is not None:
+                self._stash(r, name, idx, _sel(r, x, idx))
+        if r.output is not None and "z" in cap:
+            self._output_stats(r, idx)
+        cap.clear()
+
+    def _grad_norms(self, r: _Role, grads: Sequence[torch.Tensor | None], idx: torch.Tensor) -> None:
+        """Gradient L2 norm per layer and in total (per agent), on the parameters' device."""
         dev = r.params[0].device
-        idx = idx.to(dev)  # once per step: every statistic below indexes on the device
         total = torch.zeros(len(idx), dtype=torch.float64, device=dev)
         k = 0
         for layer, ps in r.layers.items():
@@ -399,35 +462,29 @@ class GradientFlowMonitor:
             self._add(r, f"grad_norm.{layer}", idx, sq.sqrt(), keep_nan=True)
             total += sq
         self._add(r, "grad_norm", idx, total.sqrt(), keep_nan=True)
-        cap = r.captured
 
-        def sel(t: torch.Tensor) -> torch.Tensor:
-            """The stepping agents' slice, agent first: (agents, ...)."""
-            return t.movedim(r.agent_dim, 0)[idx.to(t.device)] if r.per_agent else t.unsqueeze(0)
-
+    def _hidden_stats(self, r: _Role, idx: torch.Tensor) -> None:
+        """Dead and dormant fractions of each hidden ReLU layer's units on the step's batch."""
         for hname in r.hidden:
-            h = cap.get(f"relu:{hname}")
+            h = r.captured.get(f"relu:{hname}")
             if h is None:
                 continue
-            hs = sel(h)
+            hs = _sel(r, h, idx)
             hs = hs.reshape(hs.shape[0], -1, hs.shape[-1]).abs()  # (agents, samples, units)
             self._add(r, f"dead.{hname}", idx, (hs.amax(1) == 0).double().mean(1))
             score = hs.mean(1)
             layer_mean = score.mean(1, keepdim=True).clamp_min(torch.finfo(score.dtype).tiny)
             self._add(r, f"dormant.{hname}", idx, (score / layer_mean <= DORMANT_TAU).double().mean(1))
-        for name in r.features:
-            x = cap.get(f"pre:{name}")
-            if x is not None:
-                self._stash(r, name, idx, sel(x))
-        if r.output is None or "z" not in cap:
-            cap.clear()
-            return
-        z, out, dout, dz = cap["z"], cap["out"], cap.get("dout"), cap.get("dz")
+
+    def _output_stats(self, r: _Role, idx: torch.Tensor) -> None:
+        """The output pre-activation's statistics, saturation and the gradient's cause attribution."""
+        cap = r.captured
+        z, out = cap["z"], cap["out"]
         r.last_z = z
-        z_sel = sel(z)
+        z_sel = _sel(r, z, idx)
         n_sel = z_sel.shape[0]
         ds = self._derivative(r, z_sel).reshape(n_sel, -1)  # elementwise: only the stepping agents
-        zs, os_ = z_sel.reshape(n_sel, -1).double(), sel(out).reshape(n_sel, -1).double()
+        zs, os_ = z_sel.reshape(n_sel, -1).double(), _sel(r, out, idx).reshape(n_sel, -1).double()
         self._add(r, "z_mean", idx, zs.mean(1))
         self._add(r, "z_std", idx, zs.std(1, unbiased=False))
         self._add(r, "z_min", idx, zs.amin(1), "min")
@@ -439,28 +496,30 @@ class GradientFlowMonitor:
             r.d0 = abs(self._derivative(r, torch.zeros((), dtype=z.dtype, device=z.device)).item())
         self._add(r, "frac_sat_near", idx, (ds.abs() < NEAR_SATURATION * r.d0).double().mean(1))
         self._add(r, "out_mean", idx, os_.mean(1))
-        if dout is not None or dz is not None:
-            if dout is not None:
-                dout = sel(dout).reshape(n_sel, -1)
-                no_path = dout == 0
-                saturated = ~no_path & (ds == 0)
-            else:  # only dL/dz is seen (functional activation): a zero derivative counts as saturated
-                saturated = ds == 0
-                no_path = ~saturated & (sel(dz).reshape(n_sel, -1) == 0)
-            h = cap.get("h_last")
-            if h is not None:
-                # (agents, samples): every unit feeding the output layer is zero for that sample
-                dead_sample = (sel(h) == 0).all(-1)
-                k_out = z.shape[-1]
-                dead = (
-                    ~no_path & ~saturated & dead_sample.reshape(len(idx), -1).repeat_interleave(k_out, dim=1)
-                )
-            else:
-                dead = torch.zeros_like(no_path)
-            flowing = ~(no_path | saturated | dead)
-            for key, m in zip(ATTRIBUTION, (flowing, saturated, dead, no_path)):
-                self._add(r, key, idx, m.double().mean(1))
-        cap.clear()
+        if cap.get("dout") is not None or cap.get("dz") is not None:
+            self._attribution(r, idx, ds, z.shape[-1])
+
+    def _attribution(self, r: _Role, idx: torch.Tensor, ds: torch.Tensor, k_out: int) -> None:
+        """Each output element's gradient as flowing, saturated, dead or no_path (fractions)."""
+        cap, n_sel = r.captured, ds.shape[0]
+        dout, dz = cap.get("dout"), cap.get("dz")
+        if dout is not None:
+            dout = _sel(r, dout, idx).reshape(n_sel, -1)
+            no_path = dout == 0
+            saturated = ~no_path & (ds == 0)
+        else:  # only dL/dz is seen (functional activation): a zero derivative counts as saturated
+            saturated = ds == 0
+            no_path = ~saturated & (_sel(r, dz, idx).reshape(n_sel, -1) == 0)
+        h = cap.get("h_last")
+        if h is not None:
+            # (agents, samples): every unit feeding the output layer is zero for that sample
+            dead_sample = (_sel(r, h, idx) == 0).all(-1)
+            dead = ~no_path & ~saturated & dead_sample.reshape(len(idx), -1).repeat_interleave(k_out, dim=1)
+        else:
+            dead = torch.zeros_like(no_path)
+        flowing = ~(no_path | saturated | dead)
+        for key, m in zip(ATTRIBUTION, (flowing, saturated, dead, no_path)):
+            self._add(r, key, idx, m.double().mean(1))
 
     @staticmethod
     def _stash(r: _Role, name: str, idx: torch.Tensor, x: torch.Tensor) -> None:
@@ -469,7 +528,8 @@ class GradientFlowMonitor:
         s = r.feat.get(name)
         if s is None:
             s = r.feat[name] = _Stash(
-                x.new_zeros((r.n_agents, *x.shape[1:])), torch.zeros(r.n_agents, dtype=torch.long, device=x.device)
+                x.new_zeros((r.n_agents, *x.shape[1:])),
+                torch.zeros(r.n_agents, dtype=torch.long, device=x.device),
             )
         s.put(idx.to(x.device), x)
 
@@ -497,46 +557,64 @@ class GradientFlowMonitor:
         rows: list[dict] = []
         ranks = (episode // self.interval) % self.rank_interval == 0
         for r in self.roles.values():
-            changed, max_change, upd_sq, w_sq, weights = self._weights(r)
-            steps = r.steps
-            n = torch.where(steps > 0, steps, torch.nan)
-            stats = {}
-            for key, a in r.acc.items():
-                a = a.cpu()
-                if key in ("z_min", "z_max"):
-                    stats[key] = torch.where(torch.isfinite(a), a, torch.nan)
-                else:
-                    stats[key] = a / n
-            fs = self.first_stop[r.name]
-            if float(steps.sum()) == 0:  # no optimiser step this episode: nothing to judge
-                fs = {"exact": np.zeros(r.n_agents), "threshold": np.zeros(r.n_agents)}
-            stopped_thr = (max_change < self.stop_threshold).numpy()
-            for kind, stopped in (("exact", (~changed).numpy()), ("threshold", stopped_thr)):
-                newly = stopped & (fs[kind] < 0)
-                if kind == "exact" and newly.any() and self.warn is not None and r.actor:
-                    who = np.flatnonzero(newly)
-                    self.warn(
-                        f"episode {episode}: {r.name} {who.tolist()[:10]}{'...' if len(who) > 10 else ''} stopped changing (exact)"
-                    )
-                fs[kind][newly] = episode
-            # one row per agent, from Python lists (indexing a tensor element by element costs
-            # microseconds per value: seconds per episode for a pack's thousands of agents)
-            columns = {
-                "steps": steps.tolist(),
-                "changed": changed.tolist(),
-                "max_abs_change": max_change.tolist(),
-                "update_l2": upd_sq.sqrt().tolist(),
-                "weight_l2": w_sq.sqrt().tolist(),
-                **weights,
-                **{key: v.tolist() for key, v in stats.items()},
-                **self._features(r, ranks),
-            }
-            for i in range(r.n_agents):
-                row = {"episode": episode, "role": r.name, "agent": i, "is_actor": r.actor}
-                row.update({key: col[i] for key, col in columns.items()})
-                if r.lr is not None:
-                    row["lr"] = r.lr
-                rows.append(row)
+            rows.extend(self._role_rows(r, episode, ranks))
+        self._stop_streak(episode, rows)
+        if extra:
+            for row in rows:
+                row.update(extra)
+        return rows
+
+    def _role_rows(self, r: _Role, episode: int, ranks: bool) -> list[dict]:
+        """One role's rows of a measured episode (one per agent); its first stops noted."""
+        changed, max_change, upd_sq, w_sq, weights = self._weights(r)
+        steps = r.steps
+        n = torch.where(steps > 0, steps, torch.nan)
+        stats = {}
+        for key, a in r.acc.items():
+            a = a.cpu()
+            if key in ("z_min", "z_max"):
+                stats[key] = torch.where(torch.isfinite(a), a, torch.nan)
+            else:
+                stats[key] = a / n
+        self._first_stops(r, episode, changed, max_change)
+        # one row per agent, from Python lists (indexing a tensor element by element costs
+        # microseconds per value: seconds per episode for a pack's thousands of agents)
+        columns = {
+            "steps": steps.tolist(),
+            "changed": changed.tolist(),
+            "max_abs_change": max_change.tolist(),
+            "update_l2": upd_sq.sqrt().tolist(),
+            "weight_l2": w_sq.sqrt().tolist(),
+            **weights,
+            **{key: v.tolist() for key, v in stats.items()},
+            **self._features(r, ranks),
+        }
+        rows = []
+        for i in range(r.n_agents):
+            row = {"episode": episode, "role": r.name, "agent": i, "is_actor": r.actor}
+            row.update({key: col[i] for key, col in columns.items()})
+            if r.lr is not None:
+                row["lr"] = r.lr
+            rows.append(row)
+        return rows
+
+    def _first_stops(self, r: _Role, episode: int, changed: torch.Tensor, max_change: torch.Tensor) -> None:
+        """Note the agents that stop for the first time (exact and by threshold); warn of actors."""
+        fs = self.first_stop[r.name]
+        if float(r.steps.sum()) == 0:  # no optimiser step this episode: nothing to judge
+            fs = {"exact": np.zeros(r.n_agents), "threshold": np.zeros(r.n_agents)}
+        stopped_thr = (max_change < self.stop_threshold).numpy()
+        for kind, stopped in (("exact", (~changed).numpy()), ("threshold", stopped_thr)):
+            newly = stopped & (fs[kind] < 0)
+            if kind == "exact" and newly.any() and self.warn is not None and r.actor:
+                who = np.flatnonzero(newly)
+                self.warn(
+                    f"episode {episode}: {r.name} {who.tolist()[:10]}{'...' if len(who) > 10 else ''} stopped changing (exact)"
+                )
+            fs[kind][newly] = episode
+
+    def _stop_streak(self, episode: int, rows: list[dict]) -> None:
+        """Count the measured training episodes in a row in which every actor stopped (threshold)."""
         actor_roles = [r for r in self.roles.values() if r.actor]
         if actor_roles and all(float(r.steps.sum()) > 0 for r in actor_roles):  # only training episodes count
             all_stopped = all(bool((~self._changed_now(rows, r.name)).all()) for r in actor_roles)
@@ -546,10 +624,6 @@ class GradientFlowMonitor:
             self.all_actors_stopped_streak = self.all_actors_stopped_streak + 1 if all_thr else 0
             if all_stopped and self.warn is not None and self.all_actors_stopped_streak == 1:
                 self.warn(f"episode {episode}: every actor's weights stopped changing")
-        if extra:
-            for row in rows:
-                row.update(extra)
-        return rows
 
     def _weights(self, r: _Role) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Per agent: any weight changed, max |change|, squared update and weight L2 norms over the
