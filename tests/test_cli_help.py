@@ -34,8 +34,8 @@ def test_every_option_of_every_command_has_a_help_text():
 
 
 def test_choices_come_from_the_registries():
-    from ccm_madrl.agents.parts import UPDATE_SCHEDULES
     from ccm_madrl import sweep
+    from ccm_madrl.agents.parts import UPDATE_SCHEDULES
 
     subs = _subparsers(cli.build_parser())
     assert list(_action(subs["sweep"], "backend").choices) == list(sweep.BACKENDS)
