@@ -190,6 +190,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.dirs,
         args.out,
         command=" ".join(["ccm-madrl report", *args.dirs, *(["--out", args.out] if args.out else [])]),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),  # stages on stderr, the result on stdout
     )
     _console().print(
         f"report: {res.out_dir / 'report.md'} and {res.out_dir / 'report.html'} — {len(res.figures)} figures, "
