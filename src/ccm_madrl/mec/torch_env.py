@@ -231,7 +231,7 @@ class TorchMECEnv:
         self.tasks = torch.zeros((b, n, 3), dtype=dtype, device=self.device)
         self._flags = torch.zeros(len(PROBLEMS), dtype=torch.bool, device=self.device)
         self.t, self._k, self._needs_reset = 0, 0, True
-        self._block: tuple | None = None  # (harvest (B, T, N), new tasks (B, T, N, 3)) of this episode
+        self._block: tuple | None = None  # (harvest (T, B, N), new tasks (T, B, N, 3)) of this episode
         self._drawn: tuple | None = None  # (stream states before the block, whether it began with a reset)
         self._table: tuple | None = None  # (table, its tensors on the device), while replaying one
 
@@ -252,7 +252,7 @@ class TorchMECEnv:
         return tuple(np.tile(a, (self.num_runs, 1)) if a.ndim == 2 else a for a in arrays)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, dtype=np.float64)).to(self.device, self.dtype)
+        return torch.from_numpy(np.require(a, np.float64, ["C", "W"])).to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ API
     def reset(self, seed=None, table: EpisodeTable | None = None) -> torch.Tensor:
@@ -296,11 +296,11 @@ class TorchMECEnv:
         if self._needs_reset:
             raise RuntimeError("step: call reset() first")
         a = self._action(action)
-        if self._k >= self._block[0].shape[1]:
+        if self._k >= self._block[0].shape[0]:
             if self._table is not None:
                 raise RuntimeError("the recorded episode table is exhausted; reset the environment")
             self._draw(reset=False)  # the counter wraps: the streams go on, one block per episode
-        harvest, new_tasks = self._block[0][:, self._k], self._block[1][:, self._k]
+        harvest, new_tasks = self._block[0][self._k], self._block[1][self._k]
         self._flags[0] |= bad_actions(a).any()
         bound = self.queue_bound
         if bound == "batch":  # the one host read of a step, on request
@@ -366,12 +366,12 @@ class TorchMECEnv:
         cfg, sources = self.cfg, self._sources()
         self._drawn = ([[_stream_state(s) for s in src.streams] for src in sources], reset)
         first = np.concatenate([src.reset(cfg) for src in sources]) if reset else None
-        harvest, tasks = [], []
-        for _ in range(cfg.max_steps):
-            steps = [src.step(cfg) for src in sources]
-            harvest.append(np.concatenate([h for h, _ in steps]))
-            tasks.append(np.concatenate([t for _, t in steps]))
-        self._block = (self._tensor(np.stack(harvest, axis=1)), self._tensor(np.stack(tasks, axis=1)))
+        e, n, steps = self.num_envs, cfg.n_agents, cfg.max_steps
+        harvest, tasks = np.empty((steps, self.batch_size, n)), np.empty((steps, self.batch_size, n, 3))
+        for k in range(steps):  # step-major: a step reads one contiguous slice
+            for r, src in enumerate(sources):
+                harvest[k, r * e : (r + 1) * e], tasks[k, r * e : (r + 1) * e] = src.step(cfg)
+        self._block = (self._tensor(harvest), self._tensor(tasks))
         self._k = 0
         return None if first is None else self._tensor(first)
 
@@ -401,7 +401,7 @@ class TorchMECEnv:
             tasks, harvest = self._tensor(table.tasks), self._tensor(table.harvest)
             if n_ep != self.batch_size:
                 tasks, harvest = tasks.repeat(self.num_runs, 1, 1, 1), harvest.repeat(self.num_runs, 1, 1)
-            self._table = (table, tasks, harvest)
+            self._table = (table, tasks.transpose(0, 1).contiguous(), harvest.transpose(0, 1).contiguous())
         _, tasks, harvest = self._table
         self._k = 0
-        return (harvest, tasks[:, 1:]), tasks[:, 0]
+        return (harvest, tasks[1:]), tasks[0]
