@@ -5,6 +5,11 @@ and recorded episodes) match R NumPy environments of E, in float64."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -192,3 +197,22 @@ def test_float32_differs_from_float64_by_what_the_docs_state(one_torch_thread):
         rew_err = max(rew_err, _rel(rew.double().numpy()[0], r))
         energy_err = max(energy_err, _rel(obs.double().numpy()[0, ..., 2], o[..., 2]))
     assert 0 < rew_err < 1e-5 and 0 < energy_err < 5e-6, (rew_err, energy_err)
+
+
+def test_the_step_timing_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu/torch_env_step.py end to end on the CPU (small), as it will run with --device cuda."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "step.json"
+    env = {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    args = ["--device", "cpu", "--envs", "16", "--repeats", "1", "--out", str(out)]
+    script = root / "benchmarks" / "gpu" / "torch_env_step.py"
+    r = subprocess.run(
+        [sys.executable, str(script), *args], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["envs"] == 16 and res["commit"]["commit"]
+    assert "--envs 16" in res["command"] and res["machine"]["cpu"]
+    assert [p["profile"] for p in res["results"]] == ["master", "random"]
+    for p in res["results"]:
+        assert p["step_ms_median"]["numpy"] > 0 and len(p["step_ms_median"]) >= 2
