@@ -15,6 +15,7 @@ Run: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/gpu/torch_env_step.py [-
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = MECConfig()  # the study's environment: H2, 50 agents, 10 steps
     res = {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_1min_at_start": os.getloadavg()[0],
         "machine": machine(),
         "commit": source_commit(),
         "device": str(device),
