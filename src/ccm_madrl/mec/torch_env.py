@@ -2,7 +2,8 @@
 
 :class:`TorchMECEnv` steps ``R * E`` environments (N agents each) as one tensor program: the H2 queue
 with the published re-adding quirk, TOBM, the rewards and the end of an episode, with no Python loop
-over environments or clients and no copy to the host in the step. In float64 it reproduces
+over environments or clients and no copy to the host in the step (which returns the NumPy step's
+:class:`~ccm_madrl.mec.dynamics.StepOutcome`, of tensors). In float64 it reproduces
 :class:`~ccm_madrl.mec.env.MECEnv` (``tests/test_torch_env.py``): states bit-identical, rewards to
 rounding of the sum over agents.
 
@@ -36,12 +37,12 @@ actions (the step itself does not validate, to stay on the device).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .config import MECConfig
+from .dynamics import StepOutcome
 from .env import ACTION_FIELDS, EpisodeTable, MECEnv, StreamTasks
 from .rng import Stream
 
@@ -49,21 +50,6 @@ PROBLEMS = (
     "an action's x is not 0, 1 or 2, or a fraction lies outside [0.01, 1] or is not finite",
     "more offloaded tasks than queue_bound in one environment",
 )
-
-
-@dataclass
-class TorchStepOutcome:
-    """What one batched step computes: per-agent tensors (R, E, N), reward and fractions (R, E)."""
-
-    energy: torch.Tensor
-    time: torch.Tensor
-    energy_cost: torch.Tensor
-    time_penalty: torch.Tensor
-    energy_penalty: torch.Tensor
-    agent_reward: torch.Tensor
-    reward: torch.Tensor
-    energy_penalty_frac: torch.Tensor
-    time_penalty_frac: torch.Tensor
 
 
 class DeviceConstants:
@@ -128,9 +114,10 @@ def step_dynamics_torch(
     action: torch.Tensor,
     harvest: torch.Tensor,
     bound: int,
-) -> tuple[TorchStepOutcome, torch.Tensor]:
+) -> tuple[StepOutcome, torch.Tensor]:
     """One step of B environments (tensors (B, N, ...)), the operations of
-    :func:`~ccm_madrl.mec.dynamics.step_dynamics` in the same order; also the over-bound flags (B,)."""
+    :func:`~ccm_madrl.mec.dynamics.step_dynamics` in the same order: its :class:`StepOutcome`, of
+    tensors, and the over-bound flags (B,)."""
     size, cycle, ddl = tasks[..., 0], tasks[..., 1], tasks[..., 2]
     x, alpha, rho = action[..., 0], action[..., 1], action[..., 2]
     a_res = c.res_hz * alpha
@@ -154,18 +141,8 @@ def step_dynamics_torch(
     p_e = torch.clamp_min(cfg.min_ene - new_energy, 0) * 10**6
     r = -(cfg.lambda_e * e + cfg.lambda_t * t) - (cfg.lambda_e * p_e + cfg.lambda_t * p_t)
     n = cfg.n_agents
-    out = TorchStepOutcome(
-        energy=new_energy,
-        time=t,
-        energy_cost=e,
-        time_penalty=p_t,
-        energy_penalty=p_e,
-        agent_reward=r,
-        reward=r.sum(dim=-1),
-        energy_penalty_frac=(p_e != 0).sum(dim=-1).to(r.dtype) / n,
-        time_penalty_frac=(p_t != 0).sum(dim=-1).to(r.dtype) / n,
-    )
-    return out, over
+    fractions = [(p != 0).sum(dim=-1).to(r.dtype) / n for p in (p_e, p_t)]
+    return StepOutcome(new_energy, t, e, p_t, p_e, r, r.sum(dim=-1), *fractions), over
 
 
 def bad_actions(action: torch.Tensor) -> torch.Tensor:
@@ -312,7 +289,7 @@ class TorchMECEnv:
         done = self.t >= self.cfg.max_steps
         if done:
             self.t = 0
-        shaped = TorchStepOutcome(**{k: self._runs(v) for k, v in vars(out).items()})
+        shaped = StepOutcome(**{k: self._runs(v) for k, v in vars(out).items()})
         info = {
             "energy_penalty_frac": shaped.energy_penalty_frac,
             "time_penalty_frac": shaped.time_penalty_frac,
