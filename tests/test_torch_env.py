@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from ccm_madrl.agents.selection import master_select
+from ccm_madrl.agents.selection_torch import greedy_master_select_torch
 from ccm_madrl.mec import MECConfig, MECEnv, record_episodes
 from ccm_madrl.mec.torch_env import TorchMECEnv
 
@@ -216,3 +218,22 @@ def test_the_step_timing_script_runs_on_the_cpu(tmp_path):
     assert [p["profile"] for p in res["results"]] == ["master", "random"]
     for p in res["results"]:
         assert p["step_ms_median"]["numpy"] > 0 and len(p["step_ms_median"]) >= 2
+
+
+def test_greedy_master_selection_in_torch_equals_the_numpy_selection():
+    """agents/selection_torch.py against agents/selection.master_select (explore=False), 400
+    environments x 50 agents, half of them over the limits (count or storage)."""
+    rs = np.random.default_rng(3)
+    e, n, limit, s_e = 400, 50, 10, 400.0
+    u = rs.uniform(-1, 1, (e, n, 3))
+    u[: e // 2, :, 0] -= 0.6  # fewer proposers: some environments within the limits
+    size = rs.uniform(1, 50, (e, n))
+    q = np.where(u[..., 0] > 0, rs.standard_normal((e, n)), -np.inf)
+    want, want_exc = master_select(u, size, limit, s_e, lambda envs, cand: q[envs])
+    got, exc, near = greedy_master_select_torch(
+        torch.from_numpy(u), torch.from_numpy(size), torch.from_numpy(q), limit, s_e
+    )
+    assert not near.any()
+    assert np.array_equal(exc.numpy(), want_exc) and 0 < want_exc.sum() < e
+    assert np.array_equal(got.numpy(), want)
+    assert (want.sum(axis=1)[want_exc] <= limit).all() and (want.sum(axis=1)[want_exc] > 0).all()
