@@ -4,10 +4,12 @@ from .config import MECConfig
 from .dynamics import Devices, StepOutcome, step_dynamics
 from .env import EpisodeTable, MECEnv, record_episodes
 from .rng import RNG_MODES, RunRNG
+from .torch_env import TorchMECEnv
 
 __all__ = [
     "MECConfig",
     "MECEnv",
+    "TorchMECEnv",
     "Devices",
     "StepOutcome",
     "step_dynamics",
