@@ -265,7 +265,7 @@ def test_cli_report(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr()
     assert (tmp_path / "r" / "report.html").exists() and "report:" in out.out
-    assert "report: figure km_curves (" in out.err and "report: loading 1 directory" in out.err  # progress
+    assert "report: figure km_curves (" in out.err and "report: loaded 8 runs from 1 directory" in out.err  # progress
 
 
 def test_every_figure_has_a_caption(report):

@@ -143,7 +143,7 @@ def test_the_report_says_each_stage_and_figure_with_its_time(tmp_path):
 
     lines = []
     build_report([ARCHIVE], tmp_path / "rep", progress=lines.append)
-    assert lines[0].startswith("report: loading 1 directory (")
+    assert lines[0].startswith("report: loaded 8 runs from 1 directory (")
     assert any(ln.startswith("report: statistics") for ln in lines)
     assert [ln.split()[2] for ln in lines if ln.startswith("report: figure ")] == [f.__name__ for f in figs.FIGURES]
     assert lines[-1].startswith(f"report: written: {tmp_path / 'rep'} (")

@@ -99,10 +99,10 @@ def build_report(
     takes one line per stage, e.g. ``print``; None: silent)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     say = _Progress(progress)
-    say(f"loading {len(paths)} director{'y' if len(paths) == 1 else 'ies'}")
     store = load(paths)
     out = Path(out_dir) if out_dir else Path("reports") / "-".join(Path(p).name for p in paths)
     all_runs = runs_frame(store)  # reads every run's config: a refused one leaves no report directory
+    say(f"loaded {len(all_runs)} runs from {len(paths)} director{'y' if len(paths) == 1 else 'ies'}")  # after its checks
     (out / "tables").mkdir(parents=True, exist_ok=True)
     runs = all_runs[all_runs["status"] == "done"] if len(all_runs) else all_runs
     excluded = (
