@@ -58,6 +58,13 @@ class MADDPGLearner(OffPolicyActorCritic):
         q2 = self.critic_target(next_states, self.actors_target(next_states))
         return self.reward_signal(reward) + self.gamma * q2 * (1.0 - done)
 
+    def critic_inputs(
+        self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per sample: the first layer's pre-activation of (S, U), and its sample index."""
+        joint = self.critic.joint(states, actions)
+        return joint, torch.arange(joint.shape[0], device=joint.device)
+
     def critic_rows(
         self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

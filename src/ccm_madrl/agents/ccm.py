@@ -140,17 +140,23 @@ class CCMLearner(OffPolicyActorCritic):
         q2, _ = self._max_over_proposers(self.critic_target, joint, next_states, u2, u2[..., 0] >= 0)
         return self.reward_signal(reward) + self.gamma * q2 * (1.0 - done)
 
-    def critic_rows(
+    def critic_inputs(
         self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q of every (sample, selected agent) pair, plus the fake agent for samples where nobody
-        was selected. Returns (Q (R,), sample index of each row (R,))."""
+        """The first layer's pre-activation of every (sample, selected agent) row, plus the fake
+        agent's row for samples where nobody was selected, and the sample index of each row."""
         joint = self.critic.joint(states, actions)
         sel = selected > 0.5
         bi, ii = sel.nonzero(as_tuple=True)
         none = (~sel.any(dim=1)).nonzero(as_tuple=True)[0]
         rows = torch.cat([joint[bi] + self.critic.own(states[bi, ii], actions[bi, ii], bi), joint[none]])
-        rb = torch.cat([bi, none])
+        return rows, torch.cat([bi, none])
+
+    def critic_rows(
+        self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q of the rows of :meth:`critic_inputs`. Returns (Q (R,), sample index of each row (R,))."""
+        rows, rb = self.critic_inputs(states, actions, selected)
         return self.critic.head(rows, rb), rb
 
     def actor_q(

@@ -177,6 +177,12 @@ class OffPolicyActorCritic:
         """Q rows of the batch and the sample index of each row."""
         raise NotImplementedError
 
+    def critic_inputs(
+        self, states: torch.Tensor, actions: torch.Tensor, selected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's pre-activation of the rows :meth:`critic_rows` scores, and each row's sample."""
+        raise NotImplementedError
+
     def actor_q(
         self,
         joint_states: torch.Tensor,

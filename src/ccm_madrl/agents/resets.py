@@ -36,31 +36,24 @@ INIT_W = 3e-3  # the last layer's init bound of the actors and the critic (netwo
 
 @dataclass
 class Layer:
-    """One linear layer as ``(n, out, in)`` / ``(n, out)`` views of its parameters, with the bounds
+    """One linear layer as ``(n, out, in)`` / ``(n, out)`` views of its parameters, with the bound
     of its initial uniform distribution."""
 
     weight: torch.Tensor
     bias: torch.Tensor
     params: tuple[nn.Parameter, nn.Parameter]
-    weight_bound: float
-    bias_bound: float
+    bound: float  # of the weights and the biases alike
 
 
-def layers_of(net: nn.Module, last_bound: float | None = None) -> list[Layer]:
-    """The ``fc1 -> fc2 -> fc3`` chain of an actor or critic module (``last_bound``: the last
-    layer's init bound, by default the network's ``init_w`` or :data:`INIT_W`)."""
+def layers_of(net: nn.Module) -> list[Layer]:
+    """The ``fc1 -> fc2 -> fc3`` chain of an actor or critic module; the last layer's bound is the
+    network's ``init_w`` (or :data:`INIT_W`)."""
     out = []
     for k, name in enumerate(LAYERS):
-        lin = getattr(net, name)
-        w, b = lin.weight, lin.bias
-        fan_in = w.shape[-1]
-        bound = 1 / math.sqrt(fan_in)
-        if k == len(LAYERS) - 1:
-            wb = bb = float(last_bound if last_bound is not None else getattr(net, "init_w", INIT_W))
-        else:
-            wb = bb = bound
+        w, b = getattr(net, name).weight, getattr(net, name).bias
+        bound = float(getattr(net, "init_w", INIT_W)) if k == len(LAYERS) - 1 else 1 / math.sqrt(w.shape[-1])
         wv, bv = (w, b) if w.dim() == 3 else (w.unsqueeze(0), b.unsqueeze(0))
-        out.append(Layer(wv, bv, (w, b), wb, bb))
+        out.append(Layer(wv, bv, (w, b), bound))
     return out
 
 
@@ -98,7 +91,7 @@ class Moments:
 
     def zero(self, param: nn.Parameter, mask: torch.Tensor) -> None:
         for t in self.of(param):
-            t.masked_fill_(mask.reshape(t.shape) if mask.numel() == t.numel() else mask, 0)
+            t.masked_fill_(mask.reshape(t.shape), 0)  # an nn.Linear's (1, ...) view of the mask
 
 
 @torch.no_grad()
@@ -123,8 +116,8 @@ def redo(
         count += mask.sum(dim=1).cpu()
         inc, nxt = layers[k], layers[k + 1]
         rows = mask.unsqueeze(-1).expand_as(inc.weight)
-        inc.weight.copy_(torch.where(rows, _uniform(inc.weight, inc.weight_bound, generator), inc.weight))
-        inc.bias.copy_(torch.where(mask, _uniform(inc.bias, inc.bias_bound, generator), inc.bias))
+        inc.weight.copy_(torch.where(rows, _uniform(inc.weight, inc.bound, generator), inc.weight))
+        inc.bias.copy_(torch.where(mask, _uniform(inc.bias, inc.bound, generator), inc.bias))
         cols = mask.unsqueeze(1).expand_as(nxt.weight)
         nxt.weight.masked_fill_(cols, 0.0)
         moments.zero(inc.params[0], rows)
@@ -137,8 +130,8 @@ def redo(
 def shrink_perturb(net: nn.Module, shrink: float, sigma: float, generator: torch.Generator) -> None:
     """``theta <- shrink * theta + sigma * theta_0'`` for every weight and bias of the chain."""
     for layer in layers_of(net):
-        layer.weight.mul_(shrink).add_(_uniform(layer.weight, layer.weight_bound, generator), alpha=sigma)
-        layer.bias.mul_(shrink).add_(_uniform(layer.bias, layer.bias_bound, generator), alpha=sigma)
+        layer.weight.mul_(shrink).add_(_uniform(layer.weight, layer.bound, generator), alpha=sigma)
+        layer.bias.mul_(shrink).add_(_uniform(layer.bias, layer.bound, generator), alpha=sigma)
 
 
 def reset_generator(seed: int, episode: int, network: str) -> torch.Generator:
@@ -146,8 +139,6 @@ def reset_generator(seed: int, episode: int, network: str) -> torch.Generator:
     that a resumed run draws what the uninterrupted one drew (no state to checkpoint)."""
     salt = {"actors": 1, "critic": 2}[network]
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(episode)) * 4 + salt)
-
-
 
 
 # ----------------------------------------------------------------------------- on a learner
@@ -175,18 +166,11 @@ def actor_features(actors: nn.Module, states: torch.Tensor) -> list[torch.Tensor
     return _chain(actors, torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
 
 
-def critic_features(critic: nn.Module, batch: dict[str, torch.Tensor], per_agent: bool) -> list[torch.Tensor]:
-    """Hidden features ``(rows, units)`` of the master critic on the rows it trains on: one per
-    (sample, selected agent) and the fake agent's row where nobody was selected (per-agent critic),
-    or one per sample (joint critic)."""
-    s, u = batch["states"], batch["actions"]
-    joint = critic.joint(s, u)
-    if not per_agent:
-        return _chain(critic, joint)
-    sel = batch["selected"] > 0.5
-    bi, ii = sel.nonzero(as_tuple=True)
-    none = (~sel.any(dim=1)).nonzero(as_tuple=True)[0]
-    return _chain(critic, torch.cat([joint[bi] + critic.own(s[bi, ii], u[bi, ii]), joint[none]]))
+def critic_features(learner, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Hidden features ``(rows, units)`` of the master critic on the rows it trains on (the
+    learner's ``critic_inputs``)."""
+    rows, _ = learner.critic_inputs(batch["states"], batch["actions"], batch["selected"])
+    return _chain(learner.critic, rows)
 
 
 @torch.no_grad()
@@ -208,11 +192,7 @@ def apply(learner, episode: int) -> dict[str, float]:
             shrink_perturb(net, mit.sp_shrink, mit.sp_sigma, gen)
             out[f"reset_applied_{name}"] = 1.0
             continue
-        feats = (
-            actor_features(net, batch["states"])
-            if name == "actors"
-            else critic_features(net, batch, learner.per_agent_critic)
-        )
+        feats = actor_features(net, batch["states"]) if name == "actors" else critic_features(learner, batch)
         out[f"reset_units_{name}"] = float(redo(net, feats, mit.redo_tau, gen, opt).sum())
     for name in which:  # the targets follow, as after an optimiser step (published: hard updates)
         hard_update(getattr(learner, f"{name}_target"), nets[name][0])

@@ -124,8 +124,8 @@ class SoloBatch:
 
     def plasticity_reset(self, episode: int) -> list[dict]:
         """The reset of ``agent.mitigations.reset`` due after this episode's training step ({}: none)."""
-        mit = getattr(getattr(self.learner, "cfg", None), "mitigations", None)
-        return [resets.apply(self.learner, episode) if mit is not None and mit.reset != "none" else {}]
+        has_resets = hasattr(getattr(self.learner, "cfg", None), "mitigations")  # not a baseline
+        return [resets.apply(self.learner, episode) if has_resets else {}]
 
     def epsilon(self, episode: int, n_episodes: int) -> np.ndarray:
         return np.array([self.learner.epsilon(episode, n_episodes)])

@@ -71,11 +71,11 @@ def marl_eval_data(runs: pd.DataFrame, metrics: pd.DataFrame) -> dict:
     nested layout. Runs without an evaluation are left out."""
     out: dict = {}
     by_run = dict(tuple(metrics.groupby("run_id"))) if len(metrics) else {}
-    for run in (r for _, r in runs.iterrows()):
+    for _, run in runs.iterrows():
         m = by_run.get(run["run_id"])
         if m is None or m["eval_return"].notna().sum() == 0:
             continue
-        steps = pd.to_numeric(pd.Series([run.get("steps")]), errors="coerce").iloc[0]
+        steps = pd.to_numeric(run.get("steps"), errors="coerce")  # a cross run's: its env name (NaN)
         algo = out.setdefault(_environment(run), {}).setdefault(str(run["sweep"]), {})
         seeds = algo.setdefault(_algorithm(run), {})
         name = f"run_{int(run['cfg.seed'])}"

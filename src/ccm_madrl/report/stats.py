@@ -51,11 +51,15 @@ def _bootstrap_rng():
     """rliable's stratified bootstrap draws its indices from NumPy's GLOBAL generator
     (``np.random.choice`` in ``StratifiedBootstrap.update_indices``; the ``random_state`` it is given
     does not reach those draws), so a CI changed from one call to the next. Seed the global
-    generator with SEED for the call and restore the caller's state afterwards."""
+    generator with SEED for the call and restore the caller's state afterwards. Also silences
+    arch's "random_state is deprecated" (rliable passes one) for the call."""
     state = np.random.get_state()  # noqa: NPY002 - the global generator is what rliable draws from
     np.random.seed(SEED)  # noqa: NPY002
     try:
-        yield np.random.RandomState(SEED)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield np.random.RandomState(SEED)
     finally:
         np.random.set_state(state)  # noqa: NPY002
 
@@ -203,16 +207,13 @@ def iqm_ci(x, reps: int = REPS) -> dict:
             "ci_low": math.nan if n < 2 else x[0],
             "ci_high": math.nan if n < 2 else x[0],
         }
-    with warnings.catch_warnings():  # arch: "random_state is deprecated" (rliable passes one)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with _bootstrap_rng() as rs:
-            point, ci = rly.get_interval_estimates(
-                {"x": x.reshape(-1, 1)},
-                lambda s: np.array([metrics.aggregate_iqm(s)]),
-                reps=reps,
-                random_state=rs,
-            )
+    with _bootstrap_rng() as rs:
+        point, ci = rly.get_interval_estimates(
+            {"x": x.reshape(-1, 1)},
+            lambda s: np.array([metrics.aggregate_iqm(s)]),
+            reps=reps,
+            random_state=rs,
+        )
     return {
         "n": n,
         "iqm": float(point["x"][0]),
@@ -240,16 +241,13 @@ def probability_of_improvement(x, y, reps: int = REPS) -> dict:
     poi = float(metrics.probability_of_improvement(x.reshape(-1, 1), y.reshape(-1, 1)))
     lo = hi = math.nan
     if len(x) > 1 and len(y) > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            with _bootstrap_rng() as rs:
-                _, ci = rly.get_interval_estimates(
-                    {"xy": [x.reshape(-1, 1), y.reshape(-1, 1)]},
-                    lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-                    reps=reps,
-                    random_state=rs,
-                )
+        with _bootstrap_rng() as rs:
+            _, ci = rly.get_interval_estimates(
+                {"xy": [x.reshape(-1, 1), y.reshape(-1, 1)]},
+                lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+                reps=reps,
+                random_state=rs,
+            )
         lo, hi = float(ci["xy"][0, 0]), float(ci["xy"][1, 0])
     p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue) if not np.array_equal(x, y) else 1.0
     return {"poi": poi, "ci_low": lo, "ci_high": hi, "p": p, "cliffs_delta": 2 * poi - 1}
@@ -264,11 +262,8 @@ def performance_profile(
     from rliable import library as rly
 
     scores = {k: np.asarray(v, float).reshape(-1, 1) for k, v in scores.items() if len(v)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with _bootstrap_rng():
-            return rly.create_performance_profile(scores, taus, reps=reps)
+    with _bootstrap_rng():
+        return rly.create_performance_profile(scores, taus, reps=reps)
 
 
 def interval_estimates(scores: dict[str, np.ndarray], reps: int = REPS) -> tuple[dict, dict, list[str]]:
@@ -288,11 +283,8 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = REPS) -> tuple
     scores = {k: x.reshape(-1, 1) for k, x in scores.items() if len(x) > 1}
     if not scores:
         return {}, {}, names
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with _bootstrap_rng() as rs:
-            points, cis = rly.get_interval_estimates(scores, agg, reps=reps, random_state=rs)
+    with _bootstrap_rng() as rs:
+        points, cis = rly.get_interval_estimates(scores, agg, reps=reps, random_state=rs)
     return points, cis, names
 
 
