@@ -117,6 +117,7 @@ def test_a_part_and_a_logger_by_import_path_train_in_spawned_workers(tmp_path, u
         assert stored["agent"]["variant"]["actor_update"] == f"{MODULE}:first_actor_only"
 
 
+@pytest.mark.slurm
 def test_a_part_by_import_path_trains_in_a_slurm_array_task(tmp_path, user_module):
     """The SLURM backend's array task (submitit's local executor: a process of its own) resolves the
     part as a local worker does (``run_one``, the one code path of every backend)."""
