@@ -42,7 +42,7 @@ def test_task_options_request_what_each_run_needs(monkeypatch, tmp_path):
     assert opts == {"num_cpus": 2, "num_gpus": 0.5, "max_retries": 3, "retry_exceptions": False}
     # connecting to a cluster ships the package by default (runtime_env py_modules), a local one does not
     shipped = RayTasks("ray://head:10001").runtime_env()["py_modules"]
-    assert len(shipped) == 1 and (Path(shipped[0]) / "experiment" / "sweep.py").exists()
+    assert len(shipped) == 1 and (Path(shipped[0]) / "sweep" / "run.py").exists()  # the package itself
     assert RayTasks("ray://head:10001", options=LOCAL).runtime_env() is None
     assert RayTasks(None).runtime_env() is None
     seen = {}
