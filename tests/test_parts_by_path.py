@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ccm_madrl.cli import main
 from ccm_madrl.experiment.config import ConfigError, build_config
 from ccm_madrl.sweep import run_sweep
 
@@ -177,6 +178,28 @@ def test_an_unknown_backend_by_import_path_fails_in_one_line(tmp_path, user_modu
     assert "\n" not in msg and msg.startswith("backend: cannot import backend 'no_such_backend_module:B'"), (
         msg
     )
+
+
+def test_the_command_line_takes_a_backend_by_import_path(tmp_path, user_module, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "sweep",
+        str(sweep_file(tmp_path, TINY, seeds=[0])),
+        "--backend",
+        f"{MODULE}:InOrder",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert pids(user_module, "backend") == {os.getpid()}  # the user's backend ran the job
+    assert "backend InOrder: 1 job(s) in this process" in capsys.readouterr().out
+    assert main(["sweep", str(sweep_file(tmp_path, TINY)), "--backend", "no_such_backend_module:B",
+                 "--out", str(tmp_path / "out2")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot import backend 'no_such_backend_module:B'" in err, err
+    with pytest.raises(SystemExit) as bad:  # neither a registered name nor an import path: argparse's line
+        main(["sweep", str(sweep_file(tmp_path, TINY)), "--backend", "nowhere"])
+    assert bad.value.code == 2 and "invalid choice: 'nowhere'" in capsys.readouterr().err
 
 
 def test_a_stored_config_names_code_it_does_not_import():

@@ -434,6 +434,16 @@ class Choices(Sequence):
         return len(self._all())
 
 
+class BackendChoices(Choices):
+    """The registered backends; any 'module:attribute' passes too (the sweep imports and checks it,
+    one line naming it where it cannot)."""
+
+    def __contains__(self, value) -> bool:
+        from .config.imports import is_import_path
+
+        return is_import_path(value) or value in self._all()
+
+
 def _backends() -> list[str]:
     from .sweep import BACKENDS
 
@@ -486,11 +496,11 @@ def _sweep_backend_options(s: argparse.ArgumentParser) -> None:
     """Where and how a sweep's runs are trained (docs/scaling.md)."""
     s.add_argument(
         "--backend",
-        choices=Choices(_backends),
+        choices=BackendChoices(_backends),
         default="local",
         metavar="NAME",
         help="%(choices)s (default %(default)s): a local process pool, Ray tasks or a SLURM array job "
-        "(submitit); docs/scaling.md",
+        "(submitit), or your own as 'module:attribute'; docs/scaling.md",
     )
     s.add_argument(
         "--workers",
