@@ -9,6 +9,9 @@
 #   bash scripts/run_table1.sh "[0, 1, 2]"     # seeds 0-2 (finished runs are skipped)
 #   OUT=sweeps PACK=4 bash scripts/run_table1.sh "[1]"
 #
+# Before a deadline (a session's end, a job's time limit): scripts/table1_slices.sh starts only the
+# slices (a seed x some client lrs) that finish in time, at the measured time per pack.
+#
 # Stopped (Ctrl-C, SIGTERM, a session's end), each sweep has checkpointed its runs; running the same
 # command again resumes them. Progress: $OUT/<grid>.log (a line a minute, one per finished run).
 set -uo pipefail
