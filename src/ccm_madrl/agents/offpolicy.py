@@ -33,6 +33,7 @@ from .parts import (
     no_regulariser,
 )
 from .replay import PrioritizedReplay
+from .resets import restore_injection
 from .utils import RunningMeanStd, clip_per_agent_, hard_update, hybrid_action
 
 
@@ -76,6 +77,10 @@ class OffPolicyActorCritic:
         self.regulariser = ACTOR_REGULARISERS[cfg.mitigations.actor_reg]
         self.reward_transform = REWARD_SIGNALS[cfg.mitigations.reward_norm]
         self._steps: ActorSteps | None = None  # during the actor steps of a training step
+        # plasticity injection (agents.resets): per injected network, its old head's width and the
+        # encoder's rule (checkpointed), and the gradient masks applied before each optimiser step
+        self.injection: dict[str, dict] = {}
+        self.grad_masks: dict[str, list[torch.Tensor]] = {}
         self._read_scalars(cfg)
 
     def _read_scalars(self, cfg: AgentConfig) -> None:
@@ -272,6 +277,9 @@ class OffPolicyActorCritic:
         """Backward, clip (``critic_grad_clip``), one optimiser step."""
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        for p, m in zip(self.critic.parameters(), self.grad_masks.get("critic", ())):
+            if p.grad is not None:  # an injected critic: only the new head (and the encoder) learn
+                p.grad.mul_(m)
         stats: dict = {}
         if self.critic_grad_clip is not None:
             pre = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.critic_grad_clip)
@@ -343,6 +351,8 @@ class OffPolicyActorCritic:
                 grads = steps.gradients(loss)
             else:
                 grads = list(torch.autograd.grad(loss.sum(), self.actor_params))
+        if "actors" in self.grad_masks:  # injected actors: only the new head (and the encoder) learn
+            grads = [g * m for g, m in zip(grads, self.grad_masks["actors"])]
         if self.actor_grad_clip is not None:
             clip_per_agent_(grads, self.actor_grad_clip)
         self.actor_opt.step(grads, agent=self._agents(agent))
@@ -375,9 +385,12 @@ class OffPolicyActorCritic:
             "replay": self.replay.state_dict(),
             "reward_stats": self.reward_stats.state_dict(),
             "torch_gen": self.torch_gen.get_state(),
+            **({"injection": copy.deepcopy(self.injection)} if self.injection else {}),
         }
 
     def load_state_dict(self, sd: dict) -> None:
+        if sd.get("injection"):  # injected networks: their shapes first (agents.resets)
+            restore_injection(self, sd["injection"])
         self.actors.load_state_dict(sd["actors"])
         self.critic.load_state_dict(sd["critic"])
         self.actors_target.load_state_dict(sd["actors_target"])

@@ -134,6 +134,115 @@ def shrink_perturb(net: nn.Module, shrink: float, sigma: float, generator: torch
         layer.bias.mul_(shrink).add_(_uniform(layer.bias, layer.bound, generator), alpha=sigma)
 
 
+# ----------------------------------------------------------------------------- plasticity injection
+def _set(param: nn.Parameter, value: torch.Tensor) -> None:
+    """Give ``param`` a new value of another shape in place: the same ``Parameter`` object, so that
+    the optimiser's parameter lists and the monitor's references stay valid."""
+    param.data = value.contiguous()
+
+
+@torch.no_grad()
+def widen(net: nn.Module, fresh: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> int:
+    """Turn the head (fc2, fc3) of ``net`` into the three heads of a plasticity injection, side by
+    side in the same layers: fc2's units ``[theta | new | new0]`` (weights ``[W2; V2; V2]``, biases
+    ``[b2; c2; c2]``), fc3's inputs ``[W3, V3, -V3]`` and its bias kept, so that the output is
+    ``h_theta(x) + h_new(x) - h_new0(x)`` (the output bias being ``b3 + c3 - c3_0``, one trainable
+    bias equals it: ``c3 = c3_0`` at the injection). ``fresh``: ``(V2, c2, V3)`` (None: zeros, the
+    shape only, for a target or a checkpoint's values to be copied in). Returns the old head's
+    width H2."""
+    fc2, fc3 = net.fc2, net.fc3
+    h2 = fc2.weight.shape[-2]
+    v2, c2, v3 = fresh if fresh is not None else (
+        torch.zeros_like(fc2.weight), torch.zeros_like(fc2.bias), torch.zeros_like(fc3.weight)
+    )
+    _set(fc2.weight, torch.cat([fc2.weight, v2, v2], dim=-2))
+    _set(fc2.bias, torch.cat([fc2.bias, c2, c2], dim=-1))
+    _set(fc3.weight, torch.cat([fc3.weight, v3, -v3], dim=-1))
+    fc2.out_features, fc3.in_features = 3 * h2, 3 * h2
+    net.hidden = (*tuple(net.hidden)[:-1], 3 * h2)
+    return h2
+
+
+@torch.no_grad()
+def inject(net: nn.Module, generator: torch.Generator) -> int:
+    """Plasticity injection (Nikishin et al. 2023) into the head of ``net``: a fresh head ``(V2, c2,
+    V3)`` drawn from the initial distributions (fc2's U(-1/sqrt(H1), 1/sqrt(H1)), fc3's
+    U(-init_w, init_w)), added with its frozen copy subtracted (:func:`widen`). Returns H2."""
+    layers = layers_of(net)
+    fc2, fc3 = layers[1], layers[2]
+    fresh = tuple(
+        _uniform(t, layer.bound, generator).reshape(t.shape)
+        for t, layer in ((net.fc2.weight, fc2), (net.fc2.bias, fc2), (net.fc3.weight, fc3))
+    )
+    return widen(net, fresh)
+
+
+def injection_masks(net: nn.Module, h2: int, encoder: str) -> list[torch.Tensor]:
+    """The gradient masks of an injected network, one per parameter of ``net.parameters()``
+    (broadcastable to it): 1 on the new head (fc2's units H2..2H2, fc3's inputs H2..2H2 and its
+    bias), on fc1 when ``encoder`` is ``"train"``; 0 on the old head, the frozen copy and anything
+    else (a LayerNorm's affine)."""
+    masks = []
+    for name, p in net.named_parameters():
+        m = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+        if name.startswith("fc1."):
+            m.fill_(1.0 if encoder == "train" else 0.0)
+        elif name == "fc2.weight":
+            m[..., h2 : 2 * h2, :] = 1.0
+        elif name == "fc2.bias":
+            m[..., h2 : 2 * h2] = 1.0
+        elif name == "fc3.weight":
+            m[..., h2 : 2 * h2] = 1.0
+        elif name == "fc3.bias":
+            m.fill_(1.0)
+        masks.append(m)
+    return masks
+
+
+def fresh_optimizer_state(optimizer) -> None:
+    """A fresh state for an optimiser whose parameters changed shape: this package's
+    ``BatchedOptimizer`` (moments zero, step counts 0) or a ``torch.optim`` optimiser (state cleared,
+    re-created at its next step)."""
+    if hasattr(optimizer, "params") and hasattr(optimizer, "m"):
+        optimizer.m = [torch.zeros_like(p) for p in optimizer.params] if optimizer.m else []
+        optimizer.v = [torch.zeros_like(p) for p in optimizer.params] if optimizer.v else []
+        optimizer.steps[:] = 0
+    else:
+        optimizer.state.clear()
+
+
+def _networks(learner, name: str):
+    return getattr(learner, name), getattr(learner, f"{name}_target"), getattr(learner, f"{'actor' if name == 'actors' else 'critic'}_opt")
+
+
+def inject_learner(learner, name: str, generator: torch.Generator, encoder: str) -> None:
+    """Inject ``learner``'s ``actors`` or ``critic``: the network (:func:`inject`), its target (the
+    same values), a fresh optimiser state, the gradient masks the learner applies before each step
+    (``learner.grad_masks``) and what a checkpoint needs to rebuild the shapes
+    (``learner.injection``)."""
+    net, target, opt = _networks(learner, name)
+    h2 = inject(net, generator)
+    widen(target)
+    hard_update(target, net)
+    fresh_optimizer_state(opt)
+    learner.injection[name] = {"head": h2, "encoder": encoder}
+    learner.grad_masks[name] = injection_masks(net, h2, encoder)
+
+
+def restore_injection(learner, injection: dict) -> None:
+    """The shapes of the injected networks of a checkpoint (``learner.injection`` as saved), before
+    its values are loaded; the masks as at the injection."""
+    for name, spec in injection.items():
+        net, target, opt = _networks(learner, name)
+        if name in learner.injection:
+            continue
+        widen(net)
+        widen(target)
+        fresh_optimizer_state(opt)
+        learner.injection[name] = dict(spec)
+        learner.grad_masks[name] = injection_masks(net, int(spec["head"]), spec["encoder"])
+
+
 def reset_generator(seed: int, episode: int, network: str) -> torch.Generator:
     """The generator of one reset: a function of the run's seed, the episode and the network, so
     that a resumed run draws what the uninterrupted one drew (no state to checkpoint)."""
@@ -179,7 +288,8 @@ def apply(learner, episode: int) -> dict[str, float]:
     networks it names (``reset_networks``); returns what it did (``reset_units_<network>``: units
     recycled by ReDo, summed over the networks; ``reset_applied``: 1 for Shrink-and-Perturb) or {}."""
     mit = learner.cfg.mitigations
-    if mit.reset == "none" or (episode + 1) % mit.reset_every:
+    due = episode + 1 == mit.inject_at if mit.reset == "inject" else (episode + 1) % mit.reset_every == 0
+    if mit.reset == "none" or not due:
         return {}
     nets = {"actors": (learner.actors, learner.actor_opt), "critic": (learner.critic, learner.critic_opt)}
     which = ["actors", "critic"] if mit.reset_networks == "both" else [mit.reset_networks]
@@ -188,6 +298,10 @@ def apply(learner, episode: int) -> dict[str, float]:
     for name in which:
         net, opt = nets[name]
         gen = reset_generator(learner.rng.seed, episode, name)
+        if mit.reset == "inject":  # the target is widened and copied by inject_learner
+            inject_learner(learner, name, gen, mit.inject_encoder)
+            out[f"reset_applied_{name}"] = 1.0
+            continue
         if mit.reset == "shrink_perturb":
             shrink_perturb(net, mit.sp_shrink, mit.sp_sigma, gen)
             out[f"reset_applied_{name}"] = 1.0
@@ -199,4 +313,20 @@ def apply(learner, episode: int) -> dict[str, float]:
     return out
 
 
-__all__ = ["Layer", "Moments", "apply", "dormant", "layers_of", "recent", "redo", "reset_generator", "shrink_perturb"]
+__all__ = [
+    "Layer",
+    "Moments",
+    "apply",
+    "dormant",
+    "fresh_optimizer_state",
+    "inject",
+    "inject_learner",
+    "injection_masks",
+    "layers_of",
+    "recent",
+    "redo",
+    "reset_generator",
+    "restore_injection",
+    "shrink_perturb",
+    "widen",
+]

@@ -209,13 +209,15 @@ class MitigationsConfig(_Section):
         "and the critic's first layers (published: raw states, e.g. cycles of 300-737)",
     )
 
-    reset: Literal["none", "redo", "shrink_perturb"] = Field(
+    reset: Literal["none", "redo", "shrink_perturb", "inject"] = Field(
         "none",
         description="resets against the loss of plasticity (agents.resets), after every reset_every-th "
         "episode's training step. redo: recycle the tau-dormant hidden units (Sokar et al. 2023: incoming "
         "weights re-drawn from the init distribution, outgoing weights and their optimiser moments zeroed), "
         "scored on the replay's newest batch_size transitions; shrink_perturb: theta <- sp_shrink * theta + "
-        "sp_sigma * fresh init (Ash and Adams 2020)",
+        "sp_sigma * fresh init (Ash and Adams 2020); inject: plasticity injection (Nikishin et al. 2023), once, "
+        "after episode inject_at's training step: the head (fc2, fc3) frozen, the output h_theta + h_new - "
+        "h_new0 with h_new fresh and trainable, h_new0 its frozen copy (reset_every unused)",
     )
     reset_every: int = Field(100, ge=1, description="episodes between two resets (the first after this many)")
     reset_networks: Literal["actors", "critic", "both"] = Field("both", description="the networks reset")
@@ -224,6 +226,15 @@ class MitigationsConfig(_Section):
     )
     sp_shrink: float = Field(0.8, gt=0, le=1, description="Shrink-and-Perturb's shrink factor lambda")
     sp_sigma: float = Field(0.01, ge=0, description="Shrink-and-Perturb's noise scale sigma (times a fresh init)")
+    inject_at: int = Field(
+        1000, ge=1, description="plasticity injection: after the training step of the episode with this number "
+        "(1-based: the inject_at-th episode), once"
+    )
+    inject_encoder: Literal["train", "freeze"] = Field(
+        "train",
+        description="plasticity injection: the first layer (the encoder below the injected head) keeps learning "
+        "(train, as in Nikishin et al. 2023) or is frozen with the old head (freeze: only the new head learns)",
+    )
 
     @model_validator(mode="after")
     def _coefficient(self) -> MitigationsConfig:
@@ -379,6 +390,12 @@ class AgentConfig(_Section):
             raise ValueError(
                 "argmax_row_skip: its bounds are for a linear critic output (architecture.critic_output "
                 f"is {self.architecture.critic_output!r}); set one of the two back"
+            )
+        mit, ebt = self.mitigations, self.replay.episodes_before_train
+        if mit.reset == "inject" and mit.inject_at <= ebt:
+            raise ValueError(
+                f"mitigations.inject_at: must exceed replay.episodes_before_train ({ebt}): no training step "
+                f"before it (got {mit.inject_at})"
             )
         if self.variant.actor_objective == "selected" and self.algorithm != "ccm_madrl":
             raise ValueError(

@@ -179,6 +179,17 @@ class _Stash:
         self.rows[idx] = m
 
 
+def _grown(ref: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The record ``ref`` of a parameter that has grown to ``w``'s shape since (plasticity injection
+    widens a head in place, its old entries the leading block): ``ref`` in the leading block, the
+    new entries their current values (they count from when they appeared)."""
+    if ref.dim() != w.dim() or any(a > b for a, b in zip(ref.shape, w.shape)):
+        raise ValueError(f"monitor: a parameter changed shape from {tuple(ref.shape)} to {tuple(w.shape)}")
+    out = w.clone()
+    out[tuple(slice(0, s) for s in ref.shape)] = ref
+    return out
+
+
 class GradientFlowMonitor:
     """See the module docstring. ``interval``: measure every k-th episode; ``rank_interval``:
     compute the feature ranks on every k-th measured episode (default :data:`RANK_INTERVAL`)."""
@@ -642,6 +653,10 @@ class GradientFlowMonitor:
             lsize = 0
             for _, p in ps:
                 w = p.detach()
+                if r.snapshot[k].shape != w.shape:  # a parameter grown (plasticity injection)
+                    r.snapshot[k] = _grown(r.snapshot[k], w)
+                if r.init[k].shape != w.shape:
+                    r.init[k] = _grown(r.init[k], w)
                 d = self._per_agent(r, w - r.snapshot[k], all_idx)
                 changed |= (d != 0).any(1).cpu()
                 max_change = torch.maximum(max_change, d.abs().amax(1).double().cpu())
