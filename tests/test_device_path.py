@@ -157,3 +157,25 @@ def test_non_finite_actions_on_the_device_path_end_their_run_alone(tmp_path, mon
     assert [s.episodes_done for s in summaries] == [4, 2, 4]
     status = json.loads((tmp_path / "r1" / "status.json").read_text())
     assert "actions not finite" in status["error"]
+
+
+def test_the_prepared_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu/device_grid.py with --device cpu, a small pack and a few episodes writes its JSON
+    with the fields the GPU call reports (rewritten after every episode)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "grid.json"
+    small = ["env.n_agents=12", "env.max_steps=4", "training.eval_episodes=2", "agent.batch_size=16"]
+    args = [str(root / "benchmarks" / "gpu" / "device_grid.py"), "--device", "cpu", "--runs", "2"]
+    args += ["--episodes", "3", "--out", str(out), *[x for s in small for x in ("--set", s)]]
+    env = {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["runs"] == 2 and res["episodes_measured"] == 3 and len(res["passes"]) == 3
+    assert res["run_episode_ms"] > 0 and res["grid_minutes_extrapolated"] > 0 and res["commit"]
+    assert res["fp32_peak_fraction"] is None and res["gpu_memory_per_run_mib"] is None  # no GPU
+    assert res["host_memory_per_run_mib"] > 0 and "training.device_resident=on" in res["overrides"]

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .agent import AgentConfig, nest_flat_keys
@@ -69,6 +77,12 @@ class TrainingConfig(BaseModel):
         10, ge=1, description="episodes between checkpoints (Ctrl-C and SIGTERM also checkpoint)"
     )
     tensorboard: bool = Field(True, description="write TensorBoard scalars")
+
+    @field_validator("device_resident", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        """YAML reads a bare on / off as a boolean: the same switch."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
     device_resident: Literal["auto", "on", "off"] = Field(
         "auto",
         description="the device-resident path of the episode loop (docs/device.md): the training and evaluation "
