@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .agent import AgentConfig, nest_flat_keys
@@ -69,6 +77,19 @@ class TrainingConfig(BaseModel):
         10, ge=1, description="episodes between checkpoints (Ctrl-C and SIGTERM also checkpoint)"
     )
     tensorboard: bool = Field(True, description="write TensorBoard scalars")
+
+    @field_validator("device_resident", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        """YAML reads a bare on / off as a boolean: the same switch."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+    device_resident: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="the device-resident path of the episode loop (docs/device.md): the training and evaluation "
+        "environments, the master's selection, the exploration and the episode's transitions as torch tensors on "
+        "the run's device, the host's random draws copied once per episode; auto: on where the device is CUDA "
+        "and the learner is ccm_madrl with deterministic actors, off otherwise; on: also on the CPU",
+    )
 
 
 class MonitorConfig(BaseModel):
@@ -121,10 +142,30 @@ def _preset_settings(name: str, algorithm: str) -> dict[str, Any]:
 # (added after 0.1.0), kind and cross (the run kinds). A new field that must not change existing ids
 # goes here; any other field is part of the id (the published_code preset's fields deliberately are:
 # CHANGELOG 0.2.0). A dotted name is a field of a section: training.eval_every (the evaluation
-# schedule), monitor.rank_interval (added with the plasticity measures). The agent's options follow
+# schedule), monitor.rank_interval (added with the plasticity measures), training.device_resident (the
+# device-resident path). The agent's options follow
 # the same rule through AgentConfig.id_fields (an option added after 0.1.0, such as
 # agent.argmax_row_skip, counts only while it differs from its default).
-ID_NEUTRAL_AT_DEFAULT = ("threads", "kind", "cross", "training.eval_every", "monitor.rank_interval")
+ID_NEUTRAL_AT_DEFAULT = (
+    "threads",
+    "kind",
+    "cross",
+    "training.eval_every",
+    "monitor.rank_interval",
+    "training.device_resident",
+)
+
+
+def device_resident_unsupported(cfg: ExperimentConfig) -> str | None:
+    """What the device-resident path lacks for this config (None: it supports it): it implements the
+    CCM-MADRL master's selection and deterministic actors of an MEC run."""
+    if cfg.kind != "mec":
+        return f"kind mec (got {cfg.kind!r})"
+    if cfg.agent.algorithm != "ccm_madrl":
+        return f"agent.algorithm ccm_madrl (got {cfg.agent.algorithm!r})"
+    if cfg.agent.mitigations.actor_reg == "entropy":
+        return "deterministic actors (got agent.mitigations.actor_reg 'entropy')"
+    return None
 
 
 class ExperimentConfig(BaseModel):
@@ -170,6 +211,9 @@ class ExperimentConfig(BaseModel):
             raise ValueError("cross: required when kind is 'cross'")
         if self.kind == "mec" and self.cross is not None:
             raise ValueError("cross: only with kind: cross")
+        why = device_resident_unsupported(self)
+        if self.training.device_resident == "on" and why:
+            raise ValueError(f"training.device_resident: 'on' needs {why}")
         return self
 
     @model_validator(mode="before")

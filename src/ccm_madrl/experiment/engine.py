@@ -38,6 +38,7 @@ from ..mec.env import EpisodeTable, MECEnv, StreamTasks
 from ..monitor.core import GradientFlowMonitor
 from ..rundir import final_return
 from .callbacks import PackRunMonitor
+from .device import DevicePath
 from .summary import RunSummary
 
 EVAL_FIELDS = (
@@ -104,7 +105,7 @@ class SoloBatch:
     monitor = None
 
     def __init__(self, learner):
-        self.learner = learner
+        self.learner = self.program = learner  # program: what acts (the device-resident path's)
         self.diverged = np.zeros(1, dtype=bool)
         self.diverged_why = [""]
 
@@ -115,6 +116,11 @@ class SoloBatch:
     def finite_actions(self, hybrid: np.ndarray) -> np.ndarray:
         check_actions(hybrid)
         return hybrid
+
+    def not_finite(self, bad: np.ndarray) -> None:
+        """The device-resident path's flags of runs whose actions were not finite: a divergence."""
+        if bad[0]:
+            check_actions(np.array([np.nan]))
 
     def observe(self, transitions: dict[str, np.ndarray]) -> None:
         self.learner.observe({k: v[0] for k, v in transitions.items()})
@@ -163,7 +169,7 @@ class PackedBatch:
     raises = False
 
     def __init__(self, members: list):
-        self.pack = make_pack([m.learner for m in members])
+        self.pack = self.program = make_pack([m.learner for m in members])
         self.n_runs = len(members)
         mc = members[0].cfg.monitor
         self.monitor = None
@@ -205,6 +211,12 @@ class PackedBatch:
         per_run[bad] = (0.0, 1.0, 1.0)
         self.pack.mark_diverged(bad, "actions not finite")
         return per_run.reshape(hybrid.shape)
+
+    def not_finite(self, bad: np.ndarray) -> None:
+        """The device-resident path's flags of runs whose actions were not finite (they were given
+        the all-local action on the device): marked diverged."""
+        if bad.any():
+            self.pack.mark_diverged(bad, "actions not finite")
 
     def plasticity_reset(self, episode: int) -> list[dict]:
         return [{} for _ in range(self.n_runs)]  # packable() keeps runs with resets out of packs
@@ -255,6 +267,7 @@ class Engine:
         self.batch = None
         self.summaries: dict = {}
         self.env = self.eval_env = self.eval_table = None
+        self._device: DevicePath | bool | None = None  # built at first use; False: the host path
         self.t_start = time.perf_counter()
 
     def make_batch(self, members: list):
@@ -270,6 +283,14 @@ class Engine:
         for i, m in enumerate(self.members):
             m.engine, m.index = self, i
         self.env, self.eval_env, self.eval_table = self.make_envs(self.members)
+        self._device = None
+
+    @property
+    def device_path(self) -> DevicePath | None:
+        """The device-resident path of these members (``training.device_resident``), None: the host's."""
+        if self._device is None:
+            self._device = DevicePath.make(self.members, self.batch.program) or False
+        return self._device or None
 
     # ------------------------------------------------------------------ evaluation and one episode
     def evaluations(self) -> list[dict]:
@@ -283,13 +304,17 @@ class Engine:
     def evaluate(self) -> list[dict]:
         """Greedy policies on the fixed evaluation episodes, all runs' as one batch of environments."""
         env, r, table = self.eval_env, len(self.members), self.eval_table
-        obs = env.reset(table=table)
         t_max = self.members[0].cfg.env.max_steps
-        acc = np.zeros((4, env.num_envs))
-        for _ in range(t_max):
-            act = self.batch.act(obs, explore=False)
-            obs, rew, _, info = env.step(self.batch.finite_actions(act.hybrid))
-            acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
+        if self.device_path is not None:
+            acc, bad = self.device_path.evaluate()
+            self.batch.not_finite(bad)
+        else:
+            obs = env.reset(table=table)
+            acc = np.zeros((4, env.num_envs))
+            for _ in range(t_max):
+                act = self.batch.act(obs, explore=False)
+                obs, rew, _, info = env.step(self.batch.finite_actions(act.hybrid))
+                acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
         for m in self.members:
             m.rng.after_evaluation(table.final_stream_state)
         ret, exc, pe, pt = (a.reshape(r, -1) for a in acc)
@@ -311,7 +336,8 @@ class Engine:
         cfg = m0.cfg
         t0 = time.perf_counter()
         ebt = cfg.agent.replay.episodes_before_train
-        state = env.reset()
+        device = self.device_path
+        state = env.reset() if device is None else device.reset_train()
         if self.eval_env is not None and m0.evaluates(ep):
             rows = [{"episode": ep, **e} for e in self.evaluations()]
         else:
@@ -319,19 +345,23 @@ class Engine:
         t_eval = time.perf_counter()
         eps = batch.epsilon(ep, cfg.training.episodes)
         t_max = cfg.env.max_steps
-        buf = {k: np.zeros((r, t_max, *shape)) for k, shape in batch.transition_layout().items()}
-        acc = np.zeros((4, r))
-        for t in range(t_max):
-            act = batch.act(state, explore=True, epsilon=eps)
-            nxt, rew, done, info = env.step(batch.finite_actions(act.hybrid))
-            buf["states"][:, t] = state
-            buf["actions"][:, t] = act.actor
-            buf["selected"][:, t] = act.selected
-            buf["reward"][:, t] = rew
-            buf["next_states"][:, t] = nxt
-            buf["done"][:, t] = float(done)
-            acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
-            state = nxt
+        if device is not None:  # the same episode on the device (experiment/device.py)
+            buf, acc, bad = device.train_episode(eps)
+            batch.not_finite(bad)
+        else:
+            buf = {k: np.zeros((r, t_max, *shape)) for k, shape in batch.transition_layout().items()}
+            acc = np.zeros((4, r))
+            for t in range(t_max):
+                act = batch.act(state, explore=True, epsilon=eps)
+                nxt, rew, done, info = env.step(batch.finite_actions(act.hybrid))
+                buf["states"][:, t] = state
+                buf["actions"][:, t] = act.actor
+                buf["selected"][:, t] = act.selected
+                buf["reward"][:, t] = rew
+                buf["next_states"][:, t] = nxt
+                buf["done"][:, t] = float(done)
+                acc += [rew, act.exceeded, info["energy_penalty_frac"], info["time_penalty_frac"]]
+                state = nxt
         batch.observe(buf)
         t_act = time.perf_counter()
         stats = batch.train() if ep + 1 > ebt else [{} for _ in range(r)]  # published: after ebt episodes

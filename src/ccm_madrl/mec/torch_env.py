@@ -256,13 +256,7 @@ class TorchMECEnv:
         else:
             self._rewind()
             self.tasks = self._draw(reset=True)
-        energy = self._tensor(
-            np.broadcast_to(self.devices.initial_energy, (self.num_envs, self.cfg.n_agents))
-        )
-        energy = energy.repeat(self.num_runs, 1) if energy.shape[0] != self.batch_size else energy
-        self.energy = (
-            torch.clamp(energy, self.cfg.min_ene, self.cfg.max_ene) if self.cfg.reset_energy_clip else energy
-        )
+        self.reset_energy()
         self.t = self._k = 0
         self._needs_reset = False
         return self.observation()
@@ -296,6 +290,35 @@ class TorchMECEnv:
             "outcome": shaped,
         }
         return self.observation(), shaped.reward, done, info
+
+    def play(
+        self, tasks: torch.Tensor, harvest: torch.Tensor, start: int = 0, energy: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Play episodes whose draws were made elsewhere (a training loop that draws its exploration
+        noise into the same host block, ``experiment/device.py``): ``tasks`` (T + 1, B, N, 3) and
+        ``harvest`` (T, B, N), tensors on the device, from step ``start`` with the batteries
+        ``energy`` (B, N) (default: the reset's). The environment's own streams are not touched.
+        Returns the observation of step ``start``."""
+        self.check()
+        self._table, self._drawn = None, None
+        self._block, self.tasks = (harvest, tasks[1:]), tasks[start]
+        if energy is None:
+            self.reset_energy()
+        else:
+            self.energy = energy
+        self.t = self._k = start
+        self._needs_reset = False
+        return self.observation()
+
+    def reset_energy(self) -> None:
+        """The batteries of a reset (the devices' initial energy, clipped when ``reset_energy_clip``)."""
+        energy = self._tensor(
+            np.broadcast_to(self.devices.initial_energy, (self.num_envs, self.cfg.n_agents))
+        )
+        energy = energy.repeat(self.num_runs, 1) if energy.shape[0] != self.batch_size else energy
+        self.energy = (
+            torch.clamp(energy, self.cfg.min_ene, self.cfg.max_ene) if self.cfg.reset_energy_clip else energy
+        )
 
     def observation(self) -> torch.Tensor:
         c, shape = self.consts, self.energy.shape
