@@ -122,7 +122,7 @@ def test_a_command_line_seed_replaces_the_files_seeds(capsys):
     for extra in (["-m", "seed=7"], ["seed=7"]):
         assert main(["sweep", SMOKE, "--dry-run", *extra]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
-        assert lines[-1] == "2 runs: 2 not-started", extra
+        assert lines[-1] == "2 runs: 2 pending", extra
         assert all(line.endswith("seed=7") for line in lines[:-1]), lines
 
 
@@ -210,7 +210,7 @@ def test_bad_sweep_functions_are_one_line(argv, match):
 def test_a_range_and_a_choice_make_the_grid(capsys):
     """``-m agent.actor_lr=choice(1e-4, 1e-3) seed=range(0,3)``: 2 x 3 runs, numbers stored as numbers."""
     lines = _dry_run(capsys, "-m", "agent.actor_lr=choice(1e-4, 1e-3)", "seed=range(0,3)")
-    assert lines[-1] == "6 runs: 6 not-started"
+    assert lines[-1] == "6 runs: 6 pending"
     assert sorted(line.split(maxsplit=2)[2] for line in lines[:-1]) == sorted(
         f"agent.actor_lr={lr} seed={s}" for lr in (0.0001, 0.001) for s in range(3)
     )
@@ -246,7 +246,7 @@ def test_tilde_removes_a_key_back_to_its_default(capsys, tmp_path):
 
 def test_tilde_of_an_axis_removes_the_axis(capsys):
     lines = _dry_run(capsys, "~agent.actor_lr")
-    assert lines[-1] == "2 runs: 2 not-started" and [line.split()[2] for line in lines[:-1]] == [
+    assert lines[-1] == "2 runs: 2 pending" and [line.split()[2] for line in lines[:-1]] == [
         "seed=0",
         "seed=1",
     ]

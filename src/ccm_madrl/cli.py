@@ -15,9 +15,11 @@ QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=qui
 
 
 def _console():
+    """Rich's console, never wrapping a line itself: off a terminal (a log file, a pipe) a line stays
+    one line at any length (a run path is not split at column 80); on one, the terminal wraps."""
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)
 
 
 class UsageError(ValueError):
