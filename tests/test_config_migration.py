@@ -63,7 +63,7 @@ def test_the_paper_sweep_dry_run_lists_the_recorded_ids(preset, tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     ids = [ln.split()[0] for ln in lines[:-1]]
     assert ids == RECORDED["sweeps"][label]["ids"]
-    assert lines[-1] == f"{len(ids)} runs: {len(ids)} not-started"  # the count per state
+    assert lines[-1] == f"{len(ids)} runs: {len(ids)} pending"  # the count per state
     assert ids[0] == ("f836813693b7" if preset else "a9280fd94c03")
 
 

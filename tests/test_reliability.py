@@ -245,7 +245,7 @@ def test_batch_output_heartbeat_and_stale_after_kill_9(tmp_path):
     sweep = tmp_path / "sweep"
     (sweep / "runs").mkdir(parents=True)
     os.rename(tmp_path / "run", sweep / "runs" / "abc")
-    assert run_states(sweep, ["abc", "def"]) == {"abc": "stale", "def": "not-started"}
+    assert run_states(sweep, ["abc", "def"]) == {"abc": "stale", "def": "pending"}
 
 
 # ----------------------------------------------------------------------------- two launches of one run

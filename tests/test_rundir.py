@@ -25,7 +25,7 @@ def test_final_return_is_the_mean_of_the_last_finite_evaluations():
 def test_status_states_and_the_stale_rule(tmp_path):
     rd = RunDir(tmp_path / "r")
     rd.path.mkdir()
-    assert rd.state() == "not-started" and rd.status() == {}
+    assert rd.state() == "pending" and rd.status() == {}
     rd.status_path.write_text("{not json")  # a damaged status reads as absent, never raises
     assert rd.status() == {}
     now = time.time()

@@ -15,9 +15,11 @@ QUICK_DEFAULT = ["training.episodes=100", "training.eval_episodes=50", "name=qui
 
 
 def _console():
+    """Rich's console, never wrapping a line itself: off a terminal (a log file, a pipe) a line stays
+    one line at any length (a run path is not split at column 80); on one, the terminal wraps."""
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)
 
 
 class UsageError(ValueError):
@@ -65,6 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     need_dir_or_new(args.run_dir, "--run-dir")
     if args.config is None and not overrides:
         overrides = QUICK_DEFAULT
+    if args.cfg == "job":  # Hydra's --cfg job: the resolved config, nothing run
+        print(load_config(args.config, overrides).to_yaml(), end="")
+        return 0
+    if overrides is QUICK_DEFAULT:
         _console().print(
             "[dim]no config given: running the short default (100 episodes, 50 evaluation episodes, published "
             "hyper-parameters); see `ccm-madrl train --help`[/dim]"
@@ -107,6 +113,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = _backend_options(args)
     if args.pack is not None and args.pack < 0:
         raise UsageError(f"--pack: must be >= 1 runs per pack, or given without a number (got {args.pack})")
+    if args.cfg == "job":
+        print(_sweep_cfg(args.file, changes), end="")
+        return 0
     if args.dry_run:
         from .sweep import run_states
 
@@ -146,6 +155,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + (" — see manifest.json for tracebacks" if res.failed else "")
     )
     return 0 if res.failed == 0 else 1
+
+
+def _sweep_cfg(path: str, changes: dict) -> str:
+    """``sweep --cfg job``: the resolved sweep as YAML (name, seeds, axes as the runs take them, and
+    the base config with every default filled in), each run's config checked as a run would be."""
+    import yaml
+
+    from .experiment.config import build_config
+    from .sweep import expand, load_sweep
+
+    spec, base = load_sweep(path, **changes)
+    expand(spec, base, path)  # every run's config, checked (errors name the file or the command line)
+    resolved = build_config({**base, "name": base.get("name", spec.name)}, source=path)
+    doc = {"name": spec.name, "seeds": spec.seed_list(), "axes": spec.axes}
+    doc["base"] = resolved.model_dump(mode="json")
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _backend_options(args: argparse.Namespace):
@@ -190,7 +215,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.dirs,
         args.out,
         command=" ".join(["ccm-madrl report", *args.dirs, *(["--out", args.out] if args.out else [])]),
-        progress=lambda line: print(line, file=sys.stderr, flush=True),  # stages on stderr, the result on stdout
+        progress=lambda line: print(
+            line, file=sys.stderr, flush=True
+        ),  # stages on stderr, the result on stdout
     )
     _console().print(
         f"report: {res.out_dir / 'report.md'} and {res.out_dir / 'report.html'} — {len(res.figures)} figures, "
@@ -339,7 +366,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+# KEY=VALUE, +KEY=VALUE, ++KEY=VALUE, ~KEY, ~KEY=VALUE (config.experiment.split_override)
+_OVERRIDE = re.compile(r"^(\+\+|\+)?[A-Za-z_][A-Za-z0-9_.]*=|^~[A-Za-z_][A-Za-z0-9_.]*(=|$)")
+# Hydra's sweeps of the basic sweeper: range(start, stop[, step]) and choice(a, b, ...)
+_SWEEP_FUNCTION = re.compile(r"^\s*(range|choice)\((.*)\)\s*$", re.S)
 _MULTIRUN = ("-m", "--multirun")
 # options of `train` and `sweep` that take no value (every other option takes the next argument)
 _NO_VALUE = {
@@ -374,10 +404,60 @@ def _split_top_level(text: str) -> list[str]:
     return [*parts, cur]
 
 
+def _range(key: str, args: list[str]) -> list:
+    """``range(start, stop[, step])`` as Hydra's basic sweeper expands it: integers when every
+    argument is one, else decimal steps (``range(0, 1, 0.25)`` is 0, 0.25, 0.5, 0.75), stop excluded."""
+    from decimal import Decimal, InvalidOperation
+
+    from .config.experiment import parse_value
+
+    values = [parse_value(a) for a in args]
+    if len(values) not in (2, 3) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        raise UsageError(f"{key}=range({', '.join(args)}): expected range(start, stop[, step]) of numbers")
+    if len(values) == 2:
+        values.append(1)
+    if values[2] == 0:
+        raise UsageError(f"{key}=range({', '.join(args)}): the step must not be 0")
+    if all(isinstance(v, int) for v in values):
+        out = list(range(*values))
+    else:
+        try:
+            start, stop, step = (Decimal(a.strip()) for a in [*args, "1"][:3])
+        except InvalidOperation:
+            start, stop, step = (Decimal(repr(float(v))) for v in values)
+        n = max(0, int(-((start - stop) // step)))  # ceil((stop - start) / step)
+        out = [float(start + i * step) for i in range(n)]
+    if not out:
+        raise UsageError(f"{key}=range({', '.join(args)}): an empty range")
+    return [str(v) for v in out]
+
+
+def _sweep_values(key: str, value: str, multirun: bool) -> list[str]:
+    """The values of ``KEY=VALUE`` on a command line: ``a,b`` (with -m), ``choice(a, b)`` and
+    ``range(...)`` are several (a sweep: -m required), anything else one."""
+    m = _SWEEP_FUNCTION.match(value)
+    if m and not multirun:
+        raise UsageError(
+            f"{key}={value}: {m.group(1)}() is a sweep; run it with `ccm-madrl sweep FILE -m {key}={value}`"
+        )
+    if m and m.group(1) == "range":
+        return _range(key, [a.strip() for a in _split_top_level(m.group(2))])
+    if m:
+        values = [v.strip() for v in _split_top_level(m.group(2))]
+    else:
+        values = [v.strip() for v in _split_top_level(value)] if multirun else [value]
+    if not all(values):
+        raise UsageError(f"{key}: empty value in the multirun list {value!r}")
+    return values
+
+
 def hydra_style(argv: list[str]) -> list[str]:
-    """Hydra's command-line habits for ``train`` and ``sweep``: a bare ``KEY=VALUE`` is
-    ``--set KEY=VALUE``; with ``-m`` / ``--multirun`` (sweep only), ``KEY=a,b`` is
-    ``--axis KEY=[a, b]`` (``seed=0,1,2`` is ``--seeds [0, 1, 2]``)."""
+    """Hydra's command-line habits for ``train`` and ``sweep``: a bare ``KEY=VALUE`` (and
+    ``+KEY=VALUE``, ``++KEY=VALUE``, ``~KEY``) is ``--set ...``; with ``-m`` / ``--multirun``
+    (sweep only), ``KEY=a,b``, ``KEY=choice(a, b)`` and ``KEY=range(start, stop[, step])`` are
+    ``--axis KEY=[a, b]`` (on ``seed``: ``--seeds [a, b]``)."""
     if not argv or argv[0] not in ("train", "sweep"):
         return argv
     multirun = any(a in _MULTIRUN for a in argv[1:])
@@ -400,11 +480,10 @@ def hydra_style(argv: list[str]) -> list[str]:
             takes_value = "=" not in a and a not in _NO_VALUE
         elif _OVERRIDE.match(a):
             key, _, value = a.partition("=")
-            values = [v.strip() for v in _split_top_level(value)] if multirun else [value]
+            values = [value] if key[:1] == "~" else _sweep_values(key, value, multirun)
+            key = key.lstrip("+")  # a sweep over a key the file lacks adds its axis
             if len(values) == 1:
-                out += ["--set", a]
-            elif not all(values):
-                raise UsageError(f"{key}: empty value in the multirun list {value!r}")
+                out += ["--set", a if values[0] == value else f"{a[: a.index('=')]}={values[0]}"]
             elif key == "seed":
                 out += ["--seeds", f"[{', '.join(values)}]"]
             else:
@@ -468,6 +547,9 @@ def _overrides(p: argparse.ArgumentParser, what: str) -> None:
 
 _EXAMPLE = {"config": "agent.actor_lr=0.1", "base-config": "training.episodes=300"}
 _NO_PROGRESS = "no progress bar (the final summary line is still printed)"
+_CFG_JOB = (
+    "Hydra's --cfg job: print the resolved config (YAML, every default filled in) and exit without running"
+)
 
 
 def _train_parser(sub) -> None:
@@ -489,6 +571,7 @@ def _train_parser(sub) -> None:
         help="output directory (default: runs/<name>-<config id>); resumed if it holds a checkpoint",
     )
     t.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
+    t.add_argument("--cfg", choices=["job"], help=_CFG_JOB)
     t.set_defaults(func=cmd_train)
 
 
@@ -587,6 +670,7 @@ def _sweep_parser(sub) -> None:
         help="add this plan's runs to a sweep directory that holds another plan (refused without it)",
     )
     s.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
+    s.add_argument("--cfg", choices=["job"], help=_CFG_JOB)
     s.set_defaults(func=cmd_sweep)
 
 

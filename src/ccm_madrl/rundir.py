@@ -58,7 +58,8 @@ RUNS = "runs"
 LOCK = ".lock"  # held (flock) by the one process that writes a run or sweep directory
 
 # status.json's "state" of a run while and after it runs; a reader also sees "stale" (see
-# effective_state) and, for a run without status.json, "not-started" / "unknown".
+# effective_state) and, for a run without status.json, "pending" (the manifest's word for a run to
+# run) / "unknown". One vocabulary: the dry run, the manifest and docs/run_store.md use these words.
 RUN_STATES = ("running", "interrupted", "failed", "diverged", "done")
 # a manifest entry's "status": pending (to run), queued (handed to the backend), then a run's end state
 MANIFEST_STATES = ("pending", "queued", "interrupted", "done", "diverged", "failed")
@@ -360,9 +361,9 @@ class RunDir:
         return LiveStatus(self)
 
     def state(self, now: float | None = None) -> str:
-        """The run's effective state; ``not-started`` without a status.json."""
+        """The run's effective state; ``pending`` (not started) without a status.json."""
         st = self.status()
-        return effective_state(st, now) if st else "not-started"
+        return effective_state(st, now) if st else "pending"
 
     def trained_elsewhere(self) -> str | None:
         """Who trains this run now, when another live process does ("pid P on host H, heartbeat

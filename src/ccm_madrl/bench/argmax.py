@@ -14,6 +14,25 @@ from .options import ArgmaxBench
 ARGMAX = ArgmaxBench()  # the defaults
 
 
+def row_summary(per: np.ndarray) -> dict:
+    """The row-skipping statistics of one run from its training steps' rows ``per`` (episode, rows,
+    rows evaluated, train seconds). Quarters are taken over the steps there are (fewer than four
+    steps: one value per step), so no statistic is the mean of an empty slice (NumPy's warnings)."""
+    if not len(per):
+        raise ValueError("bench argmax: the run trained no step (more --episodes)")
+    frac = 1 - per[:, 2] / per[:, 1]
+    return {
+        "training_steps": len(per),
+        "rows_skipped_fraction": float(1 - per[:, 2].sum() / per[:, 1].sum()),
+        "rows_skipped_fraction_by_quarter": [
+            float(q.mean()) for q in np.array_split(frac, min(4, len(frac)))
+        ],
+        "rows_skipped_fraction_min": float(frac.min()),
+        "rows_per_training_step_median": float(np.median(per[:, 1])),
+        "train_step_ms_median_in_run": 1e3 * float(np.median(per[:, 3])),
+    }
+
+
 def bench_argmax(
     lrs: tuple[float, ...] = ARGMAX.lrs,
     episodes: int = ARGMAX.episodes,
@@ -68,18 +87,11 @@ def bench_argmax(
             tr = Trainer(cfg, Path(d) / "run", progress=False, quiet=True, callbacks=callbacks)
             summary = tr.run()
             prof = sequential_step_profile(tr.learner, peak, peak_cpu_gflops=peak_cpu)
-        per = np.array(rec[0].per_episode, dtype=float)
-        frac = 1 - per[:, 2] / per[:, 1]
-        quarters = np.array_split(frac, 4)
+        per = np.array(rec[0].per_episode, dtype=float).reshape(-1, 4)
         out["results"].append(
             {
                 "actor_lr": lr,
-                "training_steps": len(per),
-                "rows_skipped_fraction": float(1 - per[:, 2].sum() / per[:, 1].sum()),
-                "rows_skipped_fraction_by_quarter": [float(q.mean()) for q in quarters],
-                "rows_skipped_fraction_min": float(frac.min()),
-                "rows_per_training_step_median": float(np.median(per[:, 1])),
-                "train_step_ms_median_in_run": 1e3 * float(np.median(per[:, 3])),
+                **row_summary(per),
                 "final_return": summary.final_return,
                 **prof,
             }

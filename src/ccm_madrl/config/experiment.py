@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .agent import AgentConfig, nest_flat_keys
+from .agent import AgentConfig, canonical_key, nest_flat_keys
 from .cross import CrossConfig
 from .loggers import LoggingConfig
 from .mec import MECConfig
@@ -262,24 +262,52 @@ class ExperimentConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------ loading
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: ``invalid configuration [in SOURCE]: FIELD: PROBLEM (got VALUE); FIELD: ...``."""
-    lines = []
+COMMAND_LINE = "the command line"
+
+
+def _origin(loc: str, cli: Iterable[str], source: str) -> str:
+    """Where the value at dotted ``loc`` came from: the command line when an override set it (or a
+    section above or below it), else ``source`` (the file)."""
+    loc = canonical_key(loc) if loc.startswith("agent.") else loc
+    for key in cli:
+        key = canonical_key(key)
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return COMMAND_LINE
+    return source
+
+
+def _format_validation_error(
+    err: ValidationError, source: str, cli: Iterable[str] = (), where: str = ""
+) -> str:
+    """One line: ``invalid configuration [in SOURCE]: FIELD: PROBLEM (got VALUE); FIELD: ...``.
+    ``cli``: the dotted keys the command line set (``override_keys``); a field they set is named
+    as coming from the command line, not from ``source``. ``where``: added after the origin."""
+    cli = list(cli)
+    lines, origins = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "value_error" and not e["loc"]:  # a model check naming its own field(s)
             lines.append(f"  {e['ctx']['error']}")
+            origins.append(
+                source if not cli else COMMAND_LINE if not source else f"{source} with {COMMAND_LINE}"
+            )
             continue
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
             msg = f"must be one of {e['ctx']['expected']}"
         got = e.get("input")
+        origins.append(_origin(loc, cli, source))
         lines.append(
             f"{loc}: {msg}" + ("" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})")
         )
-    return f"invalid configuration{f' in {source}' if source else ''}: " + "; ".join(lines)
+    if len(set(origins)) > 1:  # the fields came from different places: each says where
+        lines = [f"{line} [{o or 'defaults'}]" for line, o in zip(lines, origins)]
+        origins = [""]
+    origin = origins[0] if origins else source
+    head = f" {'on' if origin == COMMAND_LINE else 'in'} {origin}" if origin else ""
+    return f"invalid configuration{head}{f' {where}' if where else ''}: " + "; ".join(lines)
 
 
 def parse_value(text: str) -> Any:
@@ -292,31 +320,91 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides to a nested dict (copied)."""
+OVERRIDE_FORMS = "KEY=VALUE (or +KEY=VALUE, ++KEY=VALUE, ~KEY, ~KEY=VALUE)"
+
+
+def split_override(item: str) -> tuple[str, str, str | None]:
+    """An override as (operation, dotted key, value text or None): ``KEY=V`` -> ``('=', KEY, V)``;
+    ``+KEY=V`` (add a key the file lacks) -> ``('+', ...)``; ``++KEY=V`` (add or set) -> ``('++', ...)``;
+    ``~KEY`` / ``~KEY=V`` (remove the key, back to its default; with V only if it holds V) ->
+    ``('~', KEY, None | V)``. ConfigError for anything else."""
+    op = "++" if item.startswith("++") else item[:1] if item[:1] in "+~" else "="
+    body = item[len(op) :] if op != "=" else item
+    key, sep, text = body.partition("=")
+    key = key.strip()
+    if not sep and op != "~":
+        raise ConfigError(
+            f"override {item!r} on {COMMAND_LINE}: expected {OVERRIDE_FORMS}, e.g. agent.actor_lr=0.01"
+        )
+    parts = key.split(".")
+    if not key or not all(parts):
+        raise ConfigError(f"override {item!r} on {COMMAND_LINE}: empty key")
+    return op, key, text if sep else None
+
+
+def override_keys(overrides: Iterable[str]) -> list[str]:
+    """The dotted keys that ``overrides`` set or remove (for naming the command line in errors)."""
+    return [split_override(item)[1] for item in overrides]
+
+
+_MISSING = object()
+
+
+def _lookup(data: dict, parts: list[str]) -> Any:
+    node: Any = data
+    for p in parts:
+        if not isinstance(node, dict) or p not in node:
+            return _MISSING
+        node = node[p]
+    return node
+
+
+def _remove(out: dict, item: str, parts: list[str], text: str | None, source: str) -> None:
+    """``~KEY`` / ``~KEY=V``: drop the key (the schema's default applies)."""
+    current = _lookup(out, parts)
+    where = source or "the config (no file given)"
+    if current is _MISSING:
+        raise ConfigError(
+            f"override {item!r} on {COMMAND_LINE}: {'.'.join(parts)} is not set in {where} (nothing to remove)"
+        )
+    if text is not None and current != parse_value(text):
+        raise ConfigError(
+            f"override {item!r} on {COMMAND_LINE}: {'.'.join(parts)} is {current!r} in {where}, not {parse_value(text)!r}"
+        )
+    del _lookup(out, parts[:-1])[parts[-1]]  # _lookup(out, []) is out
+
+
+def apply_overrides(data: dict, overrides: Iterable[str], source: str = "") -> dict:
+    """Apply overrides (:func:`split_override`) to a nested dict (copied). ``KEY=V`` and ``++KEY=V``
+    set a key, creating it where ``data`` lacks it (every key of the schema has a default);
+    ``+KEY=V`` refuses a key ``data`` (the file ``source``) already sets; ``~KEY`` removes one."""
     out = json.loads(json.dumps(data))
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. agent.actor_lr=0.01")
-        key, _, text = item.partition("=")
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override {item!r}: empty key")
+        op, key, text = split_override(item)
+        parts = key.split(".")
+        if op == "~":
+            _remove(out, item, parts, text, source)
+            continue
+        if op == "+" and _lookup(out, parts) is not _MISSING:
+            raise ConfigError(
+                f"override {item!r} on {COMMAND_LINE}: {key} is already set in {source or 'the config'} "
+                f"(+ adds a missing key; change it with {key}=... or ++{key}=...)"
+            )
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {item!r} on {COMMAND_LINE}: {p!r} is not a section")
             node = nxt
         node[parts[-1]] = parse_value(text)
     return out
 
 
-def _validate(raw: dict, source: str, context: dict | None) -> ExperimentConfig:
+def _validate(raw: dict, source: str, context: dict | None, cli: Iterable[str] = ()) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw, context=context)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, cli)) from None
 
 
 def stored_config(data: Mapping[str, Any], source: str = "") -> ExperimentConfig:

@@ -19,6 +19,7 @@ from ..config.experiment import (  # noqa: F401 - _format_validation_error: for 
     _validate,
     apply_overrides,
     load_yaml,
+    override_keys,
 )
 
 
@@ -28,7 +29,9 @@ def build_config(
     """The config of a run to start, from a mapping the user gave (a config file, a sweep file's
     run) and ``overrides``: validated, and an ``agent.algorithm`` of the form 'module:factory'
     imported and checked (``config.agent.RESOLVE``). A stored config: :func:`stored_config`."""
-    return _validate(apply_overrides(dict(data or {}), overrides), source, RESOLVE)
+    overrides = list(overrides)
+    data = apply_overrides(dict(data or {}), overrides, source)
+    return _validate(data, source, RESOLVE, override_keys(overrides))
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -23,7 +23,7 @@ class Manifest:
 
 
 def run_states(sweep_dir: Path, ids: Iterable[str]) -> dict[str, str]:
-    """Each run's state in a sweep directory: not-started (no status.json yet), running,
+    """Each run's state in a sweep directory: pending (no status.json yet: not started), running,
     interrupted, failed, done, or stale (its status says running but its process is gone or its
     heartbeat stopped; see ``rundir.effective_state``)."""
     sd = SweepDir(sweep_dir)

@@ -11,17 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..config.agent import RESOLVE
 from ..experiment.config import (
+    COMMAND_LINE,
     ConfigError,
     ExperimentConfig,
     Label,
     _format_validation_error,
     apply_overrides,
     load_yaml,
+    override_keys,
     parse_value,
+    split_override,
 )
 from ..rundir import SweepDir
 from .backends import check_options
@@ -41,6 +44,8 @@ class SweepSpec(BaseModel):
     seeds: list[int] | int = Field(default_factory=lambda: [0])
     description: str = ""
     slurm: dict[str, Any] = Field(default_factory=dict, description="SlurmOptions fields (backend slurm)")
+    # the dotted keys the command line set (load_sweep): their errors name the command line
+    _cli_keys: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("axes")
     @classmethod
@@ -96,51 +101,72 @@ def load_sweep(
     """Read a sweep file; returns the spec and the resolved base config mapping.
 
     Command-line changes (recorded in the sweep directory's ``sweep.yaml``): ``set_`` overrides
-    fields of the base config (``training.episodes=300``); ``seeds`` replaces the seeds (``3`` or
-    ``[0, 5]``); each of ``axes`` replaces or adds an axis (``agent.actor_lr=[1e-4, 0.1]``);
-    ``name`` renames the sweep."""
+    fields of the base config (``training.episodes=300``, ``+KEY=V``, ``~KEY``: the forms of
+    ``config.experiment.split_override``); ``seeds`` replaces the seeds (``3`` or ``[0, 5]``); each
+    of ``axes`` replaces or adds an axis (``agent.actor_lr=[1e-4, 0.1]``); ``name`` renames the
+    sweep. The keys the command line set are kept on the spec (``cli_keys``): an error in one of
+    their values names the command line, not the file."""
     path = Path(path)
     data = load_yaml(path)
+    cli: list[str] = []
     for item in axes:
         key, sep, text = item.partition("=")
         vals = parse_value(text)
         if not sep or not key.strip() or not isinstance(vals, list):
-            raise ConfigError(f"--axis {item!r}: expected KEY=[v1, v2, ...]")
+            raise ConfigError(f"--axis {item!r} on {COMMAND_LINE}: expected KEY=[v1, v2, ...]")
         data.setdefault("axes", {})[key.strip()] = vals
+        cli.append(key.strip())
     if seeds is not None:
         data["seeds"] = parse_value(seeds)
+        cli.append("seed")
     if name:
         data["name"] = name
-    set_ = _axis_overrides(data, list(set_))
+    set_, swept = _axis_overrides(data, list(set_), str(path))
+    cli += swept
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, str(path))) from None
-    base = spec.base
+        spec_cli = ["seeds"] * ("seed" in cli) + ["axes"] * bool(set(cli) - {"seed"}) + ["name"] * bool(name)
+        raise ConfigError(_format_validation_error(err, str(path), spec_cli)) from None
+    base, base_source = spec.base, str(path)
     if isinstance(base, str):
         base_path = (path.parent / base).resolve()
-        base = load_yaml(base_path)
-    base = apply_overrides(base, set_)
+        base, base_source = load_yaml(base_path), str(base_path)
+    base = apply_overrides(base, set_, base_source)
+    spec._cli_keys = [*cli, *override_keys(set_)]
     return spec, base
 
 
-def _axis_overrides(data: dict, set_: list[str]) -> list[str]:
+def _axis_overrides(data: dict, set_: list[str], source: str) -> tuple[list[str], list[str]]:
     """Hydra's rule for an override of a key the sweep varies: ``--set KEY=V`` (or a bare ``KEY=V``)
     where ``KEY`` is an axis replaces the axis by ``[V]``, and ``seed=V`` replaces the seeds by
-    ``[V]`` (a base value would be overwritten by the axis: silently ignored). Returns the other
-    overrides, for the base config."""
+    ``[V]`` (a base value would be overwritten by the axis: silently ignored); ``~KEY`` removes the
+    axis (its runs take the base config's value); ``+KEY=V`` of an axis is refused (the file sets
+    it). Returns the other overrides, for the base config, and the axis keys changed."""
     axes = data.get("axes") if isinstance(data.get("axes"), dict) else {}
-    rest = []
+    rest, swept = [], []
     for item in set_:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if sep and key in axes:
-            axes[key] = [parse_value(text)]
-        elif sep and key == "seed":
+        op, key, text = split_override(item)
+        if key not in axes and key != "seed":
+            rest.append(item)
+            continue
+        if op == "+":
+            raise ConfigError(
+                f"override {item!r} on {COMMAND_LINE}: {key} is already set in {source} "
+                f"({'its seeds' if key == 'seed' else 'an axis'}; change it with {key}=...)"
+            )
+        if op == "~" and key == "seed":
+            raise ConfigError(
+                f"override {item!r} on {COMMAND_LINE}: the seeds cannot be removed; set them with seed=V"
+            )
+        if op == "~":
+            axes.pop(key)
+        elif key == "seed":
             data["seeds"] = [parse_value(text)]
         else:
-            rest.append(item)
-    return rest
+            axes[key] = [parse_value(text)]
+        swept.append(key)
+    return rest, swept
 
 
 def _with_overrides(base: dict, ov: dict[str, Any]) -> dict:
@@ -173,7 +199,7 @@ def expand(spec: SweepSpec, base: dict, source: str = "") -> list[RunSpec]:
                 cfg = ExperimentConfig.model_validate(data, context=RESOLVE)  # the user's sweep file
             except ValidationError as err:
                 raise ConfigError(
-                    _format_validation_error(err, f"{source or spec.name} (run {ov})").replace(
+                    _format_validation_error(err, source or spec.name, spec._cli_keys, f"(run {ov})").replace(
                         "invalid configuration", "invalid sweep value"
                     )
                 ) from None

@@ -66,7 +66,18 @@ class SweepProgress:
             flush=True,
         )
 
-    def run_finished(self, status: str) -> None:
+    def run_finished(self, status: str, episodes_done: int | None = None, planned: int | None = None,
+                     eps_now: int | None = None) -> None:  # fmt: skip
+        """A run came back with ``status`` after ``episodes_done`` of its ``planned`` episodes; one
+        that ended before its last (early stop, divergence, failure) takes its unrun episodes out of
+        the total, so that the two counters agree when every run has finished. ``eps_now``: the
+        episodes done over all runs now (the line shows it, not the last poll's)."""
+        if status != "interrupted" and episodes_done is not None and planned is not None:
+            self.total_eps -= max(0, planned - int(episodes_done))
+        if eps_now is not None:
+            self.eps = eps_now
+        if self.prog:
+            self.prog.update(self.t_eps, total=self.total_eps, completed=self.eps)
         self.failed += status == "failed"
         self.diverged += status == "diverged"
         self.finished += status in ("done", "diverged")

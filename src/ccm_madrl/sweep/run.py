@@ -135,8 +135,10 @@ class _Results:
     """What comes back from the backend: each run's result into the manifest, the counts and the
     progress display; a pack job's result is split into its members' results."""
 
-    def __init__(self, man: Manifest, name: str, plan: SweepPlan, bar: SweepProgress, jobs: list[Job]):
+    def __init__(self, man: Manifest, name: str, plan: SweepPlan, bar: SweepProgress, jobs: list[Job],
+                 planned: dict[str, int], episodes_now=None):  # fmt: skip
         self.man, self.name, self.bar = man, name, bar
+        self.planned, self.episodes_now = planned, episodes_now  # run id -> its episodes; a counter
         self.packs = {j.id: j for j in jobs if isinstance(j, PackJob)}
         self.counts = {"done": 0, "failed": 0, "interrupted": 0, "diverged": 0}
         for state, _ in plan.done.values():
@@ -153,7 +155,12 @@ class _Results:
         self.counts[res["status"]] += 1
         self.man.update(jid, **res)
         self.man.save(self.name)
-        self.bar.run_finished(res["status"])
+        self.bar.run_finished(
+            res["status"],
+            res.get("episodes_done"),
+            self.planned.get(jid),
+            self.episodes_now() if self.episodes_now else None,
+        )
 
 
 def _record_stopped(man: Manifest, jobs: list[RunJob], name: str) -> None:
@@ -184,7 +191,9 @@ def _run_sweep(spec: SweepSpec, base: dict, runs: list[RunSpec], sd: SweepDir, o
     def poll() -> None:
         bar.episodes(episodes_now())
 
-    total_eps = sum(r.config.training.episodes for r in runs)
+    planned = {r.id: r.config.training.episodes for r in runs}
+    # a run finished before this call counts with the episodes it ended at (an early stop, a divergence)
+    total_eps = sum(int(plan.done[r][1] or 0) if r in plan.done else n for r, n in planned.items())
     bar = SweepProgress(opts.progress, spec.name, len(runs), len(plan.done), total_eps, episodes_now())
     backend = make_backend(opts.backend, plan, opts.address)
     jobs: list[Job] = list(plan.jobs)
@@ -192,7 +201,7 @@ def _run_sweep(spec: SweepSpec, base: dict, runs: list[RunSpec], sd: SweepDir, o
         from .packing import pack_jobs
 
         jobs = pack_jobs(plan.jobs, opts.pack, plan.workers)
-    results = _Results(man, spec.name, plan, bar, jobs)
+    results = _Results(man, spec.name, plan, bar, jobs, planned, episodes_now)
     try:
         with bar, stop.installed():
             if jobs:
