@@ -134,6 +134,7 @@ def test_one_id_rule_keeps_the_ids_of_earlier_runs():
         "cross",
         "training.eval_every",
         "monitor.rank_interval",
+        "training.device_resident",
     }  # the agent's options: the same rule through AgentConfig.id_fields (tests/test_config_migration.py)
     assert build_config({}, ["training.eval_every=5"]).id() != build_config({}).id()
     assert build_config({}, ["agent.argmax_row_skip=true"]).id() != build_config({}).id()
@@ -152,6 +153,7 @@ def test_threads_field_sets_torch_threads_and_keeps_old_ids(tmp_path):
     d["agent"] = cfg.agent.id_fields()  # the agent's options under their flat names (docs/config.md)
     assert d["training"].pop("eval_every") == 1 and "argmax_row_skip" not in d["agent"]  # nor these
     assert d["monitor"].pop("rank_interval") == 50  # the plasticity ranks' interval, at its default
+    assert d["training"].pop("device_resident") == "auto"  # the device-resident path, at its default
     # the default leaves the id as it was before the field existed (run directories stay resumable)
     assert cfg.id() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     two = build_config(SMALL, ["threads=2"])
